@@ -1,0 +1,148 @@
+//! Publishing incident events to JetStream, and reading them back.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use futures::{StreamExt, future::join_all};
+use tocsin_core::{IncidentId, RecordedEvent};
+use tracing::{debug, instrument};
+
+use crate::{Bus, BusError, EventEnvelope};
+
+/// JetStream's answer to one publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    pub stream_sequence: u64,
+    /// JetStream had already stored this event id within its de-duplication window.
+    pub duplicate: bool,
+}
+
+impl Bus {
+    /// Creates the events stream if it does not exist. Idempotent.
+    #[instrument(skip(self), fields(stream = %self.config.events_stream()))]
+    pub async fn ensure_events_stream(&self) -> Result<(), BusError> {
+        let config = stream::Config {
+            name: self.config.events_stream(),
+            subjects: vec![self.config.events_subjects()],
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            max_age: self.config.events_max_age,
+            duplicate_window: self.config.duplicate_window,
+            num_replicas: self.config.replicas,
+            description: Some("Tocsin incident events, relayed from the PostgreSQL log".into()),
+            ..Default::default()
+        };
+        self.js
+            .get_or_create_stream(config)
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Publishes events with `Nats-Msg-Id` = event id, pipelined: every publish is sent
+    /// before any acknowledgement is awaited. Results come back in input order.
+    ///
+    /// On one connection the server stores messages in the order they were sent, so events
+    /// given in per-incident version order are stored in that order.
+    #[instrument(skip_all, fields(count = events.len()))]
+    pub async fn publish_events(&self, events: &[RecordedEvent]) -> Vec<Result<Published, BusError>> {
+        let mut pending = Vec::with_capacity(events.len());
+        for event in events {
+            let message = jetstream::message::PublishMessage::build()
+                .message_id(event.event_id.to_string())
+                .header("Tocsin-Incident-Id", event.incident_id.to_string().as_str())
+                .header("Tocsin-Version", event.version.to_string().as_str())
+                .payload(EventEnvelope::from(event).encode());
+            let subject = self.config.event_subject(event.incident_id);
+            pending.push(self.js.send_publish(subject, message).await);
+        }
+        let acks = pending.into_iter().map(|sent| async move {
+            let ack = sent.map_err(|e| BusError::Unavailable(e.to_string()))?.await;
+            match ack {
+                Ok(ack) => Ok(Published { stream_sequence: ack.sequence, duplicate: ack.duplicate }),
+                Err(e) => Err(match e.kind() {
+                    jetstream::context::PublishErrorKind::StreamNotFound => {
+                        BusError::Rejected(e.to_string())
+                    }
+                    _ => BusError::Unavailable(e.to_string()),
+                }),
+            }
+        });
+        join_all(acks).await
+    }
+
+    /// Every event of one incident currently in the stream, in stream order. For the demo,
+    /// tests and audits: an ephemeral consumer that reads and acknowledges nothing.
+    #[instrument(skip(self))]
+    pub async fn read_incident_events(
+        &self,
+        incident_id: IncidentId,
+    ) -> Result<Vec<EventEnvelope>, BusError> {
+        self.read_subject(self.config.event_subject(incident_id)).await
+    }
+
+    /// Every event in the stream, in stream order.
+    pub async fn read_all_events(&self) -> Result<Vec<EventEnvelope>, BusError> {
+        self.read_subject(self.config.events_subjects()).await
+    }
+
+    async fn read_subject(&self, filter_subject: String) -> Result<Vec<EventEnvelope>, BusError> {
+        let unavailable = |e: &dyn std::fmt::Display| BusError::Unavailable(e.to_string());
+        let stream = self
+            .js
+            .get_stream(self.config.events_stream())
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let consumer = stream
+            .create_consumer(consumer::pull::Config {
+                filter_subject,
+                ack_policy: consumer::AckPolicy::None,
+                deliver_policy: consumer::DeliverPolicy::All,
+                inactive_threshold: Duration::from_secs(30),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let mut out = Vec::new();
+        loop {
+            let mut batch = consumer
+                .fetch()
+                .max_messages(1000)
+                .expires(Duration::from_millis(300))
+                .messages()
+                .await
+                .map_err(|e| unavailable(&e))?;
+            let before = out.len();
+            while let Some(message) = batch.next().await {
+                let message = message.map_err(|e| unavailable(&e))?;
+                out.push(EventEnvelope::decode(&message.payload)?);
+            }
+            if out.len() == before {
+                break;
+            }
+        }
+        debug!(count = out.len(), "read events back from the stream");
+        Ok(out)
+    }
+
+    /// How many messages the events stream holds.
+    pub async fn events_stream_len(&self) -> Result<u64, BusError> {
+        let mut stream = self
+            .js
+            .get_stream(self.config.events_stream())
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        let info = stream.info().await.map_err(|e| BusError::Unavailable(e.to_string()))?;
+        Ok(info.state.messages)
+    }
+
+    /// Deletes the events stream: for tests cleaning up, and for operators rebuilding it from
+    /// the log (`tocsin-ingest republish`).
+    pub async fn delete_events_stream(&self) -> Result<(), BusError> {
+        self.js
+            .delete_stream(self.config.events_stream())
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,68 @@
+//! The only crate that knows NATS subjects and JetStream settings.
+//!
+//! JetStream is Tocsin's fast transport, never its truth: every stream here can be rebuilt
+//! from the PostgreSQL log. Only features of nats-server 2.9 are used: streams, pull
+//! consumers, `Nats-Msg-Id` de-duplication, explicit acks, nak with delay, max deliver.
+//!
+//! - [`config`]: prefixes, stream names and subjects, so tests and tenants can isolate themselves.
+//! - [`envelope`]: the versioned JSON wire format of an event on the bus.
+//! - [`events`]: publishing events (pipelined, de-duplicated by event id) and reading them back.
+
+pub mod config;
+pub mod envelope;
+mod error;
+pub mod events;
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+
+pub use config::BusConfig;
+pub use envelope::EventEnvelope;
+pub use error::BusError;
+pub use events::Published;
+
+/// A connection to NATS with JetStream, bound to one [`BusConfig`]. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Bus {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    config: BusConfig,
+}
+
+impl Bus {
+    /// Connects to `url`. The connection is made in the background and retried forever, so a
+    /// service starts (and keeps its own work going) while NATS is down.
+    pub async fn connect(url: &str, config: BusConfig) -> Result<Self, BusError> {
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("tocsin/{}", config.prefix()))
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(3))
+            .connect(url)
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        Ok(Self::new(client, config))
+    }
+
+    pub fn new(client: async_nats::Client, config: BusConfig) -> Self {
+        let js = jetstream::ContextBuilder::new()
+            .timeout(config.ack_timeout)
+            .max_ack_inflight(config.max_ack_inflight)
+            .backpressure_on_inflight(true)
+            .build(client.clone());
+        Self { client, js, config }
+    }
+
+    pub fn config(&self) -> &BusConfig {
+        &self.config
+    }
+
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// Whether the connection to NATS is up right now.
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+}

@@ -1,0 +1,176 @@
+//! Incident state as a fold of its events, and the lifecycle rules that decide which event
+//! may come next.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::change::{Change, EventKind, IncidentStatus, MaintenanceWindow, Severity};
+use crate::error::DomainError;
+use crate::event::RecordedEvent;
+use crate::ids::{EventId, IncidentId};
+
+/// Whether this is an unplanned incident or a scheduled maintenance; fixed at creation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentKind {
+    Incident,
+    Maintenance,
+}
+
+/// The current state of one incident: nothing but `fold(events)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incident {
+    pub id: IncidentId,
+    pub kind: IncidentKind,
+    pub status: IncidentStatus,
+    pub severity: Severity,
+    pub title: String,
+    pub components: Vec<String>,
+    /// The latest customer-facing message.
+    pub message: String,
+    pub labels: BTreeMap<String, String>,
+    pub window: Option<MaintenanceWindow>,
+    pub version: u64,
+    pub last_event_id: EventId,
+    pub last_event_kind: EventKind,
+    #[serde(with = "time::serde::rfc3339")]
+    pub opened_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub resolved_at: Option<OffsetDateTime>,
+}
+
+impl Incident {
+    /// Whether the lifecycle has ended (resolved incident, completed maintenance).
+    pub fn is_closed(&self) -> bool {
+        matches!(self.status, IncidentStatus::Resolved | IncidentStatus::Completed)
+    }
+
+    /// Decides whether `change` may be appended to an incident in state `current`
+    /// (`None`: the incident does not exist yet).
+    pub fn check_transition(
+        current: Option<&Incident>,
+        incident_id: IncidentId,
+        change: &Change,
+        expected_version: Option<u64>,
+    ) -> Result<(), DomainError> {
+        use EventKind::*;
+        let actual = current.map_or(0, |i| i.version);
+        let Some(incident) = current else {
+            if change.kind.creates() {
+                return Ok(());
+            }
+            return Err(DomainError::NotFound(incident_id));
+        };
+        if let Some(expected) = expected_version
+            && expected != actual
+        {
+            return Err(DomainError::VersionConflict { expected, actual });
+        }
+        let refuse = |why: &str| Err(DomainError::InvalidTransition(why.to_owned()));
+        match (incident.kind, incident.status, change.kind) {
+            (_, _, Opened | MaintenanceScheduled) => {
+                refuse("the incident already exists; publish an update, or open a new incident without an id")
+            }
+            (IncidentKind::Incident, IncidentStatus::Resolved, Reopened) => Ok(()),
+            (IncidentKind::Incident, IncidentStatus::Resolved, _) => refuse(
+                "the incident is resolved; the only event it accepts is reopened",
+            ),
+            (IncidentKind::Incident, _, Reopened) => refuse("only a resolved incident can be reopened"),
+            (IncidentKind::Incident, _, Updated | Resolved) => Ok(()),
+            (IncidentKind::Incident, _, MaintenanceStarted | MaintenanceCompleted) => {
+                refuse("maintenance events apply only to a scheduled maintenance")
+            }
+            (IncidentKind::Maintenance, IncidentStatus::Completed, _) => {
+                refuse("the maintenance is completed and accepts no further events")
+            }
+            (IncidentKind::Maintenance, IncidentStatus::Scheduled, MaintenanceStarted) => Ok(()),
+            (IncidentKind::Maintenance, _, MaintenanceStarted) => {
+                refuse("the maintenance has already started")
+            }
+            (IncidentKind::Maintenance, _, MaintenanceCompleted | Updated) => Ok(()),
+            (IncidentKind::Maintenance, _, Resolved | Reopened) => refuse(
+                "a maintenance is closed with maintenance_completed, not resolved or reopened",
+            ),
+        }
+    }
+
+    /// Applies one recorded event. The event must have passed [`Incident::check_transition`]
+    /// when it was appended; the fold itself never fails, so old logs always replay.
+    pub fn apply(current: Option<Incident>, event: &RecordedEvent) -> Incident {
+        let change = &event.change;
+        let mut incident = match current {
+            Some(incident) => incident,
+            None => Incident {
+                id: event.incident_id,
+                kind: if change.kind == EventKind::MaintenanceScheduled {
+                    IncidentKind::Maintenance
+                } else {
+                    IncidentKind::Incident
+                },
+                status: IncidentStatus::Investigating,
+                severity: Severity::Minor,
+                title: String::new(),
+                components: Vec::new(),
+                message: String::new(),
+                labels: BTreeMap::new(),
+                window: None,
+                version: 0,
+                last_event_id: event.event_id,
+                last_event_kind: change.kind,
+                opened_at: event.occurred_at,
+                updated_at: event.occurred_at,
+                resolved_at: None,
+            },
+        };
+
+        incident.status = match change.kind {
+            EventKind::Opened | EventKind::Updated | EventKind::Reopened => {
+                change.status.unwrap_or(match (incident.kind, change.kind) {
+                    (_, EventKind::Reopened | EventKind::Opened) => IncidentStatus::Investigating,
+                    _ => incident.status,
+                })
+            }
+            EventKind::Resolved => IncidentStatus::Resolved,
+            EventKind::MaintenanceScheduled => IncidentStatus::Scheduled,
+            EventKind::MaintenanceStarted => IncidentStatus::InProgress,
+            EventKind::MaintenanceCompleted => IncidentStatus::Completed,
+        };
+        if let Some(severity) = change.severity {
+            incident.severity = severity;
+        }
+        if let Some(title) = &change.title {
+            incident.title.clone_from(title);
+        }
+        if !change.components.is_empty() {
+            incident.components.clone_from(&change.components);
+        }
+        if let Some(window) = change.window {
+            incident.window = Some(window);
+        }
+        incident.message.clone_from(&change.message);
+        incident.labels.extend(change.labels.clone());
+        incident.resolved_at = match incident.status {
+            IncidentStatus::Resolved | IncidentStatus::Completed => Some(event.occurred_at),
+            _ => None,
+        };
+        incident.version = event.version;
+        incident.last_event_id = event.event_id;
+        incident.last_event_kind = change.kind;
+        incident.updated_at = event.occurred_at;
+        incident
+    }
+
+    /// Folds a whole history. `None` for an empty one.
+    pub fn fold<'a>(events: impl IntoIterator<Item = &'a RecordedEvent>) -> Option<Incident> {
+        events
+            .into_iter()
+            .fold(None, |state, event| Some(Incident::apply(state, event)))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,71 @@
+//! The only crate that speaks SQL. PostgreSQL is Tocsin's one durable truth, and this crate
+//! owns its schema and every query against it:
+//!
+//! - [`log`]: appending to the append-only event log, with publisher idempotency, per-incident
+//!   gapless versions, the incident projection and the outbox, all in one transaction.
+//! - [`read`]: reading incidents and events back.
+//! - [`outbox`]: what the relay needs: unpublished events, marking them published, waking up.
+//! - [`projection`]: recomputing every projection from the log.
+//!
+//! Migrations live in `migrations/` and run only when asked ([`Store::migrate`]).
+
+mod error;
+pub mod log;
+pub mod outbox;
+pub mod projection;
+pub mod read;
+mod rows;
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+pub use error::StoreError;
+pub use log::Appended;
+pub use outbox::{LogNotification, LogNotifications};
+pub use projection::RebuildReport;
+
+/// The schema migrations, embedded at build time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The channel `NOTIFY`'d on every append, so that relays and watchers wake at once.
+pub(crate) const EVENTS_CHANNEL: &str = "tocsin_events";
+
+/// A handle on Tocsin's database. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    /// Connects a pool of at most `max_connections` to `database_url`.
+    pub async fn connect(database_url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let options: PgConnectOptions = database_url.parse().map_err(StoreError::from)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options.application_name("tocsin"))
+            .await?;
+        Ok(Self { pool })
+    }
+
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies pending migrations. Called by `tocsin-ingest migrate`, never implicitly.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await.map_err(|e| StoreError::Migration(e.to_string()))
+    }
+
+    /// Whether the database answers; for readiness checks.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,201 @@
+//! Appending to the event log.
+
+use sqlx::types::Json;
+use sqlx::{Postgres, Transaction};
+use time::OffsetDateTime;
+use tocsin_core::idempotency::fingerprint;
+use tocsin_core::{EventId, Incident, IncidentId, PublishRequest, RecordedEvent};
+use tracing::instrument;
+use uuid::Uuid;
+
+use crate::rows::{event_columns, sql_version, EventRow, IncidentRow};
+use crate::{Store, StoreError, EVENTS_CHANNEL};
+
+/// What an append produced: the event as recorded, and whether it had been recorded before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub event: RecordedEvent,
+    /// True when the idempotency key had been seen with the same request: `event` is the
+    /// original one and nothing new was written.
+    pub duplicate: bool,
+}
+
+impl Store {
+    /// Appends one validated publish by `publisher` to the log, in one transaction with its
+    /// idempotency key, the incident projection and the outbox entry.
+    ///
+    /// Versions are gapless per incident because the incident's projection row is locked
+    /// (`FOR UPDATE`) while the next version is computed; the unique `(incident_id, version)`
+    /// constraint is the backstop when two publishers race to create the same incident.
+    #[instrument(skip_all, fields(publisher, idempotency_key = %request.idempotency_key, kind = request.change.kind.as_str()))]
+    pub async fn append(
+        &self,
+        publisher: &str,
+        request: &PublishRequest,
+        now: OffsetDateTime,
+    ) -> Result<Appended, StoreError> {
+        let fingerprint = fingerprint(request);
+        let event_id = EventId::new();
+        let mut tx = self.pool.begin().await?;
+
+        // The primary key on (publisher, key) decides: a concurrent publish of the same key
+        // waits here for the first transaction and then sees the conflict.
+        let claimed: Option<(Uuid,)> = sqlx::query_as(
+            "INSERT INTO idempotency_keys (publisher, idempotency_key, fingerprint, event_id)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (publisher, idempotency_key) DO NOTHING
+             RETURNING event_id",
+        )
+        .bind(publisher)
+        .bind(&request.idempotency_key)
+        .bind(&fingerprint)
+        .bind(event_id.as_uuid())
+        .fetch_optional(&mut *tx)
+        .await?;
+        if claimed.is_none() {
+            drop(tx);
+            return self.replay(publisher, request, &fingerprint).await;
+        }
+
+        let incident_id = request.incident_id.unwrap_or_default();
+        let current = lock_incident(&mut tx, incident_id).await?;
+        Incident::check_transition(
+            current.as_ref(),
+            incident_id,
+            &request.change,
+            request.expected_version,
+        )?;
+
+        let mut event = RecordedEvent {
+            event_id,
+            incident_id,
+            version: current.as_ref().map_or(1, |i| i.version + 1),
+            position: 0,
+            publisher: publisher.to_owned(),
+            idempotency_key: request.idempotency_key.clone(),
+            occurred_at: request.occurred_at.unwrap_or(now),
+            recorded_at: now,
+            change: request.change.clone(),
+        };
+        let incident = Incident::apply(current, &event);
+        event.position = insert_event(&mut tx, &event, &incident).await?;
+        tx.commit().await?;
+        Ok(Appended { event, duplicate: false })
+    }
+
+    /// Answers a retried publish from the original event, or refuses a reused key.
+    async fn replay(
+        &self,
+        publisher: &str,
+        request: &PublishRequest,
+        fingerprint: &str,
+    ) -> Result<Appended, StoreError> {
+        let sql = concat!(
+            "SELECT k.fingerprint, ",
+            event_columns!(),
+            "
+             FROM idempotency_keys k JOIN events e ON e.event_id = k.event_id
+             WHERE k.publisher = $1 AND k.idempotency_key = $2"
+        );
+        let row: Option<(String, EventRow)> = sqlx::query_as::<_, ReplayRow>(sql)
+            .bind(publisher)
+            .bind(&request.idempotency_key)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| (r.fingerprint, r.event));
+        let Some((stored, event)) = row else {
+            // The key's owner rolled back after we saw its row: nothing was recorded under it.
+            return Err(StoreError::Conflict { constraint: "idempotency_keys_pkey".into() });
+        };
+        if stored != fingerprint {
+            return Err(StoreError::IdempotencyKeyReused { key: request.idempotency_key.clone() });
+        }
+        Ok(Appended { event: event.try_into()?, duplicate: true })
+    }
+
+    /// Deletes idempotency keys older than `keep`, never less than 24 hours. Returns how many.
+    pub async fn prune_idempotency_keys(&self, keep: time::Duration) -> Result<u64, StoreError> {
+        let keep = keep.max(time::Duration::hours(24));
+        let done = sqlx::query(
+            "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)",
+        )
+        .bind(keep.as_seconds_f64())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ReplayRow {
+    fingerprint: String,
+    #[sqlx(flatten)]
+    event: EventRow,
+}
+
+async fn lock_incident(
+    tx: &mut Transaction<'_, Postgres>,
+    incident_id: IncidentId,
+) -> Result<Option<Incident>, StoreError> {
+    let row: Option<IncidentRow> =
+        sqlx::query_as("SELECT state FROM incidents WHERE incident_id = $1 FOR UPDATE")
+            .bind(incident_id.as_uuid())
+            .fetch_optional(&mut **tx)
+            .await?;
+    Ok(row.map(|r| r.state.0))
+}
+
+/// Writes the event, its outbox entry and the new projection in one statement, and notifies
+/// listeners on commit. Returns the event's global position.
+async fn insert_event(
+    tx: &mut Transaction<'_, Postgres>,
+    event: &RecordedEvent,
+    incident: &Incident,
+) -> Result<i64, StoreError> {
+    let (position,): (i64,) = sqlx::query_as(
+        "WITH ev AS (
+             INSERT INTO events (event_id, incident_id, version, kind, publisher,
+                                 idempotency_key, occurred_at, recorded_at, data)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             RETURNING position
+         ), ob AS (
+             INSERT INTO outbox (position, incident_id) SELECT position, $2 FROM ev
+         ), pr AS (
+             INSERT INTO incidents (incident_id, version, kind, status, severity,
+                                    opened_at, updated_at, state)
+             VALUES ($2, $3, $10, $11, $12, $13, $14, $15)
+             ON CONFLICT (incident_id) DO UPDATE SET
+                 version = EXCLUDED.version, status = EXCLUDED.status,
+                 severity = EXCLUDED.severity, updated_at = EXCLUDED.updated_at,
+                 state = EXCLUDED.state
+         )
+         SELECT ev.position FROM ev, LATERAL (SELECT pg_notify($16, $17)) AS notified",
+    )
+    .bind(event.event_id.as_uuid())
+    .bind(event.incident_id.as_uuid())
+    .bind(sql_version(event.version))
+    .bind(event.change.kind.as_str())
+    .bind(&event.publisher)
+    .bind(&event.idempotency_key)
+    .bind(event.occurred_at)
+    .bind(event.recorded_at)
+    .bind(Json(&event.change))
+    .bind(kind_str(incident))
+    .bind(incident.status.as_str())
+    .bind(incident.severity.as_str())
+    .bind(incident.opened_at)
+    .bind(incident.updated_at)
+    .bind(Json(incident))
+    .bind(EVENTS_CHANNEL)
+    .bind(format!("{} {}", event.incident_id, event.version))
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(position)
+}
+
+pub(crate) fn kind_str(incident: &Incident) -> &'static str {
+    match incident.kind {
+        tocsin_core::IncidentKind::Incident => "incident",
+        tocsin_core::IncidentKind::Maintenance => "maintenance",
+    }
+}

@@ -1,0 +1,99 @@
+//! The transactional outbox, from the relay's side.
+//!
+//! The relay never reads "positions above the last one seen": positions become visible out
+//! of commit order under concurrency, and such a cursor would skip an event committed late.
+//! Instead every event leaves an outbox row in its own transaction, and the relay takes
+//! whatever rows are still unpublished, however late they committed.
+
+use sqlx::postgres::PgListener;
+use tocsin_core::{IncidentId, RecordedEvent};
+use tracing::instrument;
+
+use crate::rows::{event_columns, events, EventRow};
+use crate::{Store, StoreError, EVENTS_CHANNEL};
+
+impl Store {
+    /// The oldest `limit` events not yet acknowledged by JetStream, in position order.
+    ///
+    /// Per incident, position order is version order: version N+1 is computed under the lock
+    /// that version N's transaction held until it committed, so it was inserted later.
+    #[instrument(skip(self))]
+    pub async fn unpublished_events(&self, limit: u32) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM outbox o JOIN events e ON e.position = o.position
+             WHERE o.published_at IS NULL ORDER BY o.position LIMIT $1"
+        );
+        let rows: Vec<EventRow> =
+            sqlx::query_as(sql).bind(i64::from(limit)).fetch_all(&self.pool).await?;
+        events(rows)
+    }
+
+    /// Marks events as acknowledged by JetStream.
+    #[instrument(skip_all, fields(count = positions.len()))]
+    pub async fn mark_published(&self, positions: &[i64]) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outbox SET published_at = clock_timestamp()
+             WHERE position = ANY($1) AND published_at IS NULL",
+        )
+        .bind(positions)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// How many events wait in the outbox.
+    pub async fn outbox_backlog(&self) -> Result<i64, StoreError> {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(n)
+    }
+
+    /// Forgets outbox rows published more than `keep` ago; the events themselves stay.
+    pub async fn prune_outbox(&self, keep: time::Duration) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM outbox
+             WHERE published_at < now() - make_interval(secs => $1)",
+        )
+        .bind(keep.as_seconds_f64())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Subscribes to append notifications. A dedicated connection, outside the pool.
+    pub async fn listen(&self) -> Result<LogNotifications, StoreError> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(EVENTS_CHANNEL).await?;
+        Ok(LogNotifications { listener })
+    }
+}
+
+/// An append seen through `LISTEN`: which incident reached which version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogNotification {
+    pub incident_id: IncidentId,
+    pub version: u64,
+}
+
+/// A stream of [`LogNotification`]s. Notifications are hints, not data: after a reconnect
+/// some may be missing, so consumers also poll.
+#[derive(Debug)]
+pub struct LogNotifications {
+    listener: PgListener,
+}
+
+impl LogNotifications {
+    /// Waits for the next notification. Reconnects transparently; `Err` only when the
+    /// database stays unreachable.
+    pub async fn next(&mut self) -> Result<Option<LogNotification>, StoreError> {
+        let note = self.listener.recv().await?;
+        let mut parts = note.payload().split(' ');
+        let incident_id = parts.next().and_then(|s| s.parse().ok());
+        let version = parts.next().and_then(|s| s.parse().ok());
+        Ok(incident_id.zip(version).map(|(incident_id, version)| LogNotification { incident_id, version }))
+    }
+}
