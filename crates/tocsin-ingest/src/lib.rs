@@ -1,1 +1,84 @@
-//! placeholder
+//! Tocsin's ingest service. Internal systems publish incident events over gRPC; each is
+//! validated, appended to the PostgreSQL event log with its outbox entry in one transaction,
+//! and relayed to NATS JetStream by the outbox relay.
+//!
+//! - [`config`]: configuration from the environment, with documented defaults.
+//! - [`auth`]: bearer-token authentication of publishers.
+//! - [`service`]: the `tocsin.v1.IncidentService` handlers.
+//! - [`watch`]: one `LISTEN` connection fanned out to `WatchIncident` streams.
+//! - [`relay`]: the outbox relay and the republish command.
+//!
+//! [`run`] starts it all on a given listener and stops on a given signal, so tests run the
+//! real service in-process on `127.0.0.1:0`.
+
+pub mod auth;
+pub mod config;
+pub mod relay;
+pub mod service;
+mod status;
+pub mod watch;
+
+use anyhow::Context;
+use tocsin_bus::Bus;
+use tocsin_proto::v1::incident_service_server::IncidentServiceServer;
+use tocsin_runtime::Shutdown;
+use tocsin_store::Store;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Server;
+use tower::util::MapResponseLayer;
+use tracing::info;
+
+pub use config::IngestConfig;
+pub use relay::{Relay, RelayConfig};
+
+/// The fully-qualified gRPC service name, as reported by `grpc.health.v1`.
+pub const SERVICE_NAME: &str = "tocsin.v1.IncidentService";
+
+/// Serves the ingest API on `listener` (and runs the relay when configured) until `shutdown`.
+/// In-flight calls finish before it returns.
+pub async fn run(
+    config: IngestConfig,
+    store: Store,
+    bus: Bus,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let hub = watch::WatchHub::start(store.clone(), shutdown.clone());
+    let relay = config.relay.clone().map(|relay_config| {
+        let relay_config = RelayConfig { idempotency_retention: config.idempotency_retention, ..relay_config };
+        tokio::spawn(Relay::new(store.clone(), bus.clone(), relay_config).run(shutdown.clone()))
+    });
+
+    let authenticator = auth::Authenticator::new(&config.publishers);
+    let api = IncidentServiceServer::new(service::IncidentApi::new(store, hub))
+        .max_decoding_message_size(config.max_message_bytes);
+    let api = InterceptedService::new(api, move |request| authenticator.intercept(request));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_service_status(SERVICE_NAME, tonic_health::ServingStatus::Serving).await;
+    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tocsin_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building the reflection service")?;
+
+    let addr = listener.local_addr().context("reading the listener's address")?;
+    info!(%addr, relay = config.relay.is_some(), "ingest serving gRPC");
+    Server::builder()
+        .layer(MapResponseLayer::new(status::oversized_as_resource_exhausted::<tonic::body::Body>))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(api)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.wait())
+        .await
+        .context("gRPC server failed")?;
+
+    if let Some(relay) = relay {
+        relay.await.context("relay task panicked")?;
+    }
+    info!("ingest stopped");
+    Ok(())
+}

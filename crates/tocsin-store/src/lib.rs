@@ -23,7 +23,7 @@ use sqlx::PgPool;
 
 pub use error::StoreError;
 pub use log::Appended;
-pub use outbox::{LogNotification, LogNotifications};
+pub use outbox::{LogNotification, LogNotifications, RelayLease};
 pub use projection::RebuildReport;
 
 /// The schema migrations, embedded at build time.

@@ -97,3 +97,33 @@ impl LogNotifications {
         Ok(incident_id.zip(version).map(|(incident_id, version)| LogNotification { incident_id, version }))
     }
 }
+
+/// The advisory-lock key that elects one active relay per database.
+const RELAY_LOCK_KEY: i64 = 0x746f_6373_696e_0001;
+
+/// The exclusive right to relay, held as a session advisory lock on a dedicated connection.
+/// PostgreSQL releases it when the connection ends, so a crashed relay's lease frees itself.
+#[derive(Debug)]
+pub struct RelayLease {
+    conn: sqlx::PgConnection,
+}
+
+impl Store {
+    /// Takes the relay lease if no other relay holds it.
+    pub async fn try_relay_lease(&self) -> Result<Option<RelayLease>, StoreError> {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect_with(&self.pool.connect_options()).await?;
+        let (acquired,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
+            .bind(RELAY_LOCK_KEY)
+            .fetch_one(&mut conn)
+            .await?;
+        Ok(acquired.then_some(RelayLease { conn }))
+    }
+}
+
+impl RelayLease {
+    /// Whether the lease's connection (and so the lock) is still alive.
+    pub async fn is_held(&mut self) -> bool {
+        sqlx::query("SELECT 1").execute(&mut self.conn).await.is_ok()
+    }
+}

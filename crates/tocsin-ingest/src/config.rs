@@ -1,0 +1,175 @@
+//! Configuration of the ingest service, from the environment (or flags) with defaults.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use tocsin_runtime::LogFormat;
+
+/// Where to find PostgreSQL and NATS; shared by every subcommand.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Connections {
+    /// PostgreSQL URL of Tocsin's database.
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/tocsin", value_parser = secret, hide_env_values = true)]
+    pub database_url: SecretString,
+    /// Most connections the pool opens.
+    #[arg(long, env = "TOCSIN_DB_MAX_CONNECTIONS", default_value_t = 32)]
+    pub db_max_connections: u32,
+    /// NATS server URL (JetStream enabled).
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Names every stream and subject: `<prefix>.events.<incident>`, stream `<PREFIX>_EVENTS`.
+    #[arg(long, env = "TOCSIN_BUS_PREFIX", default_value = "tocsin")]
+    pub bus_prefix: String,
+    /// Log output: pretty or json.
+    #[arg(long, env = "TOCSIN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+}
+
+/// Settings of `tocsin-ingest serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "TOCSIN_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: SocketAddr,
+    /// Publisher credentials, `name=token` pairs separated by commas. Required.
+    #[arg(long, env = "TOCSIN_PUBLISHER_TOKENS", value_parser = parse_publishers, hide_env_values = true)]
+    pub publisher_tokens: PublisherTokens,
+    /// Largest accepted request, in bytes; larger ones get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "TOCSIN_MAX_MESSAGE_BYTES", default_value_t = 65_536)]
+    pub max_message_bytes: usize,
+    /// Run the outbox relay in this process (false: run `tocsin-ingest relay` separately).
+    #[arg(long, env = "TOCSIN_RELAY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub relay: bool,
+    /// Apply pending database migrations before serving.
+    #[arg(long, env = "TOCSIN_MIGRATE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub migrate: bool,
+    /// How long publisher idempotency keys are kept, in hours (at least 24).
+    #[arg(long, env = "TOCSIN_IDEMPOTENCY_RETENTION_HOURS", default_value_t = 168)]
+    pub idempotency_retention_hours: u32,
+    #[command(flatten)]
+    pub relay_tuning: RelayArgs,
+}
+
+/// Tuning of the outbox relay.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RelayArgs {
+    /// Events the relay takes from the outbox per round.
+    #[arg(long, env = "TOCSIN_RELAY_BATCH", default_value_t = 512)]
+    pub relay_batch: u32,
+    /// Fallback poll interval in milliseconds; the relay normally wakes on LISTEN/NOTIFY.
+    #[arg(long, env = "TOCSIN_RELAY_POLL_MS", default_value_t = 1_000)]
+    pub relay_poll_ms: u64,
+}
+
+impl RelayArgs {
+    pub fn relay_config(&self) -> crate::relay::RelayConfig {
+        crate::relay::RelayConfig {
+            batch_size: self.relay_batch.max(1),
+            poll_interval: Duration::from_millis(self.relay_poll_ms.max(10)),
+            ..crate::relay::RelayConfig::default()
+        }
+    }
+}
+
+fn secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(raw.to_owned()))
+}
+
+/// The publishers allowed to call the API and their bearer tokens.
+#[derive(Clone, Default)]
+pub struct PublisherTokens {
+    pub(crate) entries: Vec<(String, SecretString)>,
+}
+
+impl fmt::Debug for PublisherTokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.entries.iter().map(|(name, _)| name.as_str()).collect();
+        f.debug_struct("PublisherTokens").field("publishers", &names).finish_non_exhaustive()
+    }
+}
+
+impl PublisherTokens {
+    /// Builds the table from `(publisher, token)` pairs.
+    pub fn new<N: Into<String>, T: Into<String>>(
+        pairs: impl IntoIterator<Item = (N, T)>,
+    ) -> Result<Self, String> {
+        let mut entries = Vec::new();
+        let mut seen = HashSet::new();
+        for (name, token) in pairs {
+            let (name, token) = (name.into(), token.into());
+            if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                return Err(format!("publisher name {name:?} must be 1-64 characters of a-z, 0-9, '-', '_', '.'"));
+            }
+            if token.len() < 16 {
+                return Err(format!("the token of publisher {name:?} is shorter than 16 characters"));
+            }
+            if !seen.insert(name.clone()) {
+                return Err(format!("publisher {name:?} is listed twice"));
+            }
+            entries.push((name, SecretString::from(token)));
+        }
+        if entries.is_empty() {
+            return Err("no publisher tokens configured (TOCSIN_PUBLISHER_TOKENS=name=token,...)".into());
+        }
+        Ok(Self { entries })
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.entries.iter().map(|(name, token)| (name.as_str(), token.expose_secret().as_bytes()))
+    }
+}
+
+/// Parses `name=token,name2=token2`.
+pub fn parse_publishers(raw: &str) -> Result<PublisherTokens, String> {
+    let pairs = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(n, t)| (n.trim().to_owned(), t.trim().to_owned()))
+                .ok_or_else(|| format!("{:?} is not of the form name=token", pair.split('=').next().unwrap_or("")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    PublisherTokens::new(pairs)
+}
+
+/// Everything `run` needs besides its connections, built by `main` or directly by tests.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    pub publishers: PublisherTokens,
+    pub max_message_bytes: usize,
+    /// `None` runs no relay in this process.
+    pub relay: Option<crate::relay::RelayConfig>,
+    pub idempotency_retention: time::Duration,
+}
+
+impl IngestConfig {
+    pub fn new(publishers: PublisherTokens) -> Self {
+        Self {
+            publishers,
+            max_message_bytes: 65_536,
+            relay: Some(crate::relay::RelayConfig::default()),
+            idempotency_retention: time::Duration::days(7),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publishers_parse_and_never_print_tokens() {
+        let p = parse_publishers("monitoring=0123456789abcdef, deploy = fedcba9876543210").unwrap();
+        assert_eq!(p.iter().map(|(n, _)| n).collect::<Vec<_>>(), ["monitoring", "deploy"]);
+        assert!(!format!("{p:?}").contains("0123456789abcdef"));
+        assert!(parse_publishers("").is_err());
+        assert!(parse_publishers("nopair").is_err());
+        assert!(parse_publishers("a=short").is_err());
+        assert!(parse_publishers("a=0123456789abcdef,a=0123456789abcdeg").is_err());
+    }
+}

@@ -1,0 +1,89 @@
+//! `tocsin-ingest`: the ingest service and its operator commands.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret;
+use tocsin_bus::{Bus, BusConfig};
+use tocsin_ingest::config::{Connections, RelayArgs, ServeArgs};
+use tocsin_ingest::{relay, IngestConfig, Relay};
+use tocsin_runtime::{init_tracing, Shutdown};
+use tocsin_store::Store;
+
+#[derive(Debug, Parser)]
+#[command(name = "tocsin-ingest", version, about = "Tocsin ingest: gRPC incident events into the PostgreSQL log, relayed to JetStream")]
+struct Cli {
+    #[command(flatten)]
+    connections: Connections,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the gRPC API (and, by default, run the outbox relay).
+    Serve(ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Run only the outbox relay.
+    Relay(RelayArgs),
+    /// Recompute every incident projection from the event log.
+    Rebuild {
+        /// Only report how many projections differ from their log; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Publish the log again to JetStream from a position (for a lost or purged stream).
+    Republish {
+        /// First log position to publish.
+        #[arg(long, default_value_t = 1)]
+        from_position: i64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(cli.connections.log_format);
+    let c = &cli.connections;
+    let store = Store::connect(c.database_url.expose_secret(), c.db_max_connections)
+        .await
+        .context("connecting to PostgreSQL (DATABASE_URL)")?;
+    let bus_config = BusConfig::new(&c.bus_prefix).context("TOCSIN_BUS_PREFIX")?;
+
+    match cli.command {
+        Command::Migrate => {
+            store.migrate().await.context("applying migrations")?;
+            tracing::info!("migrations applied");
+        }
+        Command::Rebuild { dry_run } => {
+            let report = store.rebuild_projections(dry_run).await.context("rebuilding projections")?;
+            tracing::info!(events = report.events, incidents = report.incidents, drifted = report.drifted, dry_run, "rebuild finished");
+        }
+        Command::Republish { from_position } => {
+            let bus = Bus::connect(&c.nats_url, bus_config).await.context("connecting to NATS (NATS_URL)")?;
+            let report = relay::republish(&store, &bus, from_position).await.context("republishing")?;
+            tracing::info!(events = report.events, last_position = ?report.last_position, "republish finished");
+        }
+        Command::Relay(args) => {
+            let bus = Bus::connect(&c.nats_url, bus_config).await.context("connecting to NATS (NATS_URL)")?;
+            Relay::new(store, bus, args.relay_config()).run(Shutdown::on_signals()).await;
+        }
+        Command::Serve(args) => {
+            if args.migrate {
+                store.migrate().await.context("applying migrations")?;
+            }
+            let bus = Bus::connect(&c.nats_url, bus_config).await.context("connecting to NATS (NATS_URL)")?;
+            let listener = tokio::net::TcpListener::bind(args.grpc_addr)
+                .await
+                .with_context(|| format!("binding {}", args.grpc_addr))?;
+            let config = IngestConfig {
+                publishers: args.publisher_tokens.clone(),
+                max_message_bytes: args.max_message_bytes,
+                relay: args.relay.then(|| args.relay_tuning.relay_config()),
+                idempotency_retention: time::Duration::hours(i64::from(args.idempotency_retention_hours)),
+            };
+            tocsin_ingest::run(config, store, bus, listener, Shutdown::on_signals()).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,269 @@
+//! The outbox relay: moves committed events from PostgreSQL to JetStream, in per-incident
+//! order, marking each published only after JetStream acknowledged it.
+//!
+//! Crash safety comes from the order of operations: publish, await the ack, then mark. A
+//! crash between ack and mark republishes the event on restart, and JetStream drops the copy
+//! because its `Nats-Msg-Id` (the event id) is still inside the duplicate window.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use tocsin_bus::{Bus, BusError};
+use tocsin_core::{IncidentId, RecordedEvent};
+use tocsin_runtime::Shutdown;
+use tocsin_store::{LogNotifications, RelayLease, Store, StoreError};
+use tracing::{debug, info, instrument, warn};
+
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Events taken from the outbox per round.
+    pub batch_size: u32,
+    /// Fallback poll when no notification arrives.
+    pub poll_interval: Duration,
+    /// Longest wait between retries while NATS or PostgreSQL is down.
+    pub max_backoff: Duration,
+    /// How often the active relay prunes old outbox rows and idempotency keys.
+    pub housekeeping_interval: Duration,
+    /// How long published outbox rows are kept (the events themselves stay forever).
+    pub outbox_retention: time::Duration,
+    /// How long idempotency keys are kept (never less than 24 h).
+    pub idempotency_retention: time::Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 512,
+            poll_interval: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(5),
+            housekeeping_interval: Duration::from_secs(3600),
+            outbox_retention: time::Duration::days(1),
+            idempotency_retention: time::Duration::days(7),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+/// Publishes `events` (in position order) so that no event of an incident is sent before its
+/// predecessor was acknowledged. Events go in waves: the first pending event of every
+/// incident, all pipelined, then the second of each, and so on. When an incident's event
+/// fails, its later events wait for the next round.
+///
+/// Returns the positions JetStream acknowledged and the first error, if any.
+pub async fn publish_in_order(bus: &Bus, events: &[RecordedEvent]) -> (Vec<i64>, Option<BusError>) {
+    let mut waves: Vec<Vec<&RecordedEvent>> = Vec::new();
+    let mut depth: HashMap<IncidentId, usize> = HashMap::new();
+    for event in events {
+        let d = depth.entry(event.incident_id).or_default();
+        if waves.len() <= *d {
+            waves.push(Vec::new());
+        }
+        waves[*d].push(event);
+        *d += 1;
+    }
+    let mut acked = Vec::with_capacity(events.len());
+    let mut blocked: HashSet<IncidentId> = HashSet::new();
+    let mut first_error = None;
+    for wave in waves {
+        let wave: Vec<RecordedEvent> =
+            wave.into_iter().filter(|e| !blocked.contains(&e.incident_id)).cloned().collect();
+        if wave.is_empty() {
+            break;
+        }
+        for (event, result) in wave.iter().zip(bus.publish_events(&wave).await) {
+            match result {
+                Ok(published) => {
+                    if published.duplicate {
+                        debug!(event_id = %event.event_id, "JetStream already had this event");
+                    }
+                    acked.push(event.position);
+                }
+                Err(e) => {
+                    blocked.insert(event.incident_id);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+    }
+    (acked, first_error)
+}
+
+/// The relay. Run one per database; several may run, but only the lease holder works.
+#[derive(Debug, Clone)]
+pub struct Relay {
+    store: Store,
+    bus: Bus,
+    config: RelayConfig,
+}
+
+impl Relay {
+    pub fn new(store: Store, bus: Bus, config: RelayConfig) -> Self {
+        Self { store, bus, config }
+    }
+
+    /// One round: publish up to `batch_size` unpublished events and mark the acknowledged
+    /// ones. Returns how many were published. Tests call this to drain deterministically.
+    #[instrument(skip(self))]
+    pub async fn relay_once(&self) -> Result<usize, RelayError> {
+        let events = self.store.unpublished_events(self.config.batch_size).await?;
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let (acked, error) = publish_in_order(&self.bus, &events).await;
+        if !acked.is_empty() {
+            self.store.mark_published(&acked).await?;
+        }
+        debug!(published = acked.len(), pending = events.len(), "relay round");
+        match error {
+            Some(e) => Err(e.into()),
+            None => Ok(acked.len()),
+        }
+    }
+
+    /// Relays until `shutdown`, waking on every append and retrying with backoff while NATS
+    /// or PostgreSQL is unavailable. Only the holder of the relay lease publishes.
+    pub async fn run(self, shutdown: Shutdown) {
+        let mut lease: Option<RelayLease> = None;
+        let mut listener: Option<LogNotifications> = None;
+        let mut stream_ready = false;
+        let mut backoff = Duration::from_millis(100);
+        let mut last_housekeeping = tokio::time::Instant::now();
+        info!(batch = self.config.batch_size, "relay started");
+        while !shutdown.is_triggered() {
+            if lease.is_none() {
+                lease = match self.store.try_relay_lease().await {
+                    Ok(Some(l)) => {
+                        info!("relay lease acquired; this relay is active");
+                        Some(l)
+                    }
+                    Ok(None) => None,
+                    Err(e) => {
+                        warn!(error = %e, "relay cannot reach PostgreSQL");
+                        None
+                    }
+                };
+                if lease.is_none() {
+                    self.pause(&shutdown, self.config.poll_interval).await;
+                    continue;
+                }
+            }
+            if listener.is_none() {
+                listener = self.store.listen().await.ok();
+            }
+            if !stream_ready {
+                match self.bus.ensure_events_stream().await {
+                    Ok(()) => stream_ready = true,
+                    Err(e) => {
+                        warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "events stream not ready");
+                        backoff = self.backoff_after(&shutdown, backoff).await;
+                        continue;
+                    }
+                }
+            }
+            match self.relay_once().await {
+                Ok(n) => {
+                    backoff = Duration::from_millis(100);
+                    if n as u32 >= self.config.batch_size {
+                        continue;
+                    }
+                }
+                Err(RelayError::Bus(e)) => {
+                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "relay cannot publish; will retry");
+                    stream_ready = matches!(e, BusError::Unavailable(_));
+                    backoff = self.backoff_after(&shutdown, backoff).await;
+                    continue;
+                }
+                Err(RelayError::Store(e)) => {
+                    warn!(error = %e, "relay cannot read the outbox; will retry");
+                    if let Some(l) = lease.as_mut()
+                        && !l.is_held().await
+                    {
+                        lease = None;
+                        listener = None;
+                    }
+                    backoff = self.backoff_after(&shutdown, backoff).await;
+                    continue;
+                }
+            }
+            if last_housekeeping.elapsed() >= self.config.housekeeping_interval {
+                last_housekeeping = tokio::time::Instant::now();
+                self.housekeeping().await;
+            }
+            self.wait_for_work(&shutdown, &mut listener).await;
+        }
+        info!("relay stopped");
+    }
+
+    async fn wait_for_work(&self, shutdown: &Shutdown, listener: &mut Option<LogNotifications>) {
+        let poll = tokio::time::sleep(self.config.poll_interval);
+        match listener {
+            Some(l) => tokio::select! {
+                _ = shutdown.wait() => {}
+                _ = poll => {}
+                note = l.next() => if note.is_err() { *listener = None },
+            },
+            None => tokio::select! {
+                _ = shutdown.wait() => {}
+                _ = poll => {}
+            },
+        }
+    }
+
+    async fn pause(&self, shutdown: &Shutdown, duration: Duration) {
+        tokio::select! {
+            _ = shutdown.wait() => {}
+            _ = tokio::time::sleep(duration) => {}
+        }
+    }
+
+    async fn backoff_after(&self, shutdown: &Shutdown, backoff: Duration) -> Duration {
+        self.pause(shutdown, backoff).await;
+        (backoff * 2).min(self.config.max_backoff)
+    }
+
+    async fn housekeeping(&self) {
+        match self.store.prune_outbox(self.config.outbox_retention).await {
+            Ok(n) => debug!(pruned = n, "old outbox rows pruned"),
+            Err(e) => warn!(error = %e, "outbox pruning failed"),
+        }
+        match self.store.prune_idempotency_keys(self.config.idempotency_retention).await {
+            Ok(n) => debug!(pruned = n, "expired idempotency keys pruned"),
+            Err(e) => warn!(error = %e, "idempotency key pruning failed"),
+        }
+    }
+}
+
+/// What a republish did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RepublishReport {
+    pub events: u64,
+    pub last_position: Option<i64>,
+}
+
+/// Publishes the log again from `from_position`, for a stream that was lost or purged.
+/// Consumers must be idempotent anyway: copies outside the duplicate window are not dropped.
+pub async fn republish(store: &Store, bus: &Bus, from_position: i64) -> Result<RepublishReport, RelayError> {
+    bus.ensure_events_stream().await?;
+    let mut report = RepublishReport::default();
+    let mut next = from_position;
+    loop {
+        let events = store.events_from_position(next, 1_000).await?;
+        let Some(last) = events.last() else { break };
+        next = last.position + 1;
+        let (acked, error) = publish_in_order(bus, &events).await;
+        report.events += acked.len() as u64;
+        if let Some(e) = error {
+            return Err(e.into());
+        }
+        report.last_position = Some(last.position);
+        info!(republished = report.events, up_to_position = last.position, "republishing the log");
+    }
+    Ok(report)
+}

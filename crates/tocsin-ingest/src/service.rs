@@ -1,0 +1,207 @@
+//! The `tocsin.v1.IncidentService` handlers: decode, validate, call the store, encode.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::Stream;
+use time::OffsetDateTime;
+use tocsin_core::{IncidentId, PublishRequest};
+use tocsin_proto::v1::{self, incident_service_server::IncidentService};
+use tocsin_store::{Appended, Store};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use tracing::{info, instrument, warn};
+
+use crate::auth::Publisher;
+use crate::status::{domain_status, status};
+use crate::watch::WatchHub;
+
+const DEFAULT_PAGE_SIZE: u32 = 100;
+const MAX_PAGE_SIZE: u32 = 1_000;
+
+/// The gRPC service. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct IncidentApi {
+    store: Store,
+    hub: WatchHub,
+}
+
+impl IncidentApi {
+    pub fn new(store: Store, hub: WatchHub) -> Self {
+        Self { store, hub }
+    }
+}
+
+fn publisher<T>(request: &Request<T>) -> Result<String, Status> {
+    request
+        .extensions()
+        .get::<Publisher>()
+        .map(|p| p.0.clone())
+        .ok_or_else(|| Status::unauthenticated("request was not authenticated"))
+}
+
+fn required_incident_id(raw: &str) -> Result<IncidentId, Status> {
+    tocsin_proto::incident_id("incident_id", raw)
+        .map_err(domain_status)?
+        .ok_or_else(|| Status::invalid_argument("incident_id: is required"))
+}
+
+fn reply(appended: &Appended) -> v1::PublishEventResponse {
+    v1::PublishEventResponse {
+        event_id: appended.event.event_id.to_string(),
+        incident_id: appended.event.incident_id.to_string(),
+        incident_version: appended.event.version,
+        position: appended.event.position,
+        duplicate: appended.duplicate,
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::IncidentEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl IncidentService for IncidentApi {
+    #[instrument(skip_all, fields(publisher, incident_id, idempotency_key))]
+    async fn publish_event(
+        &self,
+        request: Request<v1::PublishEventRequest>,
+    ) -> Result<Response<v1::PublishEventResponse>, Status> {
+        let publisher = publisher(&request)?;
+        let span = tracing::Span::current();
+        span.record("publisher", publisher.as_str());
+        let now = OffsetDateTime::now_utc();
+        let publish = PublishRequest::try_from(request.into_inner())
+            .and_then(|r| r.validate(now))
+            .map_err(domain_status)?;
+        span.record("idempotency_key", publish.idempotency_key.as_str());
+        let appended = self.store.append(&publisher, &publish, now).await.map_err(status)?;
+        span.record("incident_id", tracing::field::display(appended.event.incident_id));
+        info!(
+            event_id = %appended.event.event_id,
+            version = appended.event.version,
+            position = appended.event.position,
+            kind = appended.event.change.kind.as_str(),
+            duplicate = appended.duplicate,
+            "event published"
+        );
+        Ok(Response::new(reply(&appended)))
+    }
+
+    #[instrument(skip_all, fields(incident_id = %request.get_ref().incident_id))]
+    async fn get_incident(
+        &self,
+        request: Request<v1::GetIncidentRequest>,
+    ) -> Result<Response<v1::Incident>, Status> {
+        let id = required_incident_id(&request.get_ref().incident_id)?;
+        let incident = self
+            .store
+            .incident(id)
+            .await
+            .map_err(status)?
+            .ok_or_else(|| Status::not_found(format!("incident {id} does not exist")))?;
+        Ok(Response::new(v1::Incident::from(&incident)))
+    }
+
+    #[instrument(skip_all, fields(incident_id = %request.get_ref().incident_id))]
+    async fn list_incident_events(
+        &self,
+        request: Request<v1::ListIncidentEventsRequest>,
+    ) -> Result<Response<v1::ListIncidentEventsResponse>, Status> {
+        let req = request.into_inner();
+        let id = required_incident_id(&req.incident_id)?;
+        let page_size = match req.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n if n > MAX_PAGE_SIZE => {
+                return Err(Status::invalid_argument(format!(
+                    "page_size: {n} is above the limit of {MAX_PAGE_SIZE}"
+                )));
+            }
+            n => n,
+        };
+        // The page token is the last version of the previous page: opaque to clients, and
+        // stable because the log never changes.
+        let after: u64 = if req.page_token.is_empty() {
+            0
+        } else {
+            req.page_token
+                .parse()
+                .map_err(|_| Status::invalid_argument("page_token: not a token from a previous page"))?
+        };
+        if after == 0 && self.store.incident(id).await.map_err(status)?.is_none() {
+            return Err(Status::not_found(format!("incident {id} does not exist")));
+        }
+        let events = self.store.incident_events(id, after, page_size).await.map_err(status)?;
+        let next_page_token = match events.last() {
+            Some(last) if events.len() == page_size as usize => last.version.to_string(),
+            _ => String::new(),
+        };
+        Ok(Response::new(v1::ListIncidentEventsResponse {
+            events: events.iter().map(v1::IncidentEvent::from).collect(),
+            next_page_token,
+        }))
+    }
+
+    type WatchIncidentStream = WatchStream;
+
+    #[instrument(skip_all, fields(incident_id = %request.get_ref().incident_id))]
+    async fn watch_incident(
+        &self,
+        request: Request<v1::WatchIncidentRequest>,
+    ) -> Result<Response<Self::WatchIncidentStream>, Status> {
+        let req = request.into_inner();
+        let id = required_incident_id(&req.incident_id)?;
+        if self.store.incident(id).await.map_err(status)?.is_none() {
+            return Err(Status::not_found(format!("incident {id} does not exist")));
+        }
+        // Subscribe before the first read, so no append between the two is missed.
+        let notifications = self.hub.subscribe();
+        let (tx, rx) = mpsc::channel(64);
+        let store = self.store.clone();
+        let after = req.from_version.saturating_sub(1);
+        tokio::spawn(watch(store, id, after, notifications, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Sends the incident's events after `after` to `tx`, then follows new ones until the client
+/// goes away. Notifications only wake it; the log is always what is sent.
+async fn watch(
+    store: Store,
+    id: IncidentId,
+    mut after: u64,
+    mut notifications: broadcast::Receiver<tocsin_store::LogNotification>,
+    tx: mpsc::Sender<Result<v1::IncidentEvent, Status>>,
+) {
+    // A missed notification (reconnect, lag) costs at most this much delay.
+    let mut safety_poll = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        match store.incident_events(id, after, MAX_PAGE_SIZE).await {
+            Ok(events) => {
+                let full = events.len() == MAX_PAGE_SIZE as usize;
+                for event in &events {
+                    if tx.send(Ok(v1::IncidentEvent::from(event))).await.is_err() {
+                        return;
+                    }
+                    after = event.version;
+                }
+                if full {
+                    continue;
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "watch could not read the log");
+                let _ = tx.send(Err(status(e))).await;
+                return;
+            }
+        }
+        tokio::select! {
+            _ = tx.closed() => return,
+            _ = safety_poll.tick() => {}
+            note = notifications.recv() => match note {
+                Ok(n) if n.incident_id != id || n.version <= after => continue,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        }
+    }
+}
