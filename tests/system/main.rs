@@ -1,1 +1,101 @@
-//! System tests.
+//! System tests: the real `tocsin-ingest` binary as a separate process, killed and restarted,
+//! against a per-test PostgreSQL database and a private NATS server.
+//!
+//! The binaries must be built first (`cargo xtask test` does it).
+
+use std::time::Duration;
+
+use tocsin_bus::{Bus, BusConfig};
+use tocsin_proto::v1::{self, incident_service_client::IncidentServiceClient};
+use tocsin_store::Store;
+use tocsin_testkit::database::TestDatabase;
+use tocsin_testkit::nats::{unique_prefix, NatsServer};
+use tocsin_testkit::process::{free_port, wait_for_tcp, ServiceProcess};
+
+const TOKEN: &str = "system-test-token-0123";
+
+fn ingest_env(db: &TestDatabase, nats_url: &str, prefix: &str, port: u16) -> Vec<(String, String)> {
+    [
+        ("DATABASE_URL", db.url.as_str()),
+        ("NATS_URL", nats_url),
+        ("TOCSIN_BUS_PREFIX", prefix),
+        ("TOCSIN_GRPC_ADDR", &format!("127.0.0.1:{port}")),
+        ("TOCSIN_PUBLISHER_TOKENS", &format!("system={TOKEN}")),
+        ("TOCSIN_RELAY_POLL_MS", "200"),
+        ("RUST_LOG", "warn"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+async fn publish(
+    client: &mut IncidentServiceClient<tonic::transport::Channel>,
+    request: v1::PublishEventRequest,
+) -> v1::PublishEventResponse {
+    let mut request = tonic::Request::new(request);
+    request.metadata_mut().insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    client.publish_event(request).await.expect("publish succeeds").into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_killed_between_commit_and_publish_relays_each_event_once_after_restart() {
+    tocsin_testkit::init_tracing();
+    let db = TestDatabase::create_migrated(&tocsin_store::MIGRATOR).await.unwrap();
+    let store = Store::from_pool(db.pool().clone());
+    let mut nats = NatsServer::start().await.unwrap();
+    let prefix = unique_prefix();
+    // NATS is down while the first process runs, so every event commits but none is published.
+    nats.stop().await;
+
+    let port = free_port();
+    let env = ingest_env(&db, &nats.url(), &prefix, port);
+    let mut ingest = ServiceProcess::spawn("tocsin-ingest", &["serve"], &env).await.unwrap();
+    wait_for_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(20)).await.unwrap();
+    let mut client = IncidentServiceClient::connect(format!("http://127.0.0.1:{port}")).await.unwrap();
+    let open = publish(
+        &mut client,
+        v1::PublishEventRequest {
+            idempotency_key: "open".into(),
+            kind: v1::EventKind::Opened.into(),
+            severity: v1::Severity::Critical.into(),
+            components: vec!["api".into()],
+            title: "API down".into(),
+            message: "The API is not answering. We are on it.".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    for i in 0..4 {
+        publish(
+            &mut client,
+            v1::PublishEventRequest {
+                idempotency_key: format!("update-{i}"),
+                incident_id: open.incident_id.clone(),
+                kind: v1::EventKind::Updated.into(),
+                message: format!("Update {i}"),
+                ..Default::default()
+            },
+        )
+        .await;
+    }
+    assert_eq!(store.outbox_backlog().await.unwrap(), 5, "committed, not yet published");
+
+    ingest.kill().await;
+    nats.start_again().await.unwrap();
+    let mut restarted = ServiceProcess::spawn("tocsin-ingest", &["serve"], &env).await.unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while store.outbox_backlog().await.unwrap() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the restarted relay drains the outbox");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let bus = Bus::connect(&nats.url(), BusConfig::new(&prefix).unwrap()).await.unwrap();
+    let envelopes = bus.read_all_events().await.unwrap();
+    let versions: Vec<u64> = envelopes.iter().map(|e| e.version).collect();
+    assert_eq!(versions, [1, 2, 3, 4, 5], "each event once, in order");
+
+    let status = restarted.terminate().await.unwrap();
+    assert!(status.success(), "SIGTERM ends ingest cleanly: {status:?}");
+    db.drop_database().await.unwrap();
+}

@@ -1,1 +1,8 @@
-//! Ingest integration tests.
+//! Integration tests of the ingest service: the real gRPC server in-process on
+//! `127.0.0.1:0`, a fresh PostgreSQL database per test (`#[sqlx::test]`), and real NATS
+//! JetStream with a unique stream and subject prefix per test.
+
+mod api;
+mod app;
+mod errors;
+mod relay;

@@ -1,0 +1,210 @@
+//! `cargo xtask bench ingest`: sustained durable publishes with many concurrent gRPC clients.
+//!
+//! A release build of `tocsin-ingest` (relay included) runs against a fresh database with
+//! `synchronous_commit` on (PostgreSQL's default, checked below). Clients open incidents and
+//! publish updates to them as fast as the service accepts; the call latency is measured at
+//! the client and the relay lag (commit to JetStream ack) from the outbox afterwards.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use hdrhistogram::Histogram;
+use sqlx::postgres::PgPoolOptions;
+use tocsin_proto::v1::{self, EventKind, incident_service_client::IncidentServiceClient};
+use tonic::transport::Channel;
+
+use crate::pipeline::{authed, create_database, drop_database, free_port, terminate, Ingest};
+use crate::services::{build_binaries, ensure_services};
+
+#[derive(Debug, Clone)]
+pub(crate) struct BenchArgs {
+    pub(crate) which: String,
+    pub(crate) clients: usize,
+    pub(crate) seconds: u64,
+}
+
+pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.which.as_str() {
+        "ingest" => ingest(args).await,
+        other => bail!("unknown benchmark {other:?}; available: ingest"),
+    }
+}
+
+/// Updates each client publishes per incident before opening the next one.
+const UPDATES_PER_INCIDENT: usize = 9;
+
+async fn ingest(args: BenchArgs) -> anyhow::Result<()> {
+    let services = ensure_services().await?;
+    build_binaries(true).await?;
+    let run_id = uuid::Uuid::now_v7().simple().to_string();
+    let db_name = format!("tocsin_bench_{}", &run_id[20..]);
+    let prefix = format!("bench_{}", &run_id[20..]);
+    let database_url = create_database(&services, &db_name, true).await?;
+    let ingest = Ingest {
+        profile: "release",
+        database_url: database_url.clone(),
+        nats_url: services.nats_url.clone(),
+        bus_prefix: prefix.clone(),
+        port: free_port()?,
+    };
+    ingest.migrate().await?;
+    let (child, _) = ingest.serve().await?;
+    let pool = PgPoolOptions::new().max_connections(2).connect(&database_url).await?;
+    let (sync_commit,): (String,) = sqlx::query_as("SHOW synchronous_commit").fetch_one(&pool).await?;
+    eprintln!("bench ingest: {} clients for {} s, synchronous_commit={sync_commit}", args.clients, args.seconds);
+
+    // A few HTTP/2 connections shared by many concurrent callers, as real publishers would.
+    let endpoint = format!("http://127.0.0.1:{}", ingest.port);
+    let mut channels = Vec::new();
+    for _ in 0..args.clients.div_ceil(16).max(1) {
+        channels.push(Channel::from_shared(endpoint.clone())?.connect().await?);
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let warmup = Duration::from_secs(1);
+    let measure_from = Instant::now() + warmup;
+    let tasks: Vec<_> = (0..args.clients)
+        .map(|c| {
+            let client = IncidentServiceClient::new(channels[c % channels.len()].clone());
+            let stop = stop.clone();
+            tokio::spawn(publisher(client, c, stop, measure_from))
+        })
+        .collect();
+    tokio::time::sleep(warmup + Duration::from_secs(args.seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let measured = measure_from.elapsed();
+    let mut latency = Histogram::<u64>::new(3)?;
+    let mut errors = 0u64;
+    for task in tasks {
+        let (h, e) = task.await??;
+        latency.add(h)?;
+        errors += e;
+    }
+
+    // Relay lag: from the event's commit-time stamp to the outbox mark after JetStream's ack.
+    let drain_deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (backlog,): (i64,) = sqlx::query_as("SELECT count(*) FROM outbox WHERE published_at IS NULL").fetch_one(&pool).await?;
+        if backlog == 0 {
+            break;
+        }
+        if Instant::now() > drain_deadline {
+            bail!("the relay left {backlog} events unpublished after 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (lag_p50, lag_p99): (f64, f64) = sqlx::query_as(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY lag), percentile_cont(0.99) WITHIN GROUP (ORDER BY lag)
+         FROM (SELECT extract(epoch FROM o.published_at - e.recorded_at) * 1000 AS lag
+               FROM outbox o JOIN events e ON e.position = o.position) AS lags",
+    )
+    .fetch_one(&pool)
+    .await
+    .context("measuring relay lag")?;
+    terminate(child).await?;
+    pool.close().await;
+    cleanup(&services, &db_name, &prefix).await;
+
+    let count = latency.len();
+    let per_s = count as f64 / measured.as_secs_f64();
+    let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
+    println!("| metric | value |\n|---|---|");
+    println!("| clients | {} |", args.clients);
+    println!("| measured events | {count} over {:.1} s |", measured.as_secs_f64());
+    println!("| events/s | {per_s:.0} |");
+    println!("| call p50 / p99 / max | {:.2} / {:.2} / {:.2} ms |", ms(0.5), ms(0.99), latency.max() as f64 / 1000.0);
+    println!("| relay lag p50 / p99 | {lag_p50:.2} / {lag_p99:.2} ms |");
+    println!("| errors | {errors} |");
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "ingest",
+            "clients": args.clients,
+            "events_per_s": per_s.round(),
+            "p50_ms": round2(ms(0.5)),
+            "p99_ms": round2(ms(0.99)),
+            "relay_lag_p50_ms": round2(lag_p50),
+            "relay_lag_p99_ms": round2(lag_p99),
+            "errors": errors,
+            "synchronous_commit": sync_commit,
+        })
+    );
+    if errors > 0 {
+        bail!("{errors} publishes failed during the benchmark");
+    }
+    Ok(())
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+async fn cleanup(services: &crate::services::Services, db_name: &str, prefix: &str) {
+    if let Err(e) = drop_database(services, db_name).await {
+        eprintln!("note: could not drop {db_name}: {e}");
+    }
+    if let Ok(config) = tocsin_bus::BusConfig::new(prefix)
+        && let Ok(bus) = tocsin_bus::Bus::connect(&services.nats_url, config).await
+    {
+        let _ = bus.delete_events_stream().await;
+    }
+}
+
+/// One publisher: opens an incident, updates it, opens the next. Records latencies (µs)
+/// of calls that complete after `measure_from`.
+async fn publisher(
+    mut client: IncidentServiceClient<Channel>,
+    id: usize,
+    stop: Arc<AtomicBool>,
+    measure_from: Instant,
+) -> anyhow::Result<(Histogram<u64>, u64)> {
+    let mut latency = Histogram::<u64>::new(3)?;
+    let mut errors = 0;
+    let mut incident = String::new();
+    let mut n = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        let request = if n % (UPDATES_PER_INCIDENT + 1) == 0 {
+            v1::PublishEventRequest {
+                idempotency_key: format!("bench-{id}-{n}"),
+                kind: EventKind::Opened.into(),
+                severity: v1::Severity::Minor.into(),
+                components: vec!["api".into()],
+                title: "Benchmark incident".into(),
+                message: "A benchmark incident, opened by cargo xtask bench.".into(),
+                ..Default::default()
+            }
+        } else {
+            v1::PublishEventRequest {
+                idempotency_key: format!("bench-{id}-{n}"),
+                incident_id: incident.clone(),
+                kind: EventKind::Updated.into(),
+                message: format!("Update {n}"),
+                ..Default::default()
+            }
+        };
+        let started = Instant::now();
+        match client.publish_event(authed(request)).await {
+            Ok(reply) => {
+                if n % (UPDATES_PER_INCIDENT + 1) == 0 {
+                    incident = reply.into_inner().incident_id;
+                }
+                if started >= measure_from {
+                    latency.record(started.elapsed().as_micros() as u64)?;
+                }
+            }
+            Err(status) => {
+                errors += 1;
+                if errors <= 3 {
+                    eprintln!("publisher {id}: {status}");
+                }
+                if n % (UPDATES_PER_INCIDENT + 1) == 0 {
+                    continue;
+                }
+            }
+        }
+        n += 1;
+    }
+    Ok((latency, errors))
+}

@@ -1,0 +1,141 @@
+//! Shared by `demo` and `bench`: a database of its own, the ingest binary as a child
+//! process, and an authenticated gRPC client.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection};
+use tocsin_proto::v1::{self, incident_service_client::IncidentServiceClient};
+use tokio::process::{Child, Command};
+use tonic::transport::Channel;
+
+use crate::services::{target_bin, Services};
+
+pub(crate) const TOKEN: &str = "xtask-demo-token-0123456789";
+
+/// `database_url` with its database name replaced by `name`.
+pub(crate) fn database_url(admin_url: &str, name: &str) -> anyhow::Result<String> {
+    let mut url = url_without_path(admin_url);
+    url.push('/');
+    url.push_str(name);
+    Ok(url)
+}
+
+fn url_without_path(url: &str) -> String {
+    let scheme_end = url.find("://").map_or(0, |i| i + 3);
+    let path_start = url[scheme_end..].find(['/', '?']).map_or(url.len(), |i| scheme_end + i);
+    url[..path_start].to_owned()
+}
+
+/// Creates database `name` unless it exists. With `fresh`, drops it first.
+pub(crate) async fn create_database(services: &Services, name: &str, fresh: bool) -> anyhow::Result<String> {
+    let options: PgConnectOptions = services.database_url.parse().context("DATABASE_URL")?;
+    let mut admin = options.connect().await.context("connecting to PostgreSQL")?;
+    if fresh {
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
+            .execute(&mut admin)
+            .await?;
+    }
+    let exists: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(name)
+        .fetch_optional(&mut admin)
+        .await?;
+    if exists.is_none() {
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut admin)
+            .await
+            .with_context(|| format!("creating database {name}"))?;
+    }
+    admin.close().await?;
+    database_url(&services.database_url, name)
+}
+
+pub(crate) async fn drop_database(services: &Services, name: &str) -> anyhow::Result<()> {
+    let options: PgConnectOptions = services.database_url.parse()?;
+    let mut admin = options.connect().await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
+        .execute(&mut admin)
+        .await?;
+    Ok(())
+}
+
+/// How to run one `tocsin-ingest` process.
+pub(crate) struct Ingest {
+    pub(crate) profile: &'static str,
+    pub(crate) database_url: String,
+    pub(crate) nats_url: String,
+    pub(crate) bus_prefix: String,
+    pub(crate) port: u16,
+}
+
+impl Ingest {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(target_bin(self.profile, "tocsin-ingest"));
+        command
+            .args(args)
+            .env("DATABASE_URL", &self.database_url)
+            .env("NATS_URL", &self.nats_url)
+            .env("TOCSIN_BUS_PREFIX", &self.bus_prefix)
+            .env("TOCSIN_GRPC_ADDR", format!("127.0.0.1:{}", self.port))
+            .env("TOCSIN_PUBLISHER_TOKENS", format!("xtask={TOKEN}"))
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .kill_on_drop(true);
+        command
+    }
+
+    pub(crate) async fn migrate(&self) -> anyhow::Result<()> {
+        let status = self.command(&["migrate"]).status().await.context("running tocsin-ingest migrate")?;
+        if !status.success() {
+            bail!("tocsin-ingest migrate failed: {status}");
+        }
+        Ok(())
+    }
+
+    /// Starts `tocsin-ingest serve` and waits until it answers.
+    pub(crate) async fn serve(&self) -> anyhow::Result<(Child, IncidentServiceClient<Channel>)> {
+        let child = self
+            .command(&["serve"])
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting tocsin-ingest serve")?;
+        let endpoint = format!("http://127.0.0.1:{}", self.port);
+        for _ in 0..100 {
+            if let Ok(channel) = Channel::from_shared(endpoint.clone())?.connect().await {
+                return Ok((child, IncidentServiceClient::new(channel)));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("tocsin-ingest did not start listening on {endpoint} within 10 s")
+    }
+}
+
+/// SIGTERM, then wait; an error unless it exits 0 within 30 s.
+pub(crate) async fn terminate(mut child: Child) -> anyhow::Result<()> {
+    if let Some(pid) = child.id() {
+        std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
+    }
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .context("tocsin-ingest did not stop within 30 s of SIGTERM")??;
+    if !status.success() {
+        bail!("tocsin-ingest exited with {status} after SIGTERM");
+    }
+    Ok(())
+}
+
+pub(crate) fn authed<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", format!("Bearer {TOKEN}").parse().expect("valid header"));
+    request
+}
+
+pub(crate) fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+pub(crate) fn kind_name(kind: i32) -> &'static str {
+    v1::EventKind::try_from(kind).map_or("?", |k| k.as_str_name())
+}
