@@ -35,6 +35,9 @@ impl Store {
         now: OffsetDateTime,
     ) -> Result<Appended, StoreError> {
         let fingerprint = fingerprint(request);
+        // PostgreSQL keeps microseconds; the projection must hold exactly what a refold of
+        // the stored events gives, so times are cut to microseconds before anything uses them.
+        let now = to_micros(now);
         let event_id = EventId::new();
         let mut tx = self.pool.begin().await?;
 
@@ -73,7 +76,7 @@ impl Store {
             position: 0,
             publisher: publisher.to_owned(),
             idempotency_key: request.idempotency_key.clone(),
-            occurred_at: request.occurred_at.unwrap_or(now),
+            occurred_at: to_micros(request.occurred_at.unwrap_or(now)),
             recorded_at: now,
             change: request.change.clone(),
         };
@@ -191,6 +194,10 @@ async fn insert_event(
     .fetch_one(&mut **tx)
     .await?;
     Ok(position)
+}
+
+fn to_micros(at: OffsetDateTime) -> OffsetDateTime {
+    at.replace_nanosecond(at.nanosecond() / 1_000 * 1_000).unwrap_or(at)
 }
 
 pub(crate) fn kind_str(incident: &Incident) -> &'static str {

@@ -104,11 +104,16 @@ async fn check_nats(url: &str) -> anyhow::Result<()> {
     let client = tokio::time::timeout(Duration::from_secs(3), async_nats::connect(url))
         .await
         .context("timed out")??;
-    let js = async_nats::jetstream::new(client);
-    tokio::time::timeout(Duration::from_secs(3), js.query_account())
+    // The raw API request works on every server version; the typed account query expects
+    // fields that nats-server 2.9 does not send.
+    let reply = tokio::time::timeout(Duration::from_secs(3), client.request("$JS.API.INFO", "".into()))
         .await
-        .context("timed out asking for the JetStream account")?
+        .context("timed out asking for JetStream account info")?
         .context("the server answers but JetStream is not enabled (start nats-server with -js)")?;
+    let body = String::from_utf8_lossy(&reply.payload);
+    if body.contains("\"error\"") {
+        bail!("JetStream is not available: {body}");
+    }
     Ok(())
 }
 

@@ -12,22 +12,22 @@ use tocsin_store::Store;
 use tonic::transport::Channel;
 use tonic::Request;
 
-pub const TOKEN: &str = "test-token-0123456789";
-pub const OTHER_TOKEN: &str = "other-token-0123456789";
+pub(crate) const TOKEN: &str = "test-token-0123456789";
+pub(crate) const OTHER_TOKEN: &str = "other-token-0123456789";
 
-pub struct TestApp {
-    pub addr: SocketAddr,
-    pub store: Store,
-    pub bus: Bus,
-    pub client: IncidentServiceClient<Channel>,
-    pub shutdown: Shutdown,
+pub(crate) struct TestApp {
+    pub(crate) addr: SocketAddr,
+    pub(crate) store: Store,
+    pub(crate) bus: Bus,
+    pub(crate) client: IncidentServiceClient<Channel>,
+    pub(crate) shutdown: Shutdown,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
-pub struct Options {
-    pub relay: bool,
-    pub nats_url: String,
-    pub max_message_bytes: usize,
+pub(crate) struct Options {
+    pub(crate) relay: bool,
+    pub(crate) nats_url: String,
+    pub(crate) max_message_bytes: usize,
 }
 
 impl Default for Options {
@@ -37,11 +37,11 @@ impl Default for Options {
 }
 
 impl TestApp {
-    pub async fn spawn(pool: PgPool) -> TestApp {
+    pub(crate) async fn spawn(pool: PgPool) -> TestApp {
         Self::spawn_with(pool, Options::default()).await
     }
 
-    pub async fn spawn_with(pool: PgPool, options: Options) -> TestApp {
+    pub(crate) async fn spawn_with(pool: PgPool, options: Options) -> TestApp {
         tocsin_testkit::init_tracing();
         let store = Store::from_pool(pool);
         let bus_config = BusConfig::new(tocsin_testkit::nats::unique_prefix()).unwrap();
@@ -72,19 +72,19 @@ impl TestApp {
     }
 
     /// Publishes as the `monitoring` publisher.
-    pub async fn publish(
+    pub(crate) async fn publish(
         &self,
         request: v1::PublishEventRequest,
     ) -> Result<v1::PublishEventResponse, tonic::Status> {
         self.client.clone().publish_event(authed(request, TOKEN)).await.map(|r| r.into_inner())
     }
 
-    pub async fn open(&self, key: &str) -> v1::PublishEventResponse {
+    pub(crate) async fn open(&self, key: &str) -> v1::PublishEventResponse {
         self.publish(opened(key)).await.expect("open succeeds")
     }
 
     /// Stops the server and the relay and waits for them; then deletes the test's streams.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         self.shutdown.trigger();
         if let Some(server) = self.server.take() {
             server.await.unwrap().unwrap();
@@ -93,7 +93,7 @@ impl TestApp {
     }
 }
 
-pub fn authed<T>(message: T, token: &str) -> Request<T> {
+pub(crate) fn authed<T>(message: T, token: &str) -> Request<T> {
     let mut request = Request::new(message);
     request
         .metadata_mut()
@@ -101,7 +101,7 @@ pub fn authed<T>(message: T, token: &str) -> Request<T> {
     request
 }
 
-pub fn opened(key: &str) -> v1::PublishEventRequest {
+pub(crate) fn opened(key: &str) -> v1::PublishEventRequest {
     v1::PublishEventRequest {
         idempotency_key: key.into(),
         kind: v1::EventKind::Opened.into(),
@@ -113,7 +113,7 @@ pub fn opened(key: &str) -> v1::PublishEventRequest {
     }
 }
 
-pub fn event(key: &str, incident_id: &str, kind: v1::EventKind) -> v1::PublishEventRequest {
+pub(crate) fn event(key: &str, incident_id: &str, kind: v1::EventKind) -> v1::PublishEventRequest {
     v1::PublishEventRequest {
         idempotency_key: key.into(),
         incident_id: incident_id.into(),
@@ -124,7 +124,7 @@ pub fn event(key: &str, incident_id: &str, kind: v1::EventKind) -> v1::PublishEv
 }
 
 /// Waits until `check` returns true, polling; panics with `what` after 15 seconds.
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
+pub(crate) async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,

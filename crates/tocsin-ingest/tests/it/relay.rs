@@ -25,12 +25,18 @@ fn assert_once_and_in_order(envelopes: &[EventEnvelope], expected: usize) {
     }
 }
 
-/// Publishes `updates` updates to each of `incidents` new incidents. Returns the event count.
-async fn publish_some(app: &TestApp, incidents: usize, updates: usize) -> usize {
+/// Publishes `updates` updates to each of `incidents` new incidents, with idempotency keys
+/// starting with `batch`. Returns the event count.
+async fn publish_some(app: &TestApp, batch: &str, incidents: usize, updates: usize) -> usize {
     for i in 0..incidents {
-        let open = app.open(&format!("open-{i}")).await;
+        let open = app.open(&format!("{batch}-open-{i}")).await;
+        assert!(!open.duplicate);
         for u in 0..updates {
-            app.publish(event(&format!("u-{i}-{u}"), &open.incident_id, EventKind::Updated)).await.unwrap();
+            let reply = app
+                .publish(event(&format!("{batch}-u-{i}-{u}"), &open.incident_id, EventKind::Updated))
+                .await
+                .unwrap();
+            assert!(!reply.duplicate);
         }
     }
     incidents * (updates + 1)
@@ -39,7 +45,7 @@ async fn publish_some(app: &TestApp, incidents: usize, updates: usize) -> usize 
 #[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
 async fn events_reach_jetstream_once_and_in_order(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
-    let expected = publish_some(&app, 4, 5).await;
+    let expected = publish_some(&app, "a", 4, 5).await;
     eventually("the outbox to drain", || async { app.store.outbox_backlog().await.unwrap() == 0 }).await;
     let envelopes = app.bus.read_all_events().await.unwrap();
     assert_once_and_in_order(&envelopes, expected);
@@ -49,7 +55,7 @@ async fn events_reach_jetstream_once_and_in_order(pool: PgPool) {
 #[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
 async fn a_crash_between_ack_and_mark_still_publishes_once(pool: PgPool) {
     let app = TestApp::spawn_with(pool, Options { relay: false, ..Options::default() }).await;
-    let expected = publish_some(&app, 3, 2).await;
+    let expected = publish_some(&app, "a", 3, 2).await;
     app.bus.ensure_events_stream().await.unwrap();
 
     // The relay's first half: JetStream acknowledges, then the process dies before marking.
@@ -115,11 +121,11 @@ async fn an_event_committed_out_of_order_is_never_skipped(pool: PgPool) {
 async fn ingest_keeps_accepting_while_nats_is_down_and_relays_when_back(pool: PgPool) {
     let mut nats = NatsServer::start().await.unwrap();
     let app = TestApp::spawn_with(pool, Options { nats_url: nats.url(), ..Options::default() }).await;
-    let before = publish_some(&app, 1, 1).await;
+    let before = publish_some(&app, "before", 1, 1).await;
     eventually("the first events to be relayed", || async { app.store.outbox_backlog().await.unwrap() == 0 }).await;
 
     nats.stop().await;
-    let during = publish_some(&app, 3, 2).await;
+    let during = publish_some(&app, "during", 3, 2).await;
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(app.store.outbox_backlog().await.unwrap(), during as i64, "held in the outbox meanwhile");
 
@@ -135,7 +141,7 @@ async fn ingest_keeps_accepting_while_nats_is_down_and_relays_when_back(pool: Pg
 #[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
 async fn a_lost_stream_is_rebuilt_from_the_log(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
-    let expected = publish_some(&app, 2, 3).await;
+    let expected = publish_some(&app, "a", 2, 3).await;
     eventually("the outbox to drain", || async { app.store.outbox_backlog().await.unwrap() == 0 }).await;
     app.bus.delete_events_stream().await.unwrap();
 
