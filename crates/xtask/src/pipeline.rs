@@ -137,5 +137,7 @@ pub(crate) fn free_port() -> anyhow::Result<u16> {
 }
 
 pub(crate) fn kind_name(kind: i32) -> &'static str {
-    v1::EventKind::try_from(kind).map_or("?", |k| k.as_str_name())
+    v1::EventKind::try_from(kind)
+        .map_or("?", |k| k.as_str_name())
+        .trim_start_matches("EVENT_KIND_")
 }
