@@ -52,7 +52,7 @@ pub async fn run(
     });
 
     let authenticator = auth::Authenticator::new(&config.publishers);
-    let api = IncidentServiceServer::new(service::IncidentApi::new(store, hub))
+    let api = IncidentServiceServer::new(service::IncidentApi::new(store, hub, shutdown.clone()))
         .max_decoding_message_size(config.max_message_bytes);
     let api = InterceptedService::new(api, move |request| authenticator.intercept(request));
 

@@ -7,6 +7,7 @@ use futures::Stream;
 use time::OffsetDateTime;
 use tocsin_core::{IncidentId, PublishRequest};
 use tocsin_proto::v1::{self, incident_service_server::IncidentService};
+use tocsin_runtime::Shutdown;
 use tocsin_store::{Appended, Store};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -25,11 +26,13 @@ const MAX_PAGE_SIZE: u32 = 1_000;
 pub struct IncidentApi {
     store: Store,
     hub: WatchHub,
+    /// Ends watch streams, which would otherwise hold graceful shutdown open forever.
+    shutdown: Shutdown,
 }
 
 impl IncidentApi {
-    pub fn new(store: Store, hub: WatchHub) -> Self {
-        Self { store, hub }
+    pub fn new(store: Store, hub: WatchHub, shutdown: Shutdown) -> Self {
+        Self { store, hub, shutdown }
     }
 }
 
@@ -158,7 +161,13 @@ impl IncidentService for IncidentApi {
         let (tx, rx) = mpsc::channel(64);
         let store = self.store.clone();
         let after = req.from_version.saturating_sub(1);
-        tokio::spawn(watch(store, id, after, notifications, tx));
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.wait() => {}
+                _ = watch(store, id, after, notifications, tx) => {}
+            }
+        });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

@@ -26,8 +26,7 @@ impl WatchHub {
                         tokio::select! {
                             _ = shutdown.wait() => return,
                             next = notifications.next() => match next {
-                                Ok(Some(note)) => { let _ = sender.send(note); }
-                                Ok(None) => {}
+                                Ok(notes) => for note in notes { let _ = sender.send(note); },
                                 Err(e) => { warn!(error = %e, "watch listener lost"); break; }
                             },
                         }

@@ -9,6 +9,7 @@
 //!
 //! Migrations live in `migrations/` and run only when asked ([`Store::migrate`]).
 
+mod announce;
 mod error;
 pub mod log;
 pub mod outbox;
@@ -36,6 +37,7 @@ pub(crate) const EVENTS_CHANNEL: &str = "tocsin_events";
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: PgPool,
+    announcer: tokio::sync::mpsc::UnboundedSender<LogNotification>,
 }
 
 impl Store {
@@ -47,11 +49,13 @@ impl Store {
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options.application_name("tocsin"))
             .await?;
-        Ok(Self { pool })
+        Ok(Self::from_pool(pool))
     }
 
+    /// Wraps a pool. Starts this store's announcer task, so it needs a Tokio runtime.
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        let announcer = announce::start(pool.clone());
+        Self { pool, announcer }
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -9,7 +9,7 @@ use tracing::instrument;
 use uuid::Uuid;
 
 use crate::rows::{event_columns, sql_version, EventRow, IncidentRow};
-use crate::{Store, StoreError, EVENTS_CHANNEL};
+use crate::{LogNotification, Store, StoreError};
 
 /// What an append produced: the event as recorded, and whether it had been recorded before.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +83,8 @@ impl Store {
         let incident = Incident::apply(current, &event);
         event.position = insert_event(&mut tx, &event, &incident).await?;
         tx.commit().await?;
+        // Announced after commit, never inside the transaction (see `announce`).
+        let _ = self.announcer.send(LogNotification { incident_id, version: event.version });
         Ok(Appended { event, duplicate: false })
     }
 
@@ -148,8 +150,7 @@ async fn lock_incident(
     Ok(row.map(|r| r.state.0))
 }
 
-/// Writes the event, its outbox entry and the new projection in one statement, and notifies
-/// listeners on commit. Returns the event's global position.
+/// Writes the event, its outbox entry and the new projection in one statement. Returns the event's global position.
 async fn insert_event(
     tx: &mut Transaction<'_, Postgres>,
     event: &RecordedEvent,
@@ -172,7 +173,7 @@ async fn insert_event(
                  severity = EXCLUDED.severity, updated_at = EXCLUDED.updated_at,
                  state = EXCLUDED.state
          )
-         SELECT ev.position FROM ev, LATERAL (SELECT pg_notify($16, $17)) AS notified",
+         SELECT position FROM ev",
     )
     .bind(event.event_id.as_uuid())
     .bind(event.incident_id.as_uuid())
@@ -189,8 +190,6 @@ async fn insert_event(
     .bind(incident.opened_at)
     .bind(incident.updated_at)
     .bind(Json(incident))
-    .bind(EVENTS_CHANNEL)
-    .bind(format!("{} {}", event.incident_id, event.version))
     .fetch_one(&mut **tx)
     .await?;
     Ok(position)

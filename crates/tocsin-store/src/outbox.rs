@@ -79,22 +79,19 @@ pub struct LogNotification {
     pub version: u64,
 }
 
-/// A stream of [`LogNotification`]s. Notifications are hints, not data: after a reconnect
-/// some may be missing, so consumers also poll.
+/// A stream of [`LogNotification`]s, announced in batches after commit. They are hints, not
+/// data: after a reconnect some may be missing, so consumers also poll.
 #[derive(Debug)]
 pub struct LogNotifications {
     listener: PgListener,
 }
 
 impl LogNotifications {
-    /// Waits for the next notification. Reconnects transparently; `Err` only when the
-    /// database stays unreachable.
-    pub async fn next(&mut self) -> Result<Option<LogNotification>, StoreError> {
+    /// Waits for the next announcement: the appends it reports. Reconnects transparently;
+    /// `Err` only when the database stays unreachable.
+    pub async fn next(&mut self) -> Result<Vec<LogNotification>, StoreError> {
         let note = self.listener.recv().await?;
-        let mut parts = note.payload().split(' ');
-        let incident_id = parts.next().and_then(|s| s.parse().ok());
-        let version = parts.next().and_then(|s| s.parse().ok());
-        Ok(incident_id.zip(version).map(|(incident_id, version)| LogNotification { incident_id, version }))
+        Ok(crate::announce::parse(note.payload()))
     }
 }
 

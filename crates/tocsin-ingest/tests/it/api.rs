@@ -167,8 +167,11 @@ async fn watch_sends_history_then_new_events(pool: PgPool) {
         .unwrap()
         .unwrap();
     assert_eq!((next.version, next.kind()), (3, EventKind::Resolved));
-    drop(stream);
-    app.stop().await;
+    // Shutdown ends open watches instead of waiting for them forever.
+    tokio::time::timeout(std::time::Duration::from_secs(10), app.stop())
+        .await
+        .expect("shutdown completes while a watch is open");
+    assert!(matches!(stream.next().await, None | Some(Err(_))));
 }
 
 #[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
