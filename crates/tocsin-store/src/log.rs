@@ -4,11 +4,10 @@ use sqlx::types::Json;
 use sqlx::{Postgres, Transaction};
 use time::OffsetDateTime;
 use tocsin_core::idempotency::fingerprint;
-use tocsin_core::{EventId, Incident, IncidentId, PublishRequest, RecordedEvent};
+use tocsin_core::{EventId, Incident, PublishRequest, RecordedEvent};
 use tracing::instrument;
-use uuid::Uuid;
 
-use crate::rows::{event_columns, sql_version, EventRow, IncidentRow};
+use crate::rows::{event_columns, sql_version, EventRow};
 use crate::{LogNotification, Store, StoreError};
 
 /// What an append produced: the event as recorded, and whether it had been recorded before.
@@ -41,27 +40,34 @@ impl Store {
         let event_id = EventId::new();
         let mut tx = self.pool.begin().await?;
 
-        // The primary key on (publisher, key) decides: a concurrent publish of the same key
-        // waits here for the first transaction and then sees the conflict.
-        let claimed: Option<(Uuid,)> = sqlx::query_as(
-            "INSERT INTO idempotency_keys (publisher, idempotency_key, fingerprint, event_id)
-             VALUES ($1, $2, $3, $4)
-             ON CONFLICT (publisher, idempotency_key) DO NOTHING
-             RETURNING event_id",
+        let incident_id = request.incident_id.unwrap_or_default();
+        // One round trip: lock the incident's row, then claim the idempotency key. The
+        // primary key on (publisher, key) decides; a concurrent publish of the same key waits
+        // for the first transaction and then sees the conflict. The claim reads `current`, so
+        // the lock is always taken first: one lock order, no deadlock.
+        let (claimed, current): (bool, Option<Json<Incident>>) = sqlx::query_as(
+            "WITH current AS (
+                 SELECT state FROM incidents WHERE incident_id = $5 FOR UPDATE
+             ), claim AS (
+                 INSERT INTO idempotency_keys (publisher, idempotency_key, fingerprint, event_id)
+                 SELECT $1, $2, $3, $4 WHERE (SELECT count(*) FROM current) >= 0
+                 ON CONFLICT (publisher, idempotency_key) DO NOTHING
+                 RETURNING 1
+             )
+             SELECT EXISTS (SELECT 1 FROM claim), (SELECT state FROM current)",
         )
         .bind(publisher)
         .bind(&request.idempotency_key)
         .bind(&fingerprint)
         .bind(event_id.as_uuid())
-        .fetch_optional(&mut *tx)
+        .bind(incident_id.as_uuid())
+        .fetch_one(&mut *tx)
         .await?;
-        if claimed.is_none() {
+        if !claimed {
             drop(tx);
             return self.replay(publisher, request, &fingerprint).await;
         }
-
-        let incident_id = request.incident_id.unwrap_or_default();
-        let current = lock_incident(&mut tx, incident_id).await?;
+        let current = current.map(|state| state.0);
         Incident::check_transition(
             current.as_ref(),
             incident_id,
@@ -136,18 +142,6 @@ struct ReplayRow {
     fingerprint: String,
     #[sqlx(flatten)]
     event: EventRow,
-}
-
-async fn lock_incident(
-    tx: &mut Transaction<'_, Postgres>,
-    incident_id: IncidentId,
-) -> Result<Option<Incident>, StoreError> {
-    let row: Option<IncidentRow> =
-        sqlx::query_as("SELECT state FROM incidents WHERE incident_id = $1 FOR UPDATE")
-            .bind(incident_id.as_uuid())
-            .fetch_optional(&mut **tx)
-            .await?;
-    Ok(row.map(|r| r.state.0))
 }
 
 /// Writes the event, its outbox entry and the new projection in one statement. Returns the event's global position.
