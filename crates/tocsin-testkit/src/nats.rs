@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use tokio::process::{Child, Command};
 
-use crate::process::{free_port, wait_for_tcp};
+use crate::process::free_port;
 
 /// The shared NATS server: `NATS_URL`, or the machine's default.
 pub fn nats_url() -> String {
@@ -21,7 +21,10 @@ pub fn unique_prefix() -> String {
 }
 
 fn server_binary() -> anyhow::Result<PathBuf> {
-    let candidates = [PathBuf::from("/usr/sbin/nats-server"), PathBuf::from("/usr/bin/nats-server")];
+    let candidates = [
+        PathBuf::from("/usr/sbin/nats-server"),
+        PathBuf::from("/usr/bin/nats-server"),
+    ];
     if let Some(found) = candidates.into_iter().find(|p| p.exists()) {
         return Ok(found);
     }
@@ -36,7 +39,9 @@ fn server_binary() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(path))
 }
 
-/// A private JetStream-enabled `nats-server` on a free loopback port.
+/// A private JetStream-enabled `nats-server` on a free loopback port, for tests that stop
+/// the bus and start it again. Its JetStream store and log live in a fresh temporary
+/// directory that survives restarts and is removed on drop; the process is killed on drop.
 #[derive(Debug)]
 pub struct NatsServer {
     port: u16,
@@ -44,11 +49,21 @@ pub struct NatsServer {
     child: Option<Child>,
 }
 
+/// How long a starting server gets before the test fails.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl NatsServer {
+    /// Starts a server and waits until it accepts connections.
     pub async fn start() -> anyhow::Result<NatsServer> {
-        let store_dir = std::env::temp_dir().join(format!("tocsin-nats-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&store_dir)?;
-        let mut server = NatsServer { port: free_port(), store_dir, child: None };
+        let store_dir =
+            std::env::temp_dir().join(format!("tocsin-nats-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&store_dir)
+            .with_context(|| format!("creating the JetStream store {}", store_dir.display()))?;
+        let mut server = NatsServer {
+            port: free_port(),
+            store_dir,
+            child: None,
+        };
         server.start_again().await?;
         Ok(server)
     }
@@ -57,26 +72,78 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    /// Kills the server (SIGKILL) and waits for it to exit.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server (SIGKILL: no clean shutdown, as in a crash) and waits for it to exit.
     pub async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill().await;
         }
     }
 
-    /// Starts the server again on the same port with the same JetStream store.
+    /// Starts the server again on the same port with the same JetStream store; streams and
+    /// messages written before [`NatsServer::stop`] are still there. Stops it first if running.
     pub async fn start_again(&mut self) -> anyhow::Result<()> {
         self.stop().await;
-        let child = Command::new(server_binary()?)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+        let log = self.log_path();
+        let mut child = Command::new(server_binary()?)
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(&self.store_dir)
+            // A file rather than the test's output: it is read back when the server fails.
+            .arg("-l")
+            .arg(&log)
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .context("starting nats-server")?;
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "nats-server exited at start ({status}); its log says:\n{}",
+                    self.log_tail()
+                );
+            }
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let _ = child.kill().await;
+                bail!(
+                    "nats-server did not listen on port {} within {START_TIMEOUT:?}; its log says:\n{}",
+                    self.port,
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         self.child = Some(child);
-        wait_for_tcp(([127, 0, 0, 1], self.port).into(), Duration::from_secs(10)).await
+        Ok(())
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.store_dir.join("nats-server.log")
+    }
+
+    /// The end of the server's log, to explain a failed start.
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
     }
 }
 
@@ -91,24 +158,68 @@ impl Drop for NatsServer {
 
 #[cfg(test)]
 mod tests {
+    use async_nats::jetstream;
+
     use super::*;
 
     #[tokio::test]
-    async fn a_private_server_stops_and_starts_again() {
+    async fn a_private_server_stops_and_starts_again_with_its_streams() {
         let mut server = NatsServer::start().await.unwrap();
         let client = async_nats::connect(server.url()).await.unwrap();
-        client.flush().await.unwrap();
+        let js = jetstream::new(client);
+        let stream = jetstream::stream::Config {
+            name: "TESTKIT".into(),
+            subjects: vec!["testkit.>".into()],
+            ..Default::default()
+        };
+        js.create_stream(stream).await.unwrap();
+        js.publish("testkit.a", "before the crash".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+
         server.stop().await;
-        assert!(tokio::net::TcpStream::connect(("127.0.0.1", server.port)).await.is_err());
+        assert!(
+            tokio::net::TcpStream::connect(("127.0.0.1", server.port()))
+                .await
+                .is_err()
+        );
+        assert!(
+            async_nats::connect(server.url()).await.is_err(),
+            "a stopped server refuses clients"
+        );
+
         server.start_again().await.unwrap();
-        let again = async_nats::connect(server.url()).await.unwrap();
-        again.flush().await.unwrap();
+        let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+        let mut stream = js.get_stream("TESTKIT").await.unwrap();
+        assert_eq!(
+            stream.info().await.unwrap().state.messages,
+            1,
+            "the store survives a SIGKILL"
+        );
+        let message = stream.get_raw_message(1).await.unwrap();
+        assert_eq!(&message.payload[..], b"before the crash");
+    }
+
+    #[tokio::test]
+    async fn dropping_a_server_removes_its_store() {
+        let server = NatsServer::start().await.unwrap();
+        let store = server.store_dir.clone();
+        assert!(store.exists());
+        drop(server);
+        assert!(!store.exists());
     }
 
     #[test]
     fn prefixes_are_unique_and_well_formed() {
         let (a, b) = (unique_prefix(), unique_prefix());
         assert_ne!(a, b);
-        assert!(a.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'));
+        assert_eq!(a.len(), 14);
+        assert!(a.starts_with("t_"));
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        );
     }
 }

@@ -6,16 +6,17 @@
 //! the client and the relay lag (commit to JetStream ack) from the outbox afterwards.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use sqlx::postgres::PgPoolOptions;
 use tocsin_proto::v1::{self, EventKind, incident_service_client::IncidentServiceClient};
+use tokio::sync::Notify;
 use tonic::transport::Channel;
 
-use crate::pipeline::{authed, create_database, drop_database, free_port, terminate, Ingest};
+use crate::pipeline::{Ingest, authed, create_database, drop_database, free_port, terminate};
 use crate::services::{build_binaries, ensure_services};
 
 #[derive(Debug, Clone)]
@@ -23,6 +24,8 @@ pub(crate) struct BenchArgs {
     pub(crate) which: String,
     pub(crate) clients: usize,
     pub(crate) seconds: u64,
+    /// Stop after about this many measured events (in-flight calls still finish).
+    pub(crate) events: Option<u64>,
 }
 
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -51,9 +54,20 @@ async fn ingest(args: BenchArgs) -> anyhow::Result<()> {
     };
     ingest.migrate().await?;
     let (child, _) = ingest.serve().await?;
-    let pool = PgPoolOptions::new().max_connections(2).connect(&database_url).await?;
-    let (sync_commit,): (String,) = sqlx::query_as("SHOW synchronous_commit").fetch_one(&pool).await?;
-    eprintln!("bench ingest: {} clients for {} s, synchronous_commit={sync_commit}", args.clients, args.seconds);
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&database_url)
+        .await?;
+    let (sync_commit,): (String,) = sqlx::query_as("SHOW synchronous_commit")
+        .fetch_one(&pool)
+        .await?;
+    let limit = args
+        .events
+        .map_or(String::new(), |n| format!(" or {n} events"));
+    eprintln!(
+        "bench ingest: {} clients for {} s{limit}, synchronous_commit={sync_commit}",
+        args.clients, args.seconds
+    );
 
     // A few HTTP/2 connections shared by many concurrent callers, as real publishers would.
     let endpoint = format!("http://127.0.0.1:{}", ingest.port);
@@ -62,18 +76,26 @@ async fn ingest(args: BenchArgs) -> anyhow::Result<()> {
         channels.push(Channel::from_shared(endpoint.clone())?.connect().await?);
     }
 
-    let stop = Arc::new(AtomicBool::new(false));
     let warmup = Duration::from_secs(1);
-    let measure_from = Instant::now() + warmup;
+    let run = Arc::new(Run {
+        stop: AtomicBool::new(false),
+        measured: AtomicU64::new(0),
+        limit: args.events,
+        reached: Notify::new(),
+        measure_from: Instant::now() + warmup,
+    });
+    let measure_from = run.measure_from;
     let tasks: Vec<_> = (0..args.clients)
         .map(|c| {
             let client = IncidentServiceClient::new(channels[c % channels.len()].clone());
-            let stop = stop.clone();
-            tokio::spawn(publisher(client, c, stop, measure_from))
+            tokio::spawn(publisher(client, c, run.clone()))
         })
         .collect();
-    tokio::time::sleep(warmup + Duration::from_secs(args.seconds)).await;
-    stop.store(true, Ordering::Relaxed);
+    tokio::select! {
+        () = tokio::time::sleep(warmup + Duration::from_secs(args.seconds)) => {}
+        () = run.reached.notified() => {}
+    }
+    run.stop.store(true, Ordering::Relaxed);
     let measured = measure_from.elapsed();
     let mut latency = Histogram::<u64>::new(3)?;
     let mut errors = 0u64;
@@ -86,7 +108,10 @@ async fn ingest(args: BenchArgs) -> anyhow::Result<()> {
     // Relay lag: from the event's commit-time stamp to the outbox mark after JetStream's ack.
     let drain_deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (backlog,): (i64,) = sqlx::query_as("SELECT count(*) FROM outbox WHERE published_at IS NULL").fetch_one(&pool).await?;
+        let (backlog,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                .fetch_one(&pool)
+                .await?;
         if backlog == 0 {
             break;
         }
@@ -112,9 +137,17 @@ async fn ingest(args: BenchArgs) -> anyhow::Result<()> {
     let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
     println!("| metric | value |\n|---|---|");
     println!("| clients | {} |", args.clients);
-    println!("| measured events | {count} over {:.1} s |", measured.as_secs_f64());
+    println!(
+        "| measured events | {count} over {:.1} s |",
+        measured.as_secs_f64()
+    );
     println!("| events/s | {per_s:.0} |");
-    println!("| call p50 / p99 / max | {:.2} / {:.2} / {:.2} ms |", ms(0.5), ms(0.99), latency.max() as f64 / 1000.0);
+    println!(
+        "| call p50 / p99 / max | {:.2} / {:.2} / {:.2} ms |",
+        ms(0.5),
+        ms(0.99),
+        latency.max() as f64 / 1000.0
+    );
     println!("| relay lag p50 / p99 | {lag_p50:.2} / {lag_p99:.2} ms |");
     println!("| errors | {errors} |");
     println!(
@@ -152,20 +185,41 @@ async fn cleanup(services: &crate::services::Services, db_name: &str, prefix: &s
     }
 }
 
+/// What the publishers share: when to start measuring, and when to stop.
+#[derive(Debug)]
+struct Run {
+    stop: AtomicBool,
+    /// Successful calls measured so far, across publishers, for `--events`.
+    measured: AtomicU64,
+    limit: Option<u64>,
+    /// Notified once when `measured` reaches `limit`.
+    reached: Notify,
+    measure_from: Instant,
+}
+
+impl Run {
+    fn count_measured(&self) {
+        let measured = self.measured.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.limit == Some(measured) {
+            self.stop.store(true, Ordering::Relaxed);
+            self.reached.notify_one();
+        }
+    }
+}
+
 /// One publisher: opens an incident, updates it, opens the next. Records latencies (µs)
-/// of calls that complete after `measure_from`.
+/// of successful calls that start after `run.measure_from`.
 async fn publisher(
     mut client: IncidentServiceClient<Channel>,
     id: usize,
-    stop: Arc<AtomicBool>,
-    measure_from: Instant,
+    run: Arc<Run>,
 ) -> anyhow::Result<(Histogram<u64>, u64)> {
     let mut latency = Histogram::<u64>::new(3)?;
     let mut errors = 0;
     let mut incident = String::new();
     let mut n = 0usize;
-    while !stop.load(Ordering::Relaxed) {
-        let request = if n % (UPDATES_PER_INCIDENT + 1) == 0 {
+    while !run.stop.load(Ordering::Relaxed) {
+        let request = if n.is_multiple_of(UPDATES_PER_INCIDENT + 1) {
             v1::PublishEventRequest {
                 idempotency_key: format!("bench-{id}-{n}"),
                 kind: EventKind::Opened.into(),
@@ -187,11 +241,12 @@ async fn publisher(
         let started = Instant::now();
         match client.publish_event(authed(request)).await {
             Ok(reply) => {
-                if n % (UPDATES_PER_INCIDENT + 1) == 0 {
+                if n.is_multiple_of(UPDATES_PER_INCIDENT + 1) {
                     incident = reply.into_inner().incident_id;
                 }
-                if started >= measure_from {
+                if started >= run.measure_from {
                     latency.record(started.elapsed().as_micros() as u64)?;
+                    run.count_measured();
                 }
             }
             Err(status) => {
@@ -199,7 +254,7 @@ async fn publisher(
                 if errors <= 3 {
                     eprintln!("publisher {id}: {status}");
                 }
-                if n % (UPDATES_PER_INCIDENT + 1) == 0 {
+                if n.is_multiple_of(UPDATES_PER_INCIDENT + 1) {
                     continue;
                 }
             }

@@ -5,11 +5,11 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use tocsin_bus::{Bus, BusConfig};
 use tocsin_proto::v1::{self, EventKind};
 
-use crate::pipeline::{authed, create_database, free_port, kind_name, terminate, Ingest};
+use crate::pipeline::{Ingest, authed, create_database, free_port, kind_name, terminate};
 use crate::services::{build_binaries, ensure_services};
 
 const DEMO_DATABASE: &str = "tocsin_demo";
@@ -30,7 +30,10 @@ pub(crate) async fn run() -> anyhow::Result<()> {
     ingest.migrate().await?;
     println!("✓ migrations applied");
     let (child, mut client) = ingest.serve().await?;
-    println!("✓ tocsin-ingest serving on 127.0.0.1:{} with its outbox relay", ingest.port);
+    println!(
+        "✓ tocsin-ingest serving on 127.0.0.1:{} with its outbox relay",
+        ingest.port
+    );
 
     let run_id = uuid::Uuid::now_v7().simple().to_string();
     let key = |step: &str| format!("demo-{run_id}-{step}");
@@ -51,9 +54,21 @@ pub(crate) async fn run() -> anyhow::Result<()> {
         .into_inner();
     let incident_id = open.incident_id.clone();
     let steps = [
-        (EventKind::Updated, v1::IncidentStatus::Identified, "We found the cause: a faulty configuration change. We are rolling it back."),
-        (EventKind::Updated, v1::IncidentStatus::Monitoring, "The rollback is complete and error rates are back to normal. We are watching closely."),
-        (EventKind::Resolved, v1::IncidentStatus::Unspecified, "This incident is resolved. Requests between 14:02 and 14:41 UTC may have failed; we are sorry for the disruption."),
+        (
+            EventKind::Updated,
+            v1::IncidentStatus::Identified,
+            "We found the cause: a faulty configuration change. We are rolling it back.",
+        ),
+        (
+            EventKind::Updated,
+            v1::IncidentStatus::Monitoring,
+            "The rollback is complete and error rates are back to normal. We are watching closely.",
+        ),
+        (
+            EventKind::Resolved,
+            v1::IncidentStatus::Unspecified,
+            "This incident is resolved. Requests between 14:02 and 14:41 UTC may have failed; we are sorry for the disruption.",
+        ),
     ];
     for (i, (kind, status, message)) in steps.into_iter().enumerate() {
         client
@@ -85,7 +100,9 @@ pub(crate) async fn run() -> anyhow::Result<()> {
         .into_inner();
 
     let incident = client
-        .get_incident(authed(v1::GetIncidentRequest { incident_id: incident_id.clone() }))
+        .get_incident(authed(v1::GetIncidentRequest {
+            incident_id: incident_id.clone(),
+        }))
         .await?
         .into_inner();
     let log = client
@@ -121,18 +138,50 @@ pub(crate) async fn run() -> anyhow::Result<()> {
     let relay_lag_ms = relay_lag_ms.unwrap_or(f64::NAN);
 
     println!();
-    println!("incident {incident_id}: {} · {} · version {}", incident.title, v1::IncidentStatus::try_from(incident.status).map_or("?", |s| s.as_str_name()).trim_start_matches("INCIDENT_STATUS_"), incident.version);
-    println!("{:<4} {:<22} {:<10} {:<36} {}", "ver", "kind", "position", "event id", "on JetStream");
+    println!(
+        "incident {incident_id}: {} · {} · version {}",
+        incident.title,
+        v1::IncidentStatus::try_from(incident.status)
+            .map_or("?", |s| s.as_str_name())
+            .trim_start_matches("INCIDENT_STATUS_"),
+        incident.version
+    );
+    println!(
+        "{:<4} {:<22} {:<10} {:<36} on JetStream",
+        "ver", "kind", "position", "event id"
+    );
     for event in &log {
-        let relayed = on_stream.iter().any(|e| e.event_id.to_string() == event.event_id);
-        println!("{:<4} {:<22} {:<10} {:<36} {}", event.version, kind_name(event.kind), event.position, event.event_id, if relayed { "yes" } else { "NO" });
+        let relayed = on_stream
+            .iter()
+            .any(|e| e.event_id.to_string() == event.event_id);
+        println!(
+            "{:<4} {:<22} {:<10} {:<36} {}",
+            event.version,
+            kind_name(event.kind),
+            event.position,
+            event.event_id,
+            if relayed { "yes" } else { "NO" }
+        );
     }
     println!();
-    println!("published 4 events in {publish_ms:.1} ms; slowest relay (commit to JetStream ack): {relay_lag_ms:.1} ms");
-    println!("retry of the opening event returned duplicate={} with the original event id: {}", retry.duplicate, retry.event_id == open.event_id);
+    println!(
+        "published 4 events in {publish_ms:.1} ms; slowest relay (commit to JetStream ack): {relay_lag_ms:.1} ms"
+    );
+    println!(
+        "retry of the opening event returned duplicate={} with the original event id: {}",
+        retry.duplicate,
+        retry.event_id == open.event_id
+    );
 
-    let in_order = on_stream.windows(2).all(|w| w[0].version + 1 == w[1].version);
-    let ok = log.len() == 4 && on_stream.len() == 4 && in_order && retry.duplicate && retry.event_id == open.event_id && incident.version == 4;
+    let in_order = on_stream
+        .windows(2)
+        .all(|w| w[0].version + 1 == w[1].version);
+    let ok = log.len() == 4
+        && on_stream.len() == 4
+        && in_order
+        && retry.duplicate
+        && retry.event_id == open.event_id
+        && incident.version == 4;
     println!(
         "{}",
         serde_json::json!({

@@ -12,6 +12,8 @@ mod pipeline;
 mod services;
 mod test;
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -40,21 +42,49 @@ enum Task {
         /// Measured seconds (after one second of warm-up).
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Stop after this many measured events, or after --seconds if that comes first.
+        #[arg(long)]
+        events: Option<u64>,
     },
 }
 
 #[tokio::main]
-async fn main() {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Task::Demo => demo::run().await,
         Task::Test { args } => test::run(&args).await,
-        Task::Bench { which, clients, seconds } => {
-            bench::run(bench::BenchArgs { which, clients, seconds }).await
+        Task::Bench {
+            which,
+            clients,
+            seconds,
+            events,
+        } => {
+            bench::run(bench::BenchArgs {
+                which,
+                clients,
+                seconds,
+                events,
+            })
+            .await
         }
     };
-    if let Err(e) = result {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            exit_code(&e)
+        }
     }
+}
+
+/// The test runner's own exit code when it failed (CI tells "tests failed" from "could not
+/// run"), 1 for every other error.
+fn exit_code(error: &anyhow::Error) -> ExitCode {
+    error
+        .downcast_ref::<test::TestsFailed>()
+        .and_then(|failed| failed.status.code())
+        .and_then(|code| u8::try_from(code).ok())
+        .filter(|&code| code != 0)
+        .map_or(ExitCode::FAILURE, ExitCode::from)
 }

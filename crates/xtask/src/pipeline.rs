@@ -4,14 +4,14 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 use tocsin_proto::v1::{self, incident_service_client::IncidentServiceClient};
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 
-use crate::services::{target_bin, Services};
+use crate::services::{Services, target_bin};
 
 pub(crate) const TOKEN: &str = "xtask-demo-token-0123456789";
 
@@ -25,18 +25,29 @@ pub(crate) fn database_url(admin_url: &str, name: &str) -> anyhow::Result<String
 
 fn url_without_path(url: &str) -> String {
     let scheme_end = url.find("://").map_or(0, |i| i + 3);
-    let path_start = url[scheme_end..].find(['/', '?']).map_or(url.len(), |i| scheme_end + i);
+    let path_start = url[scheme_end..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| scheme_end + i);
     url[..path_start].to_owned()
 }
 
 /// Creates database `name` unless it exists. With `fresh`, drops it first.
-pub(crate) async fn create_database(services: &Services, name: &str, fresh: bool) -> anyhow::Result<String> {
+pub(crate) async fn create_database(
+    services: &Services,
+    name: &str,
+    fresh: bool,
+) -> anyhow::Result<String> {
     let options: PgConnectOptions = services.database_url.parse().context("DATABASE_URL")?;
-    let mut admin = options.connect().await.context("connecting to PostgreSQL")?;
+    let mut admin = options
+        .connect()
+        .await
+        .context("connecting to PostgreSQL")?;
     if fresh {
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
-            .execute(&mut admin)
-            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+        )))
+        .execute(&mut admin)
+        .await?;
     }
     let exists: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
         .bind(name)
@@ -55,9 +66,11 @@ pub(crate) async fn create_database(services: &Services, name: &str, fresh: bool
 pub(crate) async fn drop_database(services: &Services, name: &str) -> anyhow::Result<()> {
     let options: PgConnectOptions = services.database_url.parse()?;
     let mut admin = options.connect().await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
-        .execute(&mut admin)
-        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await?;
     Ok(())
 }
 
@@ -80,13 +93,20 @@ impl Ingest {
             .env("TOCSIN_BUS_PREFIX", &self.bus_prefix)
             .env("TOCSIN_GRPC_ADDR", format!("127.0.0.1:{}", self.port))
             .env("TOCSIN_PUBLISHER_TOKENS", format!("xtask={TOKEN}"))
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .kill_on_drop(true);
         command
     }
 
     pub(crate) async fn migrate(&self) -> anyhow::Result<()> {
-        let status = self.command(&["migrate"]).status().await.context("running tocsin-ingest migrate")?;
+        let status = self
+            .command(&["migrate"])
+            .status()
+            .await
+            .context("running tocsin-ingest migrate")?;
         if !status.success() {
             bail!("tocsin-ingest migrate failed: {status}");
         }
@@ -115,7 +135,9 @@ impl Ingest {
 /// SIGTERM, then wait; an error unless it exits 0 within 30 s.
 pub(crate) async fn terminate(mut child: Child) -> anyhow::Result<()> {
     if let Some(pid) = child.id() {
-        std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()?;
     }
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
         .await
@@ -128,12 +150,17 @@ pub(crate) async fn terminate(mut child: Child) -> anyhow::Result<()> {
 
 pub(crate) fn authed<T>(message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert("authorization", format!("Bearer {TOKEN}").parse().expect("valid header"));
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {TOKEN}").parse().expect("valid header"),
+    );
     request
 }
 
 pub(crate) fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 pub(crate) fn kind_name(kind: i32) -> &'static str {

@@ -1,25 +1,65 @@
 //! `cargo xtask test`: services checked, binaries built (system tests spawn them), then the
 //! whole suite with cargo-nextest when installed, `cargo test` otherwise.
 
-use anyhow::bail;
+use std::fmt;
+use std::process::{ExitStatus, Stdio};
+
+use anyhow::Context;
 
 use crate::services::{build_binaries, cargo, ensure_services};
 
+/// The test runner failed; xtask exits with the runner's own code.
+#[derive(Debug)]
+pub(crate) struct TestsFailed {
+    pub(crate) status: ExitStatus,
+}
+
+impl fmt::Display for TestsFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "tests failed ({})", self.status)
+    }
+}
+
+impl std::error::Error for TestsFailed {}
+
+/// Runs the suite with `extra` passed to the runner, against the checked services.
 pub(crate) async fn run(extra: &[String]) -> anyhow::Result<()> {
     let services = ensure_services().await?;
+    // `cargo test` builds test binaries only; the system tests need the services' binaries.
     build_binaries(false).await?;
-    let nextest = cargo().args(["nextest", "--version"]).output().is_ok_and(|o| o.status.success());
+    let nextest = nextest_installed().await;
     let mut command = cargo();
     if nextest {
         command.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
     } else {
         command.args(["test", "--workspace", "--no-fail-fast"]);
     }
-    command.args(extra).env("DATABASE_URL", &services.database_url).env("NATS_URL", &services.nats_url);
-    println!("running the test suite with {}", if nextest { "cargo nextest" } else { "cargo test" });
-    let status = command.status()?;
+    // The children get the URLs that were just checked; xtask's own environment is untouched.
+    command
+        .args(extra)
+        .env("DATABASE_URL", &services.database_url)
+        .env("NATS_URL", &services.nats_url);
+    let runner = if nextest {
+        "cargo nextest"
+    } else {
+        "cargo test"
+    };
+    println!("running the test suite with {runner}");
+    let status = command
+        .status()
+        .await
+        .with_context(|| format!("running {runner}"))?;
     if !status.success() {
-        bail!("tests failed ({status})");
+        return Err(TestsFailed { status }.into());
     }
     Ok(())
+}
+
+async fn nextest_installed() -> bool {
+    cargo()
+        .args(["nextest", "--version"])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .is_ok_and(|output| output.status.success())
 }
