@@ -24,7 +24,10 @@ pub const MAX_LABEL_VALUE_CHARS: usize = 256;
 pub const MAX_CLOCK_SKEW: time::Duration = time::Duration::minutes(5);
 
 /// The lifecycle event a publisher reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+///
+/// `Ord` follows declaration order; it exists so subscriber preferences can keep kinds in a
+/// `BTreeSet` and serialise them in a stable order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     Opened,

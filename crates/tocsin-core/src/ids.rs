@@ -1,4 +1,4 @@
-//! Typed identifiers. Both are UUIDv7, so they sort by creation time.
+//! Typed identifiers. All are UUIDv7, so they sort by creation time.
 
 use std::fmt;
 use std::str::FromStr;
@@ -63,4 +63,8 @@ uuid_id!(
 uuid_id!(
     /// Identifies one event in the log. It is also the event's `Nats-Msg-Id` on JetStream.
     EventId
+);
+uuid_id!(
+    /// Identifies one subscriber: a customer contact with delivery preferences.
+    SubscriberId
 );

@@ -1,24 +1,34 @@
 //! Tocsin's domain core: incident events, their validation, and the fold that turns an
-//! incident's event log into its current state.
+//! incident's event log into its current state; subscribers' preferences, and the fan-out
+//! that decides who hears about an event, on which channel, and when.
 //!
 //! Nothing here does I/O. The store persists what this crate decides, the bus carries it,
 //! and the services translate wire types into these types at their edges.
 //!
-//! - [`ids`]: typed identifiers for incidents and events.
+//! - [`ids`]: typed identifiers for incidents, events and subscribers.
 //! - [`change`]: what a publisher asks to record, and its validation.
 //! - [`incident`]: incident state, the transition rules and the fold.
 //! - [`event`]: an event as recorded in the log.
 //! - [`idempotency`]: request fingerprints for publisher idempotency keys.
+//! - [`channel`]: the ways a subscriber can be reached.
+//! - [`preferences`]: what a subscriber wants to hear about, and their quiet hours.
+//! - [`fanout`]: the deliveries one event causes for one subscriber, and their keys.
 
 pub mod change;
+pub mod channel;
 pub mod error;
 pub mod event;
+pub mod fanout;
 pub mod idempotency;
 pub mod ids;
 pub mod incident;
+pub mod preferences;
 
 pub use change::{Change, EventKind, IncidentStatus, MaintenanceWindow, PublishRequest, Severity};
+pub use channel::Channel;
 pub use error::DomainError;
 pub use event::RecordedEvent;
-pub use ids::{EventId, IncidentId};
+pub use fanout::{DeliveryKey, Planned, Timing, plan};
+pub use ids::{EventId, IncidentId, SubscriberId};
 pub use incident::{Incident, IncidentKind};
+pub use preferences::{ComponentFilter, Preferences, QuietHours, default_kinds};
