@@ -1,7 +1,6 @@
 //! Appending to the event log.
 
 use sqlx::types::Json;
-use sqlx::{Postgres, Transaction};
 use time::OffsetDateTime;
 use tocsin_core::idempotency::fingerprint;
 use tocsin_core::{EventId, Incident, PublishRequest, RecordedEvent};
@@ -19,13 +18,18 @@ pub struct Appended {
     pub duplicate: bool,
 }
 
+/// How often an append re-reads and retries after losing a race for the next version.
+const MAX_ATTEMPTS: u32 = 64;
+
 impl Store {
-    /// Appends one validated publish by `publisher` to the log, in one transaction with its
-    /// idempotency key, the incident projection and the outbox entry.
+    /// Appends one validated publish by `publisher` to the log: its idempotency key, the
+    /// event, its outbox row and the incident's new projection, in one statement (and so one
+    /// transaction).
     ///
-    /// Versions are gapless per incident because the incident's projection row is locked
-    /// (`FOR UPDATE`) while the next version is computed; the unique `(incident_id, version)`
-    /// constraint is the backstop when two publishers race to create the same incident.
+    /// Concurrency is optimistic, which costs two round trips instead of four with locks:
+    /// read the incident, decide in Rust, then write version N+1. `UNIQUE (incident_id,
+    /// version)` makes a racing writer of the same version fail; the loser re-reads and
+    /// decides again. Versions stay gapless because a version is only ever written once.
     #[instrument(skip_all, fields(publisher, idempotency_key = %request.idempotency_key, kind = request.change.kind.as_str()))]
     pub async fn append(
         &self,
@@ -37,61 +41,112 @@ impl Store {
         // PostgreSQL keeps microseconds; the projection must hold exactly what a refold of
         // the stored events gives, so times are cut to microseconds before anything uses them.
         let now = to_micros(now);
-        let event_id = EventId::new();
-        let mut tx = self.pool.begin().await?;
-
         let incident_id = request.incident_id.unwrap_or_default();
-        // One round trip: lock the incident's row, then claim the idempotency key. The
-        // primary key on (publisher, key) decides; a concurrent publish of the same key waits
-        // for the first transaction and then sees the conflict. The claim reads `current`, so
-        // the lock is always taken first: one lock order, no deadlock.
-        let (claimed, current): (bool, Option<Json<Incident>>) = sqlx::query_as(
-            "WITH current AS (
-                 SELECT state FROM incidents WHERE incident_id = $5 FOR UPDATE
-             ), claim AS (
-                 INSERT INTO idempotency_keys (publisher, idempotency_key, fingerprint, event_id)
-                 SELECT $1, $2, $3, $4 WHERE (SELECT count(*) FROM current) >= 0
-                 ON CONFLICT (publisher, idempotency_key) DO NOTHING
-                 RETURNING 1
-             )
-             SELECT EXISTS (SELECT 1 FROM claim), (SELECT state FROM current)",
-        )
-        .bind(publisher)
-        .bind(&request.idempotency_key)
-        .bind(&fingerprint)
-        .bind(event_id.as_uuid())
-        .bind(incident_id.as_uuid())
-        .fetch_one(&mut *tx)
-        .await?;
-        if !claimed {
-            drop(tx);
-            return self.replay(publisher, request, &fingerprint).await;
+        for _ in 0..MAX_ATTEMPTS {
+            // The key is looked at first: a retry of an event that was recorded must be
+            // answered from the log, not judged again against the state it produced.
+            let (key_used, current): (bool, Option<Json<Incident>>) = sqlx::query_as(
+                "SELECT EXISTS (SELECT 1 FROM idempotency_keys
+                                WHERE publisher = $1 AND idempotency_key = $2),
+                        (SELECT state FROM incidents WHERE incident_id = $3)",
+            )
+            .bind(publisher)
+            .bind(&request.idempotency_key)
+            .bind(incident_id.as_uuid())
+            .fetch_one(&self.pool)
+            .await?;
+            if key_used {
+                return self.replay(publisher, request, &fingerprint).await;
+            }
+            let current = current.map(|state| state.0);
+            Incident::check_transition(
+                current.as_ref(),
+                incident_id,
+                &request.change,
+                request.expected_version,
+            )?;
+            let mut event = RecordedEvent {
+                event_id: EventId::new(),
+                incident_id,
+                version: current.as_ref().map_or(1, |i| i.version + 1),
+                position: 0,
+                publisher: publisher.to_owned(),
+                idempotency_key: request.idempotency_key.clone(),
+                occurred_at: to_micros(request.occurred_at.unwrap_or(now)),
+                recorded_at: now,
+                change: request.change.clone(),
+            };
+            let incident = Incident::apply(current, &event);
+            match self.insert_event(&fingerprint, &event, &incident).await {
+                Ok(Some(position)) => {
+                    event.position = position;
+                    // Announced after commit, never inside the transaction (see `announce`).
+                    let _ = self.announcer.send(LogNotification { incident_id, version: event.version });
+                    return Ok(Appended { event, duplicate: false });
+                }
+                // Another request claimed this key between our read and our write.
+                Ok(None) => return self.replay(publisher, request, &fingerprint).await,
+                Err(StoreError::Conflict { constraint }) if constraint == "events_incident_version_key" => {
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
         }
-        let current = current.map(|state| state.0);
-        Incident::check_transition(
-            current.as_ref(),
-            incident_id,
-            &request.change,
-            request.expected_version,
-        )?;
+        Err(StoreError::Conflict { constraint: "events_incident_version_key".into() })
+    }
 
-        let mut event = RecordedEvent {
-            event_id,
-            incident_id,
-            version: current.as_ref().map_or(1, |i| i.version + 1),
-            position: 0,
-            publisher: publisher.to_owned(),
-            idempotency_key: request.idempotency_key.clone(),
-            occurred_at: to_micros(request.occurred_at.unwrap_or(now)),
-            recorded_at: now,
-            change: request.change.clone(),
-        };
-        let incident = Incident::apply(current, &event);
-        event.position = insert_event(&mut tx, &event, &incident).await?;
-        tx.commit().await?;
-        // Announced after commit, never inside the transaction (see `announce`).
-        let _ = self.announcer.send(LogNotification { incident_id, version: event.version });
-        Ok(Appended { event, duplicate: false })
+    /// Claims the idempotency key and writes the event, its outbox row and the projection
+    /// in one statement. `None` when the key was already claimed (nothing written).
+    async fn insert_event(
+        &self,
+        fingerprint: &str,
+        event: &RecordedEvent,
+        incident: &Incident,
+    ) -> Result<Option<i64>, StoreError> {
+        let row: Option<(i64,)> = sqlx::query_as(
+            "WITH claim AS (
+                 INSERT INTO idempotency_keys (publisher, idempotency_key, fingerprint, event_id)
+                 VALUES ($5, $6, $16, $1)
+                 ON CONFLICT (publisher, idempotency_key) DO NOTHING
+                 RETURNING event_id
+             ), ev AS (
+                 INSERT INTO events (event_id, incident_id, version, kind, publisher,
+                                     idempotency_key, occurred_at, recorded_at, data)
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 FROM claim
+                 RETURNING position
+             ), ob AS (
+                 INSERT INTO outbox (position, incident_id) SELECT position, $2 FROM ev
+             ), pr AS (
+                 INSERT INTO incidents (incident_id, version, kind, status, severity,
+                                        opened_at, updated_at, state)
+                 SELECT $2, $3, $10, $11, $12, $13, $14, $15 FROM ev
+                 ON CONFLICT (incident_id) DO UPDATE SET
+                     version = EXCLUDED.version, status = EXCLUDED.status,
+                     severity = EXCLUDED.severity, updated_at = EXCLUDED.updated_at,
+                     state = EXCLUDED.state
+                 WHERE incidents.version < EXCLUDED.version
+             )
+             SELECT position FROM ev",
+        )
+        .bind(event.event_id.as_uuid())
+        .bind(event.incident_id.as_uuid())
+        .bind(sql_version(event.version))
+        .bind(event.change.kind.as_str())
+        .bind(&event.publisher)
+        .bind(&event.idempotency_key)
+        .bind(event.occurred_at)
+        .bind(event.recorded_at)
+        .bind(Json(&event.change))
+        .bind(kind_str(incident))
+        .bind(incident.status.as_str())
+        .bind(incident.severity.as_str())
+        .bind(incident.opened_at)
+        .bind(incident.updated_at)
+        .bind(Json(incident))
+        .bind(fingerprint)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(position,)| position))
     }
 
     /// Answers a retried publish from the original event, or refuses a reused key.
@@ -142,51 +197,6 @@ struct ReplayRow {
     fingerprint: String,
     #[sqlx(flatten)]
     event: EventRow,
-}
-
-/// Writes the event, its outbox entry and the new projection in one statement. Returns the event's global position.
-async fn insert_event(
-    tx: &mut Transaction<'_, Postgres>,
-    event: &RecordedEvent,
-    incident: &Incident,
-) -> Result<i64, StoreError> {
-    let (position,): (i64,) = sqlx::query_as(
-        "WITH ev AS (
-             INSERT INTO events (event_id, incident_id, version, kind, publisher,
-                                 idempotency_key, occurred_at, recorded_at, data)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             RETURNING position
-         ), ob AS (
-             INSERT INTO outbox (position, incident_id) SELECT position, $2 FROM ev
-         ), pr AS (
-             INSERT INTO incidents (incident_id, version, kind, status, severity,
-                                    opened_at, updated_at, state)
-             VALUES ($2, $3, $10, $11, $12, $13, $14, $15)
-             ON CONFLICT (incident_id) DO UPDATE SET
-                 version = EXCLUDED.version, status = EXCLUDED.status,
-                 severity = EXCLUDED.severity, updated_at = EXCLUDED.updated_at,
-                 state = EXCLUDED.state
-         )
-         SELECT position FROM ev",
-    )
-    .bind(event.event_id.as_uuid())
-    .bind(event.incident_id.as_uuid())
-    .bind(sql_version(event.version))
-    .bind(event.change.kind.as_str())
-    .bind(&event.publisher)
-    .bind(&event.idempotency_key)
-    .bind(event.occurred_at)
-    .bind(event.recorded_at)
-    .bind(Json(&event.change))
-    .bind(kind_str(incident))
-    .bind(incident.status.as_str())
-    .bind(incident.severity.as_str())
-    .bind(incident.opened_at)
-    .bind(incident.updated_at)
-    .bind(Json(incident))
-    .fetch_one(&mut **tx)
-    .await?;
-    Ok(position)
 }
 
 fn to_micros(at: OffsetDateTime) -> OffsetDateTime {
