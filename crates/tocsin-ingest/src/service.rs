@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use tocsin_core::{IncidentId, PublishRequest};
 use tocsin_proto::v1::{self, incident_service_server::IncidentService};
 use tocsin_runtime::Shutdown;
-use tocsin_store::{Appended, Store};
+use tocsin_store::{Appended, Appender, Store};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -25,6 +25,8 @@ const MAX_PAGE_SIZE: u32 = 1_000;
 #[derive(Debug, Clone)]
 pub struct IncidentApi {
     store: Store,
+    /// Publishes go through the group-commit writer; reads go to the store directly.
+    appender: Appender,
     hub: WatchHub,
     /// Ends watch streams, which would otherwise hold graceful shutdown open forever.
     shutdown: Shutdown,
@@ -32,7 +34,8 @@ pub struct IncidentApi {
 
 impl IncidentApi {
     pub fn new(store: Store, hub: WatchHub, shutdown: Shutdown) -> Self {
-        Self { store, hub, shutdown }
+        let appender = Appender::start(store.clone());
+        Self { store, appender, hub, shutdown }
     }
 }
 
@@ -77,7 +80,7 @@ impl IncidentService for IncidentApi {
             .and_then(|r| r.validate(now))
             .map_err(domain_status)?;
         span.record("idempotency_key", publish.idempotency_key.as_str());
-        let appended = self.store.append(&publisher, &publish, now).await.map_err(status)?;
+        let appended = self.appender.append(&publisher, publish, now).await.map_err(status)?;
         span.record("incident_id", tracing::field::display(appended.event.incident_id));
         info!(
             event_id = %appended.event.event_id,

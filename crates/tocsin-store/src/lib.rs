@@ -3,6 +3,7 @@
 //!
 //! - [`log`]: appending to the append-only event log, with publisher idempotency, per-incident
 //!   gapless versions, the incident projection and the outbox, all in one transaction.
+//! - [`Appender`]: group commit: concurrent appends share one transaction.
 //! - [`read`]: reading incidents and events back.
 //! - [`outbox`]: what the relay needs: unpublished events, marking them published, waking up.
 //! - [`projection`]: recomputing every projection from the log.
@@ -10,6 +11,7 @@
 //! Migrations live in `migrations/` and run only when asked ([`Store::migrate`]).
 
 mod announce;
+mod batch;
 mod error;
 pub mod log;
 pub mod outbox;
@@ -22,6 +24,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
+pub use batch::Appender;
 pub use error::StoreError;
 pub use log::Appended;
 pub use outbox::{LogNotification, LogNotifications, RelayLease};

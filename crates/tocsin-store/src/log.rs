@@ -150,7 +150,7 @@ impl Store {
     }
 
     /// Answers a retried publish from the original event, or refuses a reused key.
-    async fn replay(
+    pub(crate) async fn replay(
         &self,
         publisher: &str,
         request: &PublishRequest,
@@ -199,7 +199,7 @@ struct ReplayRow {
     event: EventRow,
 }
 
-fn to_micros(at: OffsetDateTime) -> OffsetDateTime {
+pub(crate) fn to_micros(at: OffsetDateTime) -> OffsetDateTime {
     at.replace_nanosecond(at.nanosecond() / 1_000 * 1_000).unwrap_or(at)
 }
 

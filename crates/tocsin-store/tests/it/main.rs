@@ -100,3 +100,45 @@ async fn rebuilt_projections_equal_the_live_ones(pool: PgPool) {
     assert_eq!((report.incidents, report.drifted), (7, 7));
     assert_eq!(store.all_incidents().await.unwrap(), live);
 }
+
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn group_commit_keeps_versions_gapless_and_answers_each_request(pool: PgPool) {
+    let store = Store::from_pool(pool.clone());
+    let appender = tocsin_store::Appender::start(store.clone());
+    let now = OffsetDateTime::now_utc();
+    let mut incidents = Vec::new();
+    for i in 0..4 {
+        incidents.push(appender.append("p", open_request(&format!("o{i}")), now).await.unwrap().event.incident_id);
+    }
+    // Many concurrent publishes: they share transactions while earlier ones commit.
+    let tasks: Vec<_> = (0..80)
+        .map(|n| {
+            let appender = appender.clone();
+            let incident = incidents[n % 4];
+            tokio::spawn(async move { appender.append("p", update_request(&format!("u{n}"), incident), now).await })
+        })
+        .collect();
+    for t in tasks {
+        assert!(!t.await.unwrap().unwrap().duplicate);
+    }
+    for incident in &incidents {
+        let (versions,): (Vec<i64>,) =
+            sqlx::query_as("SELECT array_agg(version ORDER BY version) FROM events WHERE incident_id = $1")
+                .bind(incident.as_uuid())
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(versions, (1..=21).collect::<Vec<i64>>());
+    }
+    let dry = store.rebuild_projections(true).await.unwrap();
+    assert_eq!(dry.drifted, 0, "batched projections equal the fold of the log");
+
+    // A batch holding a retry and a refused request falls back and answers each precisely.
+    let retry = appender.append("p", update_request("u0", incidents[0]), now);
+    let unknown = appender.append("p", update_request("x", tocsin_core::IncidentId::new()), now);
+    let fresh = appender.append("p", update_request("fresh", incidents[1]), now);
+    let (retry, unknown, fresh) = tokio::join!(retry, unknown, fresh);
+    assert!(retry.unwrap().duplicate);
+    assert!(matches!(unknown, Err(StoreError::Domain(tocsin_core::DomainError::NotFound(_)))));
+    assert_eq!(fresh.unwrap().event.version, 22);
+}
