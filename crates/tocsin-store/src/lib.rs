@@ -50,7 +50,9 @@ impl Store {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options.application_name("tocsin"))
+            // JIT compilation costs tens of milliseconds and pays off only for long analytic
+            // queries; the multi-row appends crossed its cost threshold and paid it every time.
+            .connect_with(options.application_name("tocsin").options([("jit", "off")]))
             .await?;
         Ok(Self::from_pool(pool))
     }

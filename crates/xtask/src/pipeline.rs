@@ -16,10 +16,15 @@ use crate::services::{Services, target_bin};
 pub(crate) const TOKEN: &str = "xtask-demo-token-0123456789";
 
 /// `database_url` with its database name replaced by `name`.
+/// `admin_url` with its database name replaced by `name`; query parameters (such as a
+/// socket directory in `host=`) are kept.
 pub(crate) fn database_url(admin_url: &str, name: &str) -> anyhow::Result<String> {
     let mut url = url_without_path(admin_url);
     url.push('/');
     url.push_str(name);
+    if let Some(query) = admin_url.find('?').map(|i| &admin_url[i..]) {
+        url.push_str(query);
+    }
     Ok(url)
 }
 
