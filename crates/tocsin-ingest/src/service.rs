@@ -33,6 +33,15 @@ pub struct IncidentApi {
 }
 
 impl IncidentApi {
+    /// The incident's current state, or NOT_FOUND.
+    async fn existing_incident(&self, id: IncidentId) -> Result<tocsin_core::Incident, Status> {
+        self.store
+            .incident(id)
+            .await
+            .map_err(status)?
+            .ok_or_else(|| Status::not_found(format!("incident {id} does not exist")))
+    }
+
     pub fn new(store: Store, hub: WatchHub, shutdown: Shutdown) -> Self {
         let appender = Appender::start(store.clone());
         Self { store, appender, hub, shutdown }
@@ -99,12 +108,7 @@ impl IncidentService for IncidentApi {
         request: Request<v1::GetIncidentRequest>,
     ) -> Result<Response<v1::Incident>, Status> {
         let id = required_incident_id(&request.get_ref().incident_id)?;
-        let incident = self
-            .store
-            .incident(id)
-            .await
-            .map_err(status)?
-            .ok_or_else(|| Status::not_found(format!("incident {id} does not exist")))?;
+        let incident = self.existing_incident(id).await?;
         Ok(Response::new(v1::Incident::from(&incident)))
     }
 
@@ -133,8 +137,8 @@ impl IncidentService for IncidentApi {
                 .parse()
                 .map_err(|_| Status::invalid_argument("page_token: not a token from a previous page"))?
         };
-        if after == 0 && self.store.incident(id).await.map_err(status)?.is_none() {
-            return Err(Status::not_found(format!("incident {id} does not exist")));
+        if after == 0 {
+            self.existing_incident(id).await?;
         }
         let events = self.store.incident_events(id, after, page_size).await.map_err(status)?;
         let next_page_token = match events.last() {
@@ -156,9 +160,7 @@ impl IncidentService for IncidentApi {
     ) -> Result<Response<Self::WatchIncidentStream>, Status> {
         let req = request.into_inner();
         let id = required_incident_id(&req.incident_id)?;
-        if self.store.incident(id).await.map_err(status)?.is_none() {
-            return Err(Status::not_found(format!("incident {id} does not exist")));
-        }
+        self.existing_incident(id).await?;
         // Subscribe before the first read, so no append between the two is missed.
         let notifications = self.hub.subscribe();
         let (tx, rx) = mpsc::channel(64);

@@ -39,17 +39,7 @@ pub(crate) async fn run() -> anyhow::Result<()> {
     let key = |step: &str| format!("demo-{run_id}-{step}");
     let started = Instant::now();
     let open = client
-        .publish_event(authed(v1::PublishEventRequest {
-            idempotency_key: key("open"),
-            kind: EventKind::Opened.into(),
-            severity: v1::Severity::Major.into(),
-            components: vec!["api".into(), "dashboard".into()],
-            title: "Elevated error rates on the API".into(),
-            message: "Some requests to our API are failing since 14:02 UTC. We are investigating \
-                      and will update you within 30 minutes."
-                .into(),
-            ..Default::default()
-        }))
+        .publish_event(authed(opening(key("open"))))
         .await?
         .into_inner();
     let incident_id = open.incident_id.clone();
@@ -85,17 +75,7 @@ pub(crate) async fn run() -> anyhow::Result<()> {
     let publish_ms = started.elapsed().as_secs_f64() * 1e3;
     // A publisher's retry returns the original reply instead of a second event.
     let retry = client
-        .publish_event(authed(v1::PublishEventRequest {
-            idempotency_key: key("open"),
-            kind: EventKind::Opened.into(),
-            severity: v1::Severity::Major.into(),
-            components: vec!["api".into(), "dashboard".into()],
-            title: "Elevated error rates on the API".into(),
-            message: "Some requests to our API are failing since 14:02 UTC. We are investigating \
-                      and will update you within 30 minutes."
-                .into(),
-            ..Default::default()
-        }))
+        .publish_event(authed(opening(key("open"))))
         .await?
         .into_inner();
 
@@ -200,4 +180,19 @@ pub(crate) async fn run() -> anyhow::Result<()> {
         bail!("the demo did not see every event exactly once in the log and on JetStream");
     }
     Ok(())
+}
+
+/// The incident's first message: what is wrong, since when, and when we will say more.
+fn opening(idempotency_key: String) -> v1::PublishEventRequest {
+    v1::PublishEventRequest {
+        idempotency_key,
+        kind: EventKind::Opened.into(),
+        severity: v1::Severity::Major.into(),
+        components: vec!["api".into(), "dashboard".into()],
+        title: "Elevated error rates on the API".into(),
+        message: "Some requests to our API are failing since 14:02 UTC. We are investigating \
+                  and will update you within 30 minutes."
+            .into(),
+        ..Default::default()
+    }
 }
