@@ -36,6 +36,19 @@ pub use relay::{Relay, RelayConfig};
 /// The fully-qualified gRPC service name, as reported by `grpc.health.v1`.
 pub const SERVICE_NAME: &str = "tocsin.v1.IncidentService";
 
+/// Accepted connections with `TCP_NODELAY`: a gRPC reply is several small HTTP/2 frames, and
+/// with Nagle's algorithm the last of them waits ~40 ms for the client's delayed ACK.
+fn without_nagle(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt;
+    TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
+}
+
 /// Serves the ingest API on `listener` (and runs the relay when configured) until `shutdown`.
 /// In-flight calls finish before it returns.
 pub async fn run(
@@ -72,7 +85,7 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(api)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.wait())
+        .serve_with_incoming_shutdown(without_nagle(listener), shutdown.wait())
         .await
         .context("gRPC server failed")?;
 
