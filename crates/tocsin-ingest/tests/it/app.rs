@@ -26,13 +26,20 @@ pub(crate) struct TestApp {
 
 pub(crate) struct Options {
     pub(crate) relay: bool,
+    /// The relay's fallback poll; notifications normally wake it long before.
+    pub(crate) relay_poll: std::time::Duration,
     pub(crate) nats_url: String,
     pub(crate) max_message_bytes: usize,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { relay: true, nats_url: tocsin_testkit::nats::nats_url(), max_message_bytes: 65_536 }
+        Self {
+            relay: true,
+            relay_poll: std::time::Duration::from_millis(200),
+            nats_url: tocsin_testkit::nats::nats_url(),
+            max_message_bytes: 65_536,
+        }
     }
 }
 
@@ -51,7 +58,7 @@ impl TestApp {
         let config = IngestConfig {
             max_message_bytes: options.max_message_bytes,
             relay: options.relay.then(|| RelayConfig {
-                poll_interval: std::time::Duration::from_millis(200),
+                poll_interval: options.relay_poll,
                 max_backoff: std::time::Duration::from_millis(500),
                 ..RelayConfig::default()
             }),

@@ -150,3 +150,20 @@ async fn a_lost_stream_is_rebuilt_from_the_log(pool: PgPool) {
     assert_once_and_in_order(&app.bus.read_all_events().await.unwrap(), expected);
     app.stop().await;
 }
+
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn the_relay_wakes_on_appends_not_on_its_poll(pool: PgPool) {
+    let poll = std::time::Duration::from_secs(120);
+    let app = TestApp::spawn_with(pool, Options { relay_poll: poll, ..Options::default() }).await;
+    // Let the relay finish its first (empty) round and go to sleep on its poll.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    let expected = publish_some(&app, "a", 1, 2).await;
+    eventually("the relay to publish without waiting for its poll", || async {
+        app.store.outbox_backlog().await.unwrap() == 0
+    })
+    .await;
+    assert!(started.elapsed() < poll / 10, "woken by the announcement, not the poll");
+    assert_once_and_in_order(&app.bus.read_all_events().await.unwrap(), expected);
+    app.stop().await;
+}

@@ -142,3 +142,22 @@ async fn group_commit_keeps_versions_gapless_and_answers_each_request(pool: PgPo
     assert!(matches!(unknown, Err(StoreError::Domain(tocsin_core::DomainError::NotFound(_)))));
     assert_eq!(fresh.unwrap().event.version, 22);
 }
+
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn one_relay_lease_at_a_time_and_freed_when_its_holder_goes(pool: PgPool) {
+    let store = Store::from_pool(pool);
+    let mut first = store.try_relay_lease().await.unwrap().expect("a free lease is taken");
+    assert!(first.is_held().await);
+    assert!(store.try_relay_lease().await.unwrap().is_none(), "a second relay stays idle");
+    drop(first);
+    // The lock goes with its connection; PostgreSQL notices the closed socket promptly.
+    let mut taken = None;
+    for _ in 0..50 {
+        taken = store.try_relay_lease().await.unwrap();
+        if taken.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(taken.is_some(), "the lease is free again once its holder is gone");
+}
