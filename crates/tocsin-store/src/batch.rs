@@ -15,12 +15,12 @@ use std::collections::{HashMap, HashSet};
 use sqlx::types::Json;
 use time::OffsetDateTime;
 use tocsin_core::idempotency::fingerprint;
-use tocsin_core::{EventId, Incident, IncidentId, PublishRequest, RecordedEvent};
+use tocsin_core::{Incident, IncidentId, PublishRequest, RecordedEvent};
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 use uuid::Uuid;
 
-use crate::log::{kind_str, to_micros};
+use crate::log::{kind_str, next_event, to_micros};
 use crate::rows::sql_version;
 use crate::{Appended, LogNotification, Store, StoreError};
 
@@ -162,18 +162,7 @@ async fn try_batch(store: &Store, jobs: &[Job]) -> Result<Option<Vec<Appended>>,
         if Incident::check_transition(current, *incident_id, &job.request.change, job.request.expected_version).is_err() {
             return Ok(None);
         }
-        let now = to_micros(job.now);
-        let event = RecordedEvent {
-            event_id: EventId::new(),
-            incident_id: *incident_id,
-            version: current.map_or(1, |i| i.version + 1),
-            position: 0,
-            publisher: job.publisher.clone(),
-            idempotency_key: job.request.idempotency_key.clone(),
-            occurred_at: to_micros(job.request.occurred_at.unwrap_or(now)),
-            recorded_at: now,
-            change: job.request.change.clone(),
-        };
+        let event = next_event(&job.publisher, &job.request, *incident_id, current, to_micros(job.now));
         let next = Incident::apply(states.remove(incident_id), &event);
         states.insert(*incident_id, next);
         planned.push(Planned { fingerprint: fingerprint(&job.request), event });

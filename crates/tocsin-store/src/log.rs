@@ -3,7 +3,7 @@
 use sqlx::types::Json;
 use time::OffsetDateTime;
 use tocsin_core::idempotency::fingerprint;
-use tocsin_core::{EventId, Incident, PublishRequest, RecordedEvent};
+use tocsin_core::{EventId, Incident, IncidentId, PublishRequest, RecordedEvent};
 use tracing::instrument;
 
 use crate::rows::{event_columns, sql_version, EventRow};
@@ -65,17 +65,7 @@ impl Store {
                 &request.change,
                 request.expected_version,
             )?;
-            let mut event = RecordedEvent {
-                event_id: EventId::new(),
-                incident_id,
-                version: current.as_ref().map_or(1, |i| i.version + 1),
-                position: 0,
-                publisher: publisher.to_owned(),
-                idempotency_key: request.idempotency_key.clone(),
-                occurred_at: to_micros(request.occurred_at.unwrap_or(now)),
-                recorded_at: now,
-                change: request.change.clone(),
-            };
+            let mut event = next_event(publisher, request, incident_id, current.as_ref(), now);
             let incident = Incident::apply(current, &event);
             match self.insert_event(&fingerprint, &event, &incident).await {
                 Ok(Some(position)) => {
@@ -197,6 +187,28 @@ struct ReplayRow {
     fingerprint: String,
     #[sqlx(flatten)]
     event: EventRow,
+}
+
+/// The event a checked request becomes on top of `current` (unwritten: position 0).
+/// `now` must already be cut to microseconds.
+pub(crate) fn next_event(
+    publisher: &str,
+    request: &PublishRequest,
+    incident_id: IncidentId,
+    current: Option<&Incident>,
+    now: OffsetDateTime,
+) -> RecordedEvent {
+    RecordedEvent {
+        event_id: EventId::new(),
+        incident_id,
+        version: current.map_or(1, |i| i.version + 1),
+        position: 0,
+        publisher: publisher.to_owned(),
+        idempotency_key: request.idempotency_key.clone(),
+        occurred_at: to_micros(request.occurred_at.unwrap_or(now)),
+        recorded_at: now,
+        change: request.change.clone(),
+    }
 }
 
 pub(crate) fn to_micros(at: OffsetDateTime) -> OffsetDateTime {
