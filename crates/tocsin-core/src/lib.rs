@@ -13,6 +13,7 @@
 //! - [`channel`]: the ways a subscriber can be reached.
 //! - [`preferences`]: what a subscriber wants to hear about, and their quiet hours.
 //! - [`fanout`]: the deliveries one event causes for one subscriber, and their keys.
+//! - [`outcome`]: what one attempt to hand a message to a provider came to.
 
 pub mod change;
 pub mod channel;
@@ -22,6 +23,7 @@ pub mod fanout;
 pub mod idempotency;
 pub mod ids;
 pub mod incident;
+pub mod outcome;
 pub mod preferences;
 
 pub use change::{Change, EventKind, IncidentStatus, MaintenanceWindow, PublishRequest, Severity};
@@ -31,4 +33,5 @@ pub use event::RecordedEvent;
 pub use fanout::{DeliveryKey, Planned, Timing, plan};
 pub use ids::{EventId, IncidentId, SubscriberId};
 pub use incident::{Incident, IncidentKind};
+pub use outcome::SendOutcome;
 pub use preferences::{ComponentFilter, Preferences, QuietHours, default_kinds};
