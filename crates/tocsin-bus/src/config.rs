@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tocsin_core::IncidentId;
+use tocsin_core::{Channel, IncidentId};
 
 use crate::BusError;
 
@@ -64,6 +64,31 @@ impl BusConfig {
     pub fn events_subjects(&self) -> String {
         format!("{}.events.>", self.prefix)
     }
+
+    /// The work-queue stream of delivery jobs, one subject per channel.
+    pub fn deliveries_stream(&self) -> String {
+        format!("{}_DELIVERIES", self.prefix.to_ascii_uppercase())
+    }
+
+    /// The subject of one channel's delivery jobs.
+    pub fn delivery_subject(&self, channel: Channel) -> String {
+        format!("{}.deliveries.{}", self.prefix, channel)
+    }
+
+    /// Matches every channel's delivery jobs.
+    pub fn deliveries_subjects(&self) -> String {
+        format!("{}.deliveries.>", self.prefix)
+    }
+
+    /// The durable consumer every resolver replica shares.
+    pub fn resolver_consumer(&self) -> String {
+        "resolver".to_owned()
+    }
+
+    /// The durable consumer every worker replica of one channel shares.
+    pub fn worker_consumer(&self, channel: Channel) -> String {
+        format!("{channel}-worker")
+    }
 }
 
 #[cfg(test)]
@@ -77,6 +102,9 @@ mod tests {
         assert_eq!(c.events_subjects(), "t_1.events.>");
         let id = IncidentId::new();
         assert_eq!(c.event_subject(id), format!("t_1.events.{id}"));
+        assert_eq!(c.deliveries_stream(), "T_1_DELIVERIES");
+        assert_eq!(c.delivery_subject(Channel::Sms), "t_1.deliveries.sms");
+        assert_eq!(c.deliveries_subjects(), "t_1.deliveries.>");
     }
 
     #[test]

@@ -78,25 +78,41 @@ impl Bus {
         &self,
         incident_id: IncidentId,
     ) -> Result<Vec<EventEnvelope>, BusError> {
-        self.read_subject(self.config.event_subject(incident_id)).await
+        self.read_subject(self.config.events_stream(), self.config.event_subject(incident_id), false)
+            .await?
+            .iter()
+            .map(|payload| EventEnvelope::decode(payload))
+            .collect()
     }
 
     /// Every event in the stream, in stream order.
     pub async fn read_all_events(&self) -> Result<Vec<EventEnvelope>, BusError> {
-        self.read_subject(self.config.events_subjects()).await
+        self.read_subject(self.config.events_stream(), self.config.events_subjects(), false)
+            .await?
+            .iter()
+            .map(|payload| EventEnvelope::decode(payload))
+            .collect()
     }
 
-    async fn read_subject(&self, filter_subject: String) -> Result<Vec<EventEnvelope>, BusError> {
+    /// Every payload on `filter_subject` of `stream`, through an ephemeral consumer. With
+    /// `take`, each message is acknowledged, which removes it from a work-queue stream (whose
+    /// consumers must acknowledge explicitly); otherwise nothing is acknowledged.
+    pub(crate) async fn read_subject(
+        &self,
+        stream: String,
+        filter_subject: String,
+        take: bool,
+    ) -> Result<Vec<bytes::Bytes>, BusError> {
         let unavailable = |e: &dyn std::fmt::Display| BusError::Unavailable(e.to_string());
         let stream = self
             .js
-            .get_stream(self.config.events_stream())
+            .get_stream(stream)
             .await
             .map_err(|e| unavailable(&e))?;
         let consumer = stream
             .create_consumer(consumer::pull::Config {
                 filter_subject,
-                ack_policy: consumer::AckPolicy::None,
+                ack_policy: if take { consumer::AckPolicy::Explicit } else { consumer::AckPolicy::None },
                 deliver_policy: consumer::DeliverPolicy::All,
                 inactive_threshold: Duration::from_secs(30),
                 ..Default::default()
@@ -115,13 +131,16 @@ impl Bus {
             let before = out.len();
             while let Some(message) = batch.next().await {
                 let message = message.map_err(|e| unavailable(&e))?;
-                out.push(EventEnvelope::decode(&message.payload)?);
+                if take {
+                    message.ack().await.map_err(|e| unavailable(&e))?;
+                }
+                out.push(message.payload.clone());
             }
             if out.len() == before {
                 break;
             }
         }
-        debug!(count = out.len(), "read events back from the stream");
+        debug!(count = out.len(), "read messages back from the stream");
         Ok(out)
     }
 

@@ -7,11 +7,15 @@
 //! - [`config`]: prefixes, stream names and subjects, so tests and tenants can isolate themselves.
 //! - [`envelope`]: the versioned JSON wire format of an event on the bus.
 //! - [`events`]: publishing events (pipelined, de-duplicated by event id) and reading them back.
+//! - [`jobs`]: delivery jobs, one subject per channel, de-duplicated by delivery key.
+//! - [`queue`]: durable pull consumers shared by replicas, and ack / nak-with-delay / term.
 
 pub mod config;
 pub mod envelope;
 mod error;
 pub mod events;
+pub mod jobs;
+pub mod queue;
 
 use std::time::Duration;
 
@@ -21,6 +25,8 @@ pub use config::BusConfig;
 pub use envelope::EventEnvelope;
 pub use error::BusError;
 pub use events::Published;
+pub use jobs::DeliveryJob;
+pub use queue::{QueueSettings, Work, WorkQueue};
 
 /// A connection to NATS with JetStream, bound to one [`BusConfig`]. Cheap to clone.
 #[derive(Debug, Clone)]

@@ -39,7 +39,10 @@ pub struct Planned {
 /// `incident` is the state after the event (the fold including it), so a severity raised or
 /// components changed by this very update already count. Nothing is planned when the
 /// incident is below the subscriber's minimum severity or touches none of the components
-/// they follow; otherwise there is one delivery per chosen channel that delivers this kind
+/// they follow, unless `already_told`: a subscriber who heard about this incident before
+/// hears how it goes on and ends, even after it was downgraded below their threshold or moved
+/// off their components, because a customer told of an outage and never of its end is left
+/// worse off than one never told. Otherwise there is one delivery per chosen channel that delivers this kind
 /// of event, in channel order. Quiet hours hold every delivery except for critical
 /// incidents: an outage bad enough to be critical is what the subscriber wants to be woken
 /// for.
@@ -47,15 +50,16 @@ pub fn plan(
     preferences: &Preferences,
     incident: &Incident,
     event: &RecordedEvent,
+    already_told: bool,
     now: OffsetDateTime,
 ) -> Vec<Planned> {
     debug_assert_eq!(
         event.incident_id, incident.id,
         "the event must belong to the incident"
     );
-    if incident.severity < preferences.min_severity
-        || !preferences.components.matches(&incident.components)
-    {
+    let concerned = incident.severity >= preferences.min_severity
+        && preferences.components.matches(&incident.components);
+    if !concerned && !already_told {
         return Vec::new();
     }
     let kind = event.change.kind;

@@ -6,27 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
-use tocsin_runtime::LogFormat;
-
-/// Where to find PostgreSQL and NATS; shared by every subcommand.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Connections {
-    /// PostgreSQL URL of Tocsin's database.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/tocsin", value_parser = secret, hide_env_values = true)]
-    pub database_url: SecretString,
-    /// Most connections the pool opens.
-    #[arg(long, env = "TOCSIN_DB_MAX_CONNECTIONS", default_value_t = 32)]
-    pub db_max_connections: u32,
-    /// NATS server URL (JetStream enabled).
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
-    /// Names every stream and subject: `<prefix>.events.<incident>`, stream `<PREFIX>_EVENTS`.
-    #[arg(long, env = "TOCSIN_BUS_PREFIX", default_value = "tocsin")]
-    pub bus_prefix: String,
-    /// Log output: pretty or json.
-    #[arg(long, env = "TOCSIN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
-    pub log_format: LogFormat,
-}
+pub use tocsin_runtime::Connections;
 
 /// Settings of `tocsin-ingest serve`.
 #[derive(Debug, Clone, clap::Args)]
@@ -74,9 +54,6 @@ impl RelayArgs {
     }
 }
 
-fn secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
-    Ok(SecretString::from(raw.to_owned()))
-}
 
 /// The publishers allowed to call the API and their bearer tokens.
 #[derive(Clone, Default)]

@@ -7,17 +7,22 @@
 //! - [`read`]: reading incidents and events back.
 //! - [`outbox`]: what the relay needs: unpublished events, marking them published, waking up.
 //! - [`projection`]: recomputing every projection from the log.
+//! - [`subscribers`]: subscribers, their contact details (kept apart) and preference history.
+//! - [`fanout`]: what the resolver reads and writes: candidates, the delivery ledger, the
+//!   append-only delivery trail.
 //!
 //! Migrations live in `migrations/` and run only when asked ([`Store::migrate`]).
 
 mod announce;
 mod batch;
 mod error;
+pub mod fanout;
 pub mod log;
 pub mod outbox;
 pub mod projection;
 pub mod read;
 mod rows;
+pub mod subscribers;
 
 use std::time::Duration;
 
@@ -29,6 +34,8 @@ pub use error::StoreError;
 pub use log::Appended;
 pub use outbox::{LogNotification, LogNotifications, RelayLease};
 pub use projection::RebuildReport;
+pub use fanout::{Candidate, FanoutRecord, NewDelivery, TrailEntry};
+pub use subscribers::{SubscriberFilter, SubscriberPage, SubscriberWrite, Upserted};
 
 /// The schema migrations, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

@@ -86,7 +86,7 @@ fn run(
     kind: EventKind,
     now: OffsetDateTime,
 ) -> Vec<Planned> {
-    plan(preferences, incident, &event(incident, kind), now)
+    plan(preferences, incident, &event(incident, kind), false, now)
 }
 
 #[test]
@@ -294,4 +294,24 @@ fn delivery_keys_differ_when_any_input_differs() {
         hex.chars()
             .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
     );
+}
+
+#[test]
+fn follow_ups_reach_everyone_told_before_even_below_their_threshold() {
+    let mut p = prefs(&[Channel::Email]);
+    p.min_severity = Severity::Major;
+    p.components = ComponentFilter::Only(BTreeSet::from(["api".to_owned()]));
+    // Downgraded to minor and moved to billing: no longer this subscriber's concern...
+    let inc = incident(Severity::Minor, &["billing"]);
+    let resolved = event(&inc, EventKind::Resolved);
+    assert_eq!(plan(&p, &inc, &resolved, false, AFTERNOON), vec![]);
+    // ...but they were told it opened, so they are told it ended.
+    assert_eq!(
+        plan(&p, &inc, &resolved, true, AFTERNOON),
+        vec![planned(Channel::Email, Timing::Now)]
+    );
+    // Their channel choices still hold: no kind they opted out of is forced on them.
+    p.kinds
+        .insert(Channel::Email, BTreeSet::from([EventKind::Opened]));
+    assert_eq!(plan(&p, &inc, &resolved, true, AFTERNOON), vec![]);
 }

@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 use tocsin_core::{Change, EventKind, PublishRequest, Severity};
 use tocsin_store::{Store, StoreError};
 
-fn open_request(key: &str) -> PublishRequest {
+pub(crate) fn open_request(key: &str) -> PublishRequest {
     PublishRequest {
         idempotency_key: key.into(),
         incident_id: None,
@@ -161,3 +161,5 @@ async fn one_relay_lease_at_a_time_and_freed_when_its_holder_goes(pool: PgPool) 
     }
     assert!(taken.is_some(), "the lease is free again once its holder is gone");
 }
+
+mod subscribers;

@@ -1,0 +1,209 @@
+//! Durable pull consumers shared by the replicas of a service, and the messages they hand
+//! out with the four answers JetStream knows: ack, nak with a delay, progress, terminate.
+//!
+//! Replicas of one service bind to the same durable consumer, so adding replicas adds
+//! throughput (`docker compose up --scale`). A plain `nak` would redeliver at once, so this
+//! module offers only `nak` with a delay.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind, consumer};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use tocsin_core::Channel;
+use tracing::instrument;
+
+use crate::{Bus, BusError};
+
+/// How a durable consumer hands out work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueSettings {
+    /// Unacknowledged work is redelivered after this long; long work reports progress.
+    pub ack_wait: Duration,
+    /// Deliveries of one message before JetStream gives up on it; `None`: never.
+    pub max_deliver: Option<i64>,
+    /// Messages out at once across all replicas. JetStream stops delivering silently at this
+    /// number, so it must cover every replica's concurrency.
+    pub max_ack_pending: i64,
+}
+
+impl QueueSettings {
+    /// The resolver's: every event must be fanned out, so failures (the database down) are
+    /// retried with delays for as long as they last, never dropped after N tries.
+    pub fn resolver() -> Self {
+        Self { ack_wait: Duration::from_secs(30), max_deliver: None, max_ack_pending: 256 }
+    }
+}
+
+/// A durable pull consumer.
+#[derive(Debug, Clone)]
+pub struct WorkQueue {
+    consumer: consumer::PullConsumer,
+}
+
+/// One message handed out by a [`WorkQueue`].
+#[derive(Debug)]
+pub struct Work {
+    message: jetstream::Message,
+}
+
+impl Bus {
+    /// The resolver's consumer of every incident event. Creates it if missing.
+    pub async fn resolver_queue(&self, settings: QueueSettings) -> Result<WorkQueue, BusError> {
+        self.ensure_events_stream().await?;
+        self.durable(
+            self.config.events_stream(),
+            self.config.resolver_consumer(),
+            self.config.events_subjects(),
+            settings,
+        )
+        .await
+    }
+
+    /// One channel's workers' consumer of its delivery jobs. Creates it if missing.
+    pub async fn worker_queue(
+        &self,
+        channel: Channel,
+        settings: QueueSettings,
+    ) -> Result<WorkQueue, BusError> {
+        self.ensure_deliveries_stream().await?;
+        self.durable(
+            self.config.deliveries_stream(),
+            self.config.worker_consumer(channel),
+            self.config.delivery_subject(channel),
+            settings,
+        )
+        .await
+    }
+
+    #[instrument(skip(self, settings))]
+    async fn durable(
+        &self,
+        stream: String,
+        name: String,
+        filter_subject: String,
+        settings: QueueSettings,
+    ) -> Result<WorkQueue, BusError> {
+        let unavailable = |e: &dyn std::fmt::Display| BusError::Unavailable(e.to_string());
+        let stream = self.js.get_stream(stream).await.map_err(|e| unavailable(&e))?;
+        let config = consumer::pull::Config {
+            durable_name: Some(name.clone()),
+            filter_subject,
+            ack_policy: consumer::AckPolicy::Explicit,
+            deliver_policy: consumer::DeliverPolicy::All,
+            ack_wait: settings.ack_wait,
+            max_deliver: settings.max_deliver.unwrap_or(-1),
+            max_ack_pending: settings.max_ack_pending,
+            ..Default::default()
+        };
+        // Creating with the same config is idempotent. Server 2.9 cannot update a consumer in
+        // place, so one created with other settings is used as it is, and said so.
+        let consumer = match stream.create_consumer(config).await {
+            Ok(consumer) => consumer,
+            Err(create) => {
+                let consumer = stream
+                    .get_consumer(&name)
+                    .await
+                    .map_err(|_| BusError::Rejected(format!("consumer {name}: {create}")))?;
+                tracing::warn!(consumer = %name, error = %create,
+                    "the consumer exists with other settings; using them");
+                consumer
+            }
+        };
+        Ok(WorkQueue { consumer })
+    }
+}
+
+impl WorkQueue {
+    /// Up to `max` messages, waiting at most `wait` for the first. For "process one" paths
+    /// and tests; services use [`WorkQueue::messages`].
+    pub async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<Work>, BusError> {
+        let unavailable = |e: &dyn std::fmt::Display| BusError::Unavailable(e.to_string());
+        let mut batch = self
+            .consumer
+            .fetch()
+            .max_messages(max)
+            .expires(wait)
+            .messages()
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let mut out = Vec::new();
+        while let Some(message) = batch.next().await {
+            out.push(Work { message: message.map_err(|e| unavailable(&e))? });
+        }
+        Ok(out)
+    }
+
+    /// An endless stream of messages, pulled `batch` at a time. Errors are transient
+    /// (heartbeats missed, NATS away) and the stream goes on after them.
+    pub async fn messages(
+        &self,
+        batch: usize,
+    ) -> Result<BoxStream<'static, Result<Work, BusError>>, BusError> {
+        let stream = self
+            .consumer
+            .stream()
+            .max_messages_per_batch(batch)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        Ok(stream
+            .map(|message| {
+                message
+                    .map(|message| Work { message })
+                    .map_err(|e| BusError::Unavailable(e.to_string()))
+            })
+            .boxed())
+    }
+
+    /// Messages not yet delivered plus those delivered and not yet acknowledged.
+    pub async fn backlog(&mut self) -> Result<u64, BusError> {
+        let info = self
+            .consumer
+            .info()
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        Ok(info.num_pending + info.num_ack_pending as u64)
+    }
+}
+
+impl Work {
+    pub fn payload(&self) -> &[u8] {
+        &self.message.payload
+    }
+
+    /// How many times this message has been delivered, this time included.
+    pub fn delivered(&self) -> i64 {
+        self.message.info().map_or(1, |info| info.delivered)
+    }
+
+    /// Done: JetStream forgets the message (the ledger or trail remembers it).
+    pub async fn ack(&self) -> Result<(), BusError> {
+        self.answer(AckKind::Ack).await
+    }
+
+    /// Not now: redeliver after `delay`.
+    pub async fn nak(&self, delay: Duration) -> Result<(), BusError> {
+        self.answer(AckKind::Nak(Some(delay))).await
+    }
+
+    /// Still working on it: restarts the ack-wait clock so it is not redelivered meanwhile.
+    pub async fn progress(&self) -> Result<(), BusError> {
+        self.answer(AckKind::Progress).await
+    }
+
+    /// Never: JetStream stops redelivering it (a poison message; the reason is logged and
+    /// recorded by the caller).
+    pub async fn term(&self) -> Result<(), BusError> {
+        self.answer(AckKind::Term).await
+    }
+
+    async fn answer(&self, kind: AckKind) -> Result<(), BusError> {
+        self.message
+            .ack_with(kind)
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))
+    }
+}

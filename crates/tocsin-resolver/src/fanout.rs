@@ -1,0 +1,287 @@
+//! One event becomes one delivery job per recipient and channel.
+//!
+//! Subscribers are read page by page in id order, never all at once. Each page's jobs are
+//! written to the ledger (one `UNNEST` statement) and then published with their delivery key
+//! as `Nats-Msg-Id`; the fan-out is recorded in the trail only after the last page, and the
+//! event acknowledged only after that. A resolver killed anywhere in between replays the
+//! event from the start: the ledger keeps the rows it has, JetStream drops the jobs it has
+//! seen, and the workers' ledger check catches any that come back after the duplicate window.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tocsin_bus::{Bus, DeliveryJob, jobs::JOB_SCHEMA};
+use tocsin_core::{
+    Channel, DeliveryKey, Incident, Planned, RecordedEvent, SubscriberId, Timing, plan,
+};
+use tocsin_store::{Candidate, FanoutRecord, NewDelivery, Store};
+use tracing::{debug, info, instrument};
+
+use crate::ResolveError;
+
+/// Tuning of a fan-out.
+#[derive(Debug, Clone, Copy)]
+pub struct FanoutConfig {
+    /// Subscribers read, planned, recorded and published per round.
+    pub page_size: u32,
+}
+
+impl Default for FanoutConfig {
+    fn default() -> Self {
+        Self { page_size: 5_000 }
+    }
+}
+
+/// What became of one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// Fanned out now; the record was appended to the trail.
+    Resolved(FanoutRecord),
+    /// Fanned out before (a redelivery); nothing was done again.
+    AlreadyResolved,
+    /// Earlier events of the incident are not fanned out yet; try again shortly, so that an
+    /// update never overtakes the opening.
+    Waiting { earlier: i64 },
+}
+
+/// Reach of a candidate event, per channel and per component, for `PreviewFanout`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reach {
+    pub per_channel: BTreeMap<Channel, u64>,
+    /// Recipients (subscribers with at least one delivery) who follow each affected
+    /// component, by name or by following all.
+    pub per_component: BTreeMap<String, u64>,
+    pub recipients: u64,
+    pub held: u64,
+}
+
+/// The deliveries planned for one page of candidates.
+struct PlannedPage {
+    deliveries: Vec<(SubscriberId, Planned)>,
+    recipients: u64,
+    follow_ups: u64,
+    webhook_disabled: u64,
+}
+
+/// Applies [`plan`] to a page of candidates, leaving out disabled webhook endpoints.
+fn plan_page(
+    candidates: &[Candidate],
+    incident: &Incident,
+    event: &RecordedEvent,
+    now: OffsetDateTime,
+) -> PlannedPage {
+    let mut page = PlannedPage {
+        deliveries: Vec::with_capacity(candidates.len() * 2),
+        recipients: 0,
+        follow_ups: 0,
+        webhook_disabled: 0,
+    };
+    for candidate in candidates {
+        let before = page.deliveries.len();
+        for planned in plan(&candidate.preferences, incident, event, candidate.already_told, now) {
+            if planned.channel == Channel::Webhook && candidate.webhook_disabled {
+                page.webhook_disabled += 1;
+                continue;
+            }
+            page.deliveries.push((candidate.subscriber_id, planned));
+        }
+        if page.deliveries.len() > before {
+            page.recipients += 1;
+            let concerned = incident.severity >= candidate.preferences.min_severity
+                && candidate.preferences.components.matches(&incident.components);
+            if !concerned {
+                page.follow_ups += 1;
+            }
+        }
+    }
+    page
+}
+
+/// The incident as it stood right after `event`: the fold of its events up to that version.
+async fn incident_after(store: &Store, event: &RecordedEvent) -> Result<Incident, ResolveError> {
+    let mut events = Vec::new();
+    let mut after = 0;
+    while after < event.version {
+        let page = store
+            .incident_events(event.incident_id, after, 1_000)
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = last.version;
+        events.extend(page.into_iter().filter(|e| e.version <= event.version));
+    }
+    match events.last() {
+        Some(last) if last.event_id == event.event_id => {
+            Ok(Incident::fold(&events).expect("a non-empty history folds"))
+        }
+        _ => Err(ResolveError::UnknownEvent(event.event_id.to_string())),
+    }
+}
+
+/// Fans out one event. `on_progress` is called after each page, so that the caller can tell
+/// JetStream it is still working on a long fan-out.
+#[instrument(skip_all, fields(incident_id = %event.incident_id, event_id = %event.event_id, version = event.version))]
+pub async fn resolve<F, Fut>(
+    store: &Store,
+    bus: &Bus,
+    config: FanoutConfig,
+    event: &RecordedEvent,
+    mut on_progress: F,
+) -> Result<Resolution, ResolveError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    if store.fanout_record(event.event_id).await?.is_some() {
+        return Ok(Resolution::AlreadyResolved);
+    }
+    let earlier = store.unresolved_before(event.incident_id, event.version).await?;
+    if earlier > 0 {
+        return Ok(Resolution::Waiting { earlier });
+    }
+    let incident = incident_after(store, event).await?;
+    let started = std::time::Instant::now();
+    let mut record = FanoutRecord { event_version: event.version, ..FanoutRecord::default() };
+    let mut after = None;
+    loop {
+        let candidates = store
+            .fanout_candidates(&incident, after, config.page_size)
+            .await?;
+        let Some(last) = candidates.last() else { break };
+        after = Some(last.subscriber_id);
+        record.considered += candidates.len() as u64;
+        record.preferences_revision = candidates
+            .iter()
+            .map(|c| c.revision)
+            .fold(record.preferences_revision, i64::max);
+
+        let page = plan_page(&candidates, &incident, event, OffsetDateTime::now_utc());
+        record.recipients += page.recipients;
+        record.follow_ups += page.follow_ups;
+        record.webhook_disabled += page.webhook_disabled;
+        let (deliveries, jobs): (Vec<NewDelivery>, Vec<DeliveryJob>) = page
+            .deliveries
+            .iter()
+            .map(|(subscriber_id, planned)| {
+                let key = DeliveryKey::derive(event.event_id, *subscriber_id, planned.channel);
+                let send_after = match planned.timing {
+                    Timing::Now => None,
+                    Timing::HeldUntil(at) => Some(at),
+                };
+                *record.jobs.entry(planned.channel).or_default() += 1;
+                if send_after.is_some() {
+                    *record.held.entry(planned.channel).or_default() += 1;
+                }
+                let delivery = NewDelivery {
+                    delivery_key: key.as_str().to_owned(),
+                    incident_id: event.incident_id,
+                    event_id: event.event_id,
+                    event_version: event.version,
+                    subscriber_id: *subscriber_id,
+                    channel: planned.channel,
+                    send_after,
+                };
+                let job = DeliveryJob {
+                    schema: JOB_SCHEMA,
+                    delivery_key: delivery.delivery_key.clone(),
+                    incident_id: *event.incident_id.as_uuid(),
+                    event_id: *event.event_id.as_uuid(),
+                    event_version: event.version,
+                    subscriber_id: *subscriber_id.as_uuid(),
+                    channel: planned.channel,
+                    send_after,
+                };
+                (delivery, job)
+            })
+            .unzip();
+        // The ledger first: a job on the bus always has its row, so a worker never meets a
+        // job it cannot claim.
+        store.record_deliveries(&deliveries).await?;
+        for published in bus.publish_jobs(&jobs).await {
+            published?;
+        }
+        debug!(candidates = candidates.len(), jobs = jobs.len(), "page fanned out");
+        on_progress().await;
+        if candidates.len() < config.page_size as usize {
+            break;
+        }
+    }
+    // A concurrent resolver may have recorded it meanwhile; both planned the same keys.
+    store
+        .record_fanout(event.incident_id, event.event_id, &record)
+        .await?;
+    info!(
+        recipients = record.recipients,
+        jobs = record.jobs.values().sum::<u64>(),
+        held = record.held.values().sum::<u64>(),
+        follow_ups = record.follow_ups,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "event fanned out"
+    );
+    Ok(Resolution::Resolved(record))
+}
+
+/// What `event` would reach if it happened to `incident` now: counts per channel and per
+/// component, publishing and recording nothing.
+#[instrument(skip_all, fields(incident_id = %incident.id))]
+pub async fn preview(
+    store: &Store,
+    config: FanoutConfig,
+    incident: &Incident,
+    event: &RecordedEvent,
+) -> Result<Reach, ResolveError> {
+    let now = OffsetDateTime::now_utc();
+    let mut reach = Reach::default();
+    for component in &incident.components {
+        reach.per_component.insert(component.clone(), 0);
+    }
+    let mut after = None;
+    loop {
+        let candidates = store
+            .fanout_candidates(incident, after, config.page_size)
+            .await?;
+        let Some(last) = candidates.last() else { break };
+        after = Some(last.subscriber_id);
+        let page = plan_page(&candidates, incident, event, now);
+        reach.recipients += page.recipients;
+        let mut reached: BTreeSet<SubscriberId> = BTreeSet::new();
+        for (subscriber_id, planned) in &page.deliveries {
+            *reach.per_channel.entry(planned.channel).or_default() += 1;
+            if matches!(planned.timing, Timing::HeldUntil(_)) {
+                reach.held += 1;
+            }
+            reached.insert(*subscriber_id);
+        }
+        for candidate in candidates.iter().filter(|c| reached.contains(&c.subscriber_id)) {
+            for component in &incident.components {
+                if candidate.preferences.components.matches(std::slice::from_ref(component)) {
+                    *reach.per_component.entry(component.clone()).or_default() += 1;
+                }
+            }
+        }
+        if candidates.len() < config.page_size as usize {
+            break;
+        }
+    }
+    Ok(reach)
+}
+
+/// How long to wait before retrying an event whose fan-out failed, by delivery count:
+/// 1 s, 2 s, 4 s … up to 30 s.
+pub fn retry_delay(delivered: i64) -> Duration {
+    let exponent = u32::try_from(delivered.saturating_sub(1).clamp(0, 5)).unwrap_or(5);
+    Duration::from_secs(1 << exponent).min(Duration::from_secs(30))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_grows_and_is_capped() {
+        assert_eq!(retry_delay(1), Duration::from_secs(1));
+        assert_eq!(retry_delay(2), Duration::from_secs(2));
+        assert_eq!(retry_delay(4), Duration::from_secs(8));
+        assert_eq!(retry_delay(100), Duration::from_secs(30));
+    }
+}

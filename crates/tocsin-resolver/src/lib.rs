@@ -1,0 +1,167 @@
+//! The preference resolver: consumes incident events from JetStream (a durable pull consumer
+//! every replica shares) and turns each into one delivery job per recipient and channel,
+//! recorded in the PostgreSQL ledger and published on the channel's subject.
+//!
+//! - [`fanout`]: one event's fan-out, page by page, and `PreviewFanout`'s reach count.
+//! - [`Resolver`]: the consumer loop around it: ordering per incident, acks and retries.
+//!
+//! An event is acknowledged only after every job is recorded and published and the fan-out
+//! is appended to the delivery trail; until then a crash means a redelivery, and a replay
+//! makes the same keys.
+
+mod error;
+pub mod fanout;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tocsin_bus::{Bus, EventEnvelope, QueueSettings, Work, WorkQueue};
+use tocsin_core::{IncidentId, RecordedEvent};
+use tocsin_runtime::Shutdown;
+use tocsin_store::Store;
+use tracing::{error, info, warn};
+
+pub use error::ResolveError;
+pub use fanout::{FanoutConfig, Reach, Resolution};
+
+/// How a resolver process behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct ResolverConfig {
+    pub fanout: FanoutConfig,
+    /// Events fanned out at once by this replica (different incidents only).
+    pub concurrency: usize,
+    /// Delay before an event that arrived ahead of an earlier one is offered again.
+    pub ordering_delay: Duration,
+    pub queue: QueueSettings,
+}
+
+impl Default for ResolverConfig {
+    fn default() -> Self {
+        Self {
+            fanout: FanoutConfig::default(),
+            concurrency: 4,
+            ordering_delay: Duration::from_millis(250),
+            queue: QueueSettings::resolver(),
+        }
+    }
+}
+
+/// What happened to one message, for tests and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled {
+    Resolved(Resolution),
+    /// The message was not an event envelope; it was terminated.
+    Poison,
+    /// The fan-out failed; the message comes back after a delay.
+    Retrying,
+}
+
+/// A resolver replica.
+#[derive(Debug, Clone)]
+pub struct Resolver {
+    store: Store,
+    bus: Bus,
+    config: ResolverConfig,
+    /// One lock per incident being fanned out here, so two events of one incident taken by
+    /// this replica run in order instead of bouncing off each other with naks.
+    incidents: Arc<Mutex<HashMap<IncidentId, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+impl Resolver {
+    pub fn new(store: Store, bus: Bus, config: ResolverConfig) -> Self {
+        Self { store, bus, config, incidents: Arc::default() }
+    }
+
+    /// The durable consumer this resolver reads from (created if missing).
+    pub async fn queue(&self) -> Result<WorkQueue, ResolveError> {
+        self.bus.ensure_deliveries_stream().await?;
+        Ok(self.bus.resolver_queue(self.config.queue).await?)
+    }
+
+    /// Handles one message: decode, fan out, then ack, nak with a delay, or terminate.
+    pub async fn handle(&self, work: Work) -> Handled {
+        let event: RecordedEvent = match EventEnvelope::decode(work.payload()) {
+            Ok(envelope) => envelope.into(),
+            Err(e) => {
+                error!(error = %e, "an undecodable message on the events stream; terminating it");
+                let _ = work.term().await;
+                return Handled::Poison;
+            }
+        };
+        let lock = self.incident_lock(event.incident_id);
+        let guard = lock.lock().await;
+        let progress = || async {
+            if let Err(e) = work.progress().await {
+                warn!(error = %e, "could not report progress to JetStream");
+            }
+        };
+        let outcome = fanout::resolve(&self.store, &self.bus, self.config.fanout, &event, progress).await;
+        drop(guard);
+        self.release_incident_lock(event.incident_id, lock);
+        let answered = match &outcome {
+            Ok(Resolution::Waiting { earlier }) => {
+                info!(incident_id = %event.incident_id, version = event.version, earlier,
+                    "earlier events of the incident are not fanned out yet; waiting");
+                work.nak(self.config.ordering_delay).await
+            }
+            Ok(_) => work.ack().await,
+            Err(e) => {
+                let delay = fanout::retry_delay(work.delivered());
+                warn!(incident_id = %event.incident_id, event_id = %event.event_id, error = %e,
+                    delay_ms = delay.as_millis() as u64, "fan-out failed; it will be retried");
+                work.nak(delay).await
+            }
+        };
+        if let Err(e) = answered {
+            // The message comes back after its ack wait; the replay is harmless.
+            warn!(error = %e, "could not answer JetStream");
+        }
+        match outcome {
+            Ok(resolution) => Handled::Resolved(resolution),
+            Err(_) => Handled::Retrying,
+        }
+    }
+
+    /// Pulls and handles messages until `shutdown`; in-flight fan-outs finish first.
+    pub async fn run(self, shutdown: Shutdown) -> Result<(), ResolveError> {
+        let queue = self.queue().await?;
+        info!(concurrency = self.config.concurrency, page_size = self.config.fanout.page_size,
+            "resolver started");
+        let messages = queue.messages(self.config.concurrency).await?;
+        let stopping = shutdown.clone();
+        let messages = messages.take_until(async move { stopping.wait().await });
+        messages
+            .for_each_concurrent(self.config.concurrency, |message| {
+                let resolver = self.clone();
+                async move {
+                    match message {
+                        Ok(work) => {
+                            resolver.handle(work).await;
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "pulling events failed; retrying");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                }
+            })
+            .await;
+        info!("resolver stopped");
+        Ok(())
+    }
+
+    fn incident_lock(&self, incident_id: IncidentId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut incidents = self.incidents.lock().expect("incident locks");
+        incidents.entry(incident_id).or_default().clone()
+    }
+
+    fn release_incident_lock(&self, incident_id: IncidentId, lock: Arc<tokio::sync::Mutex<()>>) {
+        let mut incidents = self.incidents.lock().expect("incident locks");
+        // Two references: the map's and ours. No one else waits, so the entry can go.
+        if Arc::strong_count(&lock) == 2 {
+            incidents.remove(&incident_id);
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! `tocsin-resolver`: fans incident events out into delivery jobs.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use secrecy::ExposeSecret;
+use tocsin_bus::{Bus, BusConfig};
+use tocsin_resolver::{FanoutConfig, Resolver, ResolverConfig};
+use tocsin_runtime::{Connections, Shutdown, init_tracing};
+use tocsin_store::Store;
+
+#[derive(Debug, Parser)]
+#[command(name = "tocsin-resolver", version, about = "Tocsin resolver: incident events into delivery jobs per recipient and channel")]
+struct Cli {
+    #[command(flatten)]
+    connections: Connections,
+    /// Subscribers read, planned, recorded and published per round of a fan-out.
+    #[arg(long, env = "TOCSIN_RESOLVER_PAGE_SIZE", default_value_t = 5_000)]
+    page_size: u32,
+    /// Events this replica fans out at once (of different incidents).
+    #[arg(long, env = "TOCSIN_RESOLVER_CONCURRENCY", default_value_t = 4)]
+    concurrency: usize,
+    /// Delay, in milliseconds, before an event that overtook an earlier one is offered again.
+    #[arg(long, env = "TOCSIN_RESOLVER_ORDERING_DELAY_MS", default_value_t = 250)]
+    ordering_delay_ms: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(cli.connections.log_format);
+    let c = &cli.connections;
+    let store = Store::connect(c.database_url.expose_secret(), c.db_max_connections)
+        .await
+        .context("connecting to PostgreSQL (DATABASE_URL)")?;
+    let bus_config = BusConfig::new(&c.bus_prefix).context("TOCSIN_BUS_PREFIX")?;
+    let bus = Bus::connect(&c.nats_url, bus_config)
+        .await
+        .context("connecting to NATS (NATS_URL)")?;
+    let config = ResolverConfig {
+        fanout: FanoutConfig { page_size: cli.page_size.clamp(1, 50_000) },
+        concurrency: cli.concurrency.max(1),
+        ordering_delay: Duration::from_millis(cli.ordering_delay_ms),
+        ..ResolverConfig::default()
+    };
+    Resolver::new(store, bus, config)
+        .run(Shutdown::on_signals())
+        .await
+        .context("running the resolver")?;
+    Ok(())
+}
