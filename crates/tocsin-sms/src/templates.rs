@@ -1,0 +1,358 @@
+//! Short SMS bodies, one template per event kind.
+//!
+//! The defaults are compiled in from `crates/tocsin-sms/templates/`; [`Templates::from_dir`]
+//! overrides any of them with a file of the same name and keeps the default for the rest.
+//! Templates see every [`Notice`] field plus `duration_seconds` and `window_seconds`, and the
+//! filters `datetime`, `duration` and `list`. The output is one line: runs of whitespace,
+//! newlines included, become one space.
+//!
+//! [`Templates::render`] fits the text into a segment budget by shortening the publisher's
+//! message first, so the facts that frame it (company, components, what we are doing, the
+//! status link, the opt-out) survive; only if even an empty message does not fit is the whole
+//! text cut.
+
+use std::path::Path;
+
+use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value, context};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tocsin_core::notice::{human_duration, human_list, human_time};
+use tocsin_core::{EventKind, Notice};
+
+use crate::error::Error;
+use crate::segments::{self, Fitted};
+
+macro_rules! defaults {
+    ($($name:literal),* $(,)?) => {
+        &[$(($name, include_str!(concat!("../templates/", $name)))),*]
+    };
+}
+
+/// Every template file by name, with its compiled-in default.
+pub const DEFAULTS: &[(&str, &str)] = defaults!(
+    "_macros.jinja",
+    "opened.txt.jinja",
+    "updated.txt.jinja",
+    "reopened.txt.jinja",
+    "resolved.txt.jinja",
+    "maintenance_scheduled.txt.jinja",
+    "maintenance_started.txt.jinja",
+    "maintenance_completed.txt.jinja",
+);
+
+/// The compiled template set.
+#[derive(Debug)]
+pub struct Templates {
+    env: Environment<'static>,
+}
+
+impl Templates {
+    /// The compiled-in templates.
+    pub fn defaults() -> Templates {
+        let mut env = environment();
+        for (name, source) in DEFAULTS {
+            env.add_template(name, source)
+                .unwrap_or_else(|e| panic!("default SMS template {name} is broken: {e:#}"));
+        }
+        Templates { env }
+    }
+
+    /// The templates in `dir`, each file falling back to its default when absent. Every kind
+    /// is rendered once against a sample notice, so a broken override fails at start-up.
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<Templates, Error> {
+        let dir = dir.as_ref();
+        let mut env = environment();
+        for (name, default) in DEFAULTS {
+            let path = dir.join(name);
+            let source = match std::fs::read_to_string(&path) {
+                Ok(source) => {
+                    tracing::info!(template = name, path = %path.display(), "SMS template overridden");
+                    source
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => (*default).to_owned(),
+                Err(source) => return Err(Error::Unreadable { path, source }),
+            };
+            env.add_template_owned(*name, source)
+                .map_err(|source| Error::Template {
+                    name: (*name).to_owned(),
+                    source,
+                })?;
+        }
+        let templates = Templates { env };
+        for kind in EventKind::ALL {
+            templates.render_full(&sample_notice(kind))?;
+        }
+        Ok(templates)
+    }
+
+    /// The whole text for `notice`, whatever its length, typography normalised to GSM-7
+    /// where a plain equivalent exists.
+    pub fn render_full(&self, notice: &Notice) -> Result<String, Error> {
+        self.render_with_message(notice, &notice.message)
+    }
+
+    /// The text for `notice` in at most `max_segments` segments; see the module doc for how
+    /// it is shortened.
+    pub fn render(&self, notice: &Notice, max_segments: usize) -> Result<Fitted, Error> {
+        let full = self.render_full(notice)?;
+        let fitted = segments::fit(&full, max_segments);
+        if !fitted.truncated {
+            return Ok(fitted);
+        }
+        let message = segments::normalize(&notice.message);
+        let ellipsis = segments::encoding(&full).ellipsis();
+        let words: Vec<usize> = word_ends(&message);
+        let with_words = |n: usize| -> Result<String, Error> {
+            let shortened = match n {
+                0 => String::new(),
+                n => format!(
+                    "{}{ellipsis}",
+                    message[..words[n - 1]].trim_end_matches([',', ';', ':', '-'])
+                ),
+            };
+            self.render_with_message(notice, &shortened)
+        };
+        // The most words of the message that still fit; the text grows with every word.
+        let fits = |n: usize| -> Result<bool, Error> {
+            Ok(segments::segments(&with_words(n)?) <= max_segments.max(1))
+        };
+        if !fits(0)? {
+            tracing::warn!(
+                kind = notice.kind.as_str(),
+                max_segments,
+                "SMS frame alone exceeds the budget; cutting the whole text"
+            );
+            return Ok(fitted);
+        }
+        let (mut lo, mut hi) = (0, words.len());
+        while lo < hi {
+            let mid = (lo + hi).div_ceil(2);
+            if fits(mid)? { lo = mid } else { hi = mid - 1 }
+        }
+        let text = with_words(lo)?;
+        let m = segments::measure(&text);
+        Ok(Fitted {
+            text,
+            encoding: m.encoding,
+            segments: m.segments,
+            truncated: true,
+        })
+    }
+
+    fn render_with_message(&self, notice: &Notice, message: &str) -> Result<String, Error> {
+        let ctx = context! {
+            message => message,
+            duration_seconds => notice.duration().map(|d| d.whole_seconds()),
+            window_seconds => notice.window.map(|w| (w.ends_at - w.starts_at).whole_seconds()),
+            ..Value::from_serialize(notice)
+        };
+        let name = format!("{}.txt.jinja", notice.kind.as_str());
+        let text = self
+            .env
+            .get_template(&name)
+            .and_then(|t| t.render(&ctx))
+            .map_err(|source| Error::Template { name, source })?;
+        Ok(segments::normalize(&text)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" "))
+    }
+}
+
+impl Default for Templates {
+    fn default() -> Self {
+        Templates::defaults()
+    }
+}
+
+/// Byte offsets where each word of `text` ends.
+fn word_ends(text: &str) -> Vec<usize> {
+    let mut ends = Vec::new();
+    let mut in_word = false;
+    for (i, c) in text.char_indices() {
+        if c.is_whitespace() {
+            if in_word {
+                ends.push(i);
+            }
+            in_word = false;
+        } else {
+            in_word = true;
+        }
+    }
+    if in_word {
+        ends.push(text.len());
+    }
+    ends
+}
+
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    // Strict: an override naming a missing field fails instead of texting a blank.
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    env.set_auto_escape_callback(|_| AutoEscape::None);
+    env.add_filter("datetime", |value: &str| {
+        OffsetDateTime::parse(value, &Rfc3339)
+            .map(human_time)
+            .map_err(|e| {
+                minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    format!("datetime expects an RFC 3339 timestamp, got {value:?}: {e}"),
+                )
+            })
+    });
+    env.add_filter("duration", |seconds: i64| {
+        human_duration(time::Duration::seconds(seconds))
+    });
+    env.add_filter("list", |items: Vec<String>| human_list(&items));
+    env
+}
+
+/// A notice with every field set, used to check templates at load time.
+pub(crate) fn sample_notice(kind: EventKind) -> Notice {
+    use time::macros::datetime;
+    use tocsin_core::{IncidentId, IncidentStatus, MaintenanceWindow, Severity};
+    let maintenance = matches!(
+        kind,
+        EventKind::MaintenanceScheduled
+            | EventKind::MaintenanceStarted
+            | EventKind::MaintenanceCompleted
+    );
+    Notice {
+        company: "Acme".into(),
+        incident_id: IncidentId::new(),
+        title: "Payments API errors".into(),
+        kind,
+        status: if kind == EventKind::Resolved {
+            IncidentStatus::Resolved
+        } else {
+            IncidentStatus::Investigating
+        },
+        severity: Severity::Major,
+        components: vec!["Payments API".into()],
+        message: "Some card payments fail.".into(),
+        occurred_at: datetime!(2026-11-23 15:17 UTC),
+        started_at: datetime!(2026-11-23 14:05 UTC),
+        resolved_at: (kind == EventKind::Resolved).then_some(datetime!(2026-11-23 15:17 UTC)),
+        window: maintenance.then_some(MaintenanceWindow {
+            starts_at: datetime!(2026-11-24 02:00 UTC),
+            ends_at: datetime!(2026-11-24 03:30 UTC),
+        }),
+        version: 2,
+        status_page_url: Some("https://status.acme.test".into()),
+        unsubscribe_url: None,
+        delivery_key: "dlv_0123".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::segments::Encoding;
+
+    #[test]
+    fn every_kind_renders_a_compact_gsm7_text_with_the_facts() {
+        let t = Templates::defaults();
+        for kind in EventKind::ALL {
+            let f = t.render(&sample_notice(kind), 3).unwrap();
+            assert!(f.text.starts_with("[Acme] "), "{kind:?}: {}", f.text);
+            assert!(f.text.contains("Payments API"), "{kind:?}: {}", f.text);
+            assert!(
+                f.text.contains("Some card payments fail."),
+                "{kind:?}: {}",
+                f.text
+            );
+            assert!(!f.truncated && !f.text.contains("  ") && !f.text.contains('\n'));
+            assert_eq!(f.encoding, Encoding::Gsm7, "{kind:?}: {}", f.text);
+            assert!(
+                f.segments <= 2,
+                "{kind:?} costs {} segments: {}",
+                f.segments,
+                f.text
+            );
+        }
+    }
+
+    #[test]
+    fn the_opening_text_reads_plainly() {
+        let f = Templates::defaults()
+            .render(&sample_notice(EventKind::Opened), 3)
+            .unwrap();
+        assert_eq!(
+            f.text,
+            "[Acme] Service problem: Payments API affected. Some card payments fail. \
+             We're investigating. We'll text you updates. Status: https://status.acme.test \
+             Reply STOP to opt out."
+        );
+        let r = Templates::defaults()
+            .render(&sample_notice(EventKind::Resolved), 3)
+            .unwrap();
+        assert!(
+            r.text
+                .contains("working normally again after 1 hour 12 minutes."),
+            "{}",
+            r.text
+        );
+        assert!(r.text.contains("sorry"), "{}", r.text);
+        assert!(r.text.contains("review will follow"), "{}", r.text);
+    }
+
+    #[test]
+    fn a_long_message_is_shortened_and_the_frame_survives() {
+        let notice = Notice {
+            message: "Card payments in Europe fail with a timeout after the bank step. ".repeat(20),
+            ..sample_notice(EventKind::Opened)
+        };
+        let f = Templates::defaults().render(&notice, 2).unwrap();
+        assert!(f.truncated);
+        assert!(f.segments <= 2);
+        assert!(f.text.contains("... We're investigating."), "{}", f.text);
+        assert!(
+            f.text
+                .ends_with("Status: https://status.acme.test Reply STOP to opt out."),
+            "{}",
+            f.text
+        );
+        // No room wasted: one more word would not fit.
+        assert!(segments::segments(&f.text) == 2);
+    }
+
+    #[test]
+    fn typography_is_normalised_to_keep_gsm7() {
+        let notice = Notice {
+            message: "We’re on it – sorry…".into(),
+            ..sample_notice(EventKind::Updated)
+        };
+        let f = Templates::defaults().render(&notice, 1).unwrap();
+        assert_eq!(f.encoding, Encoding::Gsm7, "{}", f.text);
+        assert!(f.text.contains("We're on it - sorry..."), "{}", f.text);
+    }
+
+    #[test]
+    fn an_override_dir_wins_per_file() {
+        let dir = std::env::temp_dir().join(format!("tocsin-sms-templates-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("opened.txt.jinja"),
+            "{{ company }}: {{ title }} is down",
+        )
+        .unwrap();
+        let t = Templates::from_dir(&dir).unwrap();
+        assert_eq!(
+            t.render_full(&sample_notice(EventKind::Opened)).unwrap(),
+            "Acme: Payments API errors is down"
+        );
+        assert!(
+            t.render_full(&sample_notice(EventKind::Updated))
+                .unwrap()
+                .starts_with("[Acme] Update on")
+        );
+        std::fs::write(dir.join("resolved.txt.jinja"), "{{ nope }}").unwrap();
+        assert!(matches!(
+            Templates::from_dir(&dir),
+            Err(Error::Template { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
