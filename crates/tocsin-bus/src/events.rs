@@ -109,7 +109,7 @@ impl Bus {
             .get_stream(stream)
             .await
             .map_err(|e| unavailable(&e))?;
-        let consumer = stream
+        let mut consumer = stream
             .create_consumer(consumer::pull::Config {
                 filter_subject,
                 ack_policy: if take { consumer::AckPolicy::Explicit } else { consumer::AckPolicy::None },
@@ -140,6 +140,10 @@ impl Bus {
                 break;
             }
         }
+        // Removed at once rather than left to expire: a work-queue stream allows one consumer
+        // per subject, and the next reader would be refused meanwhile.
+        let name = consumer.info().await.map_err(|e| unavailable(&e))?.name.clone();
+        stream.delete_consumer(&name).await.map_err(|e| unavailable(&e))?;
         debug!(count = out.len(), "read messages back from the stream");
         Ok(out)
     }
