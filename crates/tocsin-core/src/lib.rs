@@ -12,8 +12,11 @@
 //! - [`idempotency`]: request fingerprints for publisher idempotency keys.
 //! - [`channel`]: the ways a subscriber can be reached.
 //! - [`preferences`]: what a subscriber wants to hear about, and their quiet hours.
+//! - [`subscriber`]: a subscriber and their contact points, kept apart as personal data.
 //! - [`fanout`]: the deliveries one event causes for one subscriber, and their keys.
 //! - [`outcome`]: what one attempt to hand a message to a provider came to.
+//! - [`notice`]: the customer-facing facts of one event for one recipient, which channels render.
+//! - [`network`]: which addresses a webhook may reach, and the checks on a webhook URL.
 
 pub mod change;
 pub mod channel;
@@ -23,8 +26,11 @@ pub mod fanout;
 pub mod idempotency;
 pub mod ids;
 pub mod incident;
+pub mod network;
+pub mod notice;
 pub mod outcome;
 pub mod preferences;
+pub mod subscriber;
 
 pub use change::{Change, EventKind, IncidentStatus, MaintenanceWindow, PublishRequest, Severity};
 pub use channel::Channel;
@@ -33,5 +39,7 @@ pub use event::RecordedEvent;
 pub use fanout::{DeliveryKey, Planned, Timing, plan};
 pub use ids::{EventId, IncidentId, SubscriberId};
 pub use incident::{Incident, IncidentKind};
+pub use notice::Notice;
 pub use outcome::SendOutcome;
 pub use preferences::{ComponentFilter, Preferences, QuietHours, default_kinds};
+pub use subscriber::{Contacts, Subscriber};
