@@ -6,7 +6,10 @@ use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = [proto_root.join("tocsin/v1/incidents.proto")];
+    let files = [
+        proto_root.join("tocsin/v1/incidents.proto"),
+        proto_root.join("tocsin/v1/subscribers.proto"),
+    ];
     println!("cargo:rerun-if-changed={}", proto_root.display());
 
     let descriptors = protox::compile(&files, [&proto_root])?;

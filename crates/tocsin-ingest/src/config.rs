@@ -29,6 +29,11 @@ pub struct ServeArgs {
     /// How long publisher idempotency keys are kept, in hours (at least 24).
     #[arg(long, env = "TOCSIN_IDEMPOTENCY_RETENTION_HOURS", default_value_t = 168)]
     pub idempotency_retention_hours: u32,
+    /// Development allow-list of webhook hosts, IPs or CIDR networks that may be private or
+    /// plain http, comma-separated (e.g. `127.0.0.1,localhost`). Empty: https to public
+    /// addresses only.
+    #[arg(long, env = "TOCSIN_WEBHOOK_ALLOW", default_value = "")]
+    pub webhook_allow: String,
     #[command(flatten)]
     pub relay_tuning: RelayArgs,
 }
@@ -122,6 +127,11 @@ pub struct IngestConfig {
     /// `None` runs no relay in this process.
     pub relay: Option<crate::relay::RelayConfig>,
     pub idempotency_retention: time::Duration,
+    /// Hosts and networks webhook URLs may use despite being private or plain http: the
+    /// development allow-list. Empty (strict) in production.
+    pub webhook_policy: tocsin_core::network::UrlPolicy,
+    /// Page size of `PreviewFanout`'s walk over subscribers.
+    pub fanout: tocsin_resolver::FanoutConfig,
 }
 
 impl IngestConfig {
@@ -131,6 +141,8 @@ impl IngestConfig {
             max_message_bytes: 65_536,
             relay: Some(crate::relay::RelayConfig::default()),
             idempotency_retention: time::Duration::days(7),
+            webhook_policy: tocsin_core::network::UrlPolicy::strict(),
+            fanout: tocsin_resolver::FanoutConfig::default(),
         }
     }
 }

@@ -5,6 +5,8 @@
 //! - [`config`]: configuration from the environment, with documented defaults.
 //! - [`auth`]: bearer-token authentication of publishers.
 //! - [`service`]: the `tocsin.v1.IncidentService` handlers.
+//! - [`subscribers`]: the `tocsin.v1.SubscriberService` handlers; contact points are checked
+//!   on the way in (`contacts`).
 //! - [`watch`]: one `LISTEN` connection fanned out to `WatchIncident` streams.
 //! - [`relay`]: the outbox relay and the republish command.
 //!
@@ -13,14 +15,17 @@
 
 pub mod auth;
 pub mod config;
+mod contacts;
 pub mod relay;
 pub mod service;
 mod status;
+pub mod subscribers;
 pub mod watch;
 
 use anyhow::Context;
 use tocsin_bus::Bus;
 use tocsin_proto::v1::incident_service_server::IncidentServiceServer;
+use tocsin_proto::v1::subscriber_service_server::SubscriberServiceServer;
 use tocsin_runtime::Shutdown;
 use tocsin_store::Store;
 use tokio::net::TcpListener;
@@ -35,6 +40,7 @@ pub use relay::{Relay, RelayConfig};
 
 /// The fully-qualified gRPC service name, as reported by `grpc.health.v1`.
 pub const SERVICE_NAME: &str = "tocsin.v1.IncidentService";
+pub const SUBSCRIBER_SERVICE_NAME: &str = "tocsin.v1.SubscriberService";
 
 /// Accepted connections with `TCP_NODELAY`: a gRPC reply is several small HTTP/2 frames, and
 /// with Nagle's algorithm the last of them waits ~40 ms for the client's delayed ACK.
@@ -65,12 +71,23 @@ pub async fn run(
     });
 
     let authenticator = auth::Authenticator::new(&config.publishers);
-    let api = IncidentServiceServer::new(service::IncidentApi::new(store, hub, shutdown.clone()))
+    let api = IncidentServiceServer::new(service::IncidentApi::new(store.clone(), hub, shutdown.clone()))
         .max_decoding_message_size(config.max_message_bytes);
+    let subscribers = SubscriberServiceServer::new(subscribers::SubscriberApi::new(
+        store.clone(),
+        config.webhook_policy.clone(),
+        config.fanout,
+    ))
+    .max_decoding_message_size(config.max_message_bytes);
+    let subscribers = InterceptedService::new(subscribers, {
+        let authenticator = authenticator.clone();
+        move |request| authenticator.intercept(request)
+    });
     let api = InterceptedService::new(api, move |request| authenticator.intercept(request));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status(SERVICE_NAME, tonic_health::ServingStatus::Serving).await;
+    health.set_service_status(SUBSCRIBER_SERVICE_NAME, tonic_health::ServingStatus::Serving).await;
     health.set_service_status("", tonic_health::ServingStatus::Serving).await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(tocsin_proto::FILE_DESCRIPTOR_SET)
@@ -85,6 +102,7 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(api)
+        .add_service(subscribers)
         .serve_with_incoming_shutdown(without_nagle(listener), shutdown.wait())
         .await
         .context("gRPC server failed")?;

@@ -81,6 +81,9 @@ async fn main() -> anyhow::Result<()> {
                 max_message_bytes: args.max_message_bytes,
                 relay: args.relay.then(|| args.relay_tuning.relay_config()),
                 idempotency_retention: time::Duration::hours(i64::from(args.idempotency_retention_hours)),
+                webhook_policy: tocsin_core::network::UrlPolicy::from_list(&args.webhook_allow)
+                    .context("TOCSIN_WEBHOOK_ALLOW")?,
+                fanout: tocsin_resolver::FanoutConfig::default(),
             };
             tocsin_ingest::run(config, store, bus, listener, Shutdown::on_signals()).await?;
         }

@@ -35,6 +35,11 @@ pub fn incident_id(field: &'static str, raw: &str) -> Result<Option<IncidentId>,
 }
 
 fn event_kind(raw: i32) -> Result<EventKind, DomainError> {
+    event_kind_in("kind", raw)
+}
+
+/// An event kind from the wire; `field` names it in errors.
+pub fn event_kind_in(field: &'static str, raw: i32) -> Result<EventKind, DomainError> {
     Ok(match v1::EventKind::try_from(raw) {
         Ok(v1::EventKind::Opened) => EventKind::Opened,
         Ok(v1::EventKind::Updated) => EventKind::Updated,
@@ -44,20 +49,25 @@ fn event_kind(raw: i32) -> Result<EventKind, DomainError> {
         Ok(v1::EventKind::MaintenanceStarted) => EventKind::MaintenanceStarted,
         Ok(v1::EventKind::MaintenanceCompleted) => EventKind::MaintenanceCompleted,
         Ok(v1::EventKind::Unspecified) => {
-            return Err(DomainError::invalid("kind", "is required"));
+            return Err(DomainError::invalid(field, "is required"));
         }
-        Err(_) => return Err(DomainError::invalid("kind", format!("{raw} is not a known kind"))),
+        Err(_) => return Err(DomainError::invalid(field, format!("{raw} is not a known kind"))),
     })
 }
 
 fn severity(raw: i32) -> Result<Option<Severity>, DomainError> {
+    severity_in("severity", raw)
+}
+
+/// A severity from the wire, `None` when unspecified; `field` names it in errors.
+pub fn severity_in(field: &'static str, raw: i32) -> Result<Option<Severity>, DomainError> {
     Ok(match v1::Severity::try_from(raw) {
         Ok(v1::Severity::Unspecified) => None,
         Ok(v1::Severity::Minor) => Some(Severity::Minor),
         Ok(v1::Severity::Major) => Some(Severity::Major),
         Ok(v1::Severity::Critical) => Some(Severity::Critical),
         Err(_) => {
-            return Err(DomainError::invalid("severity", format!("{raw} is not a known severity")));
+            return Err(DomainError::invalid(field, format!("{raw} is not a known severity")));
         }
     })
 }

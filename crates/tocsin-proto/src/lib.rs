@@ -12,8 +12,9 @@ pub mod v1 {
 }
 
 mod convert;
+pub mod subscribers;
 
-pub use convert::{incident_id, timestamp, to_offset_datetime};
+pub use convert::{event_kind_in, incident_id, severity_in, timestamp, to_offset_datetime};
 
 /// The encoded `FileDescriptorSet` of `tocsin.v1`, for `tonic-reflection`.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

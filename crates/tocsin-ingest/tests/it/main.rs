@@ -6,3 +6,4 @@ mod api;
 mod app;
 mod errors;
 mod relay;
+mod subscribers;

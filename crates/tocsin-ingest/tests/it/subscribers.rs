@@ -1,0 +1,228 @@
+//! SubscriberService over real gRPC: upsert, get, list, delete, import, secrets, preview.
+
+use sqlx::PgPool;
+use tocsin_proto::v1::{self, subscriber_service_client::SubscriberServiceClient};
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::app::{TOKEN, TestApp, authed};
+
+async fn client(app: &TestApp) -> SubscriberServiceClient<Channel> {
+    SubscriberServiceClient::connect(format!("http://{}", app.addr)).await.unwrap()
+}
+
+fn subscriber(external_id: &str, channels: &[v1::Channel], components: &[&str]) -> v1::UpsertSubscriberRequest {
+    v1::UpsertSubscriberRequest {
+        external_id: external_id.into(),
+        contacts: Some(v1::Contacts {
+            email: format!("{external_id}@example.com"),
+            phone: "+14155552671".into(),
+            webhook_url: format!("https://93.184.216.34/hooks/{external_id}"),
+        }),
+        preferences: Some(v1::Preferences {
+            channels: channels.iter().map(|c| *c as i32).collect(),
+            components: components.iter().map(|c| (*c).to_owned()).collect(),
+            min_severity: v1::Severity::Minor as i32,
+            ..Default::default()
+        }),
+    }
+}
+
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn subscribers_are_upserted_read_listed_rotated_and_deleted(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let mut c = client(&app).await;
+
+    let created = c
+        .upsert_subscriber(authed(subscriber("acme", &[v1::Channel::Email, v1::Channel::Webhook], &[]), TOKEN))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(created.created);
+    assert!(created.webhook_secret.starts_with("whsec_"), "the secret is shown once: {created:?}");
+    let again = c
+        .upsert_subscriber(authed(subscriber("acme", &[v1::Channel::Email, v1::Channel::Webhook], &["api"]), TOKEN))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!again.created);
+    assert!(again.webhook_secret.is_empty(), "never shown again");
+
+    let got = c
+        .get_subscriber(authed(v1::GetSubscriberRequest { external_id: "acme".into() }, TOKEN))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.preferences.unwrap().components, ["api"]);
+    assert_eq!(got.contacts.unwrap().phone, "+14155552671");
+
+    let mut beta = subscriber("beta", &[v1::Channel::Sms], &[]);
+    beta.contacts.as_mut().unwrap().webhook_url.clear();
+    c.upsert_subscriber(authed(beta, TOKEN)).await.unwrap();
+    let page = c
+        .list_subscribers(authed(v1::ListSubscribersRequest { page_size: 1, ..Default::default() }, TOKEN))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.subscribers[0].external_id, "acme");
+    let next = c
+        .list_subscribers(authed(
+            v1::ListSubscribersRequest { page_size: 1, page_token: page.next_page_token, ..Default::default() },
+            TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next.subscribers[0].external_id, "beta");
+    assert!(next.next_page_token.is_empty());
+    let sms = c
+        .list_subscribers(authed(
+            v1::ListSubscribersRequest { channel: v1::Channel::Sms as i32, ..Default::default() },
+            TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sms.subscribers.len(), 1);
+
+    let rotated = c
+        .rotate_webhook_secret(authed(v1::RotateWebhookSecretRequest { external_id: "acme".into() }, TOKEN))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(rotated.webhook_secret.starts_with("whsec_"));
+    assert_ne!(rotated.webhook_secret, created.webhook_secret);
+    let no_webhook = c
+        .rotate_webhook_secret(authed(v1::RotateWebhookSecretRequest { external_id: "beta".into() }, TOKEN))
+        .await
+        .unwrap_err();
+    assert_eq!(no_webhook.code(), Code::FailedPrecondition, "{no_webhook:?}");
+
+    c.delete_subscriber(authed(v1::DeleteSubscriberRequest { external_id: "acme".into() }, TOKEN))
+        .await
+        .unwrap();
+    for status in [
+        c.get_subscriber(authed(v1::GetSubscriberRequest { external_id: "acme".into() }, TOKEN))
+            .await
+            .unwrap_err(),
+        c.delete_subscriber(authed(v1::DeleteSubscriberRequest { external_id: "acme".into() }, TOKEN))
+            .await
+            .unwrap_err(),
+    ] {
+        assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    }
+    app.stop().await;
+}
+
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn bad_input_gets_invalid_argument_naming_the_field_and_no_token_is_refused(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let mut c = client(&app).await;
+    let mut no_phone = subscriber("x", &[v1::Channel::Sms], &[]);
+    no_phone.contacts.as_mut().unwrap().phone.clear();
+    let mut private_hook = subscriber("x", &[v1::Channel::Webhook], &[]);
+    private_hook.contacts.as_mut().unwrap().webhook_url = "https://10.1.2.3/hook".into();
+    let mut bad_email = subscriber("x", &[v1::Channel::Email], &[]);
+    bad_email.contacts.as_mut().unwrap().email = "not an address".into();
+    let no_channels = subscriber("x", &[], &[]);
+    let no_id = subscriber(" ", &[v1::Channel::Email], &[]);
+    for (request, field) in [
+        (no_phone, "contacts.phone"),
+        (private_hook, "contacts.webhook_url"),
+        (bad_email, "contacts.email"),
+        (no_channels, "preferences.channels"),
+        (no_id, "external_id"),
+    ] {
+        let status = c.upsert_subscriber(authed(request, TOKEN)).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().contains(field), "{field}: {}", status.message());
+    }
+    let status = c
+        .upsert_subscriber(tonic::Request::new(subscriber("x", &[v1::Channel::Email], &[])))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    app.stop().await;
+}
+
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn a_bulk_import_reports_bad_rows_one_by_one_and_writes_the_rest(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let mut c = client(&app).await;
+    let rows: Vec<v1::UpsertSubscriberRequest> = (1..=2_500u32)
+        .map(|i| {
+            let mut row = subscriber(&format!("cust-{i:05}"), &[v1::Channel::Email, v1::Channel::Webhook], &[]);
+            if i % 500 == 0 {
+                row.contacts.as_mut().unwrap().email = format!("broken-{i}");
+            }
+            row
+        })
+        // The last row repeats the first: an update, not a second subscriber.
+        .chain(std::iter::once(subscriber("cust-00001", &[v1::Channel::Sms], &[])))
+        .collect();
+    let summary = c
+        .import_subscribers(authed(futures::stream::iter(rows), TOKEN))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(summary.received, 2_501);
+    assert_eq!(summary.rejected, 5);
+    assert_eq!(summary.created, 2_495);
+    assert_eq!(summary.updated, 1);
+    let rows: Vec<u64> = summary.errors.iter().map(|e| e.row).collect();
+    assert_eq!(rows, [500, 1_000, 1_500, 2_000, 2_500]);
+    assert!(summary.errors.iter().all(|e| e.field == "contacts.email" && e.message.contains("broken")));
+    assert_eq!(summary.webhook_secrets.len(), 2_495, "each new webhook secret is shown once");
+
+    let first = c
+        .get_subscriber(authed(v1::GetSubscriberRequest { external_id: "cust-00001".into() }, TOKEN))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.preferences.unwrap().channels, [v1::Channel::Sms as i32], "the later row won");
+    app.stop().await;
+}
+
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn preview_counts_reach_per_channel_and_component_without_publishing(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let mut c = client(&app).await;
+    for request in [
+        subscriber("all", &[v1::Channel::Email, v1::Channel::Sms], &[]),
+        subscriber("api", &[v1::Channel::Email], &["api"]),
+        subscriber("billing", &[v1::Channel::Webhook], &["billing"]),
+    ] {
+        c.upsert_subscriber(authed(request, TOKEN)).await.unwrap();
+    }
+    let preview = c
+        .preview_fanout(authed(
+            v1::PreviewFanoutRequest {
+                kind: v1::EventKind::Opened as i32,
+                severity: v1::Severity::Major as i32,
+                components: vec!["api".into(), "search".into()],
+                ..Default::default()
+            },
+            TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(preview.recipients, 2);
+    let channels: Vec<(i32, u64)> = preview.channels.iter().map(|c| (c.channel, c.deliveries)).collect();
+    assert_eq!(channels, [(v1::Channel::Email as i32, 2), (v1::Channel::Sms as i32, 1)]);
+    let components: Vec<(&str, u64)> =
+        preview.components.iter().map(|c| (c.component.as_str(), c.recipients)).collect();
+    assert_eq!(components, [("api", 2), ("search", 1)]);
+    let ledger: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(ledger, 0, "a preview records nothing");
+
+    let status = c
+        .preview_fanout(authed(v1::PreviewFanoutRequest::default(), TOKEN))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    app.stop().await;
+}
