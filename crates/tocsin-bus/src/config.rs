@@ -80,6 +80,17 @@ impl BusConfig {
         format!("{}.deliveries.>", self.prefix)
     }
 
+    /// The stream of dead letters: jobs that exhausted their retries or failed for good,
+    /// kept for inspection and alerting (the ledger is what replays read).
+    pub fn dead_letters_stream(&self) -> String {
+        format!("{}_DEAD", self.prefix.to_ascii_uppercase())
+    }
+
+    /// The subject of one channel's dead letters.
+    pub fn dead_letter_subject(&self, channel: Channel) -> String {
+        format!("{}.dead.{}", self.prefix, channel)
+    }
+
     /// The durable consumer every resolver replica shares.
     pub fn resolver_consumer(&self) -> String {
         "resolver".to_owned()

@@ -69,13 +69,65 @@ impl Bus {
         Ok(())
     }
 
+    /// Creates the dead-letter stream if it does not exist. Idempotent.
+    pub async fn ensure_dead_letters_stream(&self) -> Result<(), BusError> {
+        let config = stream::Config {
+            name: self.config.dead_letters_stream(),
+            subjects: vec![format!("{}.dead.>", self.config.prefix())],
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            max_age: self.config.events_max_age,
+            duplicate_window: self.config.duplicate_window,
+            num_replicas: self.config.replicas,
+            description: Some("Tocsin dead letters; the ledger holds their state".into()),
+            ..Default::default()
+        };
+        self.js
+            .get_or_create_stream(config)
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Publishes a dead letter: the job, with why it died in a `Tocsin-Reason` header.
+    pub async fn publish_dead_letter(&self, job: &DeliveryJob, reason: &str) -> Result<(), BusError> {
+        // Header values are one line; a provider's multi-line answer is flattened.
+        let reason: String = reason.chars().map(|c| if c.is_control() { ' ' } else { c }).take(512).collect();
+        let message = jetstream::message::PublishMessage::build()
+            .message_id(format!("{}.dead.{}", job.delivery_key, time::OffsetDateTime::now_utc().unix_timestamp()))
+            .header("Tocsin-Reason", reason.as_str())
+            .payload(job.encode());
+        self.js
+            .send_publish(self.config.dead_letter_subject(job.channel), message)
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        Ok(())
+    }
+
     /// Publishes jobs with `Nats-Msg-Id` = delivery key, pipelined; results in input order.
     #[instrument(skip_all, fields(count = jobs.len()))]
     pub async fn publish_jobs(&self, jobs: &[DeliveryJob]) -> Vec<Result<Published, BusError>> {
+        self.send_jobs(jobs, None).await
+    }
+
+    /// Publishes jobs again, deliberately, after their ledger rows were reset (a dead-letter
+    /// replay): the message id is `{key}.{tag}`, so JetStream does not drop them as
+    /// duplicates of the first publish, while the ledger still allows one send per key.
+    pub async fn republish_jobs(&self, jobs: &[DeliveryJob], tag: &str) -> Vec<Result<Published, BusError>> {
+        self.send_jobs(jobs, Some(tag)).await
+    }
+
+    async fn send_jobs(&self, jobs: &[DeliveryJob], tag: Option<&str>) -> Vec<Result<Published, BusError>> {
         let mut pending = Vec::with_capacity(jobs.len());
         for job in jobs {
+            let message_id = match tag {
+                None => job.delivery_key.clone(),
+                Some(tag) => format!("{}.{tag}", job.delivery_key),
+            };
             let message = jetstream::message::PublishMessage::build()
-                .message_id(job.delivery_key.as_str())
+                .message_id(message_id)
                 .payload(job.encode());
             pending.push(
                 self.js
@@ -119,5 +171,15 @@ impl Bus {
             }
         }
         Ok(pending)
+    }
+
+    /// Deletes the deliveries stream, jobs and consumers with it: for tests and benchmarks
+    /// cleaning up. The ledger in PostgreSQL is the record of what was planned.
+    pub async fn delete_deliveries_stream(&self) -> Result<(), BusError> {
+        self.js
+            .delete_stream(self.config.deliveries_stream())
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        Ok(())
     }
 }

@@ -15,6 +15,7 @@
 //! - [`subscriber`]: a subscriber and their contact points, kept apart as personal data.
 //! - [`fanout`]: the deliveries one event causes for one subscriber, and their keys.
 //! - [`outcome`]: what one attempt to hand a message to a provider came to.
+//! - [`retry`]: the retry schedule: backoff with jitter, provider floors, limits.
 //! - [`notice`]: the customer-facing facts of one event for one recipient, which channels render.
 //! - [`network`]: which addresses a webhook may reach, and the checks on a webhook URL.
 
@@ -30,6 +31,7 @@ pub mod network;
 pub mod notice;
 pub mod outcome;
 pub mod preferences;
+pub mod retry;
 pub mod subscriber;
 
 pub use change::{Change, EventKind, IncidentStatus, MaintenanceWindow, PublishRequest, Severity};
@@ -41,5 +43,6 @@ pub use ids::{EventId, IncidentId, SubscriberId};
 pub use incident::{Incident, IncidentKind};
 pub use notice::Notice;
 pub use outcome::SendOutcome;
+pub use retry::{Retry, RetryPolicy};
 pub use preferences::{ComponentFilter, Preferences, QuietHours, default_kinds};
 pub use subscriber::{Contacts, Subscriber};

@@ -98,26 +98,6 @@ fn plan_page(
     page
 }
 
-/// The incident as it stood right after `event`: the fold of its events up to that version.
-async fn incident_after(store: &Store, event: &RecordedEvent) -> Result<Incident, ResolveError> {
-    let mut events = Vec::new();
-    let mut after = 0;
-    while after < event.version {
-        let page = store
-            .incident_events(event.incident_id, after, 1_000)
-            .await?;
-        let Some(last) = page.last() else { break };
-        after = last.version;
-        events.extend(page.into_iter().filter(|e| e.version <= event.version));
-    }
-    match events.last() {
-        Some(last) if last.event_id == event.event_id => {
-            Ok(Incident::fold(&events).expect("a non-empty history folds"))
-        }
-        _ => Err(ResolveError::UnknownEvent(event.event_id.to_string())),
-    }
-}
-
 /// Fans out one event. `on_progress` is called after each page, so that the caller can tell
 /// JetStream it is still working on a long fan-out.
 #[instrument(skip_all, fields(incident_id = %event.incident_id, event_id = %event.event_id, version = event.version))]
@@ -139,7 +119,12 @@ where
     if earlier > 0 {
         return Ok(Resolution::Waiting { earlier });
     }
-    let incident = incident_after(store, event).await?;
+    let incident = store
+        .incident_as_of(event.incident_id, event.version)
+        .await?
+        .filter(|as_of| as_of.event.event_id == event.event_id)
+        .ok_or_else(|| ResolveError::UnknownEvent(event.event_id.to_string()))?
+        .incident;
     let started = std::time::Instant::now();
     let mut record = FanoutRecord { event_version: event.version, ..FanoutRecord::default() };
     let mut after = None;

@@ -7,6 +7,7 @@
 //! - [`read`]: reading incidents and events back.
 //! - [`outbox`]: what the relay needs: unpublished events, marking them published, waking up.
 //! - [`projection`]: recomputing every projection from the log.
+//! - [`ledger`]: the workers' side of the ledger: claims with leases, outcomes, dead letters.
 //! - [`subscribers`]: subscribers, their contact details (kept apart) and preference history.
 //! - [`fanout`]: what the resolver reads and writes: candidates, the delivery ledger, the
 //!   append-only delivery trail.
@@ -17,6 +18,7 @@ mod announce;
 mod batch;
 mod error;
 pub mod fanout;
+pub mod ledger;
 pub mod log;
 pub mod outbox;
 pub mod projection;
@@ -34,6 +36,8 @@ pub use error::StoreError;
 pub use log::Appended;
 pub use outbox::{LogNotification, LogNotifications, RelayLease};
 pub use projection::RebuildReport;
+pub use read::IncidentAsOf;
+pub use ledger::{AttemptOutcome, ClaimPolicy, ClaimResult, Claimed};
 pub use fanout::{Candidate, FanoutRecord, NewDelivery, TrailEntry};
 pub use subscribers::{SubscriberFilter, SubscriberPage, SubscriberWrite, Upserted};
 

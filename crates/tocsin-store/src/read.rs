@@ -1,10 +1,18 @@
 //! Reading incidents and their events back.
 
-use tocsin_core::{Incident, IncidentId, RecordedEvent};
+use tocsin_core::{EventId, Incident, IncidentId, RecordedEvent};
 use tracing::instrument;
 
 use crate::rows::{event_columns, events, sql_version, EventRow, IncidentRow};
 use crate::{Store, StoreError};
+
+/// An incident as it stood right after one of its events.
+#[derive(Debug, Clone)]
+pub struct IncidentAsOf {
+    pub incident: Incident,
+    pub event: RecordedEvent,
+    pub opening_event_id: EventId,
+}
 
 impl Store {
     /// The incident's current state from its projection.
@@ -40,6 +48,36 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         events(rows)
+    }
+
+    /// The incident as it stood right after its event `version`: the fold of its history up
+    /// to there. Returns that state, the event itself and the incident's first event's id;
+    /// `None` if there is no such event.
+    #[instrument(skip(self))]
+    pub async fn incident_as_of(
+        &self,
+        incident_id: IncidentId,
+        version: u64,
+    ) -> Result<Option<IncidentAsOf>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events e WHERE e.incident_id = $1 AND e.version <= $2 ORDER BY e.version"
+        );
+        let rows: Vec<EventRow> = sqlx::query_as(sql)
+            .bind(incident_id.as_uuid())
+            .bind(sql_version(version))
+            .fetch_all(&self.pool)
+            .await?;
+        let history = events(rows)?;
+        match (history.first(), history.last()) {
+            (Some(first), Some(last)) if last.version == version => Ok(Some(IncidentAsOf {
+                incident: Incident::fold(&history).expect("a non-empty history folds"),
+                opening_event_id: first.event_id,
+                event: last.clone(),
+            })),
+            _ => Ok(None),
+        }
     }
 
     /// Up to `limit` events of the whole log at or after `from_position`, in position order.

@@ -4,6 +4,8 @@
 //! which writes a whole batch with three `UNNEST` statements in one transaction. Every write
 //! takes a new global revision and records the preferences it set in `subscriber_revisions`.
 
+use std::collections::HashMap;
+
 use sqlx::types::Json;
 use time::OffsetDateTime;
 use tocsin_core::{Contacts, Preferences, Severity, Subscriber, SubscriberId};
@@ -248,21 +250,30 @@ impl Store {
         &self,
         id: SubscriberId,
     ) -> Result<Option<(Subscriber, Option<String>)>, StoreError> {
+        Ok(self.subscribers_for_delivery(&[id]).await?.remove(&id))
+    }
+
+    /// Live subscribers by id, with their webhook secrets, for the workers. Deleted ones are
+    /// absent: their contact details are gone.
+    #[instrument(skip_all, fields(subscribers = ids.len()))]
+    pub async fn subscribers_for_delivery(
+        &self,
+        ids: &[SubscriberId],
+    ) -> Result<HashMap<SubscriberId, (Subscriber, Option<String>)>, StoreError> {
         use sqlx::{FromRow, Row};
+        let ids: Vec<Uuid> = ids.iter().map(|id| *id.as_uuid()).collect();
         let sql = format!(
-            "{} WHERE s.subscriber_id = $1 AND s.deleted_at IS NULL",
+            "{} WHERE s.subscriber_id = ANY($1) AND s.deleted_at IS NULL",
             SELECT_SUBSCRIBER.replace(" FROM", ", c.webhook_secret FROM")
         );
-        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.as_uuid())
-            .fetch_optional(&self.pool)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let secret: Option<String> = row.try_get("webhook_secret")?;
-        let subscriber = SubscriberRow::from_row(&row)?;
-        Ok(Some((subscriber.into(), secret)))
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&ids).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                let secret: Option<String> = row.try_get("webhook_secret")?;
+                let subscriber = Subscriber::from(SubscriberRow::from_row(row)?);
+                Ok((subscriber.id, (subscriber, secret)))
+            })
+            .collect()
     }
 
     /// A page of live subscribers after `after` (an external id), in external-id order.
@@ -353,15 +364,31 @@ impl Store {
     }
 
     /// Disables a subscriber's webhook endpoint (410 Gone, sustained failure) until its URL
-    /// changes.
+    /// changes, and records that in the trail of the incident whose delivery found out.
     #[instrument(skip(self))]
-    pub async fn disable_webhook(&self, id: SubscriberId, reason: &str) -> Result<(), StoreError> {
+    pub async fn disable_webhook(
+        &self,
+        id: SubscriberId,
+        incident_id: tocsin_core::IncidentId,
+        event_id: tocsin_core::EventId,
+        reason: &str,
+    ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE subscriber_contacts SET webhook_disabled_at = now(), webhook_disabled_reason = $2
-             WHERE subscriber_id = $1 AND webhook_disabled_at IS NULL",
+            "WITH disabled AS (
+                 UPDATE subscriber_contacts SET webhook_disabled_at = now(),
+                     webhook_disabled_reason = $2
+                 WHERE subscriber_id = $1 AND webhook_disabled_at IS NULL
+                 RETURNING subscriber_id
+             )
+             INSERT INTO delivery_trail (incident_id, event_id, kind, data)
+             SELECT $3, $4, 'endpoint_disabled',
+                    jsonb_build_object('subscriber_id', subscriber_id, 'reason', $2::text)
+             FROM disabled",
         )
         .bind(id.as_uuid())
         .bind(reason)
+        .bind(incident_id.as_uuid())
+        .bind(event_id.as_uuid())
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -6,6 +6,7 @@
 
 pub mod database;
 pub mod nats;
+pub mod pipeline;
 pub mod process;
 
 /// Installs a test-friendly tracing subscriber once (`RUST_LOG`, `warn` by default).

@@ -1,0 +1,59 @@
+//! What a channel implements: how to hand one message to its provider, and its policies.
+
+use std::future::Future;
+
+use tocsin_core::{
+    Channel, DeliveryKey, EventId, Incident, Notice, RecordedEvent, RetryPolicy, SendOutcome,
+    Subscriber,
+};
+
+/// What a channel does when an attempt's outcome is unknown (the provider may have it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownPolicy {
+    /// Retry like a transient failure: the receiver deduplicates on our id (webhooks).
+    Resend,
+    /// Retry once, with the same identity (email: the same Message-ID); a second unknown is
+    /// final.
+    ResendOnce,
+    /// Never resend blindly; record it as unknown and let the provider's callback settle it
+    /// (SMS: Twilio's status callback carries the delivery key).
+    Reconcile,
+}
+
+/// How the runtime treats a channel's deliveries.
+#[derive(Debug, Clone, Copy)]
+pub struct ChannelPolicy {
+    pub unknown: UnknownPolicy,
+    /// Supersede older unsent messages to the same recipient (channels read by people).
+    pub supersede_stale: bool,
+    pub retry: RetryPolicy,
+}
+
+/// Everything a channel needs to send one delivery.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub key: DeliveryKey,
+    /// This attempt's number, 1 for the first.
+    pub attempt: u32,
+    pub notice: Notice,
+    /// The incident as it stood right after the event.
+    pub incident: Incident,
+    pub event: RecordedEvent,
+    /// The incident's first event: email threads every update under its opening message.
+    pub opening_event_id: EventId,
+    pub subscriber: Subscriber,
+    /// The subscriber's webhook signing secret, for the webhook channel.
+    pub webhook_secret: Option<String>,
+}
+
+/// One delivery channel: email, SMS or webhook. Implementations are thin: build the
+/// provider's request from the [`Message`], send it, and say what the answer means.
+pub trait Courier: Send + Sync + 'static {
+    fn channel(&self) -> Channel;
+
+    fn policy(&self) -> ChannelPolicy;
+
+    /// Sends one message. Never panics on a provider's answer: every answer maps to a
+    /// [`SendOutcome`].
+    fn send(&self, message: &Message) -> impl Future<Output = SendOutcome> + Send;
+}

@@ -1,0 +1,37 @@
+//! The delivery runtime every channel worker shares. A channel implements [`Courier`] (build
+//! the provider's request, send it, say what the answer means) and runs a [`Worker`], which
+//! does the rest:
+//!
+//! - [`courier`]: the trait, the [`Message`] a channel renders, and each channel's policies
+//!   (what an unknown outcome means for it, whether stale messages are superseded, retries).
+//! - [`worker`]: pull jobs from the channel's durable consumer (shared by every replica),
+//!   claim them in the ledger with a lease, send under a rate limit with progress reports,
+//!   record each attempt in the ledger and the delivery trail, then ack, nak with the retry
+//!   delay, or dead-letter.
+//! - [`config`]: the settings every worker binary reads from the environment.
+//!
+//! Never a second send for one key: a delivery is sent only by the holder of its claim, and
+//! a claim is granted only while the ledger says it is not finished. The one exception is an
+//! attempt whose outcome is unknown, where the channel's policy decides.
+
+pub mod config;
+pub mod courier;
+pub mod worker;
+
+use tocsin_bus::BusError;
+use tocsin_store::StoreError;
+
+pub use courier::{ChannelPolicy, Courier, Message, UnknownPolicy};
+pub use worker::{Handled, Worker, WorkerConfig};
+
+/// Why a batch could not be handled. Its jobs come back after their ack wait.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("bus: {0}")]
+    Bus(#[from] BusError),
+    /// A job refers to an event the log does not have.
+    #[error("event {0} is not in the log")]
+    UnknownEvent(String),
+}

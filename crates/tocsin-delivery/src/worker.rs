@@ -1,0 +1,471 @@
+//! The worker: pull jobs, claim them in the ledger, send, record, then answer JetStream.
+//!
+//! Jobs are handled in batches, because every step but the send itself is one statement per
+//! batch (claim, load, record). Several batches run at once, and within a batch the sends run
+//! concurrently, each waiting for the channel's rate limiter. The order of the steps is what
+//! makes a crash harmless: the ledger is written before JetStream is answered, so a worker
+//! killed anywhere leaves either a lease that expires (and the channel's policy for a lost
+//! attempt applies) or a recorded outcome that the redelivered job finds.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, stream};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use time::OffsetDateTime;
+use tocsin_bus::{Bus, DeliveryJob, QueueSettings, Work, WorkQueue};
+use tocsin_core::{DeliveryKey, EventId, Notice, Retry, SendOutcome, SubscriberId};
+use tocsin_runtime::Shutdown;
+use tocsin_store::{AttemptOutcome, ClaimPolicy, ClaimResult, Claimed, IncidentAsOf, Store};
+use tracing::{debug, error, info, warn};
+
+use crate::courier::{Courier, Message, UnknownPolicy};
+use crate::DeliveryError;
+
+/// How one worker process runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Jobs claimed and recorded together.
+    pub batch: usize,
+    /// Batches in progress at once.
+    pub parallel_batches: usize,
+    /// Sends in flight at once within a batch.
+    pub send_concurrency: usize,
+    /// Sends per second to the provider, across this process; `None`: unlimited.
+    pub rate_per_second: Option<NonZeroU32>,
+    /// How long a claim holds; a send taking longer keeps reporting progress.
+    pub lease: Duration,
+    /// The company name customers see.
+    pub company: String,
+    /// Linked from every message, when set.
+    pub status_page_url: Option<String>,
+    /// A name for this process's claims in the ledger.
+    pub owner: String,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            batch: 64,
+            parallel_batches: 4,
+            send_concurrency: 64,
+            rate_per_second: None,
+            lease: Duration::from_secs(60),
+            company: "Tocsin".into(),
+            status_page_url: None,
+            owner: format!("worker-{}", uuid::Uuid::new_v4().simple()),
+        }
+    }
+}
+
+/// What became of one job in a batch; returned for tests and counted in logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled {
+    /// Sent (or attempted) with this outcome, recorded as this ledger state.
+    Attempted { key: String, outcome: &'static str, state: &'static str },
+    /// The ledger said nothing is left to do.
+    AlreadyDone { key: String, state: String },
+    /// Not due, or behind an earlier message: offered again later.
+    Deferred { key: String, wait: Duration },
+    /// Not sent and never will be: superseded, subscriber deleted, endpoint disabled.
+    Skipped { key: String, reason: String },
+    /// The job is not a delivery job; terminated.
+    Poison,
+}
+
+/// A channel worker.
+pub struct Worker<C: Courier> {
+    store: Store,
+    bus: Bus,
+    courier: Arc<C>,
+    config: WorkerConfig,
+    limiter: Option<Arc<DefaultDirectRateLimiter>>,
+}
+
+impl<C: Courier> std::fmt::Debug for Worker<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("channel", &self.courier.channel()).field("config", &self.config).finish()
+    }
+}
+
+impl<C: Courier> Clone for Worker<C> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            bus: self.bus.clone(),
+            courier: self.courier.clone(),
+            config: self.config.clone(),
+            limiter: self.limiter.clone(),
+        }
+    }
+}
+
+impl<C: Courier> Worker<C> {
+    pub fn new(store: Store, bus: Bus, courier: C, config: WorkerConfig) -> Self {
+        let limiter = config
+            .rate_per_second
+            .map(|rate| Arc::new(RateLimiter::direct(Quota::per_second(rate))));
+        Self { store, bus, courier: Arc::new(courier), config, limiter }
+    }
+
+    fn queue_settings(&self) -> QueueSettings {
+        let in_flight = self.config.batch * self.config.parallel_batches;
+        QueueSettings {
+            ack_wait: self.config.lease,
+            // Deferrals (quiet hours, ordering) are naks too, so JetStream must not count
+            // them toward a limit: the ledger's attempts and age decide when a job dies.
+            max_deliver: None,
+            max_ack_pending: i64::try_from(in_flight * 2).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// The channel's durable consumer, shared by every replica.
+    pub async fn queue(&self) -> Result<WorkQueue, DeliveryError> {
+        self.bus.ensure_dead_letters_stream().await?;
+        Ok(self.bus.worker_queue(self.courier.channel(), self.queue_settings()).await?)
+    }
+
+    /// Pulls and handles jobs until `shutdown`. In-flight batches finish (and are recorded
+    /// and answered) before it returns; jobs not yet pulled stay in the stream.
+    pub async fn run(self, shutdown: Shutdown) -> Result<(), DeliveryError> {
+        let queue = self.queue().await?;
+        let channel = self.courier.channel();
+        info!(%channel, batch = self.config.batch, parallel = self.config.parallel_batches,
+            rate = ?self.config.rate_per_second, "worker started");
+        let messages = queue.messages(self.config.batch).await?;
+        let stopping = shutdown.clone();
+        messages
+            .take_until(async move { stopping.wait().await })
+            .ready_chunks(self.config.batch)
+            .for_each_concurrent(self.config.parallel_batches, |chunk| {
+                let worker = self.clone();
+                async move {
+                    let mut works = Vec::with_capacity(chunk.len());
+                    for message in chunk {
+                        match message {
+                            Ok(work) => works.push(work),
+                            Err(e) => warn!(error = %e, "pulling jobs failed; retrying"),
+                        }
+                    }
+                    if works.is_empty() {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        return;
+                    }
+                    if let Err(e) = worker.process(works).await {
+                        // Unanswered jobs come back after their ack wait; leases expire.
+                        warn!(error = %e, "a batch failed; its jobs will be redelivered");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            })
+            .await;
+        info!(%channel, "worker stopped");
+        Ok(())
+    }
+
+    /// Handles one batch of pulled jobs, answering each. The "process one" path for tests.
+    pub async fn process(&self, works: Vec<Work>) -> Result<Vec<Handled>, DeliveryError> {
+        let policy = self.courier.policy();
+        let mut handled = Vec::with_capacity(works.len());
+        let mut jobs: Vec<(Work, DeliveryJob)> = Vec::with_capacity(works.len());
+        for work in works {
+            match DeliveryJob::decode(work.payload()) {
+                Ok(job) => jobs.push((work, job)),
+                Err(e) => {
+                    error!(error = %e, "an undecodable delivery job; terminating it");
+                    let _ = work.term().await;
+                    handled.push(Handled::Poison);
+                }
+            }
+        }
+        let keys: Vec<String> = jobs.iter().map(|(_, job)| job.delivery_key.clone()).collect();
+        let claim_policy = ClaimPolicy {
+            channel: self.courier.channel(),
+            lease: self.config.lease,
+            supersede_stale: policy.supersede_stale,
+            resend_unknown: policy.unknown == UnknownPolicy::ResendOnce,
+        };
+        let (claims, superseded) =
+            self.store.claim_deliveries(&keys, &self.config.owner, claim_policy).await?;
+        if superseded > 0 {
+            info!(superseded, "stale messages superseded by newer ones");
+        }
+
+        let mut to_send: Vec<(Work, DeliveryJob, Claimed)> = Vec::new();
+        for ((work, job), claim) in jobs.into_iter().zip(claims) {
+            match claim {
+                ClaimResult::Claimed(claimed) => to_send.push((work, job, claimed)),
+                ClaimResult::Finished { state } => {
+                    answer(work.ack().await);
+                    handled.push(Handled::AlreadyDone { key: job.delivery_key, state });
+                }
+                ClaimResult::NotYet { wait } => {
+                    let wait = wait.min(Duration::from_secs(3600));
+                    answer(work.nak(wait).await);
+                    handled.push(Handled::Deferred { key: job.delivery_key, wait });
+                }
+                ClaimResult::Missing => {
+                    error!(delivery_key = %job.delivery_key, "a job without a ledger row; terminating it");
+                    answer(work.term().await);
+                    handled.push(Handled::Poison);
+                }
+            }
+        }
+        if to_send.is_empty() {
+            return Ok(handled);
+        }
+        handled.extend(self.send_claimed(to_send).await?);
+        Ok(handled)
+    }
+
+    async fn send_claimed(
+        &self,
+        claimed: Vec<(Work, DeliveryJob, Claimed)>,
+    ) -> Result<Vec<Handled>, DeliveryError> {
+        let subscriber_ids: Vec<SubscriberId> = claimed.iter().map(|(_, _, c)| c.subscriber_id).collect();
+        let mut subscribers = self.store.subscribers_for_delivery(&subscriber_ids).await?;
+        let mut incidents: HashMap<EventId, IncidentAsOf> = HashMap::new();
+        for (_, _, c) in &claimed {
+            if !incidents.contains_key(&c.event_id) {
+                let as_of = self
+                    .store
+                    .incident_as_of(c.incident_id, c.event_version)
+                    .await?
+                    .ok_or_else(|| DeliveryError::UnknownEvent(c.event_id.to_string()))?;
+                incidents.insert(c.event_id, as_of);
+            }
+        }
+
+        let policy = self.courier.policy();
+        let attempts = claimed.into_iter().map(|(work, job, claim)| {
+            let subscriber = subscribers.remove(&claim.subscriber_id);
+            let as_of = incidents[&claim.event_id].clone();
+            async move {
+                let started = Instant::now();
+                let outcome = match subscriber {
+                    None => Err("the subscriber was deleted; their contact details are gone".to_owned()),
+                    Some((subscriber, _)) if claim.channel == tocsin_core::Channel::Webhook
+                        && subscriber.webhook_disabled.is_some() =>
+                    {
+                        Err(format!(
+                            "the webhook endpoint is disabled: {}",
+                            subscriber.webhook_disabled.unwrap_or_default()
+                        ))
+                    }
+                    Some((subscriber, secret)) => {
+                        if claim.after_lost_attempt && policy.unknown == UnknownPolicy::Reconcile {
+                            // The previous holder may have sent it: no blind resend.
+                            Ok(SendOutcome::Unknown {
+                                reason: "a worker stopped mid-send; awaiting the provider's status callback".into(),
+                            })
+                        } else {
+                            let message = self.message(&claim, as_of, subscriber, secret);
+                            Ok(self.send_with_progress(&work, &message).await)
+                        }
+                    }
+                };
+                (work, job, claim, outcome, started.elapsed())
+            }
+        });
+        let results: Vec<_> = stream::iter(attempts)
+            .buffer_unordered(self.config.send_concurrency)
+            .collect()
+            .await;
+
+        let now = OffsetDateTime::now_utc();
+        let mut records = Vec::with_capacity(results.len());
+        let mut answers = Vec::with_capacity(results.len());
+        let mut disable = Vec::new();
+        for (work, job, claim, outcome, elapsed) in results {
+            // A webhook endpoint that is gone (410), or that failed through a whole retry
+            // schedule, is disabled so later messages stop trying it.
+            if claim.channel == tocsin_core::Channel::Webhook {
+                match &outcome {
+                    Ok(SendOutcome::Gone { reason }) => disable.push((claim.clone(), reason.clone())),
+                    Ok(SendOutcome::Transient { reason, retry_after })
+                        if policy.retry.after_failure(claim.attempt, Duration::ZERO, *retry_after, 0.0)
+                            == Retry::GiveUp =>
+                    {
+                        disable.push((claim.clone(), format!("failed through every retry: {reason}")));
+                    }
+                    _ => {}
+                }
+            }
+            let (record, reply, handled) = self.decide(&job, &claim, outcome, elapsed, now);
+            records.push(record);
+            answers.push((work, job, reply, handled));
+        }
+        // The ledger first, then JetStream: a crash in between redelivers jobs whose outcome
+        // is already recorded, and the claim finds them finished.
+        self.store.record_attempts(&self.config.owner, &records).await?;
+        for (claim, reason) in disable {
+            warn!(subscriber_id = %claim.subscriber_id, %reason, "webhook endpoint disabled");
+            self.store
+                .disable_webhook(claim.subscriber_id, claim.incident_id, claim.event_id, &reason)
+                .await?;
+        }
+        let mut handled = Vec::with_capacity(answers.len());
+        for (work, job, reply, outcome) in answers {
+            match reply {
+                Reply::Ack => answer(work.ack().await),
+                Reply::Nak(delay) => answer(work.nak(delay).await),
+                Reply::Dead(reason) => {
+                    if let Err(e) = self.bus.publish_dead_letter(&job, &reason).await {
+                        warn!(error = %e, delivery_key = %job.delivery_key, "could not publish the dead letter; the ledger has it");
+                    }
+                    answer(work.ack().await);
+                }
+            }
+            handled.push(outcome);
+        }
+        Ok(handled)
+    }
+
+    fn message(
+        &self,
+        claim: &Claimed,
+        as_of: IncidentAsOf,
+        subscriber: tocsin_core::Subscriber,
+        webhook_secret: Option<String>,
+    ) -> Message {
+        let key = DeliveryKey::derive(claim.event_id, claim.subscriber_id, claim.channel);
+        let mut notice = Notice::new(self.config.company.clone(), &as_of.incident, &as_of.event, &key);
+        if let Some(url) = &self.config.status_page_url {
+            notice = notice.with_status_page_url(url.clone());
+        }
+        Message {
+            key,
+            attempt: claim.attempt,
+            notice,
+            incident: as_of.incident,
+            event: as_of.event,
+            opening_event_id: as_of.opening_event_id,
+            subscriber,
+            webhook_secret,
+        }
+    }
+
+    /// Sends one message, telling JetStream the job is in progress while the send lasts.
+    async fn send_with_progress(&self, work: &Work, message: &Message) -> SendOutcome {
+        if let Some(limiter) = &self.limiter {
+            limiter.until_ready().await;
+        }
+        let send = self.courier.send(message);
+        tokio::pin!(send);
+        let mut ticks = tokio::time::interval(self.config.lease / 3);
+        ticks.tick().await;
+        loop {
+            tokio::select! {
+                outcome = &mut send => return outcome,
+                _ = ticks.tick() => {
+                    if let Err(e) = work.progress().await {
+                        warn!(error = %e, "could not report progress");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Turns an attempt's outcome into a ledger state and a JetStream answer.
+    fn decide(
+        &self,
+        job: &DeliveryJob,
+        claim: &Claimed,
+        outcome: Result<SendOutcome, String>,
+        elapsed: Duration,
+        now: OffsetDateTime,
+    ) -> (AttemptOutcome, Reply, Handled) {
+        let policy = self.courier.policy();
+        let key = job.delivery_key.clone();
+        let mut detail = serde_json::json!({ "latency_ms": elapsed.as_millis() as u64 });
+        let record = |state: &'static str, next: Option<OffsetDateTime>, provider_id: Option<String>,
+                      error: Option<String>, detail: serde_json::Value| AttemptOutcome {
+            delivery_key: key.clone(),
+            incident_id: claim.incident_id,
+            event_id: claim.event_id,
+            state,
+            next_attempt_at: next,
+            provider_id,
+            error,
+            detail,
+        };
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(reason) => {
+                detail["reason"] = reason.clone().into();
+                info!(delivery_key = %key, %reason, "delivery skipped");
+                return (
+                    record("skipped", None, None, Some(reason.clone()), detail),
+                    Reply::Ack,
+                    Handled::Skipped { key, reason },
+                );
+            }
+        };
+        let name = outcome.as_str();
+        detail["outcome"] = name.into();
+        if !outcome.reason().is_empty() {
+            detail["reason"] = outcome.reason().into();
+        }
+        let age = (now - claim.created_at).try_into().unwrap_or(Duration::ZERO);
+        let retry = |retry_after: Option<Duration>| {
+            policy.retry.after_failure(claim.attempt, age, retry_after, rand::random::<f64>())
+        };
+        let (state, next, reply) = match &outcome {
+            SendOutcome::Delivered { .. } => ("delivered", None, Reply::Ack),
+            SendOutcome::Permanent { .. } => ("failed", None, Reply::Ack),
+            SendOutcome::Gone { .. } => ("failed", None, Reply::Ack),
+            SendOutcome::Transient { retry_after, .. } => match retry(*retry_after) {
+                Retry::After(delay) => ("retrying", Some(now + delay), Reply::Nak(delay)),
+                Retry::GiveUp => ("dead", None, Reply::Dead(outcome.reason().to_owned())),
+            },
+            SendOutcome::Unknown { reason } => match policy.unknown {
+                UnknownPolicy::Resend => match retry(None) {
+                    Retry::After(delay) => ("retrying", Some(now + delay), Reply::Nak(delay)),
+                    Retry::GiveUp => ("dead", None, Reply::Dead(reason.clone())),
+                },
+                UnknownPolicy::ResendOnce if !claim.after_unknown => match retry(None) {
+                    Retry::After(delay) => ("unknown", Some(now + delay), Reply::Nak(delay)),
+                    Retry::GiveUp => ("unknown", None, Reply::Ack),
+                },
+                UnknownPolicy::ResendOnce | UnknownPolicy::Reconcile => ("unknown", None, Reply::Ack),
+            },
+        };
+        if let Some(next) = next {
+            detail["next_attempt_at"] = next.unix_timestamp().into();
+        }
+        let provider_id = match &outcome {
+            SendOutcome::Delivered { provider_id } => provider_id.clone(),
+            _ => None,
+        };
+        match state {
+            "delivered" => debug!(delivery_key = %key, attempt = claim.attempt, "delivered"),
+            "retrying" => warn!(delivery_key = %key, attempt = claim.attempt, reason = outcome.reason(),
+                delay_ms = next.map(|n| (n - now).whole_milliseconds() as i64), "retry scheduled"),
+            _ => warn!(delivery_key = %key, attempt = claim.attempt, state, reason = outcome.reason(),
+                "delivery ended without success"),
+        }
+        let error = (!outcome.reason().is_empty()).then(|| outcome.reason().to_owned());
+        (
+            record(state, next, provider_id, error, detail),
+            reply,
+            Handled::Attempted { key, outcome: name, state },
+        )
+    }
+}
+
+/// How JetStream is answered after the ledger is written.
+enum Reply {
+    Ack,
+    Nak(Duration),
+    /// Dead-lettered: published to the dead-letter subject, then acknowledged.
+    Dead(String),
+}
+
+fn answer(result: Result<(), tocsin_bus::BusError>) {
+    if let Err(e) = result {
+        // The job comes back after its ack wait and finds its recorded outcome.
+        warn!(error = %e, "could not answer JetStream");
+    }
+}

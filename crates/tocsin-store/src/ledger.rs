@@ -1,0 +1,378 @@
+//! The delivery ledger as the workers use it: claims with leases, outcomes, dead letters.
+//!
+//! A worker claims a batch of jobs in one statement. A claim succeeds only for a delivery
+//! that is due (pending, or retrying with its time come, or held by a lease that expired),
+//! whose earlier messages to the same recipient on the same channel are not in flight, so
+//! messages go out in event order. For channels read by people, the same statement first
+//! supersedes older messages that have not gone out yet, so nobody gets a stale "we are
+//! investigating" after the "resolved". Outcomes are recorded in one statement per batch,
+//! together with their trail entries, and only by the worker that holds the lease.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use sqlx::types::Json;
+use time::OffsetDateTime;
+use tocsin_core::{Channel, EventId, IncidentId, SubscriberId};
+use tracing::instrument;
+use uuid::Uuid;
+
+use crate::{Store, StoreError};
+
+/// A delivery this worker now holds.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub delivery_key: String,
+    pub incident_id: IncidentId,
+    pub event_id: EventId,
+    pub event_version: u64,
+    pub subscriber_id: SubscriberId,
+    pub channel: Channel,
+    /// This attempt's number, 1 for the first.
+    pub attempt: u32,
+    /// The previous holder's lease expired mid-send: that attempt's fate is unknown.
+    pub after_lost_attempt: bool,
+    /// The delivery was `unknown` and the channel's policy allows another try.
+    pub after_unknown: bool,
+    pub created_at: OffsetDateTime,
+}
+
+/// What a claim found for one key.
+#[derive(Debug, Clone)]
+pub enum ClaimResult {
+    Claimed(Claimed),
+    /// Nothing left to do: delivered, failed, dead, superseded, skipped, or unknown with no
+    /// resend allowed.
+    Finished { state: String },
+    /// Not due yet (quiet hours, a scheduled retry), or waiting for an earlier message to the
+    /// same recipient, or claimed by a live worker: ask again after `wait`.
+    NotYet { wait: Duration },
+    /// No such delivery: a job without a ledger row (should not happen; the resolver writes
+    /// the row first).
+    Missing,
+}
+
+/// How a channel's claims behave.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimPolicy {
+    pub channel: Channel,
+    /// How long a claim holds before another worker may take the delivery over.
+    pub lease: Duration,
+    /// Supersede older unsent messages to the same recipient (channels read by people).
+    pub supersede_stale: bool,
+    /// Whether a delivery in state `unknown` may be claimed again (email resends once with
+    /// the same Message-ID; SMS never resends blindly).
+    pub resend_unknown: bool,
+}
+
+/// One attempt's outcome, to record.
+#[derive(Debug, Clone)]
+pub struct AttemptOutcome {
+    pub delivery_key: String,
+    pub incident_id: IncidentId,
+    pub event_id: EventId,
+    /// The new state: delivered, retrying, unknown, failed, dead, skipped.
+    pub state: &'static str,
+    pub next_attempt_at: Option<OffsetDateTime>,
+    pub provider_id: Option<String>,
+    pub error: Option<String>,
+    /// The trail entry's data: attempt number, outcome detail, latency.
+    pub detail: serde_json::Value,
+}
+
+/// States after which nothing more happens to a delivery.
+pub const FINAL_STATES: [&str; 6] = ["delivered", "failed", "dead", "superseded", "skipped", "unknown"];
+
+#[derive(sqlx::FromRow)]
+struct ClaimRow {
+    delivery_key: String,
+    incident_id: Uuid,
+    event_id: Uuid,
+    event_version: i64,
+    subscriber_id: Uuid,
+    channel: String,
+    attempts: i32,
+    previous_state: String,
+    created_at: OffsetDateTime,
+}
+
+#[derive(sqlx::FromRow)]
+struct StateRow {
+    delivery_key: String,
+    state: String,
+    wait_ms: Option<f64>,
+}
+
+impl Store {
+    /// Claims what it can of `keys` for `owner`, superseding stale messages first when the
+    /// policy says so. Returns one result per key, in input order, and the keys superseded.
+    #[instrument(skip_all, fields(channel = %policy.channel, keys = keys.len()))]
+    pub async fn claim_deliveries(
+        &self,
+        keys: &[String],
+        owner: &str,
+        policy: ClaimPolicy,
+    ) -> Result<(Vec<ClaimResult>, u64), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let superseded = if policy.supersede_stale {
+            // Older messages to the same recipients that have not gone out, and messages
+            // about an incident that has since closed (other than the closing one itself).
+            let done = sqlx::query(
+                "WITH batch AS (
+                     SELECT incident_id, subscriber_id, channel, max(event_version) AS version
+                     FROM deliveries WHERE delivery_key = ANY($1) GROUP BY 1, 2, 3
+                 ), stale AS (
+                     SELECT d.delivery_key, d.incident_id, d.event_id FROM deliveries d
+                     JOIN batch b USING (incident_id, subscriber_id, channel)
+                     WHERE d.event_version < b.version AND d.state IN ('pending', 'retrying')
+                     UNION
+                     SELECT d.delivery_key, d.incident_id, d.event_id FROM deliveries d
+                     JOIN incidents i USING (incident_id)
+                     WHERE d.delivery_key = ANY($1) AND d.state IN ('pending', 'retrying')
+                       AND i.status IN ('resolved', 'completed') AND i.version > d.event_version
+                       AND NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = d.event_id
+                                       AND e.kind IN ('resolved', 'maintenance_completed'))
+                 ), marked AS (
+                     UPDATE deliveries d SET state = 'superseded', finished_at = now(),
+                         updated_at = now()
+                     FROM stale WHERE d.delivery_key = stale.delivery_key
+                     RETURNING d.delivery_key, d.incident_id, d.event_id
+                 )
+                 INSERT INTO delivery_trail (incident_id, event_id, kind, delivery_key, data)
+                 SELECT incident_id, event_id, 'superseded', delivery_key,
+                        '{\"reason\": \"a newer message to the same recipient replaced it\"}'
+                 FROM marked",
+            )
+            .bind(keys)
+            .execute(&mut *tx)
+            .await?;
+            done.rows_affected()
+        } else {
+            0
+        };
+
+        let lease_ms = policy.lease.as_millis() as f64;
+        let claimed: Vec<ClaimRow> = sqlx::query_as(
+            "WITH due AS (
+                 SELECT d.delivery_key, d.state AS previous_state FROM deliveries d
+                 WHERE d.delivery_key = ANY($1)
+                   AND (d.state IN ('pending', 'retrying')
+                        OR (d.state = 'sending' AND d.lease_expires_at < now())
+                        OR (d.state = 'unknown' AND $4))
+                   AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= now())
+                   AND (d.send_after IS NULL OR d.send_after <= now())
+                   AND NOT EXISTS (
+                       SELECT 1 FROM deliveries e
+                       WHERE e.incident_id = d.incident_id AND e.subscriber_id = d.subscriber_id
+                         AND e.channel = d.channel AND e.event_version < d.event_version
+                         AND e.state IN ('pending', 'sending', 'retrying'))
+                 FOR UPDATE OF d SKIP LOCKED
+             )
+             UPDATE deliveries d SET state = 'sending', lease_owner = $2,
+                 lease_expires_at = now() + make_interval(secs => $3 / 1000.0),
+                 attempts = d.attempts + 1, updated_at = now()
+             FROM due WHERE d.delivery_key = due.delivery_key
+             RETURNING d.delivery_key, d.incident_id, d.event_id, d.event_version,
+                 d.subscriber_id, d.channel, d.attempts, due.previous_state, d.created_at",
+        )
+        .bind(keys)
+        .bind(owner)
+        .bind(lease_ms)
+        .bind(policy.resend_unknown)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut by_key: HashMap<String, ClaimResult> = HashMap::with_capacity(keys.len());
+        for row in claimed {
+            let channel = row
+                .channel
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("unknown channel {:?}", row.channel)))?;
+            by_key.insert(
+                row.delivery_key.clone(),
+                ClaimResult::Claimed(Claimed {
+                    delivery_key: row.delivery_key,
+                    incident_id: row.incident_id.into(),
+                    event_id: row.event_id.into(),
+                    event_version: u64::try_from(row.event_version).unwrap_or_default(),
+                    subscriber_id: row.subscriber_id.into(),
+                    channel,
+                    attempt: u32::try_from(row.attempts).unwrap_or(u32::MAX),
+                    after_lost_attempt: row.previous_state == "sending",
+                    after_unknown: row.previous_state == "unknown",
+                    created_at: row.created_at,
+                }),
+            );
+        }
+        let others: Vec<&String> = keys.iter().filter(|k| !by_key.contains_key(*k)).collect();
+        if !others.is_empty() {
+            let rows: Vec<StateRow> = sqlx::query_as(
+                "SELECT delivery_key, state,
+                        extract(epoch FROM greatest(next_attempt_at, send_after,
+                            CASE WHEN state = 'sending' THEN lease_expires_at END) - now()) * 1000
+                            AS wait_ms
+                 FROM deliveries WHERE delivery_key = ANY($1)",
+            )
+            .bind(&others)
+            .fetch_all(&mut *tx)
+            .await?;
+            for row in rows {
+                let resendable = row.state == "unknown" && policy.resend_unknown;
+                let result = if FINAL_STATES.contains(&row.state.as_str()) && !resendable {
+                    ClaimResult::Finished { state: row.state }
+                } else {
+                    // Due later, or behind an earlier message, or another worker's.
+                    let wait = row.wait_ms.filter(|ms| *ms > 0.0).map_or(
+                        Duration::from_millis(500),
+                        |ms| Duration::from_millis(ms as u64 + 10),
+                    );
+                    ClaimResult::NotYet { wait }
+                };
+                by_key.insert(row.delivery_key, result);
+            }
+        }
+        tx.commit().await?;
+        Ok((
+            keys.iter()
+                .map(|k| by_key.remove(k).unwrap_or(ClaimResult::Missing))
+                .collect(),
+            superseded,
+        ))
+    }
+
+    /// Records outcomes and their trail entries in one statement. Only rows still leased by
+    /// `owner` change: a worker whose lease expired and was taken over records nothing.
+    #[instrument(skip_all, fields(outcomes = outcomes.len()))]
+    pub async fn record_attempts(
+        &self,
+        owner: &str,
+        outcomes: &[AttemptOutcome],
+    ) -> Result<u64, StoreError> {
+        if outcomes.is_empty() {
+            return Ok(0);
+        }
+        let keys: Vec<&str> = outcomes.iter().map(|o| o.delivery_key.as_str()).collect();
+        let states: Vec<&str> = outcomes.iter().map(|o| o.state).collect();
+        let next: Vec<Option<OffsetDateTime>> = outcomes.iter().map(|o| o.next_attempt_at).collect();
+        let providers: Vec<Option<&str>> = outcomes.iter().map(|o| o.provider_id.as_deref()).collect();
+        let errors: Vec<Option<&str>> = outcomes.iter().map(|o| o.error.as_deref()).collect();
+        let details: Vec<Json<&serde_json::Value>> = outcomes.iter().map(|o| Json(&o.detail)).collect();
+        let done = sqlx::query(
+            "WITH o AS (
+                 SELECT * FROM UNNEST($2::text[], $3::text[], $4::timestamptz[], $5::text[],
+                     $6::text[], $7::jsonb[]) AS o(delivery_key, state, next_at, provider_id,
+                     error, detail)
+             ), updated AS (
+                 UPDATE deliveries d SET state = o.state, next_attempt_at = o.next_at,
+                     provider_id = coalesce(o.provider_id, d.provider_id), last_error = o.error,
+                     lease_owner = NULL, lease_expires_at = NULL, updated_at = now(),
+                     finished_at = CASE WHEN o.state IN ('retrying') THEN NULL ELSE now() END
+                 FROM o
+                 WHERE d.delivery_key = o.delivery_key AND d.lease_owner = $1
+                   AND d.state = 'sending'
+                 RETURNING d.delivery_key, d.incident_id, d.event_id, d.channel, d.attempts,
+                     o.state, o.detail
+             )
+             INSERT INTO delivery_trail (incident_id, event_id, kind, delivery_key, data)
+             SELECT incident_id, event_id, state, delivery_key,
+                    detail || jsonb_build_object('channel', channel, 'attempt', attempts)
+             FROM updated",
+        )
+        .bind(owner)
+        .bind(&keys)
+        .bind(&states)
+        .bind(&next)
+        .bind(&providers)
+        .bind(&errors)
+        .bind(&details)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Dead letters back to pending, with their attempts reset: for an operator who fixed the
+    /// cause. Filters are optional. Returns the deliveries to publish again.
+    #[instrument(skip(self))]
+    pub async fn revive_dead_letters(
+        &self,
+        incident_id: Option<IncidentId>,
+        channel: Option<Channel>,
+    ) -> Result<Vec<crate::NewDelivery>, StoreError> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            delivery_key: String,
+            incident_id: Uuid,
+            event_id: Uuid,
+            event_version: i64,
+            subscriber_id: Uuid,
+            channel: String,
+        }
+        let rows: Vec<Row> = sqlx::query_as(
+            "WITH revived AS (
+                 UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = NULL,
+                     finished_at = NULL, updated_at = now()
+                 WHERE state = 'dead' AND ($1::uuid IS NULL OR incident_id = $1)
+                   AND ($2::text IS NULL OR channel = $2)
+                 RETURNING delivery_key, incident_id, event_id, event_version, subscriber_id,
+                     channel
+             ), trail AS (
+                 INSERT INTO delivery_trail (incident_id, event_id, kind, delivery_key, data)
+                 SELECT incident_id, event_id, 'replayed', delivery_key, '{}' FROM revived
+             )
+             SELECT * FROM revived ORDER BY event_version",
+        )
+        .bind(incident_id.map(|id| *id.as_uuid()))
+        .bind(channel.map(|c| c.as_str()))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(crate::NewDelivery {
+                    delivery_key: row.delivery_key,
+                    incident_id: row.incident_id.into(),
+                    event_id: row.event_id.into(),
+                    event_version: u64::try_from(row.event_version).unwrap_or_default(),
+                    subscriber_id: row.subscriber_id.into(),
+                    channel: row
+                        .channel
+                        .parse()
+                        .map_err(|_| StoreError::Corrupt(format!("unknown channel {:?}", row.channel)))?,
+                    send_after: None,
+                })
+            })
+            .collect()
+    }
+
+    /// Records a provider's later word on a delivery (a Twilio status callback): delivered,
+    /// or failed with a reason. The delivery is found by its key (carried in the callback
+    /// URL, so even an attempt whose reply was lost is reconciled) or else by the provider's
+    /// id. Returns false when no such delivery awaits news.
+    #[instrument(skip(self, detail))]
+    pub async fn record_provider_status(
+        &self,
+        delivery_key: Option<&str>,
+        provider_id: Option<&str>,
+        state: &'static str,
+        detail: serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "WITH updated AS (
+                 UPDATE deliveries SET state = $2, updated_at = now(), finished_at = now(),
+                     provider_id = coalesce(provider_id, $4)
+                 WHERE (delivery_key = $1 OR ($1 IS NULL AND provider_id = $4))
+                   AND state IN ('delivered', 'unknown', 'sending')
+                 RETURNING delivery_key, incident_id, event_id, channel
+             )
+             INSERT INTO delivery_trail (incident_id, event_id, kind, delivery_key, data)
+             SELECT incident_id, event_id, $2, delivery_key,
+                    $3 || jsonb_build_object('channel', channel, 'source', 'provider callback')
+             FROM updated",
+        )
+        .bind(delivery_key)
+        .bind(state)
+        .bind(Json(detail))
+        .bind(provider_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+}
