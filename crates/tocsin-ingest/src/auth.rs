@@ -23,20 +23,30 @@ pub struct Authenticator {
 
 impl Authenticator {
     pub fn new(tokens: &PublisherTokens) -> Self {
-        let digests = tokens.iter().map(|(name, token)| (name.to_owned(), digest(token))).collect();
-        Self { digests: Arc::new(digests) }
+        let digests = tokens
+            .iter()
+            .map(|(name, token)| (name.to_owned(), digest(token)))
+            .collect();
+        Self {
+            digests: Arc::new(digests),
+        }
     }
 
     /// The publisher the request's token belongs to.
     pub fn authenticate(&self, metadata: &MetadataMap) -> Result<Publisher, Status> {
-        let header = metadata
-            .get("authorization")
-            .ok_or_else(|| Status::unauthenticated("missing `authorization: Bearer <token>` metadata"))?;
+        let header = metadata.get("authorization").ok_or_else(|| {
+            Status::unauthenticated("missing `authorization: Bearer <token>` metadata")
+        })?;
         let token = header
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .ok_or_else(|| Status::unauthenticated("authorization metadata must be `Bearer <token>`"))?;
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .ok_or_else(|| {
+                Status::unauthenticated("authorization metadata must be `Bearer <token>`")
+            })?;
         let presented = digest(token.trim().as_bytes());
         // Every entry is compared, match or not, so timing says nothing about which matched.
         let mut found: Option<&str> = None;

@@ -27,7 +27,11 @@ pub struct ServeArgs {
     #[arg(long, env = "TOCSIN_MIGRATE", default_value_t = false, action = clap::ArgAction::Set)]
     pub migrate: bool,
     /// How long publisher idempotency keys are kept, in hours (at least 24).
-    #[arg(long, env = "TOCSIN_IDEMPOTENCY_RETENTION_HOURS", default_value_t = 168)]
+    #[arg(
+        long,
+        env = "TOCSIN_IDEMPOTENCY_RETENTION_HOURS",
+        default_value_t = 168
+    )]
     pub idempotency_retention_hours: u32,
     /// Development allow-list of webhook hosts, IPs or CIDR networks that may be private or
     /// plain http, comma-separated (e.g. `127.0.0.1,localhost`). Empty: https to public
@@ -59,7 +63,6 @@ impl RelayArgs {
     }
 }
 
-
 /// The publishers allowed to call the API and their bearer tokens.
 #[derive(Clone, Default)]
 pub struct PublisherTokens {
@@ -69,7 +72,9 @@ pub struct PublisherTokens {
 impl fmt::Debug for PublisherTokens {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let names: Vec<&str> = self.entries.iter().map(|(name, _)| name.as_str()).collect();
-        f.debug_struct("PublisherTokens").field("publishers", &names).finish_non_exhaustive()
+        f.debug_struct("PublisherTokens")
+            .field("publishers", &names)
+            .finish_non_exhaustive()
     }
 }
 
@@ -82,11 +87,20 @@ impl PublisherTokens {
         let mut seen = HashSet::new();
         for (name, token) in pairs {
             let (name, token) = (name.into(), token.into());
-            if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-                return Err(format!("publisher name {name:?} must be 1-64 characters of a-z, 0-9, '-', '_', '.'"));
+            if name.is_empty()
+                || name.len() > 64
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(format!(
+                    "publisher name {name:?} must be 1-64 characters of a-z, 0-9, '-', '_', '.'"
+                ));
             }
             if token.len() < 16 {
-                return Err(format!("the token of publisher {name:?} is shorter than 16 characters"));
+                return Err(format!(
+                    "the token of publisher {name:?} is shorter than 16 characters"
+                ));
             }
             if !seen.insert(name.clone()) {
                 return Err(format!("publisher {name:?} is listed twice"));
@@ -94,13 +108,17 @@ impl PublisherTokens {
             entries.push((name, SecretString::from(token)));
         }
         if entries.is_empty() {
-            return Err("no publisher tokens configured (TOCSIN_PUBLISHER_TOKENS=name=token,...)".into());
+            return Err(
+                "no publisher tokens configured (TOCSIN_PUBLISHER_TOKENS=name=token,...)".into(),
+            );
         }
         Ok(Self { entries })
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.entries.iter().map(|(name, token)| (name.as_str(), token.expose_secret().as_bytes()))
+        self.entries
+            .iter()
+            .map(|(name, token)| (name.as_str(), token.expose_secret().as_bytes()))
     }
 }
 
@@ -113,7 +131,12 @@ pub fn parse_publishers(raw: &str) -> Result<PublisherTokens, String> {
         .map(|pair| {
             pair.split_once('=')
                 .map(|(n, t)| (n.trim().to_owned(), t.trim().to_owned()))
-                .ok_or_else(|| format!("{:?} is not of the form name=token", pair.split('=').next().unwrap_or("")))
+                .ok_or_else(|| {
+                    format!(
+                        "{:?} is not of the form name=token",
+                        pair.split('=').next().unwrap_or("")
+                    )
+                })
         })
         .collect::<Result<Vec<_>, _>>()?;
     PublisherTokens::new(pairs)
@@ -154,7 +177,10 @@ mod tests {
     #[test]
     fn publishers_parse_and_never_print_tokens() {
         let p = parse_publishers("monitoring=0123456789abcdef, deploy = fedcba9876543210").unwrap();
-        assert_eq!(p.iter().map(|(n, _)| n).collect::<Vec<_>>(), ["monitoring", "deploy"]);
+        assert_eq!(
+            p.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            ["monitoring", "deploy"]
+        );
         assert!(!format!("{p:?}").contains("0123456789abcdef"));
         assert!(parse_publishers("").is_err());
         assert!(parse_publishers("nopair").is_err());

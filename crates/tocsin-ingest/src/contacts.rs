@@ -24,11 +24,17 @@ pub(crate) struct ContactChecker<'a> {
 
 impl<'a> ContactChecker<'a> {
     pub(crate) fn new(policy: &'a UrlPolicy) -> Self {
-        Self { policy, resolved: HashMap::new() }
+        Self {
+            policy,
+            resolved: HashMap::new(),
+        }
     }
 
     /// Validates and normalises every contact point given; empty strings mean "none".
-    pub(crate) async fn check(&mut self, wire: Option<v1::Contacts>) -> Result<Contacts, DomainError> {
+    pub(crate) async fn check(
+        &mut self,
+        wire: Option<v1::Contacts>,
+    ) -> Result<Contacts, DomainError> {
         let wire = wire.unwrap_or_default();
         let email = non_empty(wire.email).map(|raw| email(&raw)).transpose()?;
         let phone = non_empty(wire.phone).map(|raw| phone(&raw)).transpose()?;
@@ -36,12 +42,18 @@ impl<'a> ContactChecker<'a> {
             Some(raw) => Some(self.webhook_url(&raw).await?),
             None => None,
         };
-        Ok(Contacts { email, phone, webhook_url })
+        Ok(Contacts {
+            email,
+            phone,
+            webhook_url,
+        })
     }
 
     async fn webhook_url(&mut self, raw: &str) -> Result<String, DomainError> {
         let url = WebhookUrl::parse(raw, self.policy).map_err(|e| match e {
-            DomainError::Invalid { reason, .. } => DomainError::invalid("contacts.webhook_url", reason),
+            DomainError::Invalid { reason, .. } => {
+                DomainError::invalid("contacts.webhook_url", reason)
+            }
             other => other,
         })?;
         if url.literal_ip().is_none() {
@@ -64,9 +76,11 @@ async fn resolve_publicly(policy: &UrlPolicy, host: &str, port: u16) -> Result<(
         return Ok(());
     }
     let invalid = |reason: String| DomainError::invalid("contacts.webhook_url", reason);
-    let addresses = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|_| invalid(format!("{host} does not resolve; use a name with a public address")))?;
+    let addresses = tokio::net::lookup_host((host, port)).await.map_err(|_| {
+        invalid(format!(
+            "{host} does not resolve; use a name with a public address"
+        ))
+    })?;
     for address in addresses {
         let ip = address.ip();
         if let Some(range) = forbidden_range(ip) {
@@ -88,7 +102,12 @@ fn non_empty(raw: String) -> Option<String> {
 fn email(raw: &str) -> Result<String, DomainError> {
     lettre::Address::from_str(raw)
         .map(|address| address.to_string())
-        .map_err(|e| DomainError::invalid("contacts.email", format!("{raw:?} is not an email address ({e})")))
+        .map_err(|e| {
+            DomainError::invalid(
+                "contacts.email",
+                format!("{raw:?} is not an email address ({e})"),
+            )
+        })
 }
 
 fn phone(raw: &str) -> Result<String, DomainError> {
@@ -101,7 +120,9 @@ fn phone(raw: &str) -> Result<String, DomainError> {
     let number = phonenumber::parse(None, raw)
         .map_err(|e| invalid(format!("{raw:?} is not a phone number ({e})")))?;
     if !phonenumber::is_valid(&number) {
-        return Err(invalid(format!("{raw:?} is not a valid number for its country")));
+        return Err(invalid(format!(
+            "{raw:?} is not a valid number for its country"
+        )));
     }
     Ok(number.format().mode(phonenumber::Mode::E164).to_string())
 }
@@ -111,19 +132,33 @@ mod tests {
     use super::*;
 
     fn contacts(email: &str, phone: &str, url: &str) -> Option<v1::Contacts> {
-        Some(v1::Contacts { email: email.into(), phone: phone.into(), webhook_url: url.into() })
+        Some(v1::Contacts {
+            email: email.into(),
+            phone: phone.into(),
+            webhook_url: url.into(),
+        })
     }
 
     async fn check(policy: &UrlPolicy, wire: Option<v1::Contacts>) -> Result<Contacts, String> {
-        ContactChecker::new(policy).check(wire).await.map_err(|e| e.to_string())
+        ContactChecker::new(policy)
+            .check(wire)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     #[tokio::test]
     async fn good_contacts_are_normalised() {
         let strict = UrlPolicy::strict();
-        let c = check(&strict, contacts(" ops@example.com ", "+1 415 555 2671", "https://93.184.216.34/hook"))
-            .await
-            .unwrap();
+        let c = check(
+            &strict,
+            contacts(
+                " ops@example.com ",
+                "+1 415 555 2671",
+                "https://93.184.216.34/hook",
+            ),
+        )
+        .await
+        .unwrap();
         assert_eq!(c.email.as_deref(), Some("ops@example.com"));
         assert_eq!(c.phone.as_deref(), Some("+14155552671"));
         assert_eq!(c.webhook_url.as_deref(), Some("https://93.184.216.34/hook"));
@@ -138,11 +173,26 @@ mod tests {
             (contacts("a@b@c", "", ""), "contacts.email"),
             (contacts("", "4155552671", ""), "contacts.phone"),
             (contacts("", "+1 123", ""), "contacts.phone"),
-            (contacts("", "", "http://93.184.216.34/hook"), "contacts.webhook_url"),
-            (contacts("", "", "https://127.0.0.1/hook"), "contacts.webhook_url"),
-            (contacts("", "", "https://[::ffff:10.0.0.1]/hook"), "contacts.webhook_url"),
-            (contacts("", "", "https://169.254.169.254/latest"), "contacts.webhook_url"),
-            (contacts("", "", "https://localhost/hook"), "contacts.webhook_url"),
+            (
+                contacts("", "", "http://93.184.216.34/hook"),
+                "contacts.webhook_url",
+            ),
+            (
+                contacts("", "", "https://127.0.0.1/hook"),
+                "contacts.webhook_url",
+            ),
+            (
+                contacts("", "", "https://[::ffff:10.0.0.1]/hook"),
+                "contacts.webhook_url",
+            ),
+            (
+                contacts("", "", "https://169.254.169.254/latest"),
+                "contacts.webhook_url",
+            ),
+            (
+                contacts("", "", "https://localhost/hook"),
+                "contacts.webhook_url",
+            ),
         ] {
             let err = check(&strict, wire.clone()).await.unwrap_err();
             assert!(err.contains(field), "{wire:?}: {err}");
@@ -152,7 +202,12 @@ mod tests {
     #[tokio::test]
     async fn the_development_allow_list_admits_local_receivers() {
         let dev = UrlPolicy::from_list("127.0.0.1").unwrap();
-        let c = check(&dev, contacts("", "", "http://127.0.0.1:9000/hooks/a")).await.unwrap();
-        assert_eq!(c.webhook_url.as_deref(), Some("http://127.0.0.1:9000/hooks/a"));
+        let c = check(&dev, contacts("", "", "http://127.0.0.1:9000/hooks/a"))
+            .await
+            .unwrap();
+        assert_eq!(
+            c.webhook_url.as_deref(),
+            Some("http://127.0.0.1:9000/hooks/a")
+        );
     }
 }

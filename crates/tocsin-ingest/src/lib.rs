@@ -66,13 +66,21 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let hub = watch::WatchHub::start(store.clone(), shutdown.clone());
     let relay = config.relay.clone().map(|relay_config| {
-        let relay_config = RelayConfig { idempotency_retention: config.idempotency_retention, ..relay_config };
+        let relay_config = RelayConfig {
+            idempotency_retention: config.idempotency_retention,
+            ..relay_config
+        };
         tokio::spawn(Relay::new(store.clone(), bus.clone(), relay_config).run(shutdown.clone()))
     });
 
     let authenticator = auth::Authenticator::new(&config.publishers);
-    let api = IncidentServiceServer::new(service::IncidentApi::new(store.clone(), hub, shutdown.clone()))
-        .max_decoding_message_size(config.max_message_bytes);
+    let api = IncidentServiceServer::new(service::IncidentApi::new(
+        store.clone(),
+        bus.clone(),
+        hub,
+        shutdown.clone(),
+    ))
+    .max_decoding_message_size(config.max_message_bytes);
     let subscribers = SubscriberServiceServer::new(subscribers::SubscriberApi::new(
         store.clone(),
         config.webhook_policy.clone(),
@@ -86,19 +94,32 @@ pub async fn run(
     let api = InterceptedService::new(api, move |request| authenticator.intercept(request));
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_service_status(SERVICE_NAME, tonic_health::ServingStatus::Serving).await;
-    health.set_service_status(SUBSCRIBER_SERVICE_NAME, tonic_health::ServingStatus::Serving).await;
-    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    health
+        .set_service_status(SERVICE_NAME, tonic_health::ServingStatus::Serving)
+        .await;
+    health
+        .set_service_status(
+            SUBSCRIBER_SERVICE_NAME,
+            tonic_health::ServingStatus::Serving,
+        )
+        .await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(tocsin_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("building the reflection service")?;
 
-    let addr = listener.local_addr().context("reading the listener's address")?;
+    let addr = listener
+        .local_addr()
+        .context("reading the listener's address")?;
     info!(%addr, relay = config.relay.is_some(), "ingest serving gRPC");
     Server::builder()
-        .layer(MapResponseLayer::new(status::oversized_as_resource_exhausted::<tonic::body::Body>))
+        .layer(MapResponseLayer::new(
+            status::oversized_as_resource_exhausted::<tonic::body::Body>,
+        ))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(api)

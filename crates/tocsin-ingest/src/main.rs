@@ -5,12 +5,16 @@ use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
 use tocsin_bus::{Bus, BusConfig};
 use tocsin_ingest::config::{Connections, RelayArgs, ServeArgs};
-use tocsin_ingest::{relay, IngestConfig, Relay};
-use tocsin_runtime::{init_tracing, Shutdown};
+use tocsin_ingest::{IngestConfig, Relay, relay};
+use tocsin_runtime::{Shutdown, init_tracing};
 use tocsin_store::Store;
 
 #[derive(Debug, Parser)]
-#[command(name = "tocsin-ingest", version, about = "Tocsin ingest: gRPC incident events into the PostgreSQL log, relayed to JetStream")]
+#[command(
+    name = "tocsin-ingest",
+    version,
+    about = "Tocsin ingest: gRPC incident events into the PostgreSQL log, relayed to JetStream"
+)]
 struct Cli {
     #[command(flatten)]
     connections: Connections,
@@ -56,23 +60,42 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("migrations applied");
         }
         Command::Rebuild { dry_run } => {
-            let report = store.rebuild_projections(dry_run).await.context("rebuilding projections")?;
-            tracing::info!(events = report.events, incidents = report.incidents, drifted = report.drifted, dry_run, "rebuild finished");
+            let report = store
+                .rebuild_projections(dry_run)
+                .await
+                .context("rebuilding projections")?;
+            tracing::info!(
+                events = report.events,
+                incidents = report.incidents,
+                drifted = report.drifted,
+                dry_run,
+                "rebuild finished"
+            );
         }
         Command::Republish { from_position } => {
-            let bus = Bus::connect(&c.nats_url, bus_config).await.context("connecting to NATS (NATS_URL)")?;
-            let report = relay::republish(&store, &bus, from_position).await.context("republishing")?;
+            let bus = Bus::connect(&c.nats_url, bus_config)
+                .await
+                .context("connecting to NATS (NATS_URL)")?;
+            let report = relay::republish(&store, &bus, from_position)
+                .await
+                .context("republishing")?;
             tracing::info!(events = report.events, last_position = ?report.last_position, "republish finished");
         }
         Command::Relay(args) => {
-            let bus = Bus::connect(&c.nats_url, bus_config).await.context("connecting to NATS (NATS_URL)")?;
-            Relay::new(store, bus, args.relay_config()).run(Shutdown::on_signals()).await;
+            let bus = Bus::connect(&c.nats_url, bus_config)
+                .await
+                .context("connecting to NATS (NATS_URL)")?;
+            Relay::new(store, bus, args.relay_config())
+                .run(Shutdown::on_signals())
+                .await;
         }
         Command::Serve(args) => {
             if args.migrate {
                 store.migrate().await.context("applying migrations")?;
             }
-            let bus = Bus::connect(&c.nats_url, bus_config).await.context("connecting to NATS (NATS_URL)")?;
+            let bus = Bus::connect(&c.nats_url, bus_config)
+                .await
+                .context("connecting to NATS (NATS_URL)")?;
             let listener = tokio::net::TcpListener::bind(args.grpc_addr)
                 .await
                 .with_context(|| format!("binding {}", args.grpc_addr))?;
@@ -80,7 +103,9 @@ async fn main() -> anyhow::Result<()> {
                 publishers: args.publisher_tokens.clone(),
                 max_message_bytes: args.max_message_bytes,
                 relay: args.relay.then(|| args.relay_tuning.relay_config()),
-                idempotency_retention: time::Duration::hours(i64::from(args.idempotency_retention_hours)),
+                idempotency_retention: time::Duration::hours(i64::from(
+                    args.idempotency_retention_hours,
+                )),
                 webhook_policy: tocsin_core::network::UrlPolicy::from_list(&args.webhook_allow)
                     .context("TOCSIN_WEBHOOK_ALLOW")?,
                 fanout: tocsin_resolver::FanoutConfig::default(),

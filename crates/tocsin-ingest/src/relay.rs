@@ -72,8 +72,11 @@ pub async fn publish_in_order(bus: &Bus, events: &[RecordedEvent]) -> (Vec<i64>,
     let mut blocked: HashSet<IncidentId> = HashSet::new();
     let mut first_error = None;
     for wave in waves {
-        let wave: Vec<RecordedEvent> =
-            wave.into_iter().filter(|e| !blocked.contains(&e.incident_id)).cloned().collect();
+        let wave: Vec<RecordedEvent> = wave
+            .into_iter()
+            .filter(|e| !blocked.contains(&e.incident_id))
+            .cloned()
+            .collect();
         if wave.is_empty() {
             break;
         }
@@ -112,7 +115,10 @@ impl Relay {
     /// ones. Returns how many were published. Tests call this to drain deterministically.
     #[instrument(skip(self))]
     pub async fn relay_once(&self) -> Result<usize, RelayError> {
-        let events = self.store.unpublished_events(self.config.batch_size).await?;
+        let events = self
+            .store
+            .unpublished_events(self.config.batch_size)
+            .await?;
         if events.is_empty() {
             return Ok(0);
         }
@@ -120,7 +126,11 @@ impl Relay {
         if !acked.is_empty() {
             self.store.mark_published(&acked).await?;
         }
-        debug!(published = acked.len(), pending = events.len(), "relay round");
+        debug!(
+            published = acked.len(),
+            pending = events.len(),
+            "relay round"
+        );
         match error {
             Some(e) => Err(e.into()),
             None => Ok(acked.len()),
@@ -233,7 +243,11 @@ impl Relay {
             Ok(n) => debug!(pruned = n, "old outbox rows pruned"),
             Err(e) => warn!(error = %e, "outbox pruning failed"),
         }
-        match self.store.prune_idempotency_keys(self.config.idempotency_retention).await {
+        match self
+            .store
+            .prune_idempotency_keys(self.config.idempotency_retention)
+            .await
+        {
             Ok(n) => debug!(pruned = n, "expired idempotency keys pruned"),
             Err(e) => warn!(error = %e, "idempotency key pruning failed"),
         }
@@ -249,7 +263,11 @@ pub struct RepublishReport {
 
 /// Publishes the log again from `from_position`, for a stream that was lost or purged.
 /// Consumers must be idempotent anyway: copies outside the duplicate window are not dropped.
-pub async fn republish(store: &Store, bus: &Bus, from_position: i64) -> Result<RepublishReport, RelayError> {
+pub async fn republish(
+    store: &Store,
+    bus: &Bus,
+    from_position: i64,
+) -> Result<RepublishReport, RelayError> {
     bus.ensure_events_stream().await?;
     let mut report = RepublishReport::default();
     let mut next = from_position;
@@ -263,7 +281,11 @@ pub async fn republish(store: &Store, bus: &Bus, from_position: i64) -> Result<R
             return Err(e.into());
         }
         report.last_position = Some(last.position);
-        info!(republished = report.events, up_to_position = last.position, "republishing the log");
+        info!(
+            republished = report.events,
+            up_to_position = last.position,
+            "republishing the log"
+        );
     }
     Ok(report)
 }

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use futures::Stream;
 use time::OffsetDateTime;
+use tocsin_bus::jobs::JOB_SCHEMA;
+use tocsin_bus::{Bus, DeliveryJob};
 use tocsin_core::{IncidentId, PublishRequest};
 use tocsin_proto::v1::{self, incident_service_server::IncidentService};
 use tocsin_runtime::Shutdown;
@@ -30,6 +32,8 @@ pub struct IncidentApi {
     hub: WatchHub,
     /// Ends watch streams, which would otherwise hold graceful shutdown open forever.
     shutdown: Shutdown,
+    /// Dead-letter replays publish their jobs again.
+    bus: Bus,
 }
 
 impl IncidentApi {
@@ -42,9 +46,44 @@ impl IncidentApi {
             .ok_or_else(|| Status::not_found(format!("incident {id} does not exist")))
     }
 
-    pub fn new(store: Store, hub: WatchHub, shutdown: Shutdown) -> Self {
+    pub fn new(store: Store, bus: Bus, hub: WatchHub, shutdown: Shutdown) -> Self {
         let appender = Appender::start(store.clone());
-        Self { store, appender, hub, shutdown }
+        Self {
+            store,
+            appender,
+            hub,
+            shutdown,
+            bus,
+        }
+    }
+
+    /// Delivery progress per channel, from the ledger.
+    async fn delivery_progress(&self, id: IncidentId) -> Result<Vec<v1::ChannelProgress>, Status> {
+        let mut progress: Vec<v1::ChannelProgress> = Vec::new();
+        for (channel, state, count) in self.store.delivery_counts(id).await.map_err(status)? {
+            let wire = v1::Channel::from(channel) as i32;
+            if progress.last().is_none_or(|p| p.channel != wire) {
+                progress.push(v1::ChannelProgress {
+                    channel: wire,
+                    ..Default::default()
+                });
+            }
+            let entry = progress.last_mut().expect("pushed above");
+            let count = u64::try_from(count).unwrap_or_default();
+            match state.as_str() {
+                "pending" => entry.pending += count,
+                "sending" => entry.sending += count,
+                "retrying" => entry.retrying += count,
+                "delivered" => entry.delivered += count,
+                "unknown" => entry.unknown += count,
+                "failed" => entry.failed += count,
+                "dead" => entry.dead += count,
+                "superseded" => entry.superseded += count,
+                "skipped" => entry.skipped += count,
+                other => warn!(state = other, "a ledger state the API does not know"),
+            }
+        }
+        Ok(progress)
     }
 }
 
@@ -89,8 +128,15 @@ impl IncidentService for IncidentApi {
             .and_then(|r| r.validate(now))
             .map_err(domain_status)?;
         span.record("idempotency_key", publish.idempotency_key.as_str());
-        let appended = self.appender.append(&publisher, publish, now).await.map_err(status)?;
-        span.record("incident_id", tracing::field::display(appended.event.incident_id));
+        let appended = self
+            .appender
+            .append(&publisher, publish, now)
+            .await
+            .map_err(status)?;
+        span.record(
+            "incident_id",
+            tracing::field::display(appended.event.incident_id),
+        );
         info!(
             event_id = %appended.event.event_id,
             version = appended.event.version,
@@ -109,7 +155,9 @@ impl IncidentService for IncidentApi {
     ) -> Result<Response<v1::Incident>, Status> {
         let id = required_incident_id(&request.get_ref().incident_id)?;
         let incident = self.existing_incident(id).await?;
-        Ok(Response::new(v1::Incident::from(&incident)))
+        let mut wire = v1::Incident::from(&incident);
+        wire.delivery = self.delivery_progress(id).await?;
+        Ok(Response::new(wire))
     }
 
     #[instrument(skip_all, fields(incident_id = %request.get_ref().incident_id))]
@@ -133,14 +181,18 @@ impl IncidentService for IncidentApi {
         let after: u64 = if req.page_token.is_empty() {
             0
         } else {
-            req.page_token
-                .parse()
-                .map_err(|_| Status::invalid_argument("page_token: not a token from a previous page"))?
+            req.page_token.parse().map_err(|_| {
+                Status::invalid_argument("page_token: not a token from a previous page")
+            })?
         };
         if after == 0 {
             self.existing_incident(id).await?;
         }
-        let events = self.store.incident_events(id, after, page_size).await.map_err(status)?;
+        let events = self
+            .store
+            .incident_events(id, after, page_size)
+            .await
+            .map_err(status)?;
         let next_page_token = match events.last() {
             Some(last) if events.len() == page_size as usize => last.version.to_string(),
             _ => String::new(),
@@ -152,6 +204,50 @@ impl IncidentService for IncidentApi {
     }
 
     type WatchIncidentStream = WatchStream;
+
+    #[instrument(skip_all)]
+    async fn replay_dead_letters(
+        &self,
+        request: Request<v1::ReplayDeadLettersRequest>,
+    ) -> Result<Response<v1::ReplayDeadLettersResponse>, Status> {
+        let request = request.into_inner();
+        let incident = tocsin_proto::incident_id("incident_id", &request.incident_id)
+            .map_err(domain_status)?;
+        let channel = tocsin_proto::subscribers::channel_filter("channel", request.channel)
+            .map_err(domain_status)?;
+        let revived = self
+            .store
+            .revive_dead_letters(incident, channel)
+            .await
+            .map_err(status)?;
+        let jobs: Vec<DeliveryJob> = revived
+            .iter()
+            .map(|d| DeliveryJob {
+                schema: JOB_SCHEMA,
+                delivery_key: d.delivery_key.clone(),
+                incident_id: *d.incident_id.as_uuid(),
+                event_id: *d.event_id.as_uuid(),
+                event_version: d.event_version,
+                subscriber_id: *d.subscriber_id.as_uuid(),
+                channel: d.channel,
+                send_after: None,
+            })
+            .collect();
+        // The ledger rows are pending again, so a failure here is repaired by replaying again.
+        let tag = format!("replay{}", OffsetDateTime::now_utc().unix_timestamp_nanos());
+        for published in self.bus.republish_jobs(&jobs, &tag).await {
+            published.map_err(|e| {
+                warn!(error = %e, "republishing replayed dead letters failed");
+                Status::unavailable(
+                    "NATS is unavailable; the dead letters are pending again, replay once more",
+                )
+            })?;
+        }
+        info!(replayed = jobs.len(), "dead letters replayed");
+        Ok(Response::new(v1::ReplayDeadLettersResponse {
+            replayed: jobs.len() as u64,
+        }))
+    }
 
     #[instrument(skip_all, fields(incident_id = %request.get_ref().incident_id))]
     async fn watch_incident(

@@ -38,13 +38,18 @@ pub(crate) fn domain_status(e: DomainError) -> Status {
 
 /// gRPC says an over-limit message is RESOURCE_EXHAUSTED; tonic's decoder answers
 /// OUT_OF_RANGE. This rewrites that one answer on the way out.
-pub(crate) fn oversized_as_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
+pub(crate) fn oversized_as_resource_exhausted<B>(
+    mut response: http::Response<B>,
+) -> http::Response<B> {
     let headers = response.headers_mut();
     let is_oversized = headers.get("grpc-status").is_some_and(|s| s == "11")
         && headers
             .get("grpc-message")
             .and_then(|m| m.to_str().ok())
-            .is_some_and(|m| m.contains("message%20length%20too%20large") || m.contains("message length too large"));
+            .is_some_and(|m| {
+                m.contains("message%20length%20too%20large")
+                    || m.contains("message length too large")
+            });
     if is_oversized {
         headers.insert("grpc-status", http::HeaderValue::from_static("8"));
     }

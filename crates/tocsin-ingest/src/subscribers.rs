@@ -38,7 +38,11 @@ pub struct SubscriberApi {
 
 impl SubscriberApi {
     pub fn new(store: Store, webhook_policy: UrlPolicy, fanout: FanoutConfig) -> Self {
-        Self { store, webhook_policy, fanout }
+        Self {
+            store,
+            webhook_policy,
+            fanout,
+        }
     }
 
     /// Validates one request into a write. Errors name the field.
@@ -88,7 +92,12 @@ impl Import {
                 DomainError::Invalid { reason, .. } => reason.clone(),
                 other => other.to_string(),
             };
-            self.summary.errors.push(v1::ImportRowError { row, external_id, field: field_of(e), message });
+            self.summary.errors.push(v1::ImportRowError {
+                row,
+                external_id,
+                field: field_of(e),
+                message,
+            });
         }
     }
 
@@ -99,7 +108,9 @@ impl Import {
             self.summary.updated += 1;
         }
         if let Some(secret) = upserted.new_webhook_secret {
-            self.summary.webhook_secrets.insert(upserted.subscriber.external_id, secret);
+            self.summary
+                .webhook_secrets
+                .insert(upserted.subscriber.external_id, secret);
         }
     }
 
@@ -142,8 +153,16 @@ impl SubscriberService for SubscriberApi {
         request: Request<v1::UpsertSubscriberRequest>,
     ) -> Result<Response<v1::UpsertSubscriberResponse>, Status> {
         let mut checker = ContactChecker::new(&self.webhook_policy);
-        let write = self.write(&mut checker, request.into_inner()).await.map_err(domain_status)?;
-        let upserted = self.store.upsert_subscribers(&[write]).await.map_err(status)?.remove(0);
+        let write = self
+            .write(&mut checker, request.into_inner())
+            .await
+            .map_err(domain_status)?;
+        let upserted = self
+            .store
+            .upsert_subscribers(&[write])
+            .await
+            .map_err(status)?
+            .remove(0);
         info!(created = upserted.created, "subscriber upserted");
         Ok(Response::new(v1::UpsertSubscriberResponse {
             subscriber: Some((&upserted.subscriber).into()),
@@ -178,7 +197,11 @@ impl SubscriberService for SubscriberApi {
             component: Some(request.component.trim().to_owned()).filter(|c| !c.is_empty()),
         };
         let after = Some(request.page_token.as_str()).filter(|t| !t.is_empty());
-        let page = self.store.list_subscribers(&filter, after, limit).await.map_err(status)?;
+        let page = self
+            .store
+            .list_subscribers(&filter, after, limit)
+            .await
+            .map_err(status)?;
         Ok(Response::new(v1::ListSubscribersResponse {
             subscribers: page.subscribers.iter().map(Into::into).collect(),
             next_page_token: page.next_after.unwrap_or_default(),
@@ -192,7 +215,12 @@ impl SubscriberService for SubscriberApi {
     ) -> Result<Response<v1::DeleteSubscriberResponse>, Status> {
         let external_id = request.into_inner().external_id;
         validate_external_id(&external_id).map_err(domain_status)?;
-        if !self.store.delete_subscriber(&external_id).await.map_err(status)? {
+        if !self
+            .store
+            .delete_subscriber(&external_id)
+            .await
+            .map_err(status)?
+        {
             return Err(not_found(&external_id));
         }
         info!("subscriber deleted; contact details erased");
@@ -228,13 +256,22 @@ impl SubscriberService for SubscriberApi {
                 }
             }
             if number % 10_000 == 0 {
-                info!(received = number, rejected = import.summary.rejected, "import progress");
+                info!(
+                    received = number,
+                    rejected = import.summary.rejected,
+                    "import progress"
+                );
             }
         }
         import.flush(&self.store).await?;
         let s = &import.summary;
-        info!(received = s.received, created = s.created, updated = s.updated, rejected = s.rejected,
-            "import finished");
+        info!(
+            received = s.received,
+            created = s.created,
+            updated = s.updated,
+            rejected = s.rejected,
+            "import finished"
+        );
         Ok(Response::new(import.summary))
     }
 
@@ -246,7 +283,12 @@ impl SubscriberService for SubscriberApi {
         let external_id = request.into_inner().external_id;
         validate_external_id(&external_id).map_err(domain_status)?;
         let secret = WebhookSecret::generate().expose();
-        if !self.store.rotate_webhook_secret(&external_id, &secret).await.map_err(status)? {
+        if !self
+            .store
+            .rotate_webhook_secret(&external_id, &secret)
+            .await
+            .map_err(status)?
+        {
             return match self.store.subscriber(&external_id).await.map_err(status)? {
                 None => Err(not_found(&external_id)),
                 Some(_) => Err(Status::failed_precondition(format!(
@@ -255,7 +297,9 @@ impl SubscriberService for SubscriberApi {
             };
         }
         info!("webhook secret rotated");
-        Ok(Response::new(v1::RotateWebhookSecretResponse { webhook_secret: secret }))
+        Ok(Response::new(v1::RotateWebhookSecretResponse {
+            webhook_secret: secret,
+        }))
     }
 
     async fn preview_fanout(
@@ -282,7 +326,10 @@ impl SubscriberService for SubscriberApi {
             components: reach
                 .per_component
                 .iter()
-                .map(|(component, n)| v1::ComponentCount { component: component.clone(), recipients: *n })
+                .map(|(component, n)| v1::ComponentCount {
+                    component: component.clone(),
+                    recipients: *n,
+                })
                 .collect(),
             held: reach.held,
         }))

@@ -18,7 +18,9 @@ impl WatchHub {
     /// Starts listening in the background until `shutdown`.
     pub fn start(store: Store, shutdown: Shutdown) -> Self {
         let (sender, _) = broadcast::channel(1024);
-        let hub = Self { sender: sender.clone() };
+        let hub = Self {
+            sender: sender.clone(),
+        };
         tokio::spawn(async move {
             loop {
                 match store.listen().await {

@@ -214,6 +214,7 @@ impl From<&Incident> for v1::Incident {
             opened_at: Some(timestamp(i.opened_at)),
             updated_at: Some(timestamp(i.updated_at)),
             resolved_at: i.resolved_at.map(timestamp),
+            delivery: Vec::new(),
         }
     }
 }

@@ -4,7 +4,7 @@ use futures::StreamExt;
 use sqlx::PgPool;
 use tocsin_proto::v1::{self, EventKind};
 
-use crate::app::{authed, event, opened, TestApp, OTHER_TOKEN, TOKEN};
+use crate::app::{OTHER_TOKEN, TOKEN, TestApp, authed, event, opened};
 
 #[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
 async fn incident_lifecycle_is_recorded_and_folded(pool: PgPool) {
@@ -18,14 +18,22 @@ async fn incident_lifecycle_is_recorded_and_folded(pool: PgPool) {
     update.severity = v1::Severity::Critical.into();
     let updated = app.publish(update).await.unwrap();
     assert_eq!(updated.incident_version, 2);
-    let resolved = app.publish(event("resolve-1", &open.incident_id, EventKind::Resolved)).await.unwrap();
+    let resolved = app
+        .publish(event("resolve-1", &open.incident_id, EventKind::Resolved))
+        .await
+        .unwrap();
     assert_eq!(resolved.incident_version, 3);
     assert!(resolved.position > updated.position && updated.position > open.position);
 
     let incident = app
         .client
         .clone()
-        .get_incident(authed(v1::GetIncidentRequest { incident_id: open.incident_id.clone() }, TOKEN))
+        .get_incident(authed(
+            v1::GetIncidentRequest {
+                incident_id: open.incident_id.clone(),
+            },
+            TOKEN,
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -39,7 +47,10 @@ async fn incident_lifecycle_is_recorded_and_folded(pool: PgPool) {
         .client
         .clone()
         .list_incident_events(authed(
-            v1::ListIncidentEventsRequest { incident_id: open.incident_id.clone(), ..Default::default() },
+            v1::ListIncidentEventsRequest {
+                incident_id: open.incident_id.clone(),
+                ..Default::default()
+            },
             TOKEN,
         ))
         .await
@@ -47,7 +58,10 @@ async fn incident_lifecycle_is_recorded_and_folded(pool: PgPool) {
         .into_inner()
         .events;
     let kinds: Vec<EventKind> = events.iter().map(|e| e.kind()).collect();
-    assert_eq!(kinds, [EventKind::Opened, EventKind::Updated, EventKind::Resolved]);
+    assert_eq!(
+        kinds,
+        [EventKind::Opened, EventKind::Updated, EventKind::Resolved]
+    );
     assert!(events.iter().all(|e| e.publisher == "monitoring"));
     assert_eq!(events[0].event_id, open.event_id);
     app.stop().await;
@@ -60,8 +74,18 @@ async fn a_retried_publish_returns_the_original_reply(pool: PgPool) {
     let again = app.publish(opened("retry-me")).await.unwrap();
     assert!(again.duplicate);
     assert_eq!(
-        (again.event_id.as_str(), again.incident_id.as_str(), again.incident_version, again.position),
-        (first.event_id.as_str(), first.incident_id.as_str(), first.incident_version, first.position)
+        (
+            again.event_id.as_str(),
+            again.incident_id.as_str(),
+            again.incident_version,
+            again.position
+        ),
+        (
+            first.event_id.as_str(),
+            first.incident_id.as_str(),
+            first.incident_version,
+            first.position
+        )
     );
     // The same key from another publisher is a different request, not a duplicate.
     let other = app
@@ -73,7 +97,10 @@ async fn a_retried_publish_returns_the_original_reply(pool: PgPool) {
         .into_inner();
     assert!(!other.duplicate);
     assert_ne!(other.incident_id, first.incident_id);
-    let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM events").fetch_one(app.store.pool()).await.unwrap();
+    let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM events")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
     assert_eq!(count, 2);
     app.stop().await;
 }
@@ -85,7 +112,11 @@ async fn concurrent_publishers_get_gapless_versions(pool: PgPool) {
     let publishers: Vec<_> = (0..24)
         .map(|i| {
             let client = app.client.clone();
-            let request = event(&format!("update-{i}"), &open.incident_id, EventKind::Updated);
+            let request = event(
+                &format!("update-{i}"),
+                &open.incident_id,
+                EventKind::Updated,
+            );
             let token = if i % 2 == 0 { TOKEN } else { OTHER_TOKEN };
             tokio::spawn(async move { client.clone().publish_event(authed(request, token)).await })
         })
@@ -100,7 +131,10 @@ async fn concurrent_publishers_get_gapless_versions(pool: PgPool) {
         .fetch_all(app.store.pool())
         .await
         .unwrap();
-    assert_eq!(stored.into_iter().map(|(v,)| v as u64).collect::<Vec<_>>(), (1..=25).collect::<Vec<u64>>());
+    assert_eq!(
+        stored.into_iter().map(|(v,)| v as u64).collect::<Vec<_>>(),
+        (1..=25).collect::<Vec<u64>>()
+    );
     app.stop().await;
 }
 
@@ -109,7 +143,13 @@ async fn events_are_listed_a_page_at_a_time(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
     let open = app.open("open").await;
     for i in 0..6 {
-        app.publish(event(&format!("u{i}"), &open.incident_id, EventKind::Updated)).await.unwrap();
+        app.publish(event(
+            &format!("u{i}"),
+            &open.incident_id,
+            EventKind::Updated,
+        ))
+        .await
+        .unwrap();
     }
     let mut versions = Vec::new();
     let mut token = String::new();
@@ -145,13 +185,18 @@ async fn events_are_listed_a_page_at_a_time(pool: PgPool) {
 async fn watch_sends_history_then_new_events(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
     let open = app.open("open").await;
-    app.publish(event("u1", &open.incident_id, EventKind::Updated)).await.unwrap();
+    app.publish(event("u1", &open.incident_id, EventKind::Updated))
+        .await
+        .unwrap();
 
     let mut stream = app
         .client
         .clone()
         .watch_incident(authed(
-            v1::WatchIncidentRequest { incident_id: open.incident_id.clone(), from_version: 2 },
+            v1::WatchIncidentRequest {
+                incident_id: open.incident_id.clone(),
+                from_version: 2,
+            },
             TOKEN,
         ))
         .await
@@ -160,7 +205,9 @@ async fn watch_sends_history_then_new_events(pool: PgPool) {
     let first = stream.next().await.unwrap().unwrap();
     assert_eq!((first.version, first.kind()), (2, EventKind::Updated));
 
-    app.publish(event("r1", &open.incident_id, EventKind::Resolved)).await.unwrap();
+    app.publish(event("r1", &open.incident_id, EventKind::Resolved))
+        .await
+        .unwrap();
     let next = tokio::time::timeout(std::time::Duration::from_secs(5), stream.next())
         .await
         .expect("the resolve arrives on the watch")
@@ -184,18 +231,27 @@ async fn health_and_reflection_are_served(pool: PgPool) {
         .unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let reply = health
-        .check(tonic_health::pb::HealthCheckRequest { service: tocsin_ingest::SERVICE_NAME.into() })
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: tocsin_ingest::SERVICE_NAME.into(),
+        })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(reply.status(), tonic_health::pb::health_check_response::ServingStatus::Serving);
+    assert_eq!(
+        reply.status(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
 
     use tonic_reflection::pb::v1::{
-        server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
-        server_reflection_response::MessageResponse, ServerReflectionRequest,
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
     };
     let mut reflection = ServerReflectionClient::new(
-        tonic::transport::Channel::from_shared(format!("http://{}", app.addr)).unwrap().connect().await.unwrap(),
+        tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
     );
     let request = ServerReflectionRequest {
         host: String::new(),
@@ -212,8 +268,14 @@ async fn health_and_reflection_are_served(pool: PgPool) {
         panic!("expected a list of services");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(names.contains(&tocsin_ingest::SERVICE_NAME.to_owned()), "{names:?}");
-    assert!(names.contains(&"grpc.health.v1.Health".to_owned()), "{names:?}");
+    assert!(
+        names.contains(&tocsin_ingest::SERVICE_NAME.to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_owned()),
+        "{names:?}"
+    );
     drop(replies);
     app.stop().await;
 }

@@ -9,8 +9,8 @@ use tocsin_ingest::{IngestConfig, RelayConfig};
 use tocsin_proto::v1::{self, incident_service_client::IncidentServiceClient};
 use tocsin_runtime::Shutdown;
 use tocsin_store::Store;
-use tonic::transport::Channel;
 use tonic::Request;
+use tonic::transport::Channel;
 
 pub(crate) const TOKEN: &str = "test-token-0123456789";
 pub(crate) const OTHER_TOKEN: &str = "other-token-0123456789";
@@ -74,8 +74,17 @@ impl TestApp {
             listener,
             shutdown.clone(),
         ));
-        let client = IncidentServiceClient::connect(format!("http://{addr}")).await.unwrap();
-        TestApp { addr, store, bus, client, shutdown, server: Some(server) }
+        let client = IncidentServiceClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        TestApp {
+            addr,
+            store,
+            bus,
+            client,
+            shutdown,
+            server: Some(server),
+        }
     }
 
     /// Publishes as the `monitoring` publisher.
@@ -83,7 +92,11 @@ impl TestApp {
         &self,
         request: v1::PublishEventRequest,
     ) -> Result<v1::PublishEventResponse, tonic::Status> {
-        self.client.clone().publish_event(authed(request, TOKEN)).await.map(|r| r.into_inner())
+        self.client
+            .clone()
+            .publish_event(authed(request, TOKEN))
+            .await
+            .map(|r| r.into_inner())
     }
 
     pub(crate) async fn open(&self, key: &str) -> v1::PublishEventResponse {

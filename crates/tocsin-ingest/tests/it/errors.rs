@@ -4,39 +4,127 @@ use sqlx::PgPool;
 use tocsin_proto::v1::{self, EventKind};
 use tonic::Code;
 
-use crate::app::{authed, event, opened, Options, TestApp};
+use crate::app::{Options, TestApp, authed, event, opened};
 
 async fn expect_code(app: &TestApp, request: v1::PublishEventRequest, code: Code, needle: &str) {
-    let status = app.publish(request).await.expect_err("the request must be refused");
+    let status = app
+        .publish(request)
+        .await
+        .expect_err("the request must be refused");
     assert_eq!(status.code(), code, "{status:?}");
-    assert!(status.message().contains(needle), "{:?} should mention {needle:?}", status.message());
+    assert!(
+        status.message().contains(needle),
+        "{:?} should mention {needle:?}",
+        status.message()
+    );
 }
 
 #[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
 async fn malformed_fields_are_invalid_arguments_naming_the_field(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
     let cases: Vec<(v1::PublishEventRequest, &str)> = vec![
-        (v1::PublishEventRequest { idempotency_key: String::new(), ..opened("x") }, "idempotency_key"),
-        (v1::PublishEventRequest { idempotency_key: "k".repeat(256), ..opened("x") }, "idempotency_key"),
-        (v1::PublishEventRequest { kind: 0, ..opened("k1") }, "kind"),
-        (v1::PublishEventRequest { kind: 99, ..opened("k2") }, "kind"),
-        (v1::PublishEventRequest { severity: 0, ..opened("k3") }, "severity"),
-        (v1::PublishEventRequest { title: String::new(), ..opened("k4") }, "title"),
-        (v1::PublishEventRequest { title: "t".repeat(201), ..opened("k5") }, "title"),
-        (v1::PublishEventRequest { message: " ".into(), ..opened("k6") }, "message"),
-        (v1::PublishEventRequest { message: "m".repeat(4001), ..opened("k7") }, "message"),
-        (v1::PublishEventRequest { components: vec![], ..opened("k8") }, "components"),
-        (v1::PublishEventRequest { incident_id: "not-a-uuid".into(), ..opened("k9") }, "incident_id"),
+        (
+            v1::PublishEventRequest {
+                idempotency_key: String::new(),
+                ..opened("x")
+            },
+            "idempotency_key",
+        ),
+        (
+            v1::PublishEventRequest {
+                idempotency_key: "k".repeat(256),
+                ..opened("x")
+            },
+            "idempotency_key",
+        ),
+        (
+            v1::PublishEventRequest {
+                kind: 0,
+                ..opened("k1")
+            },
+            "kind",
+        ),
+        (
+            v1::PublishEventRequest {
+                kind: 99,
+                ..opened("k2")
+            },
+            "kind",
+        ),
+        (
+            v1::PublishEventRequest {
+                severity: 0,
+                ..opened("k3")
+            },
+            "severity",
+        ),
+        (
+            v1::PublishEventRequest {
+                title: String::new(),
+                ..opened("k4")
+            },
+            "title",
+        ),
+        (
+            v1::PublishEventRequest {
+                title: "t".repeat(201),
+                ..opened("k5")
+            },
+            "title",
+        ),
+        (
+            v1::PublishEventRequest {
+                message: " ".into(),
+                ..opened("k6")
+            },
+            "message",
+        ),
+        (
+            v1::PublishEventRequest {
+                message: "m".repeat(4001),
+                ..opened("k7")
+            },
+            "message",
+        ),
+        (
+            v1::PublishEventRequest {
+                components: vec![],
+                ..opened("k8")
+            },
+            "components",
+        ),
+        (
+            v1::PublishEventRequest {
+                incident_id: "not-a-uuid".into(),
+                ..opened("k9")
+            },
+            "incident_id",
+        ),
         (event("k10", "", EventKind::Updated), "incident_id"),
         (
             v1::PublishEventRequest {
-                occurred_at: Some(prost_types::Timestamp { seconds: i64::MAX, nanos: 0 }),
+                occurred_at: Some(prost_types::Timestamp {
+                    seconds: i64::MAX,
+                    nanos: 0,
+                }),
                 ..opened("k11")
             },
             "occurred_at",
         ),
-        (v1::PublishEventRequest { status: v1::IncidentStatus::Completed.into(), ..opened("k12") }, "status"),
-        (v1::PublishEventRequest { kind: EventKind::MaintenanceScheduled.into(), ..opened("k13") }, "window"),
+        (
+            v1::PublishEventRequest {
+                status: v1::IncidentStatus::Completed.into(),
+                ..opened("k12")
+            },
+            "status",
+        ),
+        (
+            v1::PublishEventRequest {
+                kind: EventKind::MaintenanceScheduled.into(),
+                ..opened("k13")
+            },
+            "window",
+        ),
     ];
     for (request, field) in cases {
         expect_code(&app, request, Code::InvalidArgument, field).await;
@@ -48,7 +136,13 @@ async fn malformed_fields_are_invalid_arguments_naming_the_field(pool: PgPool) {
 async fn lifecycle_violations_get_their_codes(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
     let unknown = uuid::Uuid::now_v7().to_string();
-    expect_code(&app, event("u0", &unknown, EventKind::Updated), Code::NotFound, &unknown).await;
+    expect_code(
+        &app,
+        event("u0", &unknown, EventKind::Updated),
+        Code::NotFound,
+        &unknown,
+    )
+    .await;
 
     let open = app.open("open").await;
     let mut stale = event("u1", &open.incident_id, EventKind::Updated);
@@ -59,11 +153,34 @@ async fn lifecycle_violations_get_their_codes(pool: PgPool) {
     fresh.expected_version = Some(1);
     assert_eq!(app.publish(fresh).await.unwrap().incident_version, 2);
 
-    expect_code(&app, event("re0", &open.incident_id, EventKind::Reopened), Code::FailedPrecondition, "reopened").await;
-    app.publish(event("r1", &open.incident_id, EventKind::Resolved)).await.unwrap();
-    expect_code(&app, event("u3", &open.incident_id, EventKind::Updated), Code::FailedPrecondition, "resolved").await;
-    expect_code(&app, event("r2", &open.incident_id, EventKind::Resolved), Code::FailedPrecondition, "resolved").await;
-    let reopened = app.publish(event("re1", &open.incident_id, EventKind::Reopened)).await.unwrap();
+    expect_code(
+        &app,
+        event("re0", &open.incident_id, EventKind::Reopened),
+        Code::FailedPrecondition,
+        "reopened",
+    )
+    .await;
+    app.publish(event("r1", &open.incident_id, EventKind::Resolved))
+        .await
+        .unwrap();
+    expect_code(
+        &app,
+        event("u3", &open.incident_id, EventKind::Updated),
+        Code::FailedPrecondition,
+        "resolved",
+    )
+    .await;
+    expect_code(
+        &app,
+        event("r2", &open.incident_id, EventKind::Resolved),
+        Code::FailedPrecondition,
+        "resolved",
+    )
+    .await;
+    let reopened = app
+        .publish(event("re1", &open.incident_id, EventKind::Reopened))
+        .await
+        .unwrap();
     assert_eq!(reopened.incident_version, 4);
 
     let mut again = opened("open-again");
@@ -85,22 +202,46 @@ async fn a_reused_key_with_another_payload_already_exists(pool: PgPool) {
 #[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
 async fn missing_or_wrong_tokens_are_unauthenticated(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
-    let status = app.client.clone().publish_event(opened("k")).await.unwrap_err();
+    let status = app
+        .client
+        .clone()
+        .publish_event(opened("k"))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
-    let status = app.client.clone().publish_event(authed(opened("k"), "wrong-token-0123456789")).await.unwrap_err();
+    let status = app
+        .client
+        .clone()
+        .publish_event(authed(opened("k"), "wrong-token-0123456789"))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
-    let mut request = tonic::Request::new(v1::GetIncidentRequest { incident_id: uuid::Uuid::now_v7().to_string() });
-    request.metadata_mut().insert("authorization", "Basic abc".parse().unwrap());
+    let mut request = tonic::Request::new(v1::GetIncidentRequest {
+        incident_id: uuid::Uuid::now_v7().to_string(),
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", "Basic abc".parse().unwrap());
     let status = app.client.clone().get_incident(request).await.unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
-    let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM events").fetch_one(app.store.pool()).await.unwrap();
+    let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM events")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
     assert_eq!(count, 0);
     app.stop().await;
 }
 
 #[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
 async fn oversized_messages_are_resource_exhausted(pool: PgPool) {
-    let app = TestApp::spawn_with(pool, Options { max_message_bytes: 8 * 1024, ..Options::default() }).await;
+    let app = TestApp::spawn_with(
+        pool,
+        Options {
+            max_message_bytes: 8 * 1024,
+            ..Options::default()
+        },
+    )
+    .await;
     let mut big = opened("big");
     big.labels.insert("blob".into(), "x".repeat(16 * 1024));
     let status = app.publish(big).await.unwrap_err();
@@ -117,14 +258,24 @@ async fn reads_of_unknown_incidents_are_not_found(pool: PgPool) {
     let status = app
         .client
         .clone()
-        .get_incident(authed(v1::GetIncidentRequest { incident_id: id.clone() }, crate::app::TOKEN))
+        .get_incident(authed(
+            v1::GetIncidentRequest {
+                incident_id: id.clone(),
+            },
+            crate::app::TOKEN,
+        ))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
     let status = app
         .client
         .clone()
-        .get_incident(authed(v1::GetIncidentRequest { incident_id: "nope".into() }, crate::app::TOKEN))
+        .get_incident(authed(
+            v1::GetIncidentRequest {
+                incident_id: "nope".into(),
+            },
+            crate::app::TOKEN,
+        ))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);

@@ -9,11 +9,15 @@ use tocsin_ingest::{Relay, RelayConfig};
 use tocsin_proto::v1::EventKind;
 use tocsin_testkit::nats::NatsServer;
 
-use crate::app::{event, eventually, Options, TestApp};
+use crate::app::{Options, TestApp, event, eventually};
 
 /// Every event id appears once, and each incident's versions arrive in order.
 fn assert_once_and_in_order(envelopes: &[EventEnvelope], expected: usize) {
-    assert_eq!(envelopes.len(), expected, "stream holds each event exactly once");
+    assert_eq!(
+        envelopes.len(),
+        expected,
+        "stream holds each event exactly once"
+    );
     let mut ids: Vec<_> = envelopes.iter().map(|e| e.event_id).collect();
     ids.sort_unstable();
     ids.dedup();
@@ -21,7 +25,12 @@ fn assert_once_and_in_order(envelopes: &[EventEnvelope], expected: usize) {
     let mut last: HashMap<uuid::Uuid, u64> = HashMap::new();
     for e in envelopes {
         let previous = last.insert(e.incident_id, e.version).unwrap_or(0);
-        assert_eq!(e.version, previous + 1, "incident {} out of order", e.incident_id);
+        assert_eq!(
+            e.version,
+            previous + 1,
+            "incident {} out of order",
+            e.incident_id
+        );
     }
 }
 
@@ -33,7 +42,11 @@ async fn publish_some(app: &TestApp, batch: &str, incidents: usize, updates: usi
         assert!(!open.duplicate);
         for u in 0..updates {
             let reply = app
-                .publish(event(&format!("{batch}-u-{i}-{u}"), &open.incident_id, EventKind::Updated))
+                .publish(event(
+                    &format!("{batch}-u-{i}-{u}"),
+                    &open.incident_id,
+                    EventKind::Updated,
+                ))
                 .await
                 .unwrap();
             assert!(!reply.duplicate);
@@ -46,7 +59,10 @@ async fn publish_some(app: &TestApp, batch: &str, incidents: usize, updates: usi
 async fn events_reach_jetstream_once_and_in_order(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
     let expected = publish_some(&app, "a", 4, 5).await;
-    eventually("the outbox to drain", || async { app.store.outbox_backlog().await.unwrap() == 0 }).await;
+    eventually("the outbox to drain", || async {
+        app.store.outbox_backlog().await.unwrap() == 0
+    })
+    .await;
     let envelopes = app.bus.read_all_events().await.unwrap();
     assert_once_and_in_order(&envelopes, expected);
     app.stop().await;
@@ -54,7 +70,14 @@ async fn events_reach_jetstream_once_and_in_order(pool: PgPool) {
 
 #[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
 async fn a_crash_between_ack_and_mark_still_publishes_once(pool: PgPool) {
-    let app = TestApp::spawn_with(pool, Options { relay: false, ..Options::default() }).await;
+    let app = TestApp::spawn_with(
+        pool,
+        Options {
+            relay: false,
+            ..Options::default()
+        },
+    )
+    .await;
     let expected = publish_some(&app, "a", 3, 2).await;
     app.bus.ensure_events_stream().await.unwrap();
 
@@ -75,7 +98,14 @@ async fn a_crash_between_ack_and_mark_still_publishes_once(pool: PgPool) {
 
 #[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
 async fn an_event_committed_out_of_order_is_never_skipped(pool: PgPool) {
-    let app = TestApp::spawn_with(pool.clone(), Options { relay: false, ..Options::default() }).await;
+    let app = TestApp::spawn_with(
+        pool.clone(),
+        Options {
+            relay: false,
+            ..Options::default()
+        },
+    )
+    .await;
     app.bus.ensure_events_stream().await.unwrap();
     let relay = Relay::new(app.store.clone(), app.bus.clone(), RelayConfig::default());
 
@@ -105,12 +135,26 @@ async fn an_event_committed_out_of_order_is_never_skipped(pool: PgPool) {
 
     // A short transaction takes a later position and commits first; the relay sends it.
     let early = app.open("early").await;
-    assert!(early.position > late_position, "the scenario needs out-of-order commits");
+    assert!(
+        early.position > late_position,
+        "the scenario needs out-of-order commits"
+    );
     assert_eq!(relay.relay_once().await.unwrap(), 1);
 
     long_tx.commit().await.unwrap();
-    assert_eq!(relay.relay_once().await.unwrap(), 1, "the late commit is relayed, not skipped");
-    let ids: Vec<uuid::Uuid> = app.bus.read_all_events().await.unwrap().iter().map(|e| e.event_id).collect();
+    assert_eq!(
+        relay.relay_once().await.unwrap(),
+        1,
+        "the late commit is relayed, not skipped"
+    );
+    let ids: Vec<uuid::Uuid> = app
+        .bus
+        .read_all_events()
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.event_id)
+        .collect();
     assert_eq!(ids.len(), 2);
     assert!(ids.contains(&late_event));
     assert!(ids.contains(&early.event_id.parse().unwrap()));
@@ -120,18 +164,36 @@ async fn an_event_committed_out_of_order_is_never_skipped(pool: PgPool) {
 #[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
 async fn ingest_keeps_accepting_while_nats_is_down_and_relays_when_back(pool: PgPool) {
     let mut nats = NatsServer::start().await.unwrap();
-    let app = TestApp::spawn_with(pool, Options { nats_url: nats.url(), ..Options::default() }).await;
+    let app = TestApp::spawn_with(
+        pool,
+        Options {
+            nats_url: nats.url(),
+            ..Options::default()
+        },
+    )
+    .await;
     let before = publish_some(&app, "before", 1, 1).await;
-    eventually("the first events to be relayed", || async { app.store.outbox_backlog().await.unwrap() == 0 }).await;
+    eventually("the first events to be relayed", || async {
+        app.store.outbox_backlog().await.unwrap() == 0
+    })
+    .await;
 
     nats.stop().await;
     let during = publish_some(&app, "during", 3, 2).await;
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert_eq!(app.store.outbox_backlog().await.unwrap(), during as i64, "held in the outbox meanwhile");
+    assert_eq!(
+        app.store.outbox_backlog().await.unwrap(),
+        during as i64,
+        "held in the outbox meanwhile"
+    );
 
     nats.start_again().await.unwrap();
     eventually("the outbox to drain after NATS returns", || async {
-        app.store.outbox_backlog().await.map(|n| n == 0).unwrap_or(false)
+        app.store
+            .outbox_backlog()
+            .await
+            .map(|n| n == 0)
+            .unwrap_or(false)
     })
     .await;
     assert_once_and_in_order(&app.bus.read_all_events().await.unwrap(), before + during);
@@ -142,7 +204,10 @@ async fn ingest_keeps_accepting_while_nats_is_down_and_relays_when_back(pool: Pg
 async fn a_lost_stream_is_rebuilt_from_the_log(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
     let expected = publish_some(&app, "a", 2, 3).await;
-    eventually("the outbox to drain", || async { app.store.outbox_backlog().await.unwrap() == 0 }).await;
+    eventually("the outbox to drain", || async {
+        app.store.outbox_backlog().await.unwrap() == 0
+    })
+    .await;
     app.bus.delete_events_stream().await.unwrap();
 
     let report = republish(&app.store, &app.bus, 1).await.unwrap();
@@ -154,16 +219,27 @@ async fn a_lost_stream_is_rebuilt_from_the_log(pool: PgPool) {
 #[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
 async fn the_relay_wakes_on_appends_not_on_its_poll(pool: PgPool) {
     let poll = std::time::Duration::from_secs(120);
-    let app = TestApp::spawn_with(pool, Options { relay_poll: poll, ..Options::default() }).await;
+    let app = TestApp::spawn_with(
+        pool,
+        Options {
+            relay_poll: poll,
+            ..Options::default()
+        },
+    )
+    .await;
     // Let the relay finish its first (empty) round and go to sleep on its poll.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let started = std::time::Instant::now();
     let expected = publish_some(&app, "a", 1, 2).await;
-    eventually("the relay to publish without waiting for its poll", || async {
-        app.store.outbox_backlog().await.unwrap() == 0
-    })
+    eventually(
+        "the relay to publish without waiting for its poll",
+        || async { app.store.outbox_backlog().await.unwrap() == 0 },
+    )
     .await;
-    assert!(started.elapsed() < poll / 10, "woken by the announcement, not the poll");
+    assert!(
+        started.elapsed() < poll / 10,
+        "woken by the announcement, not the poll"
+    );
     assert_once_and_in_order(&app.bus.read_all_events().await.unwrap(), expected);
     app.stop().await;
 }

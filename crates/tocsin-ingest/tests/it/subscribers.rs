@@ -8,10 +8,16 @@ use tonic::transport::Channel;
 use crate::app::{TOKEN, TestApp, authed};
 
 async fn client(app: &TestApp) -> SubscriberServiceClient<Channel> {
-    SubscriberServiceClient::connect(format!("http://{}", app.addr)).await.unwrap()
+    SubscriberServiceClient::connect(format!("http://{}", app.addr))
+        .await
+        .unwrap()
 }
 
-fn subscriber(external_id: &str, channels: &[v1::Channel], components: &[&str]) -> v1::UpsertSubscriberRequest {
+fn subscriber(
+    external_id: &str,
+    channels: &[v1::Channel],
+    components: &[&str],
+) -> v1::UpsertSubscriberRequest {
     v1::UpsertSubscriberRequest {
         external_id: external_id.into(),
         contacts: Some(v1::Contacts {
@@ -34,14 +40,27 @@ async fn subscribers_are_upserted_read_listed_rotated_and_deleted(pool: PgPool) 
     let mut c = client(&app).await;
 
     let created = c
-        .upsert_subscriber(authed(subscriber("acme", &[v1::Channel::Email, v1::Channel::Webhook], &[]), TOKEN))
+        .upsert_subscriber(authed(
+            subscriber("acme", &[v1::Channel::Email, v1::Channel::Webhook], &[]),
+            TOKEN,
+        ))
         .await
         .unwrap()
         .into_inner();
     assert!(created.created);
-    assert!(created.webhook_secret.starts_with("whsec_"), "the secret is shown once: {created:?}");
+    assert!(
+        created.webhook_secret.starts_with("whsec_"),
+        "the secret is shown once: {created:?}"
+    );
     let again = c
-        .upsert_subscriber(authed(subscriber("acme", &[v1::Channel::Email, v1::Channel::Webhook], &["api"]), TOKEN))
+        .upsert_subscriber(authed(
+            subscriber(
+                "acme",
+                &[v1::Channel::Email, v1::Channel::Webhook],
+                &["api"],
+            ),
+            TOKEN,
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -49,7 +68,12 @@ async fn subscribers_are_upserted_read_listed_rotated_and_deleted(pool: PgPool) 
     assert!(again.webhook_secret.is_empty(), "never shown again");
 
     let got = c
-        .get_subscriber(authed(v1::GetSubscriberRequest { external_id: "acme".into() }, TOKEN))
+        .get_subscriber(authed(
+            v1::GetSubscriberRequest {
+                external_id: "acme".into(),
+            },
+            TOKEN,
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -60,14 +84,24 @@ async fn subscribers_are_upserted_read_listed_rotated_and_deleted(pool: PgPool) 
     beta.contacts.as_mut().unwrap().webhook_url.clear();
     c.upsert_subscriber(authed(beta, TOKEN)).await.unwrap();
     let page = c
-        .list_subscribers(authed(v1::ListSubscribersRequest { page_size: 1, ..Default::default() }, TOKEN))
+        .list_subscribers(authed(
+            v1::ListSubscribersRequest {
+                page_size: 1,
+                ..Default::default()
+            },
+            TOKEN,
+        ))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(page.subscribers[0].external_id, "acme");
     let next = c
         .list_subscribers(authed(
-            v1::ListSubscribersRequest { page_size: 1, page_token: page.next_page_token, ..Default::default() },
+            v1::ListSubscribersRequest {
+                page_size: 1,
+                page_token: page.next_page_token,
+                ..Default::default()
+            },
             TOKEN,
         ))
         .await
@@ -77,7 +111,10 @@ async fn subscribers_are_upserted_read_listed_rotated_and_deleted(pool: PgPool) 
     assert!(next.next_page_token.is_empty());
     let sms = c
         .list_subscribers(authed(
-            v1::ListSubscribersRequest { channel: v1::Channel::Sms as i32, ..Default::default() },
+            v1::ListSubscribersRequest {
+                channel: v1::Channel::Sms as i32,
+                ..Default::default()
+            },
             TOKEN,
         ))
         .await
@@ -86,28 +123,57 @@ async fn subscribers_are_upserted_read_listed_rotated_and_deleted(pool: PgPool) 
     assert_eq!(sms.subscribers.len(), 1);
 
     let rotated = c
-        .rotate_webhook_secret(authed(v1::RotateWebhookSecretRequest { external_id: "acme".into() }, TOKEN))
+        .rotate_webhook_secret(authed(
+            v1::RotateWebhookSecretRequest {
+                external_id: "acme".into(),
+            },
+            TOKEN,
+        ))
         .await
         .unwrap()
         .into_inner();
     assert!(rotated.webhook_secret.starts_with("whsec_"));
     assert_ne!(rotated.webhook_secret, created.webhook_secret);
     let no_webhook = c
-        .rotate_webhook_secret(authed(v1::RotateWebhookSecretRequest { external_id: "beta".into() }, TOKEN))
+        .rotate_webhook_secret(authed(
+            v1::RotateWebhookSecretRequest {
+                external_id: "beta".into(),
+            },
+            TOKEN,
+        ))
         .await
         .unwrap_err();
-    assert_eq!(no_webhook.code(), Code::FailedPrecondition, "{no_webhook:?}");
+    assert_eq!(
+        no_webhook.code(),
+        Code::FailedPrecondition,
+        "{no_webhook:?}"
+    );
 
-    c.delete_subscriber(authed(v1::DeleteSubscriberRequest { external_id: "acme".into() }, TOKEN))
-        .await
-        .unwrap();
+    c.delete_subscriber(authed(
+        v1::DeleteSubscriberRequest {
+            external_id: "acme".into(),
+        },
+        TOKEN,
+    ))
+    .await
+    .unwrap();
     for status in [
-        c.get_subscriber(authed(v1::GetSubscriberRequest { external_id: "acme".into() }, TOKEN))
-            .await
-            .unwrap_err(),
-        c.delete_subscriber(authed(v1::DeleteSubscriberRequest { external_id: "acme".into() }, TOKEN))
-            .await
-            .unwrap_err(),
+        c.get_subscriber(authed(
+            v1::GetSubscriberRequest {
+                external_id: "acme".into(),
+            },
+            TOKEN,
+        ))
+        .await
+        .unwrap_err(),
+        c.delete_subscriber(authed(
+            v1::DeleteSubscriberRequest {
+                external_id: "acme".into(),
+            },
+            TOKEN,
+        ))
+        .await
+        .unwrap_err(),
     ] {
         assert_eq!(status.code(), Code::NotFound, "{status:?}");
     }
@@ -133,12 +199,23 @@ async fn bad_input_gets_invalid_argument_naming_the_field_and_no_token_is_refuse
         (no_channels, "preferences.channels"),
         (no_id, "external_id"),
     ] {
-        let status = c.upsert_subscriber(authed(request, TOKEN)).await.unwrap_err();
+        let status = c
+            .upsert_subscriber(authed(request, TOKEN))
+            .await
+            .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
-        assert!(status.message().contains(field), "{field}: {}", status.message());
+        assert!(
+            status.message().contains(field),
+            "{field}: {}",
+            status.message()
+        );
     }
     let status = c
-        .upsert_subscriber(tonic::Request::new(subscriber("x", &[v1::Channel::Email], &[])))
+        .upsert_subscriber(tonic::Request::new(subscriber(
+            "x",
+            &[v1::Channel::Email],
+            &[],
+        )))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
@@ -151,14 +228,22 @@ async fn a_bulk_import_reports_bad_rows_one_by_one_and_writes_the_rest(pool: PgP
     let mut c = client(&app).await;
     let rows: Vec<v1::UpsertSubscriberRequest> = (1..=2_500u32)
         .map(|i| {
-            let mut row = subscriber(&format!("cust-{i:05}"), &[v1::Channel::Email, v1::Channel::Webhook], &[]);
+            let mut row = subscriber(
+                &format!("cust-{i:05}"),
+                &[v1::Channel::Email, v1::Channel::Webhook],
+                &[],
+            );
             if i % 500 == 0 {
                 row.contacts.as_mut().unwrap().email = format!("broken-{i}");
             }
             row
         })
         // The last row repeats the first: an update, not a second subscriber.
-        .chain(std::iter::once(subscriber("cust-00001", &[v1::Channel::Sms], &[])))
+        .chain(std::iter::once(subscriber(
+            "cust-00001",
+            &[v1::Channel::Sms],
+            &[],
+        )))
         .collect();
     let summary = c
         .import_subscribers(authed(futures::stream::iter(rows), TOKEN))
@@ -171,15 +256,33 @@ async fn a_bulk_import_reports_bad_rows_one_by_one_and_writes_the_rest(pool: PgP
     assert_eq!(summary.updated, 1);
     let rows: Vec<u64> = summary.errors.iter().map(|e| e.row).collect();
     assert_eq!(rows, [500, 1_000, 1_500, 2_000, 2_500]);
-    assert!(summary.errors.iter().all(|e| e.field == "contacts.email" && e.message.contains("broken")));
-    assert_eq!(summary.webhook_secrets.len(), 2_495, "each new webhook secret is shown once");
+    assert!(
+        summary
+            .errors
+            .iter()
+            .all(|e| e.field == "contacts.email" && e.message.contains("broken"))
+    );
+    assert_eq!(
+        summary.webhook_secrets.len(),
+        2_495,
+        "each new webhook secret is shown once"
+    );
 
     let first = c
-        .get_subscriber(authed(v1::GetSubscriberRequest { external_id: "cust-00001".into() }, TOKEN))
+        .get_subscriber(authed(
+            v1::GetSubscriberRequest {
+                external_id: "cust-00001".into(),
+            },
+            TOKEN,
+        ))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(first.preferences.unwrap().channels, [v1::Channel::Sms as i32], "the later row won");
+    assert_eq!(
+        first.preferences.unwrap().channels,
+        [v1::Channel::Sms as i32],
+        "the later row won"
+    );
     app.stop().await;
 }
 
@@ -208,10 +311,20 @@ async fn preview_counts_reach_per_channel_and_component_without_publishing(pool:
         .unwrap()
         .into_inner();
     assert_eq!(preview.recipients, 2);
-    let channels: Vec<(i32, u64)> = preview.channels.iter().map(|c| (c.channel, c.deliveries)).collect();
-    assert_eq!(channels, [(v1::Channel::Email as i32, 2), (v1::Channel::Sms as i32, 1)]);
-    let components: Vec<(&str, u64)> =
-        preview.components.iter().map(|c| (c.component.as_str(), c.recipients)).collect();
+    let channels: Vec<(i32, u64)> = preview
+        .channels
+        .iter()
+        .map(|c| (c.channel, c.deliveries))
+        .collect();
+    assert_eq!(
+        channels,
+        [(v1::Channel::Email as i32, 2), (v1::Channel::Sms as i32, 1)]
+    );
+    let components: Vec<(&str, u64)> = preview
+        .components
+        .iter()
+        .map(|c| (c.component.as_str(), c.recipients))
+        .collect();
     assert_eq!(components, [("api", 2), ("search", 1)]);
     let ledger: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries")
         .fetch_one(app.store.pool())
@@ -224,5 +337,100 @@ async fn preview_counts_reach_per_channel_and_component_without_publishing(pool:
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
+    app.stop().await;
+}
+
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn get_incident_shows_delivery_progress_and_dead_letters_replay(pool: PgPool) {
+    use tocsin_proto::v1::incident_service_client::IncidentServiceClient;
+    let app = TestApp::spawn(pool).await;
+    let opened = app.open("k").await;
+    let incident_id: tocsin_core::IncidentId = opened.incident_id.parse().unwrap();
+    let event_id: tocsin_core::EventId = opened.event_id.parse().unwrap();
+    let deliveries: Vec<tocsin_store::NewDelivery> = (0..3)
+        .map(|i| tocsin_store::NewDelivery {
+            delivery_key: format!("dlv_{i}"),
+            incident_id,
+            event_id,
+            event_version: 1,
+            subscriber_id: tocsin_core::SubscriberId::new(),
+            channel: if i == 0 {
+                tocsin_core::Channel::Sms
+            } else {
+                tocsin_core::Channel::Email
+            },
+            send_after: None,
+        })
+        .collect();
+    app.store.record_deliveries(&deliveries).await.unwrap();
+    // Two emails died; the SMS is still pending.
+    sqlx::query("UPDATE deliveries SET state = 'dead', attempts = 12 WHERE channel = 'email'")
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+    let mut incidents = IncidentServiceClient::connect(format!("http://{}", app.addr))
+        .await
+        .unwrap();
+    let get = |mut c: IncidentServiceClient<Channel>| {
+        let incident_id = opened.incident_id.clone();
+        async move {
+            c.get_incident(authed(v1::GetIncidentRequest { incident_id }, TOKEN))
+                .await
+                .unwrap()
+                .into_inner()
+                .delivery
+        }
+    };
+    let progress = get(incidents.clone()).await;
+    assert_eq!(
+        progress,
+        [
+            v1::ChannelProgress {
+                channel: v1::Channel::Email as i32,
+                dead: 2,
+                ..Default::default()
+            },
+            v1::ChannelProgress {
+                channel: v1::Channel::Sms as i32,
+                pending: 1,
+                ..Default::default()
+            },
+        ]
+    );
+
+    app.bus.ensure_deliveries_stream().await.unwrap();
+    let replayed = incidents
+        .replay_dead_letters(authed(
+            v1::ReplayDeadLettersRequest {
+                incident_id: String::new(),
+                channel: v1::Channel::Email as i32,
+            },
+            TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(replayed.replayed, 2);
+    let progress = get(incidents.clone()).await;
+    assert_eq!(progress[0].pending, 2, "{progress:?}");
+    assert_eq!(progress[0].dead, 0);
+    let jobs = app
+        .bus
+        .take_jobs(tocsin_core::Channel::Email)
+        .await
+        .unwrap();
+    let mut keys: Vec<String> = jobs.into_iter().map(|j| j.delivery_key).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["dlv_1", "dlv_2"],
+        "the replayed jobs are back on the queue"
+    );
+    let attempts: i64 =
+        sqlx::query_scalar("SELECT sum(attempts) FROM deliveries WHERE channel = 'email'")
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(attempts, 0, "a replay starts the retry schedule afresh");
     app.stop().await;
 }
