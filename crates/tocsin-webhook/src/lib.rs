@@ -11,11 +11,15 @@
 //! - [`signature`]: endpoint secrets, signing, and the three `webhook-*` headers.
 //! - [`payload`]: the versioned JSON body, documented in `PAYLOAD.md`.
 //! - [`client`]: the SSRF-safe sender and its configuration.
+//! - [`courier`]: the channel for the delivery worker (`tocsin-delivery`): the body, the
+//!   headers and the send for one delivery, and the webhook policy (resend unknowns, never
+//!   supersede). The `tocsin-webhook` binary runs it.
 //! - [`resolver`]: the DNS resolver that refuses forbidden addresses at connect time.
 //! - [`response`]: what an endpoint's HTTP answer means, including `Retry-After`.
 //! - [`error`]: the mistakes a caller can fix before anything is sent.
 
 pub mod client;
+pub mod courier;
 pub mod error;
 pub mod payload;
 pub mod resolver;
@@ -23,6 +27,7 @@ pub mod response;
 pub mod signature;
 
 pub use client::{ClientConfig, WebhookClient};
+pub use courier::WebhookCourier;
 pub use error::Error;
 pub use payload::{PayloadInput, SCHEMA_VERSION, WebhookPayload};
 pub use resolver::{GuardedResolver, Refused};

@@ -20,8 +20,8 @@ pub struct WebhookPayload {
     #[serde(rename = "type")]
     pub event_type: String,
     pub schema_version: u32,
-    /// When this delivery was created. Identical on every resend of the same delivery, so a
-    /// resent body is byte-for-byte the body first sent.
+    /// When Tocsin recorded the event this delivery reports. Identical on every resend of the
+    /// same delivery, so a resent body is byte-for-byte the body first sent.
     #[serde(with = "time::serde::rfc3339")]
     pub timestamp: OffsetDateTime,
     pub data: PayloadData,

@@ -1,7 +1,9 @@
 //! Integration tests for the webhook channel: signatures checked by an independent
-//! implementation, and the sender against real HTTP servers on loopback.
+//! implementation, the sender against real HTTP servers on loopback, and the worker end to
+//! end against PostgreSQL, NATS, the resolver and the local webhook receiver.
 
 mod guard;
 mod sender;
 mod server;
 mod signatures;
+mod worker;

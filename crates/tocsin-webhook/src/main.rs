@@ -1,0 +1,104 @@
+//! `tocsin-webhook`: the webhook worker. Pulls webhook delivery jobs, signs each with the
+//! subscriber's secret, POSTs it through the SSRF-safe client, and records the outcome in
+//! the ledger; see `tocsin-delivery` for the loop.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use secrecy::ExposeSecret;
+use tocsin_bus::{Bus, BusConfig};
+use tocsin_core::network::UrlPolicy;
+use tocsin_delivery::Worker;
+use tocsin_delivery::config::WorkerArgs;
+use tocsin_runtime::{Connections, Shutdown, init_tracing};
+use tocsin_store::Store;
+use tocsin_webhook::ClientConfig;
+use tocsin_webhook::courier::WebhookCourier;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tocsin-webhook",
+    version,
+    about = "Tocsin webhook worker: signed Standard Webhooks to subscribers' endpoints"
+)]
+struct Cli {
+    #[command(flatten)]
+    connections: Connections,
+    #[command(flatten)]
+    worker: WorkerArgs,
+    /// Development only: private hosts, IPs or CIDRs webhooks may reach (over plain http
+    /// too), comma-separated, e.g. `127.0.0.1,10.5.0.0/16`. Empty is the strict policy
+    /// production must run with.
+    #[arg(long, env = "TOCSIN_WEBHOOK_ALLOW", default_value = "")]
+    allow: String,
+    /// Seconds allowed for a whole exchange with an endpoint. Past connecting, a timeout is
+    /// an unknown outcome and the webhook is resent with the same `webhook-id`.
+    #[arg(long, env = "TOCSIN_WEBHOOK_TIMEOUT_SECONDS", default_value_t = 15)]
+    timeout_seconds: u64,
+    /// Seconds allowed to connect (TCP and TLS); a timeout here is retried, nothing was sent.
+    #[arg(
+        long,
+        env = "TOCSIN_WEBHOOK_CONNECT_TIMEOUT_SECONDS",
+        default_value_t = 5
+    )]
+    connect_timeout_seconds: u64,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, causes included, for whoever reads the container log.
+            eprintln!("tocsin-webhook: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    // reqwest is built without a provider of its own; install ring before any client.
+    tocsin_runtime::tls::install_crypto_provider();
+    let cli = Cli::parse();
+    init_tracing(cli.connections.log_format);
+
+    // Everything that can be wrong with the settings fails here, before any connection.
+    let policy = UrlPolicy::from_list(&cli.allow).context("TOCSIN_WEBHOOK_ALLOW")?;
+    if !policy.is_strict() {
+        tracing::warn!(allow = %cli.allow,
+            "webhooks may reach allow-listed private addresses; never run this in production");
+    }
+    anyhow::ensure!(
+        cli.timeout_seconds > 0,
+        "TOCSIN_WEBHOOK_TIMEOUT_SECONDS must be at least 1"
+    );
+    anyhow::ensure!(
+        cli.connect_timeout_seconds > 0,
+        "TOCSIN_WEBHOOK_CONNECT_TIMEOUT_SECONDS must be at least 1"
+    );
+    let client = ClientConfig {
+        connect_timeout: Duration::from_secs(cli.connect_timeout_seconds),
+        timeout: Duration::from_secs(cli.timeout_seconds),
+        policy,
+        ..ClientConfig::default()
+    };
+    let courier = WebhookCourier::new(client, cli.worker.retry_policy())
+        .context("building the webhook HTTP client")?;
+
+    let c = &cli.connections;
+    let store = Store::connect(c.database_url.expose_secret(), c.db_max_connections)
+        .await
+        .context("connecting to PostgreSQL (DATABASE_URL)")?;
+    let bus_config = BusConfig::new(&c.bus_prefix).context("TOCSIN_BUS_PREFIX")?;
+    let bus = Bus::connect(&c.nats_url, bus_config)
+        .await
+        .context("connecting to NATS (NATS_URL)")?;
+
+    Worker::new(store, bus, courier, cli.worker.worker_config())
+        .run(Shutdown::on_signals())
+        .await
+        .context("running the webhook worker")?;
+    Ok(())
+}
