@@ -7,18 +7,23 @@
 //!   headers for automated mail and one-click unsubscribe.
 //! - [`smtp`]: a pooled SMTP sender and the mapping of SMTP failures onto
 //!   [`tocsin_core::SendOutcome`], with the email policy for unknown outcomes.
+//! - [`courier`]: [`EmailCourier`], the email channel for the delivery runtime's worker, and
+//!   its policies.
 //! - [`error`]: the crate's error type.
 //!
-//! The worker loop that drives these lives in the delivery runtime; this crate does not know
-//! about the bus or the store.
+//! The worker loop that drives these lives in the delivery runtime (`tocsin-delivery`); this
+//! crate's library does not touch the bus or the store. The `tocsin-email` binary wires the
+//! courier to a worker, configured from the environment.
 
 #![forbid(unsafe_code)]
 
+pub mod courier;
 pub mod error;
 pub mod message;
 pub mod smtp;
 pub mod templates;
 
+pub use courier::{EmailCourier, EmailSettings};
 pub use error::Error;
 pub use message::{Compose, build, message_id};
 pub use smtp::{SmtpConfig, SmtpSender, TlsMode, classify};

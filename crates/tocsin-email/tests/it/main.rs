@@ -9,6 +9,8 @@ use tocsin_core::{EventKind, IncidentId, IncidentStatus, Notice, SendOutcome, Se
 use tocsin_email::{Compose, SmtpConfig, SmtpSender, Templates, TlsMode, build, message_id};
 use tocsin_local_providers::{Fault, FaultRule, SmtpServer, SmtpStage};
 
+mod worker;
+
 const RECIPIENT: &str = "ada@example.test";
 
 fn notice(kind: EventKind, key: &str) -> Notice {

@@ -1,0 +1,241 @@
+//! The `tocsin-email` binary's settings: connections and worker tuning shared with every
+//! service, plus the relay and the sender identity, from the environment (or flags).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use lettre::message::Mailbox;
+use secrecy::SecretString;
+use tocsin_delivery::config::WorkerArgs;
+use tocsin_email::courier::SUBSCRIBER_ID_PLACEHOLDER;
+use tocsin_email::{EmailSettings, SmtpConfig, Templates, TlsMode};
+use tocsin_runtime::Connections;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tocsin-email",
+    version,
+    about = "Tocsin email worker: sends incident notices through an SMTP relay"
+)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) connections: Connections,
+    #[command(flatten)]
+    pub(crate) worker: WorkerArgs,
+    #[command(flatten)]
+    pub(crate) email: EmailArgs,
+}
+
+/// How the relay is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum TlsArg {
+    /// Plain text: a relay on the same host or a test server.
+    None,
+    /// Upgrade with STARTTLS, required (usually port 587).
+    Starttls,
+    /// TLS from the first byte (usually port 465).
+    Tls,
+}
+
+/// The relay and the sender identity.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct EmailArgs {
+    /// SMTP relay host.
+    #[arg(long, env = "TOCSIN_SMTP_HOST", default_value = "127.0.0.1")]
+    pub(crate) smtp_host: String,
+    /// SMTP relay port.
+    #[arg(long, env = "TOCSIN_SMTP_PORT", default_value_t = 2525)]
+    pub(crate) smtp_port: u16,
+    /// Connection security: none, starttls or tls.
+    #[arg(long, env = "TOCSIN_SMTP_TLS", value_enum, default_value_t = TlsArg::None)]
+    pub(crate) smtp_tls: TlsArg,
+    /// User name for SMTP AUTH; set it together with the password.
+    #[arg(long, env = "TOCSIN_SMTP_USERNAME")]
+    pub(crate) smtp_username: Option<String>,
+    /// Password for SMTP AUTH.
+    #[arg(long, env = "TOCSIN_SMTP_PASSWORD", value_parser = secret, hide_env_values = true)]
+    pub(crate) smtp_password: Option<SecretString>,
+    /// Seconds one send may take, connect to final reply; past it the outcome is unknown.
+    /// The TCP connect alone gets at most 10 of them.
+    #[arg(long, env = "TOCSIN_SMTP_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub(crate) smtp_timeout_seconds: u64,
+    /// The From mailbox.
+    #[arg(
+        long,
+        env = "TOCSIN_EMAIL_FROM",
+        default_value = "Tocsin Status <status@example.com>"
+    )]
+    pub(crate) email_from: String,
+    /// The domain in every Message-ID (`<dlv_…@domain>`); one the company controls.
+    #[arg(
+        long,
+        env = "TOCSIN_EMAIL_MESSAGE_ID_DOMAIN",
+        default_value = "status.example.com"
+    )]
+    pub(crate) email_message_id_domain: String,
+    /// A directory of template overrides; files not in it keep the compiled-in defaults.
+    #[arg(long, env = "TOCSIN_EMAIL_TEMPLATES_DIR")]
+    pub(crate) email_templates_dir: Option<PathBuf>,
+    /// One-click unsubscribe URL, with `{subscriber_id}` for the recipient; none when unset.
+    #[arg(long, env = "TOCSIN_EMAIL_UNSUBSCRIBE_URL")]
+    pub(crate) email_unsubscribe_url: Option<String>,
+}
+
+impl EmailArgs {
+    /// The relay's settings, checked.
+    pub(crate) fn smtp_config(&self) -> anyhow::Result<SmtpConfig> {
+        if self.smtp_host.trim().is_empty() {
+            bail!("TOCSIN_SMTP_HOST is empty");
+        }
+        let tls = match self.smtp_tls {
+            TlsArg::None => TlsMode::None,
+            TlsArg::Starttls => TlsMode::StartTls,
+            TlsArg::Tls => TlsMode::Tls,
+        };
+        let mut config = SmtpConfig::new(self.smtp_host.trim(), self.smtp_port, tls);
+        let timeout = Duration::from_secs(self.smtp_timeout_seconds.max(1));
+        config.send_timeout = timeout;
+        config.connect_timeout = timeout.min(Duration::from_secs(10));
+        config.credentials = match (&self.smtp_username, &self.smtp_password) {
+            (Some(user), Some(password)) => Some((user.clone(), password.clone())),
+            (None, None) => None,
+            (Some(_), None) => bail!("TOCSIN_SMTP_USERNAME is set but TOCSIN_SMTP_PASSWORD is not"),
+            (None, Some(_)) => bail!("TOCSIN_SMTP_PASSWORD is set but TOCSIN_SMTP_USERNAME is not"),
+        };
+        Ok(config)
+    }
+
+    /// The templates: the defaults, or the overrides rendered once against samples.
+    pub(crate) fn templates(&self) -> anyhow::Result<Templates> {
+        match &self.email_templates_dir {
+            None => Ok(Templates::defaults()),
+            Some(dir) => Templates::from_dir(dir).with_context(|| {
+                format!(
+                    "email templates in {} (TOCSIN_EMAIL_TEMPLATES_DIR)",
+                    dir.display()
+                )
+            }),
+        }
+    }
+
+    /// The sender identity and links, checked, with `worker`'s retry schedule.
+    pub(crate) fn settings(&self, worker: &WorkerArgs) -> anyhow::Result<EmailSettings> {
+        let from: Mailbox = self
+            .email_from
+            .parse()
+            .with_context(|| format!("TOCSIN_EMAIL_FROM {:?} is not a mailbox", self.email_from))?;
+        let domain = self.email_message_id_domain.trim();
+        if domain.is_empty()
+            || !domain
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        {
+            bail!("TOCSIN_EMAIL_MESSAGE_ID_DOMAIN {domain:?} is not a domain name");
+        }
+        if let Some(url) = &self.email_unsubscribe_url {
+            check_unsubscribe_url(url)?;
+        }
+        Ok(EmailSettings {
+            from,
+            message_id_domain: domain.to_owned(),
+            unsubscribe_url: self.email_unsubscribe_url.clone(),
+            retry: worker.retry_policy(),
+        })
+    }
+}
+
+/// The URL goes into a header between `<` and `>` and must name the recipient, or a one-click
+/// unsubscribe could not tell who clicked.
+fn check_unsubscribe_url(url: &str) -> anyhow::Result<()> {
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        bail!("TOCSIN_EMAIL_UNSUBSCRIBE_URL {url:?} is not an http(s) URL");
+    }
+    if !url.contains(SUBSCRIBER_ID_PLACEHOLDER) {
+        bail!("TOCSIN_EMAIL_UNSUBSCRIBE_URL {url:?} lacks {SUBSCRIBER_ID_PLACEHOLDER}");
+    }
+    if !url
+        .chars()
+        .all(|c| c.is_ascii_graphic() && c != '<' && c != '>')
+    {
+        bail!(
+            "TOCSIN_EMAIL_UNSUBSCRIBE_URL {url:?} has spaces, angle brackets or non-ASCII characters"
+        );
+    }
+    Ok(())
+}
+
+fn secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(raw.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        // Flags, not the environment: tests never read or change the process environment
+        // for values they assert on.
+        Cli::try_parse_from(std::iter::once("tocsin-email").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn flags_build_a_checked_configuration() {
+        let cli = parse(&[
+            "--smtp-host",
+            "smtp.acme.test",
+            "--smtp-port",
+            "587",
+            "--smtp-tls",
+            "starttls",
+            "--smtp-username",
+            "relay",
+            "--smtp-password",
+            "hunter2",
+            "--smtp-timeout-seconds",
+            "5",
+            "--email-from",
+            "Acme Status <status@acme.test>",
+            "--email-message-id-domain",
+            "status.acme.test",
+            "--email-unsubscribe-url",
+            "https://status.acme.test/unsubscribe/{subscriber_id}",
+        ]);
+        let smtp = cli.email.smtp_config().unwrap();
+        assert_eq!(smtp.host, "smtp.acme.test");
+        assert_eq!(smtp.port, 587);
+        assert_eq!(smtp.tls, TlsMode::StartTls);
+        assert_eq!(smtp.send_timeout, Duration::from_secs(5));
+        assert_eq!(smtp.connect_timeout, Duration::from_secs(5));
+        assert!(
+            !format!("{cli:?}").contains("hunter2"),
+            "the password is never printed"
+        );
+        let settings = cli.email.settings(&cli.worker).unwrap();
+        assert_eq!(settings.from.email.to_string(), "status@acme.test");
+        assert_eq!(settings.message_id_domain, "status.acme.test");
+        assert_eq!(settings.retry, cli.worker.retry_policy());
+    }
+
+    #[test]
+    fn half_credentials_and_bad_identities_are_refused() {
+        let cli = parse(&["--smtp-username", "relay"]);
+        assert!(cli.email.smtp_config().is_err());
+        for args in [
+            &["--email-from", "not a mailbox"][..],
+            &["--email-message-id-domain", "a b"],
+            &["--email-unsubscribe-url", "https://x.test/unsubscribe"],
+            &[
+                "--email-unsubscribe-url",
+                "https://x.test/u/{subscriber_id}>",
+            ],
+        ] {
+            let cli = parse(args);
+            assert!(
+                cli.email.settings(&cli.worker).is_err(),
+                "{args:?} accepted"
+            );
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! The email channel as the delivery runtime drives it: render the notice, build the email
+//! with its deterministic `Message-ID` and threading headers, hand it to the relay.
+//!
+//! The policies are email's: an unknown outcome is resent once with the same `Message-ID`
+//! (see [`crate::smtp`]), and an older message that has not gone out yet is superseded by a
+//! newer one to the same person, because nobody needs "we are investigating" after
+//! "resolved".
+
+use lettre::message::Mailbox;
+use tocsin_core::{Channel, DeliveryKey, RetryPolicy, SendOutcome};
+use tocsin_delivery::{ChannelPolicy, Courier, Message, UnknownPolicy};
+use tracing::instrument;
+
+use crate::error::Error;
+use crate::message::{Compose, build, message_id};
+use crate::smtp::SmtpSender;
+use crate::templates::Templates;
+
+/// The placeholder an unsubscribe URL template carries for the recipient.
+pub const SUBSCRIBER_ID_PLACEHOLDER: &str = "{subscriber_id}";
+
+/// Who the emails are from and how they are identified.
+#[derive(Debug, Clone)]
+pub struct EmailSettings {
+    /// The `From` mailbox, e.g. `Acme Status <status@acme.com>`.
+    pub from: Mailbox,
+    /// The right-hand side of every `Message-ID`: a domain the company controls.
+    pub message_id_domain: String,
+    /// A URL with [`SUBSCRIBER_ID_PLACEHOLDER`], for the one-click unsubscribe headers and
+    /// the footer. `None` sends no unsubscribe link.
+    pub unsubscribe_url: Option<String>,
+    /// The retry schedule for transient failures.
+    pub retry: RetryPolicy,
+}
+
+/// The email [`Courier`].
+#[derive(Debug)]
+pub struct EmailCourier {
+    templates: Templates,
+    sender: SmtpSender,
+    settings: EmailSettings,
+}
+
+impl EmailCourier {
+    pub fn new(templates: Templates, sender: SmtpSender, settings: EmailSettings) -> EmailCourier {
+        EmailCourier {
+            templates,
+            sender,
+            settings,
+        }
+    }
+
+    /// The email for `message`, or why it cannot be built (which no retry would fix).
+    fn email(&self, message: &Message) -> Result<lettre::Message, Error> {
+        let subscriber = &message.subscriber;
+        let address = subscriber
+            .contacts
+            .email
+            .as_deref()
+            .ok_or_else(|| Error::Invalid("the subscriber has no email address".into()))?;
+        let to: Mailbox = address
+            .parse()
+            .map_err(|e| Error::Invalid(format!("recipient address {address:?}: {e}")))?;
+
+        let mut notice = message.notice.clone();
+        if let Some(template) = &self.settings.unsubscribe_url {
+            notice = notice.with_unsubscribe_url(
+                template.replace(SUBSCRIBER_ID_PLACEHOLDER, &subscriber.id.to_string()),
+            );
+        }
+        let rendered = self.templates.render(&notice)?;
+
+        let domain = self.settings.message_id_domain.as_str();
+        // The opening email's id is derived, not looked up: the same key the resolver gave the
+        // opening event's delivery to this subscriber.
+        let opening = (message.opening_event_id != message.event.event_id).then(|| {
+            let key = DeliveryKey::derive(message.opening_event_id, subscriber.id, Channel::Email);
+            message_id(key.as_str(), domain)
+        });
+        let compose = Compose {
+            from: &self.settings.from,
+            to: &to,
+            domain,
+            opening_message_id: opening.as_deref(),
+        };
+        build(&notice, &rendered, &compose)
+    }
+}
+
+impl Courier for EmailCourier {
+    fn channel(&self) -> Channel {
+        Channel::Email
+    }
+
+    fn policy(&self) -> ChannelPolicy {
+        ChannelPolicy {
+            unknown: UnknownPolicy::ResendOnce,
+            supersede_stale: true,
+            retry: self.settings.retry,
+        }
+    }
+
+    #[instrument(skip_all, fields(delivery_key = %message.key, attempt = message.attempt))]
+    async fn send(&self, message: &Message) -> SendOutcome {
+        match self.email(message) {
+            Ok(email) => self.sender.send(email).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "the email cannot be built; not retrying");
+                SendOutcome::Permanent {
+                    reason: e.to_string(),
+                }
+            }
+        }
+    }
+}

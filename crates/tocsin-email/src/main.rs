@@ -1,0 +1,56 @@
+//! `tocsin-email`: the email worker. Pulls email delivery jobs, sends each through the SMTP
+//! relay, and records the outcome in the ledger; see `tocsin-delivery` for the loop.
+
+mod config;
+
+use anyhow::Context;
+use clap::Parser;
+use secrecy::ExposeSecret;
+use tocsin_bus::{Bus, BusConfig};
+use tocsin_delivery::Worker;
+use tocsin_email::{EmailCourier, SmtpSender};
+use tocsin_runtime::{Shutdown, init_tracing};
+use tocsin_store::Store;
+
+use crate::config::Cli;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, causes included: "connecting to NATS (NATS_URL): ...".
+            eprintln!("tocsin-email: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    // lettre's rustls needs the process-wide provider before any transport is built.
+    tocsin_runtime::tls::install_crypto_provider();
+    let cli = Cli::parse();
+    init_tracing(cli.connections.log_format);
+
+    // Everything that can be wrong with the settings fails here, before any connection.
+    let smtp = cli.email.smtp_config().context("SMTP settings")?;
+    let settings = cli.email.settings(&cli.worker).context("email settings")?;
+    let templates = cli.email.templates()?;
+    let sender = SmtpSender::new(smtp).context("SMTP transport")?;
+    let courier = EmailCourier::new(templates, sender, settings);
+
+    let c = &cli.connections;
+    let store = Store::connect(c.database_url.expose_secret(), c.db_max_connections)
+        .await
+        .context("connecting to PostgreSQL (DATABASE_URL)")?;
+    let bus_config = BusConfig::new(&c.bus_prefix).context("TOCSIN_BUS_PREFIX")?;
+    let bus = Bus::connect(&c.nats_url, bus_config)
+        .await
+        .context("connecting to NATS (NATS_URL)")?;
+
+    Worker::new(store, bus, courier, cli.worker.worker_config())
+        .run(Shutdown::on_signals())
+        .await
+        .context("running the email worker")?;
+    Ok(())
+}
