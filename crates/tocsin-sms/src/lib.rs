@@ -1,6 +1,12 @@
 //! Tocsin's SMS channel: turns a [`tocsin_core::Notice`] into a short text that fits a segment
-//! budget, sends it through Twilio's Messages API, and verifies Twilio's delivery callbacks.
+//! budget, sends it through Twilio's Messages API, and records Twilio's delivery callbacks.
+//! The `tocsin-sms` binary runs the worker and the callback server together ([`run`]).
 //!
+//! - [`courier`]: the channel's [`tocsin_delivery::Courier`] and its policies (never resend
+//!   an unknown outcome; supersede stale texts).
+//! - [`callbacks`]: the HTTP endpoint for Twilio's status callbacks, which settles deliveries
+//!   in the ledger.
+//! - [`config`]: the binary's settings from the environment.
 //! - [`segments`]: GSM-7 and UCS-2 segment arithmetic, and cutting a text to a budget.
 //! - [`templates`]: one short template per event kind, compiled in and overridable.
 //! - [`twilio`]: a small client for `POST /2010-04-01/Accounts/{sid}/Messages.json` whose
@@ -17,6 +23,9 @@
 #![forbid(unsafe_code)]
 
 pub mod callback;
+pub mod callbacks;
+pub mod config;
+pub mod courier;
 pub mod error;
 pub mod segments;
 pub mod status;
@@ -24,8 +33,48 @@ pub mod templates;
 pub mod twilio;
 
 pub use callback::{StatusCallback, signature, verify_signature};
+pub use callbacks::Callbacks;
+pub use courier::SmsCourier;
 pub use error::Error;
 pub use segments::{Encoding, Fitted, fit};
 pub use status::{MessageStatus, Progress};
 pub use templates::Templates;
 pub use twilio::{Sender, TwilioClient, TwilioConfig};
+
+use anyhow::Context;
+use tocsin_delivery::Worker;
+use tocsin_runtime::Shutdown;
+use tokio::net::TcpListener;
+
+/// Runs the SMS worker and the status-callback server on `listener` until `shutdown`.
+/// If either stops with an error, the other is stopped too and the error returned.
+pub async fn run(
+    worker: Worker<SmsCourier>,
+    callbacks: Callbacks,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let sending = {
+        let shutdown = shutdown.clone();
+        async move {
+            let result = worker
+                .run(shutdown.clone())
+                .await
+                .context("running the SMS worker");
+            shutdown.trigger();
+            result
+        }
+    };
+    let serving = {
+        let shutdown = shutdown.clone();
+        async move {
+            let result = callbacks::serve(listener, callbacks, shutdown.clone())
+                .await
+                .context("serving status callbacks");
+            shutdown.trigger();
+            result
+        }
+    };
+    let (sent, served) = tokio::join!(sending, serving);
+    sent.and(served)
+}

@@ -1,5 +1,8 @@
 //! The Twilio client and the callback verifier against `tocsin-local-providers`' Twilio
 //! double: real HTTP, real Basic auth, real signed status callbacks, and faults on demand.
+//! The SMS worker end to end is in [`worker`].
+
+mod worker;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
