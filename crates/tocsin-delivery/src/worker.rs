@@ -228,13 +228,13 @@ impl<C: Courier> Worker<C> {
         let mut subscribers = self.store.subscribers_for_delivery(&subscriber_ids).await?;
         let mut incidents: HashMap<EventId, IncidentAsOf> = HashMap::new();
         for (_, _, c) in &claimed {
-            if !incidents.contains_key(&c.event_id) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = incidents.entry(c.event_id) {
                 let as_of = self
                     .store
                     .incident_as_of(c.incident_id, c.event_version)
                     .await?
                     .ok_or_else(|| DeliveryError::UnknownEvent(c.event_id.to_string()))?;
-                incidents.insert(c.event_id, as_of);
+                slot.insert(as_of);
             }
         }
 
@@ -279,21 +279,21 @@ impl<C: Courier> Worker<C> {
         let mut answers = Vec::with_capacity(results.len());
         let mut disable = Vec::new();
         for (work, job, claim, outcome, elapsed) in results {
+            let gone = match &outcome {
+                Ok(SendOutcome::Gone { reason }) => Some(reason.clone()),
+                _ => None,
+            };
+            let (record, reply, handled) = self.decide(&job, &claim, outcome, elapsed, now);
             // A webhook endpoint that is gone (410), or that failed through a whole retry
             // schedule, is disabled so later messages stop trying it.
             if claim.channel == tocsin_core::Channel::Webhook {
-                match &outcome {
-                    Ok(SendOutcome::Gone { reason }) => disable.push((claim.clone(), reason.clone())),
-                    Ok(SendOutcome::Transient { reason, retry_after })
-                        if policy.retry.after_failure(claim.attempt, Duration::ZERO, *retry_after, 0.0)
-                            == Retry::GiveUp =>
-                    {
-                        disable.push((claim.clone(), format!("failed through every retry: {reason}")));
-                    }
-                    _ => {}
+                if let Some(reason) = gone {
+                    disable.push((claim.clone(), reason));
+                } else if record.state == "dead" {
+                    let reason = record.error.clone().unwrap_or_default();
+                    disable.push((claim.clone(), format!("failed through every retry: {reason}")));
                 }
             }
-            let (record, reply, handled) = self.decide(&job, &claim, outcome, elapsed, now);
             records.push(record);
             answers.push((work, job, reply, handled));
         }

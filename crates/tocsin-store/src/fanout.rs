@@ -219,7 +219,16 @@ impl Store {
         after_position: i64,
         limit: u32,
     ) -> Result<Vec<TrailEntry>, StoreError> {
-        let rows: Vec<(i64, Uuid, String, Option<String>, Json<serde_json::Value>, OffsetDateTime)> =
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            position: i64,
+            event_id: Uuid,
+            kind: String,
+            delivery_key: Option<String>,
+            data: Json<serde_json::Value>,
+            recorded_at: OffsetDateTime,
+        }
+        let rows: Vec<Row> =
             sqlx::query_as(
                 "SELECT position, event_id, kind, delivery_key, data, recorded_at
                  FROM delivery_trail WHERE incident_id = $1 AND position > $2
@@ -232,13 +241,13 @@ impl Store {
             .await?;
         Ok(rows
             .into_iter()
-            .map(|(position, event_id, kind, delivery_key, data, recorded_at)| TrailEntry {
-                position,
-                event_id: event_id.into(),
-                kind,
-                delivery_key,
-                data: data.0,
-                recorded_at,
+            .map(|row| TrailEntry {
+                position: row.position,
+                event_id: row.event_id.into(),
+                kind: row.kind,
+                delivery_key: row.delivery_key,
+                data: row.data.0,
+                recorded_at: row.recorded_at,
             })
             .collect())
     }

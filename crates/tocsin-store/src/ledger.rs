@@ -100,6 +100,8 @@ struct ClaimRow {
 struct StateRow {
     delivery_key: String,
     state: String,
+    /// An unknown outcome with one resend scheduled (the channel's policy allows it).
+    resend_due: bool,
     wait_ms: Option<f64>,
 }
 
@@ -158,7 +160,7 @@ impl Store {
                  WHERE d.delivery_key = ANY($1)
                    AND (d.state IN ('pending', 'retrying')
                         OR (d.state = 'sending' AND d.lease_expires_at < now())
-                        OR (d.state = 'unknown' AND $4))
+                        OR (d.state = 'unknown' AND $4 AND d.next_attempt_at IS NOT NULL))
                    AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= now())
                    AND (d.send_after IS NULL OR d.send_after <= now())
                    AND NOT EXISTS (
@@ -206,17 +208,17 @@ impl Store {
         let others: Vec<&String> = keys.iter().filter(|k| !by_key.contains_key(*k)).collect();
         if !others.is_empty() {
             let rows: Vec<StateRow> = sqlx::query_as(
-                "SELECT delivery_key, state,
-                        extract(epoch FROM greatest(next_attempt_at, send_after,
-                            CASE WHEN state = 'sending' THEN lease_expires_at END) - now()) * 1000
-                            AS wait_ms
+                "SELECT delivery_key, state, next_attempt_at IS NOT NULL AS resend_due,
+                        (extract(epoch FROM greatest(next_attempt_at, send_after,
+                            CASE WHEN state = 'sending' THEN lease_expires_at END) - now())
+                            * 1000)::float8 AS wait_ms
                  FROM deliveries WHERE delivery_key = ANY($1)",
             )
             .bind(&others)
             .fetch_all(&mut *tx)
             .await?;
             for row in rows {
-                let resendable = row.state == "unknown" && policy.resend_unknown;
+                let resendable = row.state == "unknown" && policy.resend_unknown && row.resend_due;
                 let result = if FINAL_STATES.contains(&row.state.as_str()) && !resendable {
                     ClaimResult::Finished { state: row.state }
                 } else {
@@ -265,7 +267,7 @@ impl Store {
                  UPDATE deliveries d SET state = o.state, next_attempt_at = o.next_at,
                      provider_id = coalesce(o.provider_id, d.provider_id), last_error = o.error,
                      lease_owner = NULL, lease_expires_at = NULL, updated_at = now(),
-                     finished_at = CASE WHEN o.state IN ('retrying') THEN NULL ELSE now() END
+                     finished_at = CASE WHEN o.next_at IS NOT NULL THEN NULL ELSE now() END
                  FROM o
                  WHERE d.delivery_key = o.delivery_key AND d.lease_owner = $1
                    AND d.state = 'sending'
@@ -317,6 +319,13 @@ impl Store {
              ), trail AS (
                  INSERT INTO delivery_trail (incident_id, event_id, kind, delivery_key, data)
                  SELECT incident_id, event_id, 'replayed', delivery_key, '{}' FROM revived
+             ), reenabled AS (
+                 -- A replay means the cause was fixed: endpoints disabled by these deliveries'
+                 -- failures take them again.
+                 UPDATE subscriber_contacts SET webhook_disabled_at = NULL,
+                     webhook_disabled_reason = NULL
+                 WHERE webhook_disabled_at IS NOT NULL AND subscriber_id IN
+                     (SELECT subscriber_id FROM revived WHERE channel = 'webhook')
              )
              SELECT * FROM revived ORDER BY event_version",
         )

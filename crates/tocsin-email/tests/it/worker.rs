@@ -446,8 +446,6 @@ async fn a_resolution_supersedes_an_opening_not_yet_sent(pool: PgPool) {
 /// The email policy says a second unknown outcome is final. The ledger cannot tell it from a
 /// first one, though, so a redelivered or replayed job is claimed and sent a third time.
 #[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
-#[ignore = "fails: tocsin-store claims any `unknown` delivery when resend_unknown is set, even \
-            after the one resend (ledger.rs claim_deliveries); reported to its owner"]
 async fn a_second_unknown_is_final_even_when_the_job_comes_back(pool: PgPool) {
     let h = harness(pool, retry(5)).await;
     h.fault(Fault::Drop, Some(2));

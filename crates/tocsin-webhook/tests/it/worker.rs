@@ -383,7 +383,6 @@ async fn a_429_retry_after_is_honoured(pool: PgPool) {
 /// A copy of the job offered before its retry time (a replay, a redelivery) is deferred
 /// until then, not sent.
 #[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
-#[ignore = "tocsin-store claim_deliveries decodes wait_ms (NUMERIC) as f64 and fails the batch; enable once fixed"]
 async fn a_job_offered_before_its_retry_time_is_deferred(pool: PgPool) {
     let h = Harness::start(pool, loopback(), quick_retries(5)).await;
     let subscriber = h.subscribe("acme", "acme").await;
