@@ -3,6 +3,8 @@
 //!
 //! The binaries must be built first (`cargo xtask test` does it).
 
+mod workers;
+
 use std::time::Duration;
 
 use tocsin_bus::{Bus, BusConfig};

@@ -170,8 +170,15 @@ impl<C: Courier> Worker<C> {
         let policy = self.courier.policy();
         let mut handled = Vec::with_capacity(works.len());
         let mut jobs: Vec<(Work, DeliveryJob)> = Vec::with_capacity(works.len());
+        let mut seen = std::collections::HashSet::new();
         for work in works {
             match DeliveryJob::decode(work.payload()) {
+                // A redelivered copy beside its original in one batch: the original carries
+                // the delivery, the copy is done.
+                Ok(job) if !seen.insert(job.delivery_key.clone()) => {
+                    answer(work.ack().await);
+                    handled.push(Handled::AlreadyDone { key: job.delivery_key, state: "duplicate in batch".into() });
+                }
                 Ok(job) => jobs.push((work, job)),
                 Err(e) => {
                     error!(error = %e, "an undecodable delivery job; terminating it");

@@ -364,17 +364,22 @@ impl Store {
         detail: serde_json::Value,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "WITH updated AS (
-                 UPDATE deliveries SET state = $2, updated_at = now(), finished_at = now(),
-                     provider_id = coalesce(provider_id, $4)
-                 WHERE (delivery_key = $1 OR ($1 IS NULL AND provider_id = $4))
-                   AND state IN ('delivered', 'unknown', 'sending')
-                 RETURNING delivery_key, incident_id, event_id, channel
+            "WITH target AS (
+                 SELECT delivery_key, incident_id, event_id, channel, state FROM deliveries
+                 WHERE delivery_key = $1 OR ($1 IS NULL AND provider_id = $4)
+             ), updated AS (
+                 -- A delivery still being sent keeps its state: its worker records the
+                 -- attempt in a moment, and the provider's word stays in the trail below.
+                 UPDATE deliveries d SET state = $2, updated_at = now(), finished_at = now(),
+                     provider_id = coalesce(d.provider_id, $4)
+                 FROM target t
+                 WHERE d.delivery_key = t.delivery_key AND t.state IN ('delivered', 'unknown')
              )
              INSERT INTO delivery_trail (incident_id, event_id, kind, delivery_key, data)
              SELECT incident_id, event_id, $2, delivery_key,
-                    $3 || jsonb_build_object('channel', channel, 'source', 'provider callback')
-             FROM updated",
+                    $3 || jsonb_build_object('channel', channel, 'source', 'provider callback',
+                                             'ledger_state', state)
+             FROM target",
         )
         .bind(delivery_key)
         .bind(state)
