@@ -3,6 +3,8 @@
 //! - `cargo xtask demo`: the pipeline end to end against this machine's PostgreSQL and NATS.
 //! - `cargo xtask test`: the whole test suite, with the services checked (and started) first.
 //! - `cargo xtask bench ingest`: publish throughput, call latency and relay lag.
+//! - `cargo xtask bench fanout-plan`: one incident fanned out to many subscribers by the
+//!   resolver: time to every job recorded and published, and the resolver's peak memory.
 
 #![allow(clippy::print_stdout)]
 
@@ -34,7 +36,7 @@ enum Task {
     },
     /// Run a benchmark and print a results table and one JSON line.
     Bench {
-        /// Which benchmark: ingest.
+        /// Which benchmark: ingest or fanout-plan.
         which: String,
         /// Concurrent publishers.
         #[arg(long, default_value_t = 64)]
@@ -45,6 +47,9 @@ enum Task {
         /// Stop after this many measured events, or after --seconds if that comes first.
         #[arg(long)]
         events: Option<u64>,
+        /// fanout-plan: subscribers of the incident.
+        #[arg(long, default_value_t = 100_000)]
+        recipients: usize,
     },
 }
 
@@ -59,12 +64,14 @@ async fn main() -> ExitCode {
             clients,
             seconds,
             events,
+            recipients,
         } => {
             bench::run(bench::BenchArgs {
                 which,
                 clients,
                 seconds,
                 events,
+                recipients,
             })
             .await
         }

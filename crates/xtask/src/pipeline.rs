@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
-use tocsin_proto::v1::{self, incident_service_client::IncidentServiceClient};
+use tocsin_proto::v1;
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 
@@ -86,6 +86,8 @@ pub(crate) struct Ingest {
     pub(crate) nats_url: String,
     pub(crate) bus_prefix: String,
     pub(crate) port: u16,
+    /// Settings on top of the connection ones, such as `TOCSIN_WEBHOOK_ALLOW`.
+    pub(crate) env: Vec<(&'static str, String)>,
 }
 
 impl Ingest {
@@ -103,6 +105,9 @@ impl Ingest {
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
             )
             .kill_on_drop(true);
+        for (name, value) in &self.env {
+            command.env(name, value);
+        }
         command
     }
 
@@ -118,8 +123,9 @@ impl Ingest {
         Ok(())
     }
 
-    /// Starts `tocsin-ingest serve` and waits until it answers.
-    pub(crate) async fn serve(&self) -> anyhow::Result<(Child, IncidentServiceClient<Channel>)> {
+    /// Starts `tocsin-ingest serve` and waits until it answers; the channel serves every
+    /// gRPC service of the process.
+    pub(crate) async fn serve(&self) -> anyhow::Result<(Child, Channel)> {
         let child = self
             .command(&["serve"])
             .stdout(Stdio::inherit())
@@ -129,7 +135,7 @@ impl Ingest {
         let endpoint = format!("http://127.0.0.1:{}", self.port);
         for _ in 0..100 {
             if let Ok(channel) = Channel::from_shared(endpoint.clone())?.connect().await {
-                return Ok((child, IncidentServiceClient::new(channel)));
+                return Ok((child, channel));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -138,7 +144,12 @@ impl Ingest {
 }
 
 /// SIGTERM, then wait; an error unless it exits 0 within 30 s.
-pub(crate) async fn terminate(mut child: Child) -> anyhow::Result<()> {
+pub(crate) async fn terminate(child: Child) -> anyhow::Result<()> {
+    terminate_named(child, "tocsin-ingest").await
+}
+
+/// [`terminate`] for any of the services; `name` is for the error messages.
+pub(crate) async fn terminate_named(mut child: Child, name: &str) -> anyhow::Result<()> {
     if let Some(pid) = child.id() {
         std::process::Command::new("kill")
             .args(["-TERM", &pid.to_string()])
@@ -146,11 +157,26 @@ pub(crate) async fn terminate(mut child: Child) -> anyhow::Result<()> {
     }
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
         .await
-        .context("tocsin-ingest did not stop within 30 s of SIGTERM")??;
+        .with_context(|| format!("{name} did not stop within 30 s of SIGTERM"))??;
     if !status.success() {
-        bail!("tocsin-ingest exited with {status} after SIGTERM");
+        bail!("{name} exited with {status} after SIGTERM");
     }
     Ok(())
+}
+
+/// Deletes the events, deliveries and dead-letter streams of `bus`'s prefix, where they
+/// exist. PostgreSQL holds the truth; these are rebuilt from it.
+pub(crate) async fn delete_streams(bus: &tocsin_bus::Bus) {
+    let js = async_nats::jetstream::new(bus.client().clone());
+    let config = bus.config();
+    for stream in [
+        config.events_stream(),
+        config.deliveries_stream(),
+        config.dead_letters_stream(),
+    ] {
+        // Absent is the outcome we want.
+        let _ = js.delete_stream(&stream).await;
+    }
 }
 
 pub(crate) fn authed<T>(message: T) -> tonic::Request<T> {

@@ -16,60 +16,22 @@ use tocsin_proto::v1::{self, EventKind, incident_service_client::IncidentService
 use tokio::sync::Notify;
 use tonic::transport::Channel;
 
-use crate::pipeline::{Ingest, authed, create_database, drop_database, free_port, terminate};
-use crate::services::{build_binaries, ensure_services};
-
-#[derive(Debug, Clone)]
-pub(crate) struct BenchArgs {
-    pub(crate) which: String,
-    pub(crate) clients: usize,
-    pub(crate) seconds: u64,
-    /// Stop after about this many measured events (in-flight calls still finish).
-    pub(crate) events: Option<u64>,
-}
-
-pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if cfg!(debug_assertions) {
-        // The load generator shares two cores with the service, PostgreSQL and NATS; an
-        // unoptimised client would eat the service's CPU and understate its throughput.
-        return rerun_optimised().await;
-    }
-    match args.which.as_str() {
-        "ingest" => ingest(args).await,
-        other => bail!("unknown benchmark {other:?}; available: ingest"),
-    }
-}
-
-/// Builds every binary in release and runs this same command with the release xtask.
-async fn rerun_optimised() -> anyhow::Result<()> {
-    build_binaries(true).await?;
-    let status = tokio::process::Command::new(crate::services::target_bin("release", "xtask"))
-        .args(std::env::args_os().skip(1))
-        .status()
-        .await
-        .context("running the release xtask")?;
-    if !status.success() {
-        bail!("the benchmark failed ({status})");
-    }
-    Ok(())
-}
+use super::{BenchArgs, Fresh, round2};
+use crate::pipeline::{Ingest, authed, free_port, terminate};
 
 /// Updates each client publishes per incident before opening the next one.
 const UPDATES_PER_INCIDENT: usize = 9;
 
-async fn ingest(args: BenchArgs) -> anyhow::Result<()> {
-    let services = ensure_services().await?;
-    build_binaries(true).await?;
-    let run_id = uuid::Uuid::now_v7().simple().to_string();
-    let db_name = format!("tocsin_bench_{}", &run_id[20..]);
-    let prefix = format!("bench_{}", &run_id[20..]);
-    let database_url = create_database(&services, &db_name, true).await?;
+pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let fresh = Fresh::create().await?;
+    let database_url = fresh.database_url.clone();
     let ingest = Ingest {
         profile: "release",
         database_url: database_url.clone(),
-        nats_url: services.nats_url.clone(),
-        bus_prefix: prefix.clone(),
+        nats_url: fresh.services.nats_url.clone(),
+        bus_prefix: fresh.prefix.clone(),
         port: free_port()?,
+        env: Vec::new(),
     };
     ingest.migrate().await?;
     let (child, _) = ingest.serve().await?;
@@ -149,7 +111,7 @@ async fn ingest(args: BenchArgs) -> anyhow::Result<()> {
     .context("measuring relay lag")?;
     terminate(child).await?;
     pool.close().await;
-    cleanup(&services, &db_name, &prefix).await;
+    fresh.cleanup().await;
 
     let count = latency.len();
     let per_s = count as f64 / measured.as_secs_f64();
@@ -187,21 +149,6 @@ async fn ingest(args: BenchArgs) -> anyhow::Result<()> {
         bail!("{errors} publishes failed during the benchmark");
     }
     Ok(())
-}
-
-fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
-}
-
-async fn cleanup(services: &crate::services::Services, db_name: &str, prefix: &str) {
-    if let Err(e) = drop_database(services, db_name).await {
-        eprintln!("note: could not drop {db_name}: {e}");
-    }
-    if let Ok(config) = tocsin_bus::BusConfig::new(prefix)
-        && let Ok(bus) = tocsin_bus::Bus::connect(&services.nats_url, config).await
-    {
-        let _ = bus.delete_events_stream().await;
-    }
 }
 
 /// What the publishers share: when to start measuring, and when to stop.

@@ -1,0 +1,526 @@
+//! `cargo xtask demo`: the whole pipeline, end to end, on this machine's PostgreSQL and NATS.
+//!
+//! Every part runs as its own process, as in production: `tocsin-ingest` (gRPC API and outbox
+//! relay), `tocsin-resolver`, the `tocsin-email`, `tocsin-sms` and `tocsin-webhook` workers,
+//! and `tocsin-local-providers` (an SMTP server, a Twilio-compatible API and a webhook
+//! receiver on loopback). The demo imports subscribers over gRPC, publishes an incident that
+//! opens, is identified, is monitored and resolves, waits for each message to reach the
+//! provider servers, and then checks three witnesses against what the subscribers asked for:
+//! the providers' own count of what they received, the delivery ledger, and the log.
+//!
+//! The database `tocsin_demo` and the streams under the prefix `tocsin_demo` are recreated
+//! at the start of each run and left in place at the end, to be looked at.
+
+mod stack;
+mod subscribers;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use tocsin_bus::{Bus, BusConfig};
+use tocsin_proto::v1::{
+    self, EventKind, incident_service_client::IncidentServiceClient,
+    subscriber_service_client::SubscriberServiceClient,
+};
+use tonic::transport::Channel;
+
+use crate::pipeline::{Ingest, authed, create_database, free_port, kind_name, terminate};
+use crate::services::{build_binaries, ensure_services};
+use stack::{Ports, Stack};
+use subscribers::Expected;
+
+const DEMO_DATABASE: &str = "tocsin_demo";
+const DEMO_PREFIX: &str = "tocsin_demo";
+/// How long one step of the incident may take to reach every provider.
+const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub(crate) async fn run() -> anyhow::Result<()> {
+    tocsin_runtime::tls::install_crypto_provider();
+    let services = ensure_services().await?;
+    build_binaries(false).await?;
+    let database_url = create_database(&services, DEMO_DATABASE, true).await?;
+    let bus = Bus::connect(&services.nats_url, BusConfig::new(DEMO_PREFIX)?).await?;
+    crate::pipeline::delete_streams(&bus).await;
+    println!("✓ fresh database {DEMO_DATABASE} and streams {DEMO_PREFIX}_*");
+
+    let ports = Ports::pick()?;
+    let ingest = Ingest {
+        profile: "debug",
+        database_url: database_url.clone(),
+        nats_url: services.nats_url.clone(),
+        bus_prefix: DEMO_PREFIX.into(),
+        port: free_port()?,
+        // The demo's webhook receiver is on loopback, which subscribers may only name when a
+        // development allow-list says so.
+        env: vec![("TOCSIN_WEBHOOK_ALLOW", "127.0.0.1".into())],
+    };
+    ingest.migrate().await?;
+    println!("✓ migrations applied");
+    let (ingest_child, channel) = ingest.serve().await?;
+    println!(
+        "✓ tocsin-ingest serving gRPC on 127.0.0.1:{} with its outbox relay",
+        ingest.port
+    );
+    let mut stack = Stack::new("debug");
+    let started = stack::start(
+        &mut stack,
+        ports,
+        &stack::Urls {
+            database: &database_url,
+            nats: &services.nats_url,
+            bus_prefix: DEMO_PREFIX,
+        },
+        &[],
+    )
+    .await;
+    let outcome = match started {
+        Ok(()) => {
+            println!(
+                "✓ tocsin-resolver, tocsin-email, tocsin-sms, tocsin-webhook and the local providers \
+                 (SMTP 127.0.0.1:{}, Twilio 127.0.0.1:{}, webhooks 127.0.0.1:{}) running",
+                ports.smtp, ports.twilio, ports.webhook
+            );
+            demonstrate(&mut stack, ports, channel, &bus, &database_url).await
+        }
+        Err(e) => Err(e),
+    };
+    // Every process must stop cleanly on SIGTERM, whatever the outcome.
+    let stopped = stack.stop().await;
+    let ingest_stopped = terminate(ingest_child).await;
+    let report = outcome?;
+    stopped?;
+    ingest_stopped?;
+    println!("{}", report.json());
+    if !report.ok() {
+        bail!(
+            "the demo failed: {} missing, {} duplicated, {} unexpected",
+            report.missing,
+            report.duplicates,
+            report.unexpected
+        );
+    }
+    Ok(())
+}
+
+/// What the demo saw, for its last line.
+struct Report {
+    incident_id: String,
+    expected: u64,
+    delivered: u64,
+    duplicates: u64,
+    missing: u64,
+    unexpected: u64,
+    log_ok: bool,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+impl Report {
+    fn ok(&self) -> bool {
+        self.missing == 0 && self.duplicates == 0 && self.unexpected == 0 && self.log_ok
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "demo": if self.ok() { "ok" } else { "failed" },
+            "incident_id": self.incident_id,
+            "expected": self.expected,
+            "delivered": self.delivered,
+            "duplicates": self.duplicates,
+            "missing": self.missing,
+            "unexpected": self.unexpected,
+            "log_and_jetstream_ok": self.log_ok,
+            "p50_ms": round1(self.p50_ms),
+            "p99_ms": round1(self.p99_ms),
+        })
+    }
+}
+
+async fn demonstrate(
+    stack: &mut Stack,
+    ports: Ports,
+    channel: Channel,
+    bus: &Bus,
+    database_url: &str,
+) -> anyhow::Result<Report> {
+    let http = reqwest::Client::new();
+    let mut subscriber_client = SubscriberServiceClient::new(channel.clone());
+    let mut client = IncidentServiceClient::new(channel);
+
+    let expected = subscribers::import(&mut subscriber_client, &http, ports).await?;
+    let preview = subscriber_client
+        .preview_fanout(authed(v1::PreviewFanoutRequest {
+            kind: EventKind::Opened.into(),
+            severity: v1::Severity::Major.into(),
+            components: opening(String::new()).components,
+            ..Default::default()
+        }))
+        .await?
+        .into_inner();
+    println!(
+        "✓ PreviewFanout of the opening: {} recipients, {}",
+        preview.recipients,
+        preview
+            .channels
+            .iter()
+            .map(|c| format!("{} {}", c.deliveries, channel_name(c.channel)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    let run_id = uuid::Uuid::now_v7().simple().to_string();
+    let key = |step: &str| format!("demo-{run_id}-{step}");
+    let open = client
+        .publish_event(authed(opening(key("open"))))
+        .await?
+        .into_inner();
+    let incident_id = open.incident_id.clone();
+    println!(
+        "\nincident {incident_id}: publishing its lifecycle, each step once the last has arrived"
+    );
+    let mut cumulative: BTreeMap<v1::Channel, u64> = BTreeMap::new();
+    let steps = lifecycle();
+    for (i, step) in steps.iter().enumerate() {
+        let published_at = Instant::now();
+        if i > 0 {
+            client
+                .publish_event(authed(v1::PublishEventRequest {
+                    idempotency_key: key(&format!("step-{i}")),
+                    incident_id: incident_id.clone(),
+                    kind: step.kind.into(),
+                    status: step.status.into(),
+                    message: step.message.into(),
+                    ..Default::default()
+                }))
+                .await?;
+        }
+        for (channel, count) in expected.for_kind(step.kind) {
+            *cumulative.entry(channel).or_default() += count;
+        }
+        let arrived =
+            wait_for_step(stack, &mut client, &incident_id, &cumulative, published_at).await?;
+        println!(
+            "  {:<22} {:>3} messages out in {:>6.0} ms{}",
+            step.label,
+            expected.for_kind(step.kind).values().sum::<u64>(),
+            published_at.elapsed().as_secs_f64() * 1e3,
+            if arrived {
+                ""
+            } else {
+                "  (timed out: see the table)"
+            }
+        );
+    }
+
+    // A publisher's retry returns the original reply instead of a second event.
+    let retry = client
+        .publish_event(authed(opening(key("open"))))
+        .await?
+        .into_inner();
+    let log_ok = check_log(&mut client, bus, &incident_id, steps.len()).await?
+        && retry.duplicate
+        && retry.event_id == open.event_id;
+    println!(
+        "✓ a retry of the opening returned the original event (duplicate={}); the log and \
+         JetStream each hold the {} events in order: {}",
+        retry.duplicate,
+        steps.len(),
+        if log_ok { "yes" } else { "NO" }
+    );
+
+    // Give a stray second send the time to show up before counting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ledger = ledger_report(database_url).await?;
+    let mut report = Report {
+        incident_id,
+        expected: 0,
+        delivered: 0,
+        duplicates: 0,
+        missing: 0,
+        unexpected: 0,
+        log_ok,
+        p50_ms: ledger.total.p50_ms,
+        p99_ms: ledger.total.p99_ms,
+    };
+    println!();
+    println!(
+        "{:<8} {:>8} {:>12} {:>10} {:>7} {:>6} {:>5} {:>8} {:>8}",
+        "channel",
+        "expected",
+        "at provider",
+        "duplicates",
+        "missing",
+        "failed",
+        "dead",
+        "p50 ms",
+        "p99 ms"
+    );
+    for (channel, port) in [
+        (v1::Channel::Email, ports.smtp_control),
+        (v1::Channel::Sms, ports.twilio),
+        (v1::Channel::Webhook, ports.webhook),
+    ] {
+        let want = cumulative.get(&channel).copied().unwrap_or(0);
+        let summary = provider_summary(&http, port).await?;
+        let row = ledger.by_channel.get(channel_name(channel.into()));
+        let missing = want.saturating_sub(summary.unique);
+        report.expected += want;
+        report.delivered += summary.unique;
+        report.duplicates += summary.duplicates;
+        report.missing += missing;
+        report.unexpected += summary.unique.saturating_sub(want);
+        println!(
+            "{:<8} {:>8} {:>12} {:>10} {:>7} {:>6} {:>5} {:>8.0} {:>8.0}",
+            channel_name(channel.into()),
+            want,
+            summary.unique,
+            summary.duplicates,
+            missing,
+            row.map_or(0, |r| r.failed),
+            row.map_or(0, |r| r.dead),
+            row.map_or(f64::NAN, |r| r.p50_ms),
+            row.map_or(f64::NAN, |r| r.p99_ms),
+        );
+    }
+    println!(
+        "latency runs from the event's commit in the log to the provider's acceptance (for SMS, \
+         to the carrier's delivered callback)."
+    );
+    println!(
+        "the database {DEMO_DATABASE} keeps it all: the events table, the deliveries ledger and \
+         its delivery_trail."
+    );
+    Ok(report)
+}
+
+/// One step of the incident's life.
+struct Step {
+    label: &'static str,
+    kind: EventKind,
+    status: v1::IncidentStatus,
+    message: &'static str,
+}
+
+/// The incident the demo announces, in the tone the default templates are written for:
+/// what is wrong, what we are doing, when we will say more; then how it ended.
+fn lifecycle() -> [Step; 4] {
+    [
+        Step {
+            label: "opened",
+            kind: EventKind::Opened,
+            status: v1::IncidentStatus::Investigating,
+            message: "",
+        },
+        Step {
+            label: "updated: identified",
+            kind: EventKind::Updated,
+            status: v1::IncidentStatus::Identified,
+            message: "We found the cause: a faulty configuration change. We are rolling it back \
+                      and will update you within 30 minutes.",
+        },
+        Step {
+            label: "updated: monitoring",
+            kind: EventKind::Updated,
+            status: v1::IncidentStatus::Monitoring,
+            message: "The rollback is complete and error rates are back to normal. We are \
+                      watching closely before we call this resolved.",
+        },
+        Step {
+            label: "resolved",
+            kind: EventKind::Resolved,
+            status: v1::IncidentStatus::Unspecified,
+            message: "This incident is resolved. Requests between 14:02 and 14:41 UTC may have \
+                      failed; retrying them is safe. We are sorry for the disruption and will \
+                      publish a full review.",
+        },
+    ]
+}
+
+/// The incident's first message: what is wrong, since when, and when we will say more.
+fn opening(idempotency_key: String) -> v1::PublishEventRequest {
+    v1::PublishEventRequest {
+        idempotency_key,
+        kind: EventKind::Opened.into(),
+        severity: v1::Severity::Major.into(),
+        components: vec!["api".into(), "dashboard".into()],
+        title: "Elevated error rates on the API".into(),
+        message: "Some requests to our API are failing since 14:02 UTC. We are investigating \
+                  and will update you within 30 minutes."
+            .into(),
+        ..Default::default()
+    }
+}
+
+/// Waits until the ledger shows `cumulative` deliveries per channel and nothing in flight.
+/// Returns false on timeout (the final table then says what is missing).
+async fn wait_for_step(
+    stack: &mut Stack,
+    client: &mut IncidentServiceClient<Channel>,
+    incident_id: &str,
+    cumulative: &BTreeMap<v1::Channel, u64>,
+    since: Instant,
+) -> anyhow::Result<bool> {
+    loop {
+        stack.check_alive()?;
+        let incident = client
+            .get_incident(authed(v1::GetIncidentRequest {
+                incident_id: incident_id.to_owned(),
+            }))
+            .await?
+            .into_inner();
+        let settled = cumulative.iter().all(|(&channel, &want)| {
+            incident
+                .delivery
+                .iter()
+                .find(|p| p.channel == i32::from(channel))
+                .is_some_and(|p| {
+                    p.delivered + p.failed + p.dead >= want
+                        && p.pending + p.sending + p.retrying + p.unknown == 0
+                })
+        });
+        if settled {
+            return Ok(true);
+        }
+        if since.elapsed() > STEP_TIMEOUT {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The log holds `events` versions, and JetStream the same events in order.
+async fn check_log(
+    client: &mut IncidentServiceClient<Channel>,
+    bus: &Bus,
+    incident_id: &str,
+    events: usize,
+) -> anyhow::Result<bool> {
+    let log = client
+        .list_incident_events(authed(v1::ListIncidentEventsRequest {
+            incident_id: incident_id.to_owned(),
+            ..Default::default()
+        }))
+        .await?
+        .into_inner()
+        .events;
+    let id: tocsin_core::IncidentId = incident_id.parse().context("incident id")?;
+    let on_stream = bus.read_incident_events(id).await?;
+    for event in &log {
+        println!(
+            "  log v{} {:<10} position {:<4} on JetStream: {}",
+            event.version,
+            kind_name(event.kind),
+            event.position,
+            if on_stream
+                .iter()
+                .any(|e| e.event_id.to_string() == event.event_id)
+            {
+                "yes"
+            } else {
+                "NO"
+            }
+        );
+    }
+    let in_order = on_stream
+        .windows(2)
+        .all(|w| w[0].version + 1 == w[1].version);
+    Ok(log.len() == events && on_stream.len() == events && in_order)
+}
+
+/// What one local provider server says it accepted.
+#[derive(Debug, Deserialize)]
+struct ProviderSummary {
+    unique: u64,
+    duplicates: u64,
+}
+
+async fn provider_summary(http: &reqwest::Client, port: u16) -> anyhow::Result<ProviderSummary> {
+    let url = format!("http://127.0.0.1:{port}/_control/summary");
+    http.get(&url)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .with_context(|| format!("asking {url}"))?
+        .json()
+        .await
+        .with_context(|| format!("reading {url}"))
+}
+
+/// The ledger's outcome counts and latencies, per channel and in all.
+struct LedgerReport {
+    by_channel: BTreeMap<String, LedgerRow>,
+    total: LedgerRow,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct LedgerRow {
+    failed: u64,
+    dead: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+async fn ledger_report(database_url: &str) -> anyhow::Result<LedgerReport> {
+    let pool = sqlx::PgPool::connect(database_url).await?;
+    // ROLLUP adds the all-channels row, whose channel is NULL.
+    let rows: Vec<(Option<String>, i64, i64, Option<f64>, Option<f64>)> = sqlx::query_as(
+        "SELECT d.channel,
+                count(*) FILTER (WHERE d.state = 'failed'),
+                count(*) FILTER (WHERE d.state = 'dead'),
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM d.finished_at - e.recorded_at) * 1000)
+                    FILTER (WHERE d.state = 'delivered'),
+                percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM d.finished_at - e.recorded_at) * 1000)
+                    FILTER (WHERE d.state = 'delivered')
+         FROM deliveries d JOIN events e ON e.event_id = d.event_id
+         GROUP BY ROLLUP (d.channel)",
+    )
+    .fetch_all(&pool)
+    .await
+    .context("reading the delivery ledger")?;
+    pool.close().await;
+    let mut report = LedgerReport {
+        by_channel: BTreeMap::new(),
+        total: LedgerRow {
+            p50_ms: f64::NAN,
+            p99_ms: f64::NAN,
+            ..LedgerRow::default()
+        },
+    };
+    for (channel, failed, dead, p50, p99) in rows {
+        let row = LedgerRow {
+            failed: u64::try_from(failed).unwrap_or(0),
+            dead: u64::try_from(dead).unwrap_or(0),
+            p50_ms: p50.unwrap_or(f64::NAN),
+            p99_ms: p99.unwrap_or(f64::NAN),
+        };
+        match channel {
+            Some(channel) => {
+                report.by_channel.insert(channel, row);
+            }
+            None => report.total = row,
+        }
+    }
+    Ok(report)
+}
+
+fn channel_name(channel: i32) -> &'static str {
+    match v1::Channel::try_from(channel) {
+        Ok(v1::Channel::Email) => "email",
+        Ok(v1::Channel::Sms) => "sms",
+        Ok(v1::Channel::Webhook) => "webhook",
+        _ => "?",
+    }
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+impl Expected {
+    /// Deliveries one event of `kind` makes, per channel.
+    fn for_kind(&self, kind: EventKind) -> BTreeMap<v1::Channel, u64> {
+        self.per_kind.get(&kind).cloned().unwrap_or_default()
+    }
+}

@@ -1,0 +1,219 @@
+//! The demo's processes: the local provider servers, the resolver and the three channel
+//! workers, each a real binary with its configuration in its environment.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::process::{Child, Command};
+
+use crate::pipeline::{free_port, terminate_named};
+use crate::services::target_bin;
+
+/// Where the local provider servers listen.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ports {
+    pub(crate) smtp: u16,
+    pub(crate) smtp_control: u16,
+    pub(crate) twilio: u16,
+    pub(crate) webhook: u16,
+    pub(crate) sms_callbacks: u16,
+}
+
+impl Ports {
+    pub(crate) fn pick() -> anyhow::Result<Ports> {
+        Ok(Ports {
+            smtp: free_port()?,
+            smtp_control: free_port()?,
+            twilio: free_port()?,
+            webhook: free_port()?,
+            sms_callbacks: free_port()?,
+        })
+    }
+}
+
+/// The local Twilio server's credentials (its defaults).
+pub(crate) const TWILIO_ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
+pub(crate) const TWILIO_AUTH_TOKEN: &str = "tocsin-local-auth-token";
+
+/// Running processes, stopped in reverse order.
+#[derive(Debug)]
+pub(crate) struct Stack {
+    /// `debug` or `release`: which build of the binaries runs.
+    profile: &'static str,
+    children: Vec<(&'static str, Child)>,
+}
+
+impl Stack {
+    pub(crate) fn new(profile: &'static str) -> Self {
+        Self {
+            profile,
+            children: Vec::new(),
+        }
+    }
+
+    /// The process id of the first running `binary`, for reading its memory use.
+    pub(crate) fn pid(&self, binary: &str) -> Option<u32> {
+        self.children
+            .iter()
+            .find(|(name, _)| *name == binary)
+            .and_then(|(_, child)| child.id())
+    }
+
+    /// Starts `binary` with `args` and `env` on top of the connection settings.
+    pub(crate) fn spawn(
+        &mut self,
+        binary: &'static str,
+        args: &[&str],
+        env: &[(&str, String)],
+    ) -> anyhow::Result<()> {
+        let mut command = Command::new(target_bin(self.profile, binary));
+        command
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting {binary}"))?;
+        self.children.push((binary, child));
+        Ok(())
+    }
+
+    /// Fails if a process has already exited: it would have printed why.
+    pub(crate) fn check_alive(&mut self) -> anyhow::Result<()> {
+        for (name, child) in &mut self.children {
+            if let Some(status) = child.try_wait()? {
+                bail!("{name} exited early ({status}); its log above says why");
+            }
+        }
+        Ok(())
+    }
+
+    /// SIGTERM to each, newest first; every one must exit 0.
+    pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
+        while let Some((name, child)) = self.children.pop() {
+            terminate_named(child, name).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Waits until something accepts connections on `port`.
+pub(crate) async fn wait_for_port(port: u16, what: &str) -> anyhow::Result<()> {
+    for _ in 0..150 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("{what} did not start listening on 127.0.0.1:{port} within 15 s")
+}
+
+/// Where the Tocsin services find PostgreSQL and NATS, and their bus prefix.
+pub(crate) struct Urls<'a> {
+    pub(crate) database: &'a str,
+    pub(crate) nats: &'a str,
+    pub(crate) bus_prefix: &'a str,
+}
+
+/// Starts the provider servers, the resolver and the three workers. `tuning` is added to
+/// every Tocsin service's environment (benchmarks raise limits with it).
+pub(crate) async fn start(
+    stack: &mut Stack,
+    ports: Ports,
+    urls: &Urls<'_>,
+    tuning: &[(&'static str, String)],
+) -> anyhow::Result<()> {
+    let addr = |port: u16| format!("127.0.0.1:{port}");
+    stack.spawn(
+        "tocsin-local-providers",
+        &["all"],
+        &[
+            ("TOCSIN_LOCAL_SMTP_ADDR", addr(ports.smtp)),
+            ("TOCSIN_LOCAL_SMTP_CONTROL_ADDR", addr(ports.smtp_control)),
+            ("TOCSIN_LOCAL_TWILIO_ADDR", addr(ports.twilio)),
+            ("TOCSIN_LOCAL_WEBHOOK_ADDR", addr(ports.webhook)),
+        ],
+    )?;
+    for (port, what) in [
+        (ports.smtp, "the local SMTP server"),
+        (ports.twilio, "the local Twilio server"),
+        (ports.webhook, "the local webhook receiver"),
+    ] {
+        wait_for_port(port, what).await?;
+    }
+    let common = [
+        ("DATABASE_URL", urls.database.to_owned()),
+        ("NATS_URL", urls.nats.to_owned()),
+        ("TOCSIN_BUS_PREFIX", urls.bus_prefix.to_owned()),
+        ("TOCSIN_DB_MAX_CONNECTIONS", "8".to_owned()),
+        ("TOCSIN_COMPANY_NAME", "Acme Cloud".to_owned()),
+        (
+            "TOCSIN_STATUS_PAGE_URL",
+            "https://status.acme.example".to_owned(),
+        ),
+    ];
+    let with = |extra: &[(&'static str, String)]| -> Vec<(&'static str, String)> {
+        common
+            .iter()
+            .cloned()
+            .chain(tuning.iter().cloned())
+            .chain(extra.iter().cloned())
+            .collect()
+    };
+    stack.spawn("tocsin-resolver", &[], &with(&[]))?;
+    stack.spawn(
+        "tocsin-email",
+        &[],
+        &with(&[
+            ("TOCSIN_SMTP_HOST", "127.0.0.1".to_owned()),
+            ("TOCSIN_SMTP_PORT", ports.smtp.to_string()),
+            (
+                "TOCSIN_EMAIL_FROM",
+                "Acme Cloud Status <status@acme.example>".to_owned(),
+            ),
+            (
+                "TOCSIN_EMAIL_MESSAGE_ID_DOMAIN",
+                "status.acme.example".to_owned(),
+            ),
+            (
+                "TOCSIN_EMAIL_UNSUBSCRIBE_URL",
+                "https://status.acme.example/unsubscribe/{subscriber_id}".to_owned(),
+            ),
+        ]),
+    )?;
+    stack.spawn(
+        "tocsin-sms",
+        &[],
+        &with(&[
+            (
+                "TOCSIN_TWILIO_BASE_URL",
+                format!("http://{}", addr(ports.twilio)),
+            ),
+            ("TOCSIN_TWILIO_ACCOUNT_SID", TWILIO_ACCOUNT_SID.to_owned()),
+            ("TOCSIN_TWILIO_AUTH_TOKEN", TWILIO_AUTH_TOKEN.to_owned()),
+            ("TOCSIN_TWILIO_FROM", "+15005550006".to_owned()),
+            ("TOCSIN_SMS_CALLBACK_ADDR", addr(ports.sms_callbacks)),
+        ]),
+    )?;
+    // The receiver is on loopback, which the SSRF guard refuses unless allow-listed: the
+    // development allow-list exists for exactly this.
+    stack.spawn(
+        "tocsin-webhook",
+        &[],
+        &with(&[("TOCSIN_WEBHOOK_ALLOW", "127.0.0.1".to_owned())]),
+    )?;
+    wait_for_port(ports.sms_callbacks, "the SMS worker's callback endpoint").await?;
+    stack.check_alive()
+}
