@@ -12,6 +12,7 @@ mod bench;
 mod demo;
 mod pipeline;
 mod services;
+mod stack;
 mod test;
 
 use std::process::ExitCode;

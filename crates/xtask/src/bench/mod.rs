@@ -3,9 +3,12 @@
 //!
 //! - [`ingest`]: sustained durable publishes with many concurrent gRPC clients.
 //! - [`fanout_plan`]: one incident opened for many subscribers, through the resolver.
+//! - [`fanout`]: the same, all the way through the workers to the local provider servers.
 
+mod fanout;
 mod fanout_plan;
 mod ingest;
+mod scenario;
 
 use anyhow::{Context, bail};
 
@@ -13,7 +16,7 @@ use crate::pipeline::{create_database, drop_database};
 use crate::services::{Services, build_binaries, ensure_services};
 
 /// The benchmarks `cargo xtask bench` knows, for its error message.
-const AVAILABLE: &str = "ingest, fanout-plan";
+const AVAILABLE: &str = "ingest, fanout-plan, fanout";
 
 #[derive(Debug, Clone)]
 pub(crate) struct BenchArgs {
@@ -39,6 +42,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.which.as_str() {
         "ingest" => ingest::run(args).await,
         "fanout-plan" => fanout_plan::run(args).await,
+        "fanout" => fanout::run(args).await,
         other => bail!("unknown benchmark {other:?}; available: {AVAILABLE}"),
     }
 }
@@ -81,6 +85,15 @@ impl Fresh {
             database_url,
             prefix,
         })
+    }
+
+    /// Where the Tocsin services of this run find their database and bus.
+    fn urls(&self) -> crate::stack::Urls<'_> {
+        crate::stack::Urls {
+            database: &self.database_url,
+            nats: &self.services.nats_url,
+            bus_prefix: &self.prefix,
+        }
     }
 
     /// Drops the database and deletes the prefix's streams. Best effort: a failure is said

@@ -11,14 +11,12 @@
 //! The database `tocsin_demo` and the streams under the prefix `tocsin_demo` are recreated
 //! at the start of each run and left in place at the end, to be looked at.
 
-mod stack;
 mod subscribers;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use serde::Deserialize;
 use tocsin_bus::{Bus, BusConfig};
 use tocsin_proto::v1::{
     self, EventKind, incident_service_client::IncidentServiceClient,
@@ -28,7 +26,7 @@ use tonic::transport::Channel;
 
 use crate::pipeline::{Ingest, authed, create_database, free_port, kind_name, terminate};
 use crate::services::{build_binaries, ensure_services};
-use stack::{Ports, Stack};
+use crate::stack::{self, Ports, Stack};
 use subscribers::Expected;
 
 const DEMO_DATABASE: &str = "tocsin_demo";
@@ -263,7 +261,7 @@ async fn demonstrate(
         (v1::Channel::Webhook, ports.webhook),
     ] {
         let want = cumulative.get(&channel).copied().unwrap_or(0);
-        let summary = provider_summary(&http, port).await?;
+        let summary = stack::provider_summary(&http, port).await?;
         let row = ledger.by_channel.get(channel_name(channel.into()));
         let missing = want.saturating_sub(summary.unique);
         report.expected += want;
@@ -427,25 +425,6 @@ async fn check_log(
         .windows(2)
         .all(|w| w[0].version + 1 == w[1].version);
     Ok(log.len() == events && on_stream.len() == events && in_order)
-}
-
-/// What one local provider server says it accepted.
-#[derive(Debug, Deserialize)]
-struct ProviderSummary {
-    unique: u64,
-    duplicates: u64,
-}
-
-async fn provider_summary(http: &reqwest::Client, port: u16) -> anyhow::Result<ProviderSummary> {
-    let url = format!("http://127.0.0.1:{port}/_control/summary");
-    http.get(&url)
-        .send()
-        .await
-        .and_then(reqwest::Response::error_for_status)
-        .with_context(|| format!("asking {url}"))?
-        .json()
-        .await
-        .with_context(|| format!("reading {url}"))
 }
 
 /// The ledger's outcome counts and latencies, per channel and in all.

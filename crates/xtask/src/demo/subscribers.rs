@@ -4,12 +4,11 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, bail};
-use serde::Serialize;
 use tocsin_proto::v1::{self, EventKind, subscriber_service_client::SubscriberServiceClient};
 use tonic::transport::Channel;
 
-use super::stack::Ports;
 use crate::pipeline::authed;
+use crate::stack::{self, Ports};
 
 /// Subscribers per kind of preference.
 const EACH: usize = 8;
@@ -121,30 +120,12 @@ pub(super) async fn import(
         bail!("the import should take every row but the malformed one: {summary:?}");
     }
 
-    #[derive(Serialize)]
-    struct Endpoint<'a> {
-        name: &'a str,
-        secret: &'a str,
-    }
-    let endpoints: Vec<Endpoint<'_>> = summary
-        .webhook_secrets
-        .iter()
-        .map(|(external_id, secret)| Endpoint {
-            name: external_id,
-            secret,
-        })
-        .collect();
-    let url = format!("http://127.0.0.1:{}/_control/endpoints", ports.webhook);
-    http.post(&url)
-        .json(&endpoints)
-        .send()
-        .await
-        .and_then(reqwest::Response::error_for_status)
-        .with_context(|| format!("registering webhook secrets at {url}"))?;
+    let registered =
+        stack::register_webhook_endpoints(http, ports.webhook, summary.webhook_secrets).await?;
     println!(
         "✓ {} webhook secrets (whsec_…, returned once by the import) registered with the receiver, \
          which verifies every signature",
-        endpoints.len()
+        registered
     );
     Ok(expected())
 }

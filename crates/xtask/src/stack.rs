@@ -1,5 +1,5 @@
-//! The demo's processes: the local provider servers, the resolver and the three channel
-//! workers, each a real binary with its configuration in its environment.
+//! The pipeline's processes for the demo and the benchmarks: the local provider servers, the
+//! resolver and the three channel workers, each a real binary configured by its environment.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -30,6 +30,62 @@ impl Ports {
             sms_callbacks: free_port()?,
         })
     }
+}
+
+impl Ports {
+    /// The port of the control API that counts what `channel`'s provider received.
+    pub(crate) fn control(&self, channel: tocsin_core::Channel) -> u16 {
+        match channel {
+            tocsin_core::Channel::Email => self.smtp_control,
+            tocsin_core::Channel::Sms => self.twilio,
+            tocsin_core::Channel::Webhook => self.webhook,
+        }
+    }
+}
+
+/// What one local provider server says it accepted (`GET /_control/summary`).
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+pub(crate) struct ProviderSummary {
+    /// Distinct messages accepted.
+    pub(crate) unique: u64,
+    /// Accepted messages that repeat one accepted before.
+    pub(crate) duplicates: u64,
+}
+
+pub(crate) async fn provider_summary(
+    http: &reqwest::Client,
+    control_port: u16,
+) -> anyhow::Result<ProviderSummary> {
+    let url = format!("http://127.0.0.1:{control_port}/_control/summary");
+    http.get(&url)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .with_context(|| format!("asking {url}"))?
+        .json()
+        .await
+        .with_context(|| format!("reading {url}"))
+}
+
+/// Tells the local webhook receiver the `whsec_` secret of each endpoint name, so that it
+/// verifies every signature.
+pub(crate) async fn register_webhook_endpoints(
+    http: &reqwest::Client,
+    webhook_port: u16,
+    endpoints: impl IntoIterator<Item = (String, String)>,
+) -> anyhow::Result<usize> {
+    let body: Vec<serde_json::Value> = endpoints
+        .into_iter()
+        .map(|(name, secret)| serde_json::json!({ "name": name, "secret": secret }))
+        .collect();
+    let url = format!("http://127.0.0.1:{webhook_port}/_control/endpoints");
+    http.post(&url)
+        .json(&body)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .with_context(|| format!("registering webhook secrets at {url}"))?;
+    Ok(body.len())
 }
 
 /// The local Twilio server's credentials (its defaults).
@@ -135,6 +191,13 @@ pub(crate) async fn start(
     urls: &Urls<'_>,
     tuning: &[(&'static str, String)],
 ) -> anyhow::Result<()> {
+    start_providers(stack, ports).await?;
+    start_resolver(stack, urls, tuning)?;
+    start_workers(stack, ports, urls, tuning).await
+}
+
+/// `tocsin-local-providers all` on `ports`, waited for until each server listens.
+pub(crate) async fn start_providers(stack: &mut Stack, ports: Ports) -> anyhow::Result<()> {
     let addr = |port: u16| format!("127.0.0.1:{port}");
     stack.spawn(
         "tocsin-local-providers",
@@ -148,12 +211,18 @@ pub(crate) async fn start(
     )?;
     for (port, what) in [
         (ports.smtp, "the local SMTP server"),
+        (ports.smtp_control, "the local SMTP server's control API"),
         (ports.twilio, "the local Twilio server"),
         (ports.webhook, "the local webhook receiver"),
     ] {
         wait_for_port(port, what).await?;
     }
-    let common = [
+    Ok(())
+}
+
+/// What every Tocsin service is told: where the database and NATS are, whose company it is.
+fn common_env(urls: &Urls<'_>, tuning: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
+    [
         ("DATABASE_URL", urls.database.to_owned()),
         ("NATS_URL", urls.nats.to_owned()),
         ("TOCSIN_BUS_PREFIX", urls.bus_prefix.to_owned()),
@@ -163,16 +232,33 @@ pub(crate) async fn start(
             "TOCSIN_STATUS_PAGE_URL",
             "https://status.acme.example".to_owned(),
         ),
-    ];
+    ]
+    .into_iter()
+    .chain(tuning.iter().cloned())
+    .collect()
+}
+
+pub(crate) fn start_resolver(
+    stack: &mut Stack,
+    urls: &Urls<'_>,
+    tuning: &[(&'static str, String)],
+) -> anyhow::Result<()> {
+    stack.spawn("tocsin-resolver", &[], &common_env(urls, tuning))
+}
+
+/// The email, SMS and webhook workers, pointed at the local providers on `ports`.
+pub(crate) async fn start_workers(
+    stack: &mut Stack,
+    ports: Ports,
+    urls: &Urls<'_>,
+    tuning: &[(&'static str, String)],
+) -> anyhow::Result<()> {
+    let addr = |port: u16| format!("127.0.0.1:{port}");
     let with = |extra: &[(&'static str, String)]| -> Vec<(&'static str, String)> {
-        common
-            .iter()
-            .cloned()
-            .chain(tuning.iter().cloned())
-            .chain(extra.iter().cloned())
-            .collect()
+        let mut env = common_env(urls, tuning);
+        env.extend(extra.iter().cloned());
+        env
     };
-    stack.spawn("tocsin-resolver", &[], &with(&[]))?;
     stack.spawn(
         "tocsin-email",
         &[],

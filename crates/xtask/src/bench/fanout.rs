@@ -1,0 +1,275 @@
+//! `cargo xtask bench fanout`: one incident to N subscribers, all the way to the providers.
+//!
+//! Release builds of the resolver and the three workers run as their own processes against a
+//! fresh database seeded with N subscribers, a third each by email, SMS and webhook, next to
+//! `tocsin-local-providers` (a real SMTP server, Twilio-compatible API and signature-checking
+//! webhook receiver on loopback). The opening event is appended to the log and put on
+//! JetStream as the relay would; the clock runs from that publish until the provider servers
+//! have received every expected message. Duplicates and missing messages are counted by the
+//! providers themselves (by Message-ID, delivery id and webhook-id), and each service's peak
+//! resident memory is read from `/proc/<pid>/status` (`VmHWM`).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use tocsin_bus::{Bus, BusConfig};
+use tocsin_core::{Channel, Contacts};
+use tocsin_store::{Store, SubscriberWrite};
+
+use super::scenario::{everything_on, open_incident, peak_rss_mib, seed, wait_for_consumers};
+use super::{BenchArgs, Fresh, round2};
+use crate::stack::{self, Ports, Stack};
+
+/// One secret for every benchmark endpoint: the receiver verifies each signature with it.
+const SECRET: &str = "whsec_YmVuY2htYXJrLXNlY3JldA==";
+/// How often the providers are asked how far they are.
+const POLL: Duration = Duration::from_millis(200);
+/// Progress is printed this often.
+const PROGRESS: Duration = Duration::from_secs(5);
+/// Past this the run is reported with what is missing.
+const TIMEOUT: Duration = Duration::from_secs(300);
+/// After the last expected message, how long a stray second copy gets to show up.
+const SETTLE: Duration = Duration::from_secs(2);
+/// The target from the issue, on the project's 2-core machines.
+const TARGET_SECONDS: f64 = 60.0;
+/// The Tocsin services whose memory is reported (the provider servers are test doubles).
+const SERVICES: [&str; 4] = [
+    "tocsin-resolver",
+    "tocsin-email",
+    "tocsin-sms",
+    "tocsin-webhook",
+];
+
+struct Measured {
+    expected: BTreeMap<Channel, u64>,
+    received: BTreeMap<Channel, stack::ProviderSummary>,
+    /// From the publish until every expected message was at its provider (or the timeout).
+    seconds: f64,
+    peak_rss_mib: BTreeMap<&'static str, f64>,
+}
+
+impl Measured {
+    fn total(&self) -> u64 {
+        self.expected.values().sum()
+    }
+
+    fn delivered(&self) -> u64 {
+        self.received.values().map(|s| s.unique).sum()
+    }
+
+    fn duplicates(&self) -> u64 {
+        self.received.values().map(|s| s.duplicates).sum()
+    }
+
+    fn missing(&self) -> u64 {
+        self.expected
+            .iter()
+            .map(|(channel, want)| {
+                want.saturating_sub(self.received.get(channel).map_or(0, |s| s.unique))
+            })
+            .sum()
+    }
+}
+
+pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    ensure!(args.recipients > 0, "--recipients must be at least 1");
+    let fresh = Fresh::create().await?;
+    let outcome = measure(&fresh, args.recipients).await;
+    fresh.cleanup().await;
+    let m = outcome?;
+
+    let deliveries_per_s = m.delivered() as f64 / m.seconds;
+    let peak = m.peak_rss_mib.values().copied().fold(0.0, f64::max);
+    println!("| channel | expected | at provider | duplicates |\n|---|---|---|---|");
+    for (channel, want) in &m.expected {
+        let got = m.received.get(channel);
+        println!(
+            "| {channel} | {want} | {} | {} |",
+            got.map_or(0, |s| s.unique),
+            got.map_or(0, |s| s.duplicates)
+        );
+    }
+    println!("\n| metric | value |\n|---|---|");
+    println!("| recipients | {} |", args.recipients);
+    println!("| seconds | {:.2} |", m.seconds);
+    println!("| deliveries/s | {deliveries_per_s:.0} |");
+    for (service, mib) in &m.peak_rss_mib {
+        println!("| {service} peak RSS | {mib:.1} MiB |");
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "fanout",
+            "recipients": args.recipients,
+            "deliveries": m.total(),
+            "seconds": round2(m.seconds),
+            "deliveries_per_s": deliveries_per_s.round(),
+            "duplicates": m.duplicates(),
+            "missing": m.missing(),
+            "peak_rss_mb": round2(peak),
+        })
+    );
+    if m.duplicates() > 0 || m.missing() > 0 {
+        bail!(
+            "{} duplicates and {} missing: every message must arrive exactly once",
+            m.duplicates(),
+            m.missing()
+        );
+    }
+    if m.seconds > TARGET_SECONDS {
+        eprintln!("note: the target is at most {TARGET_SECONDS} s for 100,000 recipients");
+    }
+    Ok(())
+}
+
+async fn measure(fresh: &Fresh, recipients: usize) -> anyhow::Result<Measured> {
+    let store = Store::connect(&fresh.database_url, 4)
+        .await
+        .context("connecting to the benchmark database")?;
+    store
+        .migrate()
+        .await
+        .context("migrating the benchmark database")?;
+    let ports = Ports::pick()?;
+    let expected = seed(&store, recipients, |n| subscriber(n, ports.webhook)).await?;
+
+    let bus = Bus::connect(&fresh.services.nats_url, BusConfig::new(&fresh.prefix)?)
+        .await
+        .context("connecting to NATS")?;
+    bus.ensure_events_stream().await?;
+    bus.ensure_deliveries_stream().await?;
+    bus.ensure_dead_letters_stream().await?;
+
+    let http = reqwest::Client::new();
+    let mut stack = Stack::new("release");
+    let outcome: anyhow::Result<Measured> = async {
+        stack::start_providers(&mut stack, ports).await?;
+        let endpoints = (0..recipients)
+            .filter(|n| n % 3 == 2)
+            .map(|n| (endpoint(n), SECRET.to_owned()));
+        stack::register_webhook_endpoints(&http, ports.webhook, endpoints).await?;
+        stack::start_resolver(&mut stack, &fresh.urls(), &[])?;
+        stack::start_workers(&mut stack, ports, &fresh.urls(), &[]).await?;
+        let config = bus.config();
+        let mut consumers = vec![(config.events_stream(), config.resolver_consumer())];
+        consumers
+            .extend(Channel::ALL.map(|c| (config.deliveries_stream(), config.worker_consumer(c))));
+        wait_for_consumers(&bus, &mut stack, &consumers).await?;
+
+        let (_, t0) = open_incident(&store, &bus, "bench-fanout").await?;
+        let seconds = wait_for_providers(&http, &mut stack, ports, &expected, t0).await?;
+        tokio::time::sleep(SETTLE).await;
+        let mut received = BTreeMap::new();
+        for channel in Channel::ALL {
+            received.insert(
+                channel,
+                stack::provider_summary(&http, ports.control(channel)).await?,
+            );
+        }
+        let mut peak_rss = BTreeMap::new();
+        for service in SERVICES {
+            let pid = stack
+                .pid(service)
+                .with_context(|| format!("{service} has exited"))?;
+            peak_rss.insert(service, peak_rss_mib(pid)?);
+        }
+        Ok(Measured {
+            expected: expected.clone(),
+            received,
+            seconds,
+            peak_rss_mib: peak_rss,
+        })
+    }
+    .await;
+    let stopped = stack.stop().await;
+    store.pool().close().await;
+    let measured = outcome?;
+    stopped?;
+    Ok(measured)
+}
+
+/// Polls the providers until each has its expected count of distinct messages; returns the
+/// seconds since `t0` when that was first seen, or at the timeout.
+async fn wait_for_providers(
+    http: &reqwest::Client,
+    stack: &mut Stack,
+    ports: Ports,
+    expected: &BTreeMap<Channel, u64>,
+    t0: Instant,
+) -> anyhow::Result<f64> {
+    let total: u64 = expected.values().sum();
+    let mut last_progress = Instant::now();
+    loop {
+        let mut arrived = 0;
+        let mut complete = true;
+        for (&channel, &want) in expected {
+            let unique = stack::provider_summary(http, ports.control(channel))
+                .await?
+                .unique;
+            arrived += unique.min(want);
+            complete &= unique >= want;
+        }
+        let elapsed = t0.elapsed();
+        if complete {
+            return Ok(elapsed.as_secs_f64());
+        }
+        if elapsed > TIMEOUT {
+            eprintln!(
+                "timed out after {} s with {arrived} of {total} delivered",
+                TIMEOUT.as_secs()
+            );
+            return Ok(elapsed.as_secs_f64());
+        }
+        if last_progress.elapsed() >= PROGRESS {
+            eprintln!(
+                "  {arrived} of {total} delivered ({:.0} s)",
+                elapsed.as_secs_f64()
+            );
+            last_progress = Instant::now();
+        }
+        stack.check_alive()?;
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The receiver's endpoint name of subscriber `n`.
+fn endpoint(n: usize) -> String {
+    format!("bench-{n}")
+}
+
+/// Subscriber `n`: by email, by SMS or by webhook, in turn.
+fn subscriber(n: usize, webhook_port: u16) -> SubscriberWrite {
+    let (channel, contacts) = match n % 3 {
+        0 => (
+            Channel::Email,
+            Contacts {
+                email: Some(format!("bench-{n}@example.com")),
+                ..Contacts::default()
+            },
+        ),
+        1 => (
+            Channel::Sms,
+            Contacts {
+                phone: Some(format!("+1415{:07}", n % 10_000_000)),
+                ..Contacts::default()
+            },
+        ),
+        _ => (
+            Channel::Webhook,
+            Contacts {
+                webhook_url: Some(format!(
+                    "http://127.0.0.1:{webhook_port}/hooks/{}",
+                    endpoint(n)
+                )),
+                ..Contacts::default()
+            },
+        ),
+    };
+    SubscriberWrite {
+        external_id: format!("bench-{n:07}"),
+        preferences: everything_on(&[channel]),
+        contacts,
+        candidate_webhook_secret: SECRET.into(),
+    }
+}
