@@ -2,7 +2,8 @@
 //!
 //! Exponential backoff with "equal jitter": half of each step is fixed, half random, so
 //! retries of one burst spread out without ever collapsing to zero. A provider's own request
-//! to wait (`Retry-After`, Twilio 20429, SMTP 4xx "slow down") is a floor, never shortened.
+//! to wait (an HTTP `Retry-After` on a webhook 429/503 or a Twilio 429) is a floor, never
+//! shortened. SMTP 4xx replies carry no such delay and take the schedule as it is.
 //! The randomness comes in as an argument so the schedule itself is a pure function.
 
 use std::time::Duration;

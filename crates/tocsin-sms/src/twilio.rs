@@ -12,9 +12,9 @@
 //! text twice, and on a phone that is noise they cannot collapse. The SMS policy is therefore
 //! **never resend blindly**: the attempt is recorded as [`SendOutcome::Unknown`] and reconciled
 //! from the status callback, which carries our delivery key in its URL (`?delivery={key}`).
-//! A callback for the key proves the message exists and says how it fared; no callback
-//! within the reconciliation window means Twilio never created it, and only then may it be
-//! sent again.
+//! A callback for the key proves the message exists and says how it fared. Without one the
+//! delivery stays `unknown`: it is never sent blind a second time (Tocsin does not yet poll
+//! Twilio's Messages list to settle such a delivery; an operator can see them by state).
 //!
 //! # Mapping
 //!
