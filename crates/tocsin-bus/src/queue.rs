@@ -76,6 +76,36 @@ impl Bus {
         .await
     }
 
+    /// Events the resolver's consumer has not yet handed out. An error when the consumer does
+    /// not exist or NATS does not answer; readiness checks rely on that.
+    pub async fn resolver_pending(&self) -> Result<u64, BusError> {
+        self.pending(self.config.events_stream(), self.config.resolver_consumer()).await
+    }
+
+    /// Jobs one channel's workers' consumer has not yet handed out; an error as above.
+    pub async fn worker_pending(&self, channel: Channel) -> Result<u64, BusError> {
+        self.pending(self.config.deliveries_stream(), self.config.worker_consumer(channel)).await
+    }
+
+    /// A consumer's `num_pending`, in one JetStream request (the stream is not looked up first).
+    async fn pending(&self, stream: String, name: String) -> Result<u64, BusError> {
+        use async_nats::jetstream::context::ConsumerInfoErrorKind as Kind;
+        let stream = self
+            .js
+            .get_stream_no_info(stream)
+            .await
+            .map_err(|e| BusError::Rejected(e.to_string()))?;
+        match stream.consumer_info(&name).await {
+            Ok(info) => Ok(info.num_pending),
+            Err(e) => match e.kind() {
+                Kind::NotFound | Kind::StreamNotFound | Kind::InvalidName | Kind::JetStream(_) => {
+                    Err(BusError::Rejected(format!("consumer {name}: {e}")))
+                }
+                _ => Err(BusError::Unavailable(format!("consumer {name}: {e}"))),
+            },
+        }
+    }
+
     #[instrument(skip(self, settings))]
     async fn durable(
         &self,
