@@ -1,12 +1,16 @@
-//! Process plumbing shared by Tocsin's binaries: tracing set-up, a shutdown signal and the
-//! process-wide TLS crypto provider ([`tls`]).
+//! Process plumbing shared by Tocsin's binaries: tracing set-up, a shutdown signal, the
+//! process-wide TLS crypto provider ([`tls`]), and the ops HTTP server ([`ops`]: Prometheus
+//! `/metrics` from the [`recorder`], `/healthz`, `/readyz`).
 //! Nothing here knows about incidents.
 
 mod connections;
+pub mod ops;
+pub mod recorder;
 mod shutdown;
 mod telemetry;
 pub mod tls;
 
 pub use connections::Connections;
+pub use ops::{OpsArgs, Readiness};
 pub use shutdown::Shutdown;
 pub use telemetry::{init_tracing, LogFormat};
