@@ -9,6 +9,9 @@
 //!   record each attempt in the ledger and the delivery trail, then ack, nak with the retry
 //!   delay, or dead-letter.
 //! - [`config`]: the settings every worker binary reads from the environment.
+//! - [`readiness`]: what a worker's `/readyz` checks.
+//! - `instruments`: the worker's Prometheus metrics (deliveries by outcome, attempt
+//!   durations, retries, dead letters, ingest-to-delivery latency, consumer backlog).
 //!
 //! Never a second send for one key: a delivery is sent only by the holder of its claim, and
 //! a claim is granted only while the ledger says it is not finished. The one exception is an
@@ -16,12 +19,15 @@
 
 pub mod config;
 pub mod courier;
+mod instruments;
+pub mod readiness;
 pub mod worker;
 
 use tocsin_bus::BusError;
 use tocsin_store::StoreError;
 
 pub use courier::{ChannelPolicy, Courier, Message, UnknownPolicy};
+pub use readiness::WorkerReadiness;
 pub use worker::{Handled, Worker, WorkerConfig};
 
 /// Why a batch could not be handled. Its jobs come back after their ack wait.

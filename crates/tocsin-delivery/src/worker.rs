@@ -22,6 +22,8 @@ use tocsin_store::{AttemptOutcome, ClaimPolicy, ClaimResult, Claimed, IncidentAs
 use tracing::{debug, error, info, warn};
 
 use crate::courier::{Courier, Message, UnknownPolicy};
+use crate::instruments::{Instruments, Outcome};
+use crate::readiness::WorkerReadiness;
 use crate::DeliveryError;
 
 /// How one worker process runs.
@@ -82,6 +84,7 @@ pub struct Worker<C: Courier> {
     courier: Arc<C>,
     config: WorkerConfig,
     limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    instruments: Instruments,
 }
 
 impl<C: Courier> std::fmt::Debug for Worker<C> {
@@ -98,6 +101,7 @@ impl<C: Courier> Clone for Worker<C> {
             courier: self.courier.clone(),
             config: self.config.clone(),
             limiter: self.limiter.clone(),
+            instruments: self.instruments.clone(),
         }
     }
 }
@@ -107,8 +111,17 @@ impl<C: Courier> Worker<C> {
         let limiter = config
             .rate_per_second
             .map(|rate| Arc::new(RateLimiter::direct(Quota::per_second(rate))));
-        Self { store, bus, courier: Arc::new(courier), config, limiter }
+        let channel = courier.channel();
+        let instruments = Instruments::new(channel, bus.config().worker_consumer(channel));
+        Self { store, bus, courier: Arc::new(courier), config, limiter, instruments }
     }
+
+    /// The check behind this worker's `/readyz`: PostgreSQL answers, NATS is connected, and
+    /// the channel's consumer exists.
+    pub fn readiness(&self) -> WorkerReadiness {
+        WorkerReadiness { store: self.store.clone(), bus: self.bus.clone(), channel: self.courier.channel() }
+    }
+
 
     fn queue_settings(&self) -> QueueSettings {
         let in_flight = self.config.batch * self.config.parallel_batches;
@@ -134,6 +147,7 @@ impl<C: Courier> Worker<C> {
         let channel = self.courier.channel();
         info!(%channel, batch = self.config.batch, parallel = self.config.parallel_batches,
             rate = ?self.config.rate_per_second, "worker started");
+        tokio::spawn(self.instruments.clone().report_pending(self.bus.clone(), channel, shutdown.clone()));
         let messages = queue.messages(self.config.batch).await?;
         let stopping = shutdown.clone();
         messages
@@ -198,6 +212,7 @@ impl<C: Courier> Worker<C> {
             self.store.claim_deliveries(&keys, &self.config.owner, claim_policy).await?;
         if superseded > 0 {
             info!(superseded, "stale messages superseded by newer ones");
+            self.instruments.settled(Outcome::Superseded, superseded);
         }
 
         let mut to_send: Vec<(Work, DeliveryJob, Claimed)> = Vec::new();
@@ -249,6 +264,7 @@ impl<C: Courier> Worker<C> {
         let attempts = claimed.into_iter().map(|(work, job, claim)| {
             let subscriber = subscribers.remove(&claim.subscriber_id);
             let as_of = incidents[&claim.event_id].clone();
+            let (severity, recorded_at) = (as_of.incident.severity, as_of.event.recorded_at);
             async move {
                 let started = Instant::now();
                 let outcome = match subscriber {
@@ -269,7 +285,11 @@ impl<C: Courier> Worker<C> {
                             })
                         } else {
                             let message = self.message(&claim, as_of, subscriber, secret);
-                            Ok(self.send_with_progress(&work, &message).await)
+                            let outcome = self.send_with_progress(&work, &message).await;
+                            if matches!(outcome, SendOutcome::Delivered { .. }) {
+                                self.instruments.accepted(severity, recorded_at);
+                            }
+                            Ok(outcome)
                         }
                     }
                 };
@@ -315,10 +335,17 @@ impl<C: Courier> Worker<C> {
         }
         let mut handled = Vec::with_capacity(answers.len());
         for (work, job, reply, outcome) in answers {
+            if let Some(settled) = Outcome::of(&outcome) {
+                self.instruments.settled(settled, 1);
+            }
             match reply {
                 Reply::Ack => answer(work.ack().await),
-                Reply::Nak(delay) => answer(work.nak(delay).await),
+                Reply::Nak(delay) => {
+                    self.instruments.retry_scheduled();
+                    answer(work.nak(delay).await)
+                }
                 Reply::Dead(reason) => {
+                    self.instruments.dead_lettered();
                     if let Err(e) = self.bus.publish_dead_letter(&job, &reason).await {
                         warn!(error = %e, delivery_key = %job.delivery_key, "could not publish the dead letter; the ledger has it");
                     }
@@ -355,17 +382,22 @@ impl<C: Courier> Worker<C> {
     }
 
     /// Sends one message, telling JetStream the job is in progress while the send lasts.
+    /// The attempt's duration is recorded without the wait for the rate limiter.
     async fn send_with_progress(&self, work: &Work, message: &Message) -> SendOutcome {
         if let Some(limiter) = &self.limiter {
             limiter.until_ready().await;
         }
+        let started = Instant::now();
         let send = self.courier.send(message);
         tokio::pin!(send);
         let mut ticks = tokio::time::interval(self.config.lease / 3);
         ticks.tick().await;
         loop {
             tokio::select! {
-                outcome = &mut send => return outcome,
+                outcome = &mut send => {
+                    self.instruments.attempt(started.elapsed());
+                    return outcome;
+                }
                 _ = ticks.tick() => {
                     if let Err(e) = work.progress().await {
                         warn!(error = %e, "could not report progress");

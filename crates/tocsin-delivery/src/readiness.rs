@@ -1,0 +1,36 @@
+//! What a worker's `/readyz` checks: PostgreSQL answers, NATS is connected, and the
+//! channel's durable consumer exists (the worker creates it when it starts running).
+
+use tocsin_bus::Bus;
+use tocsin_core::Channel;
+use tocsin_runtime::Readiness;
+use tocsin_store::Store;
+use tracing::debug;
+
+/// A channel worker's readiness check; see [`crate::Worker::readiness`].
+#[derive(Debug, Clone)]
+pub struct WorkerReadiness {
+    pub(crate) store: Store,
+    pub(crate) bus: Bus,
+    pub(crate) channel: Channel,
+}
+
+impl Readiness for WorkerReadiness {
+    async fn check(&self) -> Result<(), String> {
+        if let Err(e) = self.store.ping().await {
+            debug!(error = %e, "not ready: PostgreSQL does not answer");
+            return Err("PostgreSQL does not answer".into());
+        }
+        if !self.bus.is_connected() {
+            return Err("NATS is not connected".into());
+        }
+        if let Err(e) = self.bus.worker_pending(self.channel).await {
+            debug!(error = %e, "not ready: no consumer");
+            return Err(format!(
+                "the JetStream consumer {} is not there",
+                self.bus.config().worker_consumer(self.channel)
+            ));
+        }
+        Ok(())
+    }
+}
