@@ -6,6 +6,9 @@
 //! event acknowledged only after that. A resolver killed anywhere in between replays the
 //! event from the start: the ledger keeps the rows it has, JetStream drops the jobs it has
 //! seen, and the workers' ledger check catches any that come back after the duplicate window.
+//!
+//! Each fan-out done here (not a redelivery found done) records `tocsin_fanout_jobs{channel}`
+//! (a histogram of jobs per event, zero included) and `tocsin_fanout_duration_seconds`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -195,12 +198,18 @@ where
     store
         .record_fanout(event.incident_id, event.event_id, &record)
         .await?;
+    let elapsed = started.elapsed();
+    for channel in Channel::ALL {
+        let jobs = record.jobs.get(&channel).copied().unwrap_or(0);
+        metrics::histogram!("tocsin_fanout_jobs", "channel" => channel.as_str()).record(jobs as f64);
+    }
+    metrics::histogram!("tocsin_fanout_duration_seconds").record(elapsed.as_secs_f64());
     info!(
         recipients = record.recipients,
         jobs = record.jobs.values().sum::<u64>(),
         held = record.held.values().sum::<u64>(),
         follow_ups = record.follow_ups,
-        elapsed_ms = started.elapsed().as_millis() as u64,
+        elapsed_ms = elapsed.as_millis() as u64,
         "event fanned out"
     );
     Ok(Resolution::Resolved(record))

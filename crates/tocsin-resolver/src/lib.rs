@@ -3,7 +3,8 @@
 //! recorded in the PostgreSQL ledger and published on the channel's subject.
 //!
 //! - [`fanout`]: one event's fan-out, page by page, and `PreviewFanout`'s reach count.
-//! - [`Resolver`]: the consumer loop around it: ordering per incident, acks and retries.
+//! - [`Resolver`]: the consumer loop around it: ordering per incident, acks and retries,
+//!   the `tocsin_consumer_pending` gauge, and the check behind `/readyz` ([`ResolverReadiness`]).
 //!
 //! An event is acknowledged only after every job is recorded and published and the fan-out
 //! is appended to the delivery trail; until then a crash means a redelivery, and a replay
@@ -19,9 +20,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use tocsin_bus::{Bus, EventEnvelope, QueueSettings, Work, WorkQueue};
 use tocsin_core::{IncidentId, RecordedEvent};
-use tocsin_runtime::Shutdown;
+use tocsin_runtime::{Readiness, Shutdown};
 use tocsin_store::Store;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 pub use error::ResolveError;
 pub use fanout::{FanoutConfig, Reach, Resolution};
@@ -47,6 +48,9 @@ impl Default for ResolverConfig {
         }
     }
 }
+
+/// How often the consumer's pending count is read for `tocsin_consumer_pending`.
+const PENDING_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What happened to one message, for tests and logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +82,12 @@ impl Resolver {
     pub async fn queue(&self) -> Result<WorkQueue, ResolveError> {
         self.bus.ensure_deliveries_stream().await?;
         Ok(self.bus.resolver_queue(self.config.queue).await?)
+    }
+
+    /// The check behind `/readyz`: PostgreSQL answers, NATS is connected, and the durable
+    /// consumer exists.
+    pub fn readiness(&self) -> ResolverReadiness {
+        ResolverReadiness { store: self.store.clone(), bus: self.bus.clone() }
     }
 
     /// Handles one message: decode, fan out, then ack, nak with a delay, or terminate.
@@ -129,6 +139,7 @@ impl Resolver {
         let queue = self.queue().await?;
         info!(concurrency = self.config.concurrency, page_size = self.config.fanout.page_size,
             "resolver started");
+        tokio::spawn(report_pending(self.bus.clone(), shutdown.clone()));
         let messages = queue.messages(self.config.concurrency).await?;
         let stopping = shutdown.clone();
         let messages = messages.take_until(async move { stopping.wait().await });
@@ -163,5 +174,48 @@ impl Resolver {
         if Arc::strong_count(&lock) == 2 {
             incidents.remove(&incident_id);
         }
+    }
+}
+
+/// Sets `tocsin_consumer_pending{consumer="resolver"}` from the consumer's `num_pending`
+/// every few seconds until `shutdown`.
+async fn report_pending(bus: Bus, shutdown: Shutdown) {
+    let pending = metrics::gauge!("tocsin_consumer_pending", "consumer" => bus.config().resolver_consumer());
+    let mut ticks = tokio::time::interval(PENDING_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = ticks.tick() => match bus.resolver_pending().await {
+                Ok(count) => pending.set(count as f64),
+                Err(e) => debug!(error = %e, "could not read the consumer's pending count"),
+            },
+        }
+    }
+}
+
+/// A resolver's readiness check; see [`Resolver::readiness`].
+#[derive(Debug, Clone)]
+pub struct ResolverReadiness {
+    store: Store,
+    bus: Bus,
+}
+
+impl Readiness for ResolverReadiness {
+    async fn check(&self) -> Result<(), String> {
+        if let Err(e) = self.store.ping().await {
+            debug!(error = %e, "not ready: PostgreSQL does not answer");
+            return Err("PostgreSQL does not answer".into());
+        }
+        if !self.bus.is_connected() {
+            return Err("NATS is not connected".into());
+        }
+        if let Err(e) = self.bus.resolver_pending().await {
+            debug!(error = %e, "not ready: no consumer");
+            return Err(format!(
+                "the JetStream consumer {} is not there",
+                self.bus.config().resolver_consumer()
+            ));
+        }
+        Ok(())
     }
 }

@@ -7,14 +7,17 @@ use clap::Parser;
 use secrecy::ExposeSecret;
 use tocsin_bus::{Bus, BusConfig};
 use tocsin_resolver::{FanoutConfig, Resolver, ResolverConfig};
-use tocsin_runtime::{Connections, Shutdown, init_tracing};
+use tocsin_runtime::{Connections, OpsArgs, Shutdown, init_tracing};
 use tocsin_store::Store;
 
 #[derive(Debug, Parser)]
 #[command(name = "tocsin-resolver", version, about = "Tocsin resolver: incident events into delivery jobs per recipient and channel")]
+#[command(mut_arg("metrics_addr", |arg| arg.default_value("127.0.0.1:9465")))]
 struct Cli {
     #[command(flatten)]
     connections: Connections,
+    #[command(flatten)]
+    ops: OpsArgs,
     /// Subscribers read, planned, recorded and published per round of a fan-out.
     #[arg(long, env = "TOCSIN_RESOLVER_PAGE_SIZE", default_value_t = 5_000)]
     page_size: u32,
@@ -44,9 +47,15 @@ async fn main() -> anyhow::Result<()> {
         ordering_delay: Duration::from_millis(cli.ordering_delay_ms),
         ..ResolverConfig::default()
     };
-    Resolver::new(store, bus, config)
-        .run(Shutdown::on_signals())
+    let shutdown = Shutdown::on_signals();
+    let resolver = Resolver::new(store, bus, config);
+    let ops = cli
+        .ops
+        .spawn(resolver.readiness(), shutdown.clone())
         .await
-        .context("running the resolver")?;
+        .with_context(|| format!("binding the ops server on {} (TOCSIN_METRICS_ADDR)", cli.ops.metrics_addr))?;
+    resolver.run(shutdown).await.context("running the resolver")?;
+    // The shutdown that stopped the resolver stops the ops server too.
+    let _ = ops.await;
     Ok(())
 }

@@ -375,3 +375,16 @@ async fn a_replayed_event_is_acknowledged_without_a_second_fan_out(pool: PgPool)
     assert_eq!(resolver.handle(work).await, Handled::Resolved(Resolution::AlreadyResolved));
     assert!(h.jobs().await.is_empty());
 }
+
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn readiness_needs_the_durable_consumer(pool: PgPool) {
+    use tocsin_runtime::Readiness;
+    let h = harness(pool, 100).await;
+    let readiness = h.resolver.readiness();
+    // PostgreSQL and NATS answer, but the consumer is created only when the resolver starts.
+    let not_yet = readiness.check().await.unwrap_err();
+    assert!(not_yet.contains("resolver"), "{not_yet}");
+    h.resolver.queue().await.unwrap();
+    readiness.check().await.unwrap();
+    assert_eq!(h.bus.resolver_pending().await.unwrap(), 0);
+}
