@@ -9,6 +9,10 @@
 //!   on the way in (`contacts`).
 //! - [`watch`]: one `LISTEN` connection fanned out to `WatchIncident` streams.
 //! - [`relay`]: the outbox relay and the republish command.
+//! - [`readiness`]: what `/readyz` on the ops server checks (the binary serves it).
+//!
+//! Metrics: `tocsin_events_ingested_total{kind,publisher}` counts new events (not
+//! duplicates); the relay records `tocsin_relay_published_total` and `tocsin_relay_lag_seconds`.
 //!
 //! [`run`] starts it all on a given listener and stops on a given signal, so tests run the
 //! real service in-process on `127.0.0.1:0`.
@@ -16,6 +20,7 @@
 pub mod auth;
 pub mod config;
 mod contacts;
+pub mod readiness;
 pub mod relay;
 pub mod service;
 mod status;
@@ -36,6 +41,7 @@ use tower::util::MapResponseLayer;
 use tracing::info;
 
 pub use config::IngestConfig;
+pub use readiness::IngestReadiness;
 pub use relay::{Relay, RelayConfig};
 
 /// The fully-qualified gRPC service name, as reported by `grpc.health.v1`.

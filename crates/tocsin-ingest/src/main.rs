@@ -5,8 +5,8 @@ use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
 use tocsin_bus::{Bus, BusConfig};
 use tocsin_ingest::config::{Connections, RelayArgs, ServeArgs};
-use tocsin_ingest::{IngestConfig, Relay, relay};
-use tocsin_runtime::{Shutdown, init_tracing};
+use tocsin_ingest::{IngestConfig, IngestReadiness, Relay, relay};
+use tocsin_runtime::{OpsArgs, Shutdown, init_tracing};
 use tocsin_store::Store;
 
 #[derive(Debug, Parser)]
@@ -15,9 +15,13 @@ use tocsin_store::Store;
     version,
     about = "Tocsin ingest: gRPC incident events into the PostgreSQL log, relayed to JetStream"
 )]
+#[command(mut_arg("metrics_addr", |arg| arg.default_value("127.0.0.1:9464")))]
 struct Cli {
     #[command(flatten)]
     connections: Connections,
+    /// The ops server (metrics and probes) of `serve` and `relay`.
+    #[command(flatten)]
+    ops: OpsArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -85,9 +89,12 @@ async fn main() -> anyhow::Result<()> {
             let bus = Bus::connect(&c.nats_url, bus_config)
                 .await
                 .context("connecting to NATS (NATS_URL)")?;
+            let shutdown = Shutdown::on_signals();
+            let ops = spawn_ops(&cli.ops, &store, &bus, &shutdown).await?;
             Relay::new(store, bus, args.relay_config())
-                .run(Shutdown::on_signals())
+                .run(shutdown)
                 .await;
+            let _ = ops.await;
         }
         Command::Serve(args) => {
             if args.migrate {
@@ -110,8 +117,24 @@ async fn main() -> anyhow::Result<()> {
                     .context("TOCSIN_WEBHOOK_ALLOW")?,
                 fanout: tocsin_resolver::FanoutConfig::default(),
             };
-            tocsin_ingest::run(config, store, bus, listener, Shutdown::on_signals()).await?;
+            let shutdown = Shutdown::on_signals();
+            let ops = spawn_ops(&cli.ops, &store, &bus, &shutdown).await?;
+            tocsin_ingest::run(config, store, bus, listener, shutdown).await?;
+            let _ = ops.await;
         }
     }
     Ok(())
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` until `shutdown`.
+async fn spawn_ops(
+    ops: &OpsArgs,
+    store: &Store,
+    bus: &Bus,
+    shutdown: &Shutdown,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let readiness = IngestReadiness::new(store.clone(), bus.clone());
+    ops.spawn(readiness, shutdown.clone()).await.with_context(|| {
+        format!("binding the ops server on {} (TOCSIN_METRICS_ADDR)", ops.metrics_addr)
+    })
 }

@@ -58,6 +58,15 @@ pub enum RelayError {
 ///
 /// Returns the positions JetStream acknowledged and the first error, if any.
 pub async fn publish_in_order(bus: &Bus, events: &[RecordedEvent]) -> (Vec<i64>, Option<BusError>) {
+    publish_waves(bus, events, None).await
+}
+
+/// [`publish_in_order`], recording each acknowledged event in `instruments` when given.
+async fn publish_waves(
+    bus: &Bus,
+    events: &[RecordedEvent],
+    instruments: Option<&RelayInstruments>,
+) -> (Vec<i64>, Option<BusError>) {
     let mut waves: Vec<Vec<&RecordedEvent>> = Vec::new();
     let mut depth: HashMap<IncidentId, usize> = HashMap::new();
     for event in events {
@@ -83,6 +92,9 @@ pub async fn publish_in_order(bus: &Bus, events: &[RecordedEvent]) -> (Vec<i64>,
         for (event, result) in wave.iter().zip(bus.publish_events(&wave).await) {
             match result {
                 Ok(published) => {
+                    if let Some(instruments) = instruments {
+                        instruments.acknowledged(event);
+                    }
                     if published.duplicate {
                         debug!(event_id = %event.event_id, "JetStream already had this event");
                     }
@@ -98,17 +110,44 @@ pub async fn publish_in_order(bus: &Bus, events: &[RecordedEvent]) -> (Vec<i64>,
     (acked, first_error)
 }
 
+/// The relay's metrics: `tocsin_relay_published_total` (counter) and
+/// `tocsin_relay_lag_seconds` (histogram, from the event's `recorded_at` to JetStream's ack).
+/// A republish records neither: its events are old by design.
+#[derive(Debug, Clone)]
+struct RelayInstruments {
+    published: metrics::Counter,
+    lag: metrics::Histogram,
+}
+
+impl RelayInstruments {
+    fn new() -> Self {
+        // A handle taken before the recorder exists would stay a no-op for good.
+        tocsin_runtime::recorder::install();
+        Self {
+            published: metrics::counter!("tocsin_relay_published_total"),
+            lag: metrics::histogram!("tocsin_relay_lag_seconds"),
+        }
+    }
+
+    fn acknowledged(&self, event: &RecordedEvent) {
+        self.published.increment(1);
+        let lag = time::OffsetDateTime::now_utc() - event.recorded_at;
+        self.lag.record(lag.as_seconds_f64().max(0.0));
+    }
+}
+
 /// The relay. Run one per database; several may run, but only the lease holder works.
 #[derive(Debug, Clone)]
 pub struct Relay {
     store: Store,
     bus: Bus,
     config: RelayConfig,
+    instruments: RelayInstruments,
 }
 
 impl Relay {
     pub fn new(store: Store, bus: Bus, config: RelayConfig) -> Self {
-        Self { store, bus, config }
+        Self { store, bus, config, instruments: RelayInstruments::new() }
     }
 
     /// One round: publish up to `batch_size` unpublished events and mark the acknowledged
@@ -122,7 +161,7 @@ impl Relay {
         if events.is_empty() {
             return Ok(0);
         }
-        let (acked, error) = publish_in_order(&self.bus, &events).await;
+        let (acked, error) = publish_waves(&self.bus, &events, Some(&self.instruments)).await;
         if !acked.is_empty() {
             self.store.mark_published(&acked).await?;
         }

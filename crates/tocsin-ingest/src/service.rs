@@ -145,6 +145,12 @@ impl IncidentService for IncidentApi {
             duplicate = appended.duplicate,
             "event published"
         );
+        if !appended.duplicate {
+            // Publishers are the configured few, so the label set stays small.
+            metrics::counter!("tocsin_events_ingested_total",
+                "kind" => appended.event.change.kind.as_str(), "publisher" => publisher)
+            .increment(1);
+        }
         Ok(Response::new(reply(&appended)))
     }
 

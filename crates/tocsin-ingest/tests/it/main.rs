@@ -5,5 +5,6 @@
 mod api;
 mod app;
 mod errors;
+mod ops;
 mod relay;
 mod subscribers;
