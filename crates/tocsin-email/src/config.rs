@@ -11,7 +11,7 @@ use secrecy::SecretString;
 use tocsin_delivery::config::WorkerArgs;
 use tocsin_email::courier::SUBSCRIBER_ID_PLACEHOLDER;
 use tocsin_email::{EmailSettings, SmtpConfig, Templates, TlsMode};
-use tocsin_runtime::Connections;
+use tocsin_runtime::{Connections, OpsArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -19,9 +19,12 @@ use tocsin_runtime::Connections;
     version,
     about = "Tocsin email worker: sends incident notices through an SMTP relay"
 )]
+#[command(mut_arg("metrics_addr", |arg| arg.default_value("127.0.0.1:9466")))]
 pub(crate) struct Cli {
     #[command(flatten)]
     pub(crate) connections: Connections,
+    #[command(flatten)]
+    pub(crate) ops: OpsArgs,
     #[command(flatten)]
     pub(crate) worker: WorkerArgs,
     #[command(flatten)]

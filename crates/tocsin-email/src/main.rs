@@ -48,9 +48,15 @@ async fn run() -> anyhow::Result<()> {
         .await
         .context("connecting to NATS (NATS_URL)")?;
 
-    Worker::new(store, bus, courier, cli.worker.worker_config())
-        .run(Shutdown::on_signals())
+    let shutdown = Shutdown::on_signals();
+    let worker = Worker::new(store, bus, courier, cli.worker.worker_config());
+    let ops = cli
+        .ops
+        .spawn(worker.readiness(), shutdown.clone())
         .await
-        .context("running the email worker")?;
+        .with_context(|| format!("binding the ops server on {} (TOCSIN_METRICS_ADDR)", cli.ops.metrics_addr))?;
+    worker.run(shutdown).await.context("running the email worker")?;
+    // The shutdown that stopped the worker stops the ops server too.
+    let _ = ops.await;
     Ok(())
 }

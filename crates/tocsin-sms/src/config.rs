@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use secrecy::SecretString;
 use tocsin_delivery::config::WorkerArgs;
-use tocsin_runtime::Connections;
+use tocsin_runtime::{Connections, OpsArgs};
 use url::Url;
 
 use crate::callbacks::STATUS_PATH;
@@ -20,9 +20,13 @@ use crate::twilio::{Sender, TwilioConfig};
     version,
     about = "Tocsin SMS worker: sends delivery jobs through Twilio and records its status callbacks"
 )]
+#[command(mut_arg("metrics_addr", |arg| arg.default_value("127.0.0.1:9467")))]
 pub struct Cli {
     #[command(flatten)]
     pub connections: Connections,
+    /// The ops server (metrics and probes), apart from the status-callback server.
+    #[command(flatten)]
+    pub ops: OpsArgs,
     #[command(flatten)]
     pub worker: WorkerArgs,
     #[command(flatten)]

@@ -12,7 +12,7 @@ use tocsin_bus::{Bus, BusConfig};
 use tocsin_core::network::UrlPolicy;
 use tocsin_delivery::Worker;
 use tocsin_delivery::config::WorkerArgs;
-use tocsin_runtime::{Connections, Shutdown, init_tracing};
+use tocsin_runtime::{Connections, OpsArgs, Shutdown, init_tracing};
 use tocsin_store::Store;
 use tocsin_webhook::ClientConfig;
 use tocsin_webhook::courier::WebhookCourier;
@@ -23,9 +23,12 @@ use tocsin_webhook::courier::WebhookCourier;
     version,
     about = "Tocsin webhook worker: signed Standard Webhooks to subscribers' endpoints"
 )]
+#[command(mut_arg("metrics_addr", |arg| arg.default_value("127.0.0.1:9468")))]
 struct Cli {
     #[command(flatten)]
     connections: Connections,
+    #[command(flatten)]
+    ops: OpsArgs,
     #[command(flatten)]
     worker: WorkerArgs,
     /// Development only: private hosts, IPs or CIDRs webhooks may reach (over plain http
@@ -96,9 +99,15 @@ async fn run() -> anyhow::Result<()> {
         .await
         .context("connecting to NATS (NATS_URL)")?;
 
-    Worker::new(store, bus, courier, cli.worker.worker_config())
-        .run(Shutdown::on_signals())
+    let shutdown = Shutdown::on_signals();
+    let worker = Worker::new(store, bus, courier, cli.worker.worker_config());
+    let ops = cli
+        .ops
+        .spawn(worker.readiness(), shutdown.clone())
         .await
-        .context("running the webhook worker")?;
+        .with_context(|| format!("binding the ops server on {} (TOCSIN_METRICS_ADDR)", cli.ops.metrics_addr))?;
+    worker.run(shutdown).await.context("running the webhook worker")?;
+    // The shutdown that stopped the worker stops the ops server too.
+    let _ = ops.await;
     Ok(())
 }

@@ -19,7 +19,7 @@ use tocsin_testkit::pipeline::{Pipeline, follow_up, opened, preferences};
 use tocsin_webhook::{ClientConfig, WebhookCourier};
 
 /// Retries fast enough for a test: 100 ms, 200 ms, … with jitter.
-fn quick_retries(max_attempts: u32) -> RetryPolicy {
+pub(crate) fn quick_retries(max_attempts: u32) -> RetryPolicy {
     RetryPolicy {
         base: Duration::from_millis(100),
         cap: Duration::from_secs(1),
@@ -28,19 +28,19 @@ fn quick_retries(max_attempts: u32) -> RetryPolicy {
     }
 }
 
-fn loopback() -> UrlPolicy {
+pub(crate) fn loopback() -> UrlPolicy {
     UrlPolicy::strict().allow("127.0.0.1").unwrap()
 }
 
-struct Harness {
-    pipeline: Pipeline,
-    receiver: WebhookReceiver,
-    worker: Worker<WebhookCourier>,
+pub(crate) struct Harness {
+    pub(crate) pipeline: Pipeline,
+    pub(crate) receiver: WebhookReceiver,
+    pub(crate) worker: Worker<WebhookCourier>,
     queue: WorkQueue,
 }
 
 impl Harness {
-    async fn start(pool: PgPool, policy: UrlPolicy, retry: RetryPolicy) -> Harness {
+    pub(crate) async fn start(pool: PgPool, policy: UrlPolicy, retry: RetryPolicy) -> Harness {
         tocsin_runtime::tls::install_crypto_provider();
         let pipeline = Pipeline::start(pool).await;
         let receiver = WebhookReceiver::start(WebhookReceiverConfig::default())
@@ -78,7 +78,7 @@ impl Harness {
 
     /// A webhook subscriber at the receiver's endpoint `name`, registered there with the
     /// secret Tocsin generated for them.
-    async fn subscribe(&self, external_id: &str, name: &str) -> Subscriber {
+    pub(crate) async fn subscribe(&self, external_id: &str, name: &str) -> Subscriber {
         self.subscribe_at(external_id, name, self.receiver.url_for(name))
             .await
     }
@@ -113,7 +113,7 @@ impl Harness {
     }
 
     /// Opens an incident and fans it out.
-    async fn open(&self) -> RecordedEvent {
+    pub(crate) async fn open(&self) -> RecordedEvent {
         let event = self.pipeline.publish("open", None, opened()).await;
         self.pipeline.resolve_all().await;
         event
@@ -136,7 +136,7 @@ impl Harness {
     }
 
     /// Processes jobs until every delivery in `keys` is in a final state.
-    async fn drain(&self, keys: &[&str]) -> Vec<Handled> {
+    pub(crate) async fn drain(&self, keys: &[&str]) -> Vec<Handled> {
         let deadline = Instant::now() + Duration::from_secs(8);
         let mut handled = Vec::new();
         loop {
@@ -185,7 +185,7 @@ impl Harness {
     }
 }
 
-fn key(event: &RecordedEvent, subscriber: &Subscriber) -> String {
+pub(crate) fn key(event: &RecordedEvent, subscriber: &Subscriber) -> String {
     DeliveryKey::derive(event.event_id, subscriber.id, Channel::Webhook)
         .as_str()
         .to_owned()
