@@ -1,8 +1,10 @@
 //! System tests: the real `tocsin-ingest` binary as a separate process, killed and restarted,
-//! against a per-test PostgreSQL database and a private NATS server.
+//! against a per-test PostgreSQL database and a private NATS server; `compose` checks
+//! docker-compose.yml and deploy/ against the built binaries (no Docker needed).
 //!
 //! The binaries must be built first (`cargo xtask test` does it).
 
+mod compose;
 mod workers;
 
 use std::time::Duration;
