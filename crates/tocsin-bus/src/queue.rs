@@ -31,7 +31,11 @@ impl QueueSettings {
     /// The resolver's: every event must be fanned out, so failures (the database down) are
     /// retried with delays for as long as they last, never dropped after N tries.
     pub fn resolver() -> Self {
-        Self { ack_wait: Duration::from_secs(30), max_deliver: None, max_ack_pending: 256 }
+        Self {
+            ack_wait: Duration::from_secs(30),
+            max_deliver: None,
+            max_ack_pending: 256,
+        }
     }
 }
 
@@ -79,12 +83,17 @@ impl Bus {
     /// Events the resolver's consumer has not yet handed out. An error when the consumer does
     /// not exist or NATS does not answer; readiness checks rely on that.
     pub async fn resolver_pending(&self) -> Result<u64, BusError> {
-        self.pending(self.config.events_stream(), self.config.resolver_consumer()).await
+        self.pending(self.config.events_stream(), self.config.resolver_consumer())
+            .await
     }
 
     /// Jobs one channel's workers' consumer has not yet handed out; an error as above.
     pub async fn worker_pending(&self, channel: Channel) -> Result<u64, BusError> {
-        self.pending(self.config.deliveries_stream(), self.config.worker_consumer(channel)).await
+        self.pending(
+            self.config.deliveries_stream(),
+            self.config.worker_consumer(channel),
+        )
+        .await
     }
 
     /// A consumer's `num_pending`, in one JetStream request (the stream is not looked up first).
@@ -115,7 +124,11 @@ impl Bus {
         settings: QueueSettings,
     ) -> Result<WorkQueue, BusError> {
         let unavailable = |e: &dyn std::fmt::Display| BusError::Unavailable(e.to_string());
-        let stream = self.js.get_stream(stream).await.map_err(|e| unavailable(&e))?;
+        let stream = self
+            .js
+            .get_stream(stream)
+            .await
+            .map_err(|e| unavailable(&e))?;
         let config = consumer::pull::Config {
             durable_name: Some(name.clone()),
             filter_subject,
@@ -159,7 +172,9 @@ impl WorkQueue {
             .map_err(|e| unavailable(&e))?;
         let mut out = Vec::new();
         while let Some(message) = batch.next().await {
-            out.push(Work { message: message.map_err(|e| unavailable(&e))? });
+            out.push(Work {
+                message: message.map_err(|e| unavailable(&e))?,
+            });
         }
         Ok(out)
     }

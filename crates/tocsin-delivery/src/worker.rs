@@ -21,10 +21,10 @@ use tocsin_runtime::Shutdown;
 use tocsin_store::{AttemptOutcome, ClaimPolicy, ClaimResult, Claimed, IncidentAsOf, Store};
 use tracing::{debug, error, info, warn};
 
+use crate::DeliveryError;
 use crate::courier::{Courier, Message, UnknownPolicy};
 use crate::instruments::{Instruments, Outcome};
 use crate::readiness::WorkerReadiness;
-use crate::DeliveryError;
 
 /// How one worker process runs.
 #[derive(Debug, Clone)]
@@ -66,7 +66,11 @@ impl Default for WorkerConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handled {
     /// Sent (or attempted) with this outcome, recorded as this ledger state.
-    Attempted { key: String, outcome: &'static str, state: &'static str },
+    Attempted {
+        key: String,
+        outcome: &'static str,
+        state: &'static str,
+    },
     /// The ledger said nothing is left to do.
     AlreadyDone { key: String, state: String },
     /// Not due, or behind an earlier message: offered again later.
@@ -89,7 +93,10 @@ pub struct Worker<C: Courier> {
 
 impl<C: Courier> std::fmt::Debug for Worker<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Worker").field("channel", &self.courier.channel()).field("config", &self.config).finish()
+        f.debug_struct("Worker")
+            .field("channel", &self.courier.channel())
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -113,15 +120,25 @@ impl<C: Courier> Worker<C> {
             .map(|rate| Arc::new(RateLimiter::direct(Quota::per_second(rate))));
         let channel = courier.channel();
         let instruments = Instruments::new(channel, bus.config().worker_consumer(channel));
-        Self { store, bus, courier: Arc::new(courier), config, limiter, instruments }
+        Self {
+            store,
+            bus,
+            courier: Arc::new(courier),
+            config,
+            limiter,
+            instruments,
+        }
     }
 
     /// The check behind this worker's `/readyz`: PostgreSQL answers, NATS is connected, and
     /// the channel's consumer exists.
     pub fn readiness(&self) -> WorkerReadiness {
-        WorkerReadiness { store: self.store.clone(), bus: self.bus.clone(), channel: self.courier.channel() }
+        WorkerReadiness {
+            store: self.store.clone(),
+            bus: self.bus.clone(),
+            channel: self.courier.channel(),
+        }
     }
-
 
     fn queue_settings(&self) -> QueueSettings {
         let in_flight = self.config.batch * self.config.parallel_batches;
@@ -137,7 +154,10 @@ impl<C: Courier> Worker<C> {
     /// The channel's durable consumer, shared by every replica.
     pub async fn queue(&self) -> Result<WorkQueue, DeliveryError> {
         self.bus.ensure_dead_letters_stream().await?;
-        Ok(self.bus.worker_queue(self.courier.channel(), self.queue_settings()).await?)
+        Ok(self
+            .bus
+            .worker_queue(self.courier.channel(), self.queue_settings())
+            .await?)
     }
 
     /// Pulls and handles jobs until `shutdown`. In-flight batches finish (and are recorded
@@ -147,7 +167,11 @@ impl<C: Courier> Worker<C> {
         let channel = self.courier.channel();
         info!(%channel, batch = self.config.batch, parallel = self.config.parallel_batches,
             rate = ?self.config.rate_per_second, "worker started");
-        tokio::spawn(self.instruments.clone().report_pending(self.bus.clone(), channel, shutdown.clone()));
+        tokio::spawn(self.instruments.clone().report_pending(
+            self.bus.clone(),
+            channel,
+            shutdown.clone(),
+        ));
         let messages = queue.messages(self.config.batch).await?;
         let stopping = shutdown.clone();
         messages
@@ -191,7 +215,10 @@ impl<C: Courier> Worker<C> {
                 // the delivery, the copy is done.
                 Ok(job) if !seen.insert(job.delivery_key.clone()) => {
                     answer(work.ack().await);
-                    handled.push(Handled::AlreadyDone { key: job.delivery_key, state: "duplicate in batch".into() });
+                    handled.push(Handled::AlreadyDone {
+                        key: job.delivery_key,
+                        state: "duplicate in batch".into(),
+                    });
                 }
                 Ok(job) => jobs.push((work, job)),
                 Err(e) => {
@@ -201,15 +228,20 @@ impl<C: Courier> Worker<C> {
                 }
             }
         }
-        let keys: Vec<String> = jobs.iter().map(|(_, job)| job.delivery_key.clone()).collect();
+        let keys: Vec<String> = jobs
+            .iter()
+            .map(|(_, job)| job.delivery_key.clone())
+            .collect();
         let claim_policy = ClaimPolicy {
             channel: self.courier.channel(),
             lease: self.config.lease,
             supersede_stale: policy.supersede_stale,
             resend_unknown: policy.unknown == UnknownPolicy::ResendOnce,
         };
-        let (claims, superseded) =
-            self.store.claim_deliveries(&keys, &self.config.owner, claim_policy).await?;
+        let (claims, superseded) = self
+            .store
+            .claim_deliveries(&keys, &self.config.owner, claim_policy)
+            .await?;
         if superseded > 0 {
             info!(superseded, "stale messages superseded by newer ones");
             self.instruments.settled(Outcome::Superseded, superseded);
@@ -221,12 +253,18 @@ impl<C: Courier> Worker<C> {
                 ClaimResult::Claimed(claimed) => to_send.push((work, job, claimed)),
                 ClaimResult::Finished { state } => {
                     answer(work.ack().await);
-                    handled.push(Handled::AlreadyDone { key: job.delivery_key, state });
+                    handled.push(Handled::AlreadyDone {
+                        key: job.delivery_key,
+                        state,
+                    });
                 }
                 ClaimResult::NotYet { wait } => {
                     let wait = wait.min(Duration::from_secs(3600));
                     answer(work.nak(wait).await);
-                    handled.push(Handled::Deferred { key: job.delivery_key, wait });
+                    handled.push(Handled::Deferred {
+                        key: job.delivery_key,
+                        wait,
+                    });
                 }
                 ClaimResult::Missing => {
                     error!(delivery_key = %job.delivery_key, "a job without a ledger row; terminating it");
@@ -246,7 +284,8 @@ impl<C: Courier> Worker<C> {
         &self,
         claimed: Vec<(Work, DeliveryJob, Claimed)>,
     ) -> Result<Vec<Handled>, DeliveryError> {
-        let subscriber_ids: Vec<SubscriberId> = claimed.iter().map(|(_, _, c)| c.subscriber_id).collect();
+        let subscriber_ids: Vec<SubscriberId> =
+            claimed.iter().map(|(_, _, c)| c.subscriber_id).collect();
         let mut subscribers = self.store.subscribers_for_delivery(&subscriber_ids).await?;
         let mut incidents: HashMap<EventId, IncidentAsOf> = HashMap::new();
         for (_, _, c) in &claimed {
@@ -318,7 +357,10 @@ impl<C: Courier> Worker<C> {
                     disable.push((claim.clone(), reason));
                 } else if record.state == "dead" {
                     let reason = record.error.clone().unwrap_or_default();
-                    disable.push((claim.clone(), format!("failed through every retry: {reason}")));
+                    disable.push((
+                        claim.clone(),
+                        format!("failed through every retry: {reason}"),
+                    ));
                 }
             }
             records.push(record);
@@ -326,11 +368,18 @@ impl<C: Courier> Worker<C> {
         }
         // The ledger first, then JetStream: a crash in between redelivers jobs whose outcome
         // is already recorded, and the claim finds them finished.
-        self.store.record_attempts(&self.config.owner, &records).await?;
+        self.store
+            .record_attempts(&self.config.owner, &records)
+            .await?;
         for (claim, reason) in disable {
             warn!(subscriber_id = %claim.subscriber_id, %reason, "webhook endpoint disabled");
             self.store
-                .disable_webhook(claim.subscriber_id, claim.incident_id, claim.event_id, &reason)
+                .disable_webhook(
+                    claim.subscriber_id,
+                    claim.incident_id,
+                    claim.event_id,
+                    &reason,
+                )
                 .await?;
         }
         let mut handled = Vec::with_capacity(answers.len());
@@ -365,7 +414,12 @@ impl<C: Courier> Worker<C> {
         webhook_secret: Option<String>,
     ) -> Message {
         let key = DeliveryKey::derive(claim.event_id, claim.subscriber_id, claim.channel);
-        let mut notice = Notice::new(self.config.company.clone(), &as_of.incident, &as_of.event, &key);
+        let mut notice = Notice::new(
+            self.config.company.clone(),
+            &as_of.incident,
+            &as_of.event,
+            &key,
+        );
         if let Some(url) = &self.config.status_page_url {
             notice = notice.with_status_page_url(url.clone());
         }
@@ -419,8 +473,11 @@ impl<C: Courier> Worker<C> {
         let policy = self.courier.policy();
         let key = job.delivery_key.clone();
         let mut detail = serde_json::json!({ "latency_ms": elapsed.as_millis() as u64 });
-        let record = |state: &'static str, next: Option<OffsetDateTime>, provider_id: Option<String>,
-                      error: Option<String>, detail: serde_json::Value| AttemptOutcome {
+        let record = |state: &'static str,
+                      next: Option<OffsetDateTime>,
+                      provider_id: Option<String>,
+                      error: Option<String>,
+                      detail: serde_json::Value| AttemptOutcome {
             delivery_key: key.clone(),
             incident_id: claim.incident_id,
             event_id: claim.event_id,
@@ -447,9 +504,13 @@ impl<C: Courier> Worker<C> {
         if !outcome.reason().is_empty() {
             detail["reason"] = outcome.reason().into();
         }
-        let age = (now - claim.created_at).try_into().unwrap_or(Duration::ZERO);
+        let age = (now - claim.created_at)
+            .try_into()
+            .unwrap_or(Duration::ZERO);
         let retry = |retry_after: Option<Duration>| {
-            policy.retry.after_failure(claim.attempt, age, retry_after, rand::random::<f64>())
+            policy
+                .retry
+                .after_failure(claim.attempt, age, retry_after, rand::random::<f64>())
         };
         let (state, next, reply) = match &outcome {
             SendOutcome::Delivered { .. } => ("delivered", None, Reply::Ack),
@@ -468,7 +529,9 @@ impl<C: Courier> Worker<C> {
                     Retry::After(delay) => ("unknown", Some(now + delay), Reply::Nak(delay)),
                     Retry::GiveUp => ("unknown", None, Reply::Ack),
                 },
-                UnknownPolicy::ResendOnce | UnknownPolicy::Reconcile => ("unknown", None, Reply::Ack),
+                UnknownPolicy::ResendOnce | UnknownPolicy::Reconcile => {
+                    ("unknown", None, Reply::Ack)
+                }
             },
         };
         if let Some(next) = next {
@@ -480,16 +543,24 @@ impl<C: Courier> Worker<C> {
         };
         match state {
             "delivered" => debug!(delivery_key = %key, attempt = claim.attempt, "delivered"),
-            "retrying" => warn!(delivery_key = %key, attempt = claim.attempt, reason = outcome.reason(),
-                delay_ms = next.map(|n| (n - now).whole_milliseconds() as i64), "retry scheduled"),
-            _ => warn!(delivery_key = %key, attempt = claim.attempt, state, reason = outcome.reason(),
-                "delivery ended without success"),
+            "retrying" => {
+                warn!(delivery_key = %key, attempt = claim.attempt, reason = outcome.reason(),
+                delay_ms = next.map(|n| (n - now).whole_milliseconds() as i64), "retry scheduled")
+            }
+            _ => {
+                warn!(delivery_key = %key, attempt = claim.attempt, state, reason = outcome.reason(),
+                "delivery ended without success")
+            }
         }
         let error = (!outcome.reason().is_empty()).then(|| outcome.reason().to_owned());
         (
             record(state, next, provider_id, error, detail),
             reply,
-            Handled::Attempted { key, outcome: name, state },
+            Handled::Attempted {
+                key,
+                outcome: name,
+                state,
+            },
         )
     }
 }

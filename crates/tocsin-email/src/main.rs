@@ -54,8 +54,16 @@ async fn run() -> anyhow::Result<()> {
         .ops
         .spawn(worker.readiness(), shutdown.clone())
         .await
-        .with_context(|| format!("binding the ops server on {} (TOCSIN_METRICS_ADDR)", cli.ops.metrics_addr))?;
-    worker.run(shutdown).await.context("running the email worker")?;
+        .with_context(|| {
+            format!(
+                "binding the ops server on {} (TOCSIN_METRICS_ADDR)",
+                cli.ops.metrics_addr
+            )
+        })?;
+    worker
+        .run(shutdown)
+        .await
+        .context("running the email worker")?;
     // The shutdown that stopped the worker stops the ops server too.
     let _ = ops.await;
     Ok(())

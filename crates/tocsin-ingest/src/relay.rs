@@ -147,7 +147,12 @@ pub struct Relay {
 
 impl Relay {
     pub fn new(store: Store, bus: Bus, config: RelayConfig) -> Self {
-        Self { store, bus, config, instruments: RelayInstruments::new() }
+        Self {
+            store,
+            bus,
+            config,
+            instruments: RelayInstruments::new(),
+        }
     }
 
     /// One round: publish up to `batch_size` unpublished events and mark the acknowledged

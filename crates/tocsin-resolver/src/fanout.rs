@@ -82,7 +82,13 @@ fn plan_page(
     };
     for candidate in candidates {
         let before = page.deliveries.len();
-        for planned in plan(&candidate.preferences, incident, event, candidate.already_told, now) {
+        for planned in plan(
+            &candidate.preferences,
+            incident,
+            event,
+            candidate.already_told,
+            now,
+        ) {
             if planned.channel == Channel::Webhook && candidate.webhook_disabled {
                 page.webhook_disabled += 1;
                 continue;
@@ -92,7 +98,10 @@ fn plan_page(
         if page.deliveries.len() > before {
             page.recipients += 1;
             let concerned = incident.severity >= candidate.preferences.min_severity
-                && candidate.preferences.components.matches(&incident.components);
+                && candidate
+                    .preferences
+                    .components
+                    .matches(&incident.components);
             if !concerned {
                 page.follow_ups += 1;
             }
@@ -118,7 +127,9 @@ where
     if store.fanout_record(event.event_id).await?.is_some() {
         return Ok(Resolution::AlreadyResolved);
     }
-    let earlier = store.unresolved_before(event.incident_id, event.version).await?;
+    let earlier = store
+        .unresolved_before(event.incident_id, event.version)
+        .await?;
     if earlier > 0 {
         return Ok(Resolution::Waiting { earlier });
     }
@@ -129,7 +140,10 @@ where
         .ok_or_else(|| ResolveError::UnknownEvent(event.event_id.to_string()))?
         .incident;
     let started = std::time::Instant::now();
-    let mut record = FanoutRecord { event_version: event.version, ..FanoutRecord::default() };
+    let mut record = FanoutRecord {
+        event_version: event.version,
+        ..FanoutRecord::default()
+    };
     let mut after = None;
     loop {
         let candidates = store
@@ -188,7 +202,11 @@ where
         for published in bus.publish_jobs(&jobs).await {
             published?;
         }
-        debug!(candidates = candidates.len(), jobs = jobs.len(), "page fanned out");
+        debug!(
+            candidates = candidates.len(),
+            jobs = jobs.len(),
+            "page fanned out"
+        );
         on_progress().await;
         if candidates.len() < config.page_size as usize {
             break;
@@ -201,7 +219,8 @@ where
     let elapsed = started.elapsed();
     for channel in Channel::ALL {
         let jobs = record.jobs.get(&channel).copied().unwrap_or(0);
-        metrics::histogram!("tocsin_fanout_jobs", "channel" => channel.as_str()).record(jobs as f64);
+        metrics::histogram!("tocsin_fanout_jobs", "channel" => channel.as_str())
+            .record(jobs as f64);
     }
     metrics::histogram!("tocsin_fanout_duration_seconds").record(elapsed.as_secs_f64());
     info!(
@@ -246,9 +265,16 @@ pub async fn preview(
             }
             reached.insert(*subscriber_id);
         }
-        for candidate in candidates.iter().filter(|c| reached.contains(&c.subscriber_id)) {
+        for candidate in candidates
+            .iter()
+            .filter(|c| reached.contains(&c.subscriber_id))
+        {
             for component in &incident.components {
-                if candidate.preferences.components.matches(std::slice::from_ref(component)) {
+                if candidate
+                    .preferences
+                    .components
+                    .matches(std::slice::from_ref(component))
+                {
                     *reach.per_component.entry(component.clone()).or_default() += 1;
                 }
             }

@@ -75,7 +75,12 @@ pub struct Resolver {
 
 impl Resolver {
     pub fn new(store: Store, bus: Bus, config: ResolverConfig) -> Self {
-        Self { store, bus, config, incidents: Arc::default() }
+        Self {
+            store,
+            bus,
+            config,
+            incidents: Arc::default(),
+        }
     }
 
     /// The durable consumer this resolver reads from (created if missing).
@@ -87,7 +92,10 @@ impl Resolver {
     /// The check behind `/readyz`: PostgreSQL answers, NATS is connected, and the durable
     /// consumer exists.
     pub fn readiness(&self) -> ResolverReadiness {
-        ResolverReadiness { store: self.store.clone(), bus: self.bus.clone() }
+        ResolverReadiness {
+            store: self.store.clone(),
+            bus: self.bus.clone(),
+        }
     }
 
     /// Handles one message: decode, fan out, then ack, nak with a delay, or terminate.
@@ -107,7 +115,8 @@ impl Resolver {
                 warn!(error = %e, "could not report progress to JetStream");
             }
         };
-        let outcome = fanout::resolve(&self.store, &self.bus, self.config.fanout, &event, progress).await;
+        let outcome =
+            fanout::resolve(&self.store, &self.bus, self.config.fanout, &event, progress).await;
         drop(guard);
         self.release_incident_lock(event.incident_id, lock);
         let answered = match &outcome {
@@ -137,8 +146,11 @@ impl Resolver {
     /// Pulls and handles messages until `shutdown`; in-flight fan-outs finish first.
     pub async fn run(self, shutdown: Shutdown) -> Result<(), ResolveError> {
         let queue = self.queue().await?;
-        info!(concurrency = self.config.concurrency, page_size = self.config.fanout.page_size,
-            "resolver started");
+        info!(
+            concurrency = self.config.concurrency,
+            page_size = self.config.fanout.page_size,
+            "resolver started"
+        );
         tokio::spawn(report_pending(self.bus.clone(), shutdown.clone()));
         let messages = queue.messages(self.config.concurrency).await?;
         let stopping = shutdown.clone();
@@ -180,7 +192,8 @@ impl Resolver {
 /// Sets `tocsin_consumer_pending{consumer="resolver"}` from the consumer's `num_pending`
 /// every few seconds until `shutdown`.
 async fn report_pending(bus: Bus, shutdown: Shutdown) {
-    let pending = metrics::gauge!("tocsin_consumer_pending", "consumer" => bus.config().resolver_consumer());
+    let pending =
+        metrics::gauge!("tocsin_consumer_pending", "consumer" => bus.config().resolver_consumer());
     let mut ticks = tokio::time::interval(PENDING_INTERVAL);
     loop {
         tokio::select! {

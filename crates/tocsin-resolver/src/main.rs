@@ -11,7 +11,11 @@ use tocsin_runtime::{Connections, OpsArgs, Shutdown, init_tracing};
 use tocsin_store::Store;
 
 #[derive(Debug, Parser)]
-#[command(name = "tocsin-resolver", version, about = "Tocsin resolver: incident events into delivery jobs per recipient and channel")]
+#[command(
+    name = "tocsin-resolver",
+    version,
+    about = "Tocsin resolver: incident events into delivery jobs per recipient and channel"
+)]
 #[command(mut_arg("metrics_addr", |arg| arg.default_value("127.0.0.1:9465")))]
 struct Cli {
     #[command(flatten)]
@@ -42,7 +46,9 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("connecting to NATS (NATS_URL)")?;
     let config = ResolverConfig {
-        fanout: FanoutConfig { page_size: cli.page_size.clamp(1, 50_000) },
+        fanout: FanoutConfig {
+            page_size: cli.page_size.clamp(1, 50_000),
+        },
         concurrency: cli.concurrency.max(1),
         ordering_delay: Duration::from_millis(cli.ordering_delay_ms),
         ..ResolverConfig::default()
@@ -53,8 +59,16 @@ async fn main() -> anyhow::Result<()> {
         .ops
         .spawn(resolver.readiness(), shutdown.clone())
         .await
-        .with_context(|| format!("binding the ops server on {} (TOCSIN_METRICS_ADDR)", cli.ops.metrics_addr))?;
-    resolver.run(shutdown).await.context("running the resolver")?;
+        .with_context(|| {
+            format!(
+                "binding the ops server on {} (TOCSIN_METRICS_ADDR)",
+                cli.ops.metrics_addr
+            )
+        })?;
+    resolver
+        .run(shutdown)
+        .await
+        .context("running the resolver")?;
     // The shutdown that stopped the resolver stops the ops server too.
     let _ = ops.await;
     Ok(())

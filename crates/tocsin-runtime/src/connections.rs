@@ -25,7 +25,6 @@ pub struct Connections {
     pub log_format: LogFormat,
 }
 
-
 fn secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
     Ok(SecretString::from(raw.to_owned()))
 }

@@ -13,4 +13,4 @@ pub mod tls;
 pub use connections::Connections;
 pub use ops::{OpsArgs, Readiness};
 pub use shutdown::Shutdown;
-pub use telemetry::{init_tracing, LogFormat};
+pub use telemetry::{LogFormat, init_tracing};

@@ -16,7 +16,9 @@ impl Default for Shutdown {
 
 impl Shutdown {
     pub fn new() -> Self {
-        Self { sender: Arc::new(watch::channel(false).0) }
+        Self {
+            sender: Arc::new(watch::channel(false).0),
+        }
     }
 
     /// A signal that triggers on SIGTERM or Ctrl-C.
@@ -50,7 +52,7 @@ impl Shutdown {
 async fn wait_for_signal() {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{signal, SignalKind};
+        use tokio::signal::unix::{SignalKind, signal};
         match signal(SignalKind::terminate()) {
             Ok(mut term) => {
                 tokio::select! {

@@ -69,7 +69,12 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
         .ops
         .spawn(worker.readiness(), shutdown.clone())
         .await
-        .with_context(|| format!("binding the ops server on {} (TOCSIN_METRICS_ADDR)", cli.ops.metrics_addr))?;
+        .with_context(|| {
+            format!(
+                "binding the ops server on {} (TOCSIN_METRICS_ADDR)",
+                cli.ops.metrics_addr
+            )
+        })?;
     tocsin_sms::run(worker, callbacks, listener, shutdown).await?;
     // The shutdown that stopped the worker stops the ops server too.
     let _ = ops.await;

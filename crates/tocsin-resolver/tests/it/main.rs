@@ -32,11 +32,18 @@ async fn harness(pool: PgPool, page_size: u32) -> Harness {
     let config = ResolverConfig {
         fanout: FanoutConfig { page_size },
         ordering_delay: Duration::from_millis(50),
-        queue: QueueSettings { ack_wait: Duration::from_secs(1), ..QueueSettings::resolver() },
+        queue: QueueSettings {
+            ack_wait: Duration::from_secs(1),
+            ..QueueSettings::resolver()
+        },
         ..ResolverConfig::default()
     };
     let resolver = Resolver::new(store.clone(), bus.clone(), config);
-    Harness { store, bus, resolver }
+    Harness {
+        store,
+        bus,
+        resolver,
+    }
 }
 
 fn prefs(channels: &[Channel], min: Severity, components: Option<&[&str]>) -> Preferences {
@@ -53,7 +60,10 @@ fn prefs(channels: &[Channel], min: Severity, components: Option<&[&str]>) -> Pr
 
 impl Harness {
     /// Creates subscribers; returns their ids by external id.
-    async fn subscribe(&self, subscribers: Vec<(&str, Preferences)>) -> HashMap<String, SubscriberId> {
+    async fn subscribe(
+        &self,
+        subscribers: Vec<(&str, Preferences)>,
+    ) -> HashMap<String, SubscriberId> {
         let writes: Vec<SubscriberWrite> = subscribers
             .into_iter()
             .map(|(name, preferences)| SubscriberWrite {
@@ -77,7 +87,12 @@ impl Harness {
     }
 
     /// Appends an event to the log and puts it on the stream, as ingest and relay do.
-    async fn publish(&self, key: &str, incident: Option<IncidentId>, change: Change) -> RecordedEvent {
+    async fn publish(
+        &self,
+        key: &str,
+        incident: Option<IncidentId>,
+        change: Change,
+    ) -> RecordedEvent {
         let request = PublishRequest {
             idempotency_key: key.into(),
             incident_id: incident,
@@ -85,7 +100,12 @@ impl Harness {
             occurred_at: None,
             expected_version: None,
         };
-        let event = self.store.append("test", &request, OffsetDateTime::now_utc()).await.unwrap().event;
+        let event = self
+            .store
+            .append("test", &request, OffsetDateTime::now_utc())
+            .await
+            .unwrap()
+            .event;
         for published in self.bus.publish_events(std::slice::from_ref(&event)).await {
             published.unwrap();
         }
@@ -153,11 +173,17 @@ fn quiet_now() -> QuietHours {
     }
 }
 
-fn by_subscriber(jobs: &[DeliveryJob], ids: &HashMap<String, SubscriberId>) -> BTreeMap<String, BTreeSet<Channel>> {
-    let names: HashMap<uuid::Uuid, &String> = ids.iter().map(|(n, id)| (*id.as_uuid(), n)).collect();
+fn by_subscriber(
+    jobs: &[DeliveryJob],
+    ids: &HashMap<String, SubscriberId>,
+) -> BTreeMap<String, BTreeSet<Channel>> {
+    let names: HashMap<uuid::Uuid, &String> =
+        ids.iter().map(|(n, id)| (*id.as_uuid(), n)).collect();
     let mut out: BTreeMap<String, BTreeSet<Channel>> = BTreeMap::new();
     for job in jobs {
-        out.entry(names[&job.subscriber_id].clone()).or_default().insert(job.channel);
+        out.entry(names[&job.subscriber_id].clone())
+            .or_default()
+            .insert(job.channel);
     }
     out
 }
@@ -166,39 +192,76 @@ fn by_subscriber(jobs: &[DeliveryJob], ids: &HashMap<String, SubscriberId>) -> B
 async fn preferences_decide_who_hears_on_which_channel_and_when(pool: PgPool) {
     let h = harness(pool, 2).await;
     let mut sms_updates = prefs(&[Channel::Sms], Severity::Minor, None);
-    sms_updates.kinds.insert(Channel::Sms, BTreeSet::from([EventKind::Updated]));
+    sms_updates
+        .kinds
+        .insert(Channel::Sms, BTreeSet::from([EventKind::Updated]));
     let mut sleeper = prefs(&[Channel::Email], Severity::Minor, None);
     sleeper.quiet_hours = Some(quiet_now());
     let ids = h
         .subscribe(vec![
-            ("everything", prefs(&[Channel::Email, Channel::Sms, Channel::Webhook], Severity::Minor, None)),
-            ("api-major", prefs(&[Channel::Email], Severity::Major, Some(&["api"]))),
-            ("api-critical", prefs(&[Channel::Email], Severity::Critical, Some(&["api"]))),
-            ("billing", prefs(&[Channel::Email], Severity::Minor, Some(&["billing"]))),
+            (
+                "everything",
+                prefs(
+                    &[Channel::Email, Channel::Sms, Channel::Webhook],
+                    Severity::Minor,
+                    None,
+                ),
+            ),
+            (
+                "api-major",
+                prefs(&[Channel::Email], Severity::Major, Some(&["api"])),
+            ),
+            (
+                "api-critical",
+                prefs(&[Channel::Email], Severity::Critical, Some(&["api"])),
+            ),
+            (
+                "billing",
+                prefs(&[Channel::Email], Severity::Minor, Some(&["billing"])),
+            ),
             ("sms-updates-only", sms_updates),
             ("sleeper", sleeper),
         ])
         .await;
 
-    let open = h.publish("open", None, opened(Severity::Major, &["api", "search"])).await;
+    let open = h
+        .publish("open", None, opened(Severity::Major, &["api", "search"]))
+        .await;
     let handled = h.drain().await;
     let Handled::Resolved(Resolution::Resolved(record)) = &handled[0] else {
         panic!("expected a fan-out, got {handled:?}");
     };
     let jobs = h.jobs().await;
     let expected = BTreeMap::from([
-        ("everything".to_owned(), BTreeSet::from([Channel::Email, Channel::Sms, Channel::Webhook])),
+        (
+            "everything".to_owned(),
+            BTreeSet::from([Channel::Email, Channel::Sms, Channel::Webhook]),
+        ),
         ("api-major".to_owned(), BTreeSet::from([Channel::Email])),
         ("sleeper".to_owned(), BTreeSet::from([Channel::Email])),
     ]);
     assert_eq!(by_subscriber(&jobs, &ids), expected);
-    assert_eq!(record.jobs, BTreeMap::from([(Channel::Email, 3), (Channel::Sms, 1), (Channel::Webhook, 1)]));
+    assert_eq!(
+        record.jobs,
+        BTreeMap::from([
+            (Channel::Email, 3),
+            (Channel::Sms, 1),
+            (Channel::Webhook, 1)
+        ])
+    );
     assert_eq!(record.recipients, 3);
-    assert_eq!(record.held, BTreeMap::from([(Channel::Email, 1)]), "quiet hours hold the sleeper's email");
+    assert_eq!(
+        record.held,
+        BTreeMap::from([(Channel::Email, 1)]),
+        "quiet hours hold the sleeper's email"
+    );
     let held: Vec<&DeliveryJob> = jobs.iter().filter(|j| j.send_after.is_some()).collect();
     assert_eq!(held.len(), 1);
     assert_eq!(held[0].subscriber_id, *ids["sleeper"].as_uuid());
-    assert!(held[0].send_after.unwrap() > OffsetDateTime::now_utc(), "held until the window ends");
+    assert!(
+        held[0].send_after.unwrap() > OffsetDateTime::now_utc(),
+        "held until the window ends"
+    );
 
     // Every job has its ledger row, under the same key.
     let ledger: Vec<String> = sqlx::query_scalar("SELECT delivery_key FROM deliveries ORDER BY 1")
@@ -212,17 +275,33 @@ async fn preferences_decide_who_hears_on_which_channel_and_when(pool: PgPool) {
     // Critical bypasses quiet hours and reaches the critical-only follower; SMS gets updates
     // only for the subscriber who asked.
     let escalate = h
-        .publish("escalate", Some(open.incident_id), update(EventKind::Updated, Some(Severity::Critical), &[]))
+        .publish(
+            "escalate",
+            Some(open.incident_id),
+            update(EventKind::Updated, Some(Severity::Critical), &[]),
+        )
         .await;
     h.drain().await;
     let jobs = h.jobs().await;
-    assert!(jobs.iter().all(|j| j.event_id == *escalate.event_id.as_uuid()));
-    assert!(jobs.iter().all(|j| j.send_after.is_none()), "critical is never held");
+    assert!(
+        jobs.iter()
+            .all(|j| j.event_id == *escalate.event_id.as_uuid())
+    );
+    assert!(
+        jobs.iter().all(|j| j.send_after.is_none()),
+        "critical is never held"
+    );
     let expected = BTreeMap::from([
-        ("everything".to_owned(), BTreeSet::from([Channel::Email, Channel::Webhook])),
+        (
+            "everything".to_owned(),
+            BTreeSet::from([Channel::Email, Channel::Webhook]),
+        ),
         ("api-major".to_owned(), BTreeSet::from([Channel::Email])),
         ("api-critical".to_owned(), BTreeSet::from([Channel::Email])),
-        ("sms-updates-only".to_owned(), BTreeSet::from([Channel::Sms])),
+        (
+            "sms-updates-only".to_owned(),
+            BTreeSet::from([Channel::Sms]),
+        ),
         ("sleeper".to_owned(), BTreeSet::from([Channel::Email])),
     ]);
     assert_eq!(by_subscriber(&jobs, &ids), expected);
@@ -233,16 +312,38 @@ async fn follow_ups_reach_everyone_told_and_never_overtake_the_opening(pool: PgP
     let h = harness(pool, 100).await;
     let ids = h
         .subscribe(vec![
-            ("api-major", prefs(&[Channel::Email, Channel::Sms], Severity::Major, Some(&["api"]))),
-            ("latecomer", prefs(&[Channel::Email], Severity::Minor, Some(&["search"]))),
+            (
+                "api-major",
+                prefs(
+                    &[Channel::Email, Channel::Sms],
+                    Severity::Major,
+                    Some(&["api"]),
+                ),
+            ),
+            (
+                "latecomer",
+                prefs(&[Channel::Email], Severity::Minor, Some(&["search"])),
+            ),
         ])
         .await;
-    let open = h.publish("open", None, opened(Severity::Major, &["api"])).await;
+    let open = h
+        .publish("open", None, opened(Severity::Major, &["api"]))
+        .await;
     // Downgraded and moved before the opening is even fanned out: the stream holds both.
     let moved = h
-        .publish("moved", Some(open.incident_id), update(EventKind::Updated, Some(Severity::Minor), &["search"]))
+        .publish(
+            "moved",
+            Some(open.incident_id),
+            update(EventKind::Updated, Some(Severity::Minor), &["search"]),
+        )
         .await;
-    let resolved = h.publish("resolved", Some(open.incident_id), update(EventKind::Resolved, None, &[])).await;
+    let resolved = h
+        .publish(
+            "resolved",
+            Some(open.incident_id),
+            update(EventKind::Resolved, None, &[]),
+        )
+        .await;
 
     // The update arrives first at this resolver: it must wait for the opening.
     let queue = h.resolver.queue().await.unwrap();
@@ -263,11 +364,16 @@ async fn follow_ups_reach_everyone_told_and_never_overtake_the_opening(pool: PgP
     for job in jobs {
         per_event.entry(job.event_version).or_default().push(job);
     }
-    let per_event: BTreeMap<u64, BTreeMap<String, BTreeSet<Channel>>> =
-        per_event.iter().map(|(v, jobs)| (*v, by_subscriber(jobs, &ids))).collect();
+    let per_event: BTreeMap<u64, BTreeMap<String, BTreeSet<Channel>>> = per_event
+        .iter()
+        .map(|(v, jobs)| (*v, by_subscriber(jobs, &ids)))
+        .collect();
     assert_eq!(
         per_event[&1],
-        BTreeMap::from([("api-major".to_owned(), BTreeSet::from([Channel::Email, Channel::Sms]))])
+        BTreeMap::from([(
+            "api-major".to_owned(),
+            BTreeSet::from([Channel::Email, Channel::Sms])
+        )])
     );
     // The move to "search" reaches the latecomer, and api-major still hears about it by email
     // (SMS takes no updates by default).
@@ -282,43 +388,79 @@ async fn follow_ups_reach_everyone_told_and_never_overtake_the_opening(pool: PgP
     assert_eq!(
         per_event[&3],
         BTreeMap::from([
-            ("api-major".to_owned(), BTreeSet::from([Channel::Email, Channel::Sms])),
+            (
+                "api-major".to_owned(),
+                BTreeSet::from([Channel::Email, Channel::Sms])
+            ),
             ("latecomer".to_owned(), BTreeSet::from([Channel::Email])),
         ])
     );
     // The trail records each fan-out in event order, with its follow-ups counted.
-    let trail = h.store.delivery_trail(open.incident_id, 0, 10).await.unwrap();
+    let trail = h
+        .store
+        .delivery_trail(open.incident_id, 0, 10)
+        .await
+        .unwrap();
     let order: Vec<_> = trail.iter().map(|t| t.event_id).collect();
-    assert_eq!(order, vec![open.event_id, moved.event_id, resolved.event_id]);
-    assert_eq!(trail[1].data["follow_ups"], 1, "api-major was reached as a follow-up");
+    assert_eq!(
+        order,
+        vec![open.event_id, moved.event_id, resolved.event_id]
+    );
+    assert_eq!(
+        trail[1].data["follow_ups"], 1,
+        "api-major was reached as a follow-up"
+    );
 }
 
 #[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
 async fn a_resolver_killed_mid_fan_out_resumes_with_exactly_one_job_per_key(pool: PgPool) {
     let h = harness(pool, 10).await;
     let subscribers: Vec<(String, Preferences)> = (0..95)
-        .map(|i| (format!("s{i:03}"), prefs(&[Channel::Email, Channel::Sms], Severity::Minor, None)))
+        .map(|i| {
+            (
+                format!("s{i:03}"),
+                prefs(&[Channel::Email, Channel::Sms], Severity::Minor, None),
+            )
+        })
         .collect();
-    h.subscribe(subscribers.iter().map(|(n, p)| (n.as_str(), p.clone())).collect()).await;
-    let open = h.publish("open", None, opened(Severity::Critical, &["api"])).await;
+    h.subscribe(
+        subscribers
+            .iter()
+            .map(|(n, p)| (n.as_str(), p.clone()))
+            .collect(),
+    )
+    .await;
+    let open = h
+        .publish("open", None, opened(Severity::Critical, &["api"]))
+        .await;
 
     // Kill the fan-out after three of its ten pages: the task is dropped mid-flight, as a
     // SIGKILL would leave it, with the event neither acknowledged nor recorded.
     let queue = h.resolver.queue().await.unwrap();
-    let work = queue.fetch(1, Duration::from_millis(400)).await.unwrap().remove(0);
+    let work = queue
+        .fetch(1, Duration::from_millis(400))
+        .await
+        .unwrap()
+        .remove(0);
     let (pages_tx, mut pages_rx) = tokio::sync::mpsc::unbounded_channel();
     let store = h.store.clone();
     let bus = h.bus.clone();
     let event = open.clone();
     let fanout = tokio::spawn(async move {
-        tocsin_resolver::fanout::resolve(&store, &bus, FanoutConfig { page_size: 10 }, &event, || {
-            let pages_tx = pages_tx.clone();
-            async move {
-                let _ = pages_tx.send(());
-                // Slow enough that the kill lands here.
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
+        tocsin_resolver::fanout::resolve(
+            &store,
+            &bus,
+            FanoutConfig { page_size: 10 },
+            &event,
+            || {
+                let pages_tx = pages_tx.clone();
+                async move {
+                    let _ = pages_tx.send(());
+                    // Slow enough that the kill lands here.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            },
+        )
         .await
     });
     for _ in 0..3 {
@@ -331,19 +473,35 @@ async fn a_resolver_killed_mid_fan_out_resumes_with_exactly_one_job_per_key(pool
         .fetch_one(h.store.pool())
         .await
         .unwrap();
-    assert!((60..190).contains(&partial), "killed part-way: {partial} rows");
-    assert!(h.store.fanout_record(open.event_id).await.unwrap().is_none());
+    assert!(
+        (60..190).contains(&partial),
+        "killed part-way: {partial} rows"
+    );
+    assert!(
+        h.store
+            .fanout_record(open.event_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // JetStream redelivers the unacknowledged event after its ack wait; the fan-out reruns.
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     let handled = h.drain().await;
-    assert!(matches!(handled[..], [Handled::Resolved(Resolution::Resolved(_))]), "{handled:?}");
+    assert!(
+        matches!(handled[..], [Handled::Resolved(Resolution::Resolved(_))]),
+        "{handled:?}"
+    );
     // A later redelivery (say, a republished stream) does nothing again.
     h.bus.publish_events(std::slice::from_ref(&open)).await;
 
     let jobs = h.jobs().await;
     let keys: BTreeSet<&str> = jobs.iter().map(|j| j.delivery_key.as_str()).collect();
-    assert_eq!(jobs.len(), 190, "one job per subscriber and channel, none twice");
+    assert_eq!(
+        jobs.len(),
+        190,
+        "one job per subscriber and channel, none twice"
+    );
     assert_eq!(keys.len(), 190);
     let rows: i64 = sqlx::query_scalar("SELECT count(DISTINCT delivery_key) FROM deliveries")
         .fetch_one(h.store.pool())
@@ -351,15 +509,24 @@ async fn a_resolver_killed_mid_fan_out_resumes_with_exactly_one_job_per_key(pool
         .unwrap();
     assert_eq!(rows, 190);
     let record = h.store.fanout_record(open.event_id).await.unwrap().unwrap();
-    assert_eq!(record.jobs, BTreeMap::from([(Channel::Email, 95), (Channel::Sms, 95)]));
+    assert_eq!(
+        record.jobs,
+        BTreeMap::from([(Channel::Email, 95), (Channel::Sms, 95)])
+    );
     assert_eq!(record.considered, 95);
 }
 
 #[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
 async fn a_replayed_event_is_acknowledged_without_a_second_fan_out(pool: PgPool) {
     let h = harness(pool, 100).await;
-    h.subscribe(vec![("one", prefs(&[Channel::Email], Severity::Minor, None))]).await;
-    let open = h.publish("open", None, opened(Severity::Minor, &["api"])).await;
+    h.subscribe(vec![(
+        "one",
+        prefs(&[Channel::Email], Severity::Minor, None),
+    )])
+    .await;
+    let open = h
+        .publish("open", None, opened(Severity::Minor, &["api"]))
+        .await;
     h.drain().await;
     assert_eq!(h.jobs().await.len(), 1);
 
@@ -368,11 +535,20 @@ async fn a_replayed_event_is_acknowledged_without_a_second_fan_out(pool: PgPool)
     republished.version = open.version;
     h.bus.delete_events_stream().await.unwrap();
     h.bus.ensure_events_stream().await.unwrap();
-    h.bus.publish_events(std::slice::from_ref(&republished)).await;
+    h.bus
+        .publish_events(std::slice::from_ref(&republished))
+        .await;
     let resolver = Resolver::new(h.store.clone(), h.bus.clone(), ResolverConfig::default());
     let queue = resolver.queue().await.unwrap();
-    let work = queue.fetch(1, Duration::from_millis(400)).await.unwrap().remove(0);
-    assert_eq!(resolver.handle(work).await, Handled::Resolved(Resolution::AlreadyResolved));
+    let work = queue
+        .fetch(1, Duration::from_millis(400))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        resolver.handle(work).await,
+        Handled::Resolved(Resolution::AlreadyResolved)
+    );
     assert!(h.jobs().await.is_empty());
 }
 
