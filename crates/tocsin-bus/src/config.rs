@@ -29,7 +29,9 @@ impl BusConfig {
         let prefix = prefix.into();
         let valid = !prefix.is_empty()
             && prefix.len() <= 32
-            && prefix.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            && prefix
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
         if !valid {
             return Err(BusError::InvalidConfig(format!(
                 "prefix {prefix:?} must be 1-32 characters of a-z, 0-9 and _"

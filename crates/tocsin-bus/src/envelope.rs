@@ -62,14 +62,19 @@ impl From<EventEnvelope> for RecordedEvent {
 
 impl EventEnvelope {
     pub fn encode(&self) -> bytes::Bytes {
-        serde_json::to_vec(self).expect("an envelope always serialises").into()
+        serde_json::to_vec(self)
+            .expect("an envelope always serialises")
+            .into()
     }
 
     pub fn decode(payload: &[u8]) -> Result<Self, BusError> {
         let envelope: Self =
             serde_json::from_slice(payload).map_err(|e| BusError::Decode(e.to_string()))?;
         if envelope.schema != ENVELOPE_SCHEMA {
-            return Err(BusError::Decode(format!("unknown envelope schema {}", envelope.schema)));
+            return Err(BusError::Decode(format!(
+                "unknown envelope schema {}",
+                envelope.schema
+            )));
         }
         Ok(envelope)
     }

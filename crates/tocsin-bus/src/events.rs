@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
-use futures::{StreamExt, future::join_all};
+use futures::StreamExt;
 use tocsin_core::{IncidentId, RecordedEvent};
 use tracing::{debug, instrument};
 
@@ -39,36 +39,25 @@ impl Bus {
         Ok(())
     }
 
-    /// Publishes events with `Nats-Msg-Id` = event id, pipelined: every publish is sent
-    /// before any acknowledgement is awaited. Results come back in input order.
+    /// Publishes events with `Nats-Msg-Id` = event id, pipelined (up to `max_ack_inflight`
+    /// acknowledgements awaited at once). Results come back in input order.
     ///
     /// On one connection the server stores messages in the order they were sent, so events
     /// given in per-incident version order are stored in that order.
     #[instrument(skip_all, fields(count = events.len()))]
-    pub async fn publish_events(&self, events: &[RecordedEvent]) -> Vec<Result<Published, BusError>> {
-        let mut pending = Vec::with_capacity(events.len());
-        for event in events {
+    pub async fn publish_events(
+        &self,
+        events: &[RecordedEvent],
+    ) -> Vec<Result<Published, BusError>> {
+        let messages = events.iter().map(|event| {
             let message = jetstream::message::PublishMessage::build()
                 .message_id(event.event_id.to_string())
                 .header("Tocsin-Incident-Id", event.incident_id.to_string().as_str())
                 .header("Tocsin-Version", event.version.to_string().as_str())
                 .payload(EventEnvelope::from(event).encode());
-            let subject = self.config.event_subject(event.incident_id);
-            pending.push(self.js.send_publish(subject, message).await);
-        }
-        let acks = pending.into_iter().map(|sent| async move {
-            let ack = sent.map_err(|e| BusError::Unavailable(e.to_string()))?.await;
-            match ack {
-                Ok(ack) => Ok(Published { stream_sequence: ack.sequence, duplicate: ack.duplicate }),
-                Err(e) => Err(match e.kind() {
-                    jetstream::context::PublishErrorKind::StreamNotFound => {
-                        BusError::Rejected(e.to_string())
-                    }
-                    _ => BusError::Unavailable(e.to_string()),
-                }),
-            }
+            (self.config.event_subject(event.incident_id), message)
         });
-        join_all(acks).await
+        self.publish_pipelined(messages.collect()).await
     }
 
     /// Every event of one incident currently in the stream, in stream order. For the demo,
@@ -78,20 +67,28 @@ impl Bus {
         &self,
         incident_id: IncidentId,
     ) -> Result<Vec<EventEnvelope>, BusError> {
-        self.read_subject(self.config.events_stream(), self.config.event_subject(incident_id), false)
-            .await?
-            .iter()
-            .map(|payload| EventEnvelope::decode(payload))
-            .collect()
+        self.read_subject(
+            self.config.events_stream(),
+            self.config.event_subject(incident_id),
+            false,
+        )
+        .await?
+        .iter()
+        .map(|payload| EventEnvelope::decode(payload))
+        .collect()
     }
 
     /// Every event in the stream, in stream order.
     pub async fn read_all_events(&self) -> Result<Vec<EventEnvelope>, BusError> {
-        self.read_subject(self.config.events_stream(), self.config.events_subjects(), false)
-            .await?
-            .iter()
-            .map(|payload| EventEnvelope::decode(payload))
-            .collect()
+        self.read_subject(
+            self.config.events_stream(),
+            self.config.events_subjects(),
+            false,
+        )
+        .await?
+        .iter()
+        .map(|payload| EventEnvelope::decode(payload))
+        .collect()
     }
 
     /// Every payload on `filter_subject` of `stream`, through an ephemeral consumer. With
@@ -112,7 +109,11 @@ impl Bus {
         let mut consumer = stream
             .create_consumer(consumer::pull::Config {
                 filter_subject,
-                ack_policy: if take { consumer::AckPolicy::Explicit } else { consumer::AckPolicy::None },
+                ack_policy: if take {
+                    consumer::AckPolicy::Explicit
+                } else {
+                    consumer::AckPolicy::None
+                },
                 deliver_policy: consumer::DeliverPolicy::All,
                 inactive_threshold: Duration::from_secs(30),
                 ..Default::default()
@@ -142,8 +143,16 @@ impl Bus {
         }
         // Removed at once rather than left to expire: a work-queue stream allows one consumer
         // per subject, and the next reader would be refused meanwhile.
-        let name = consumer.info().await.map_err(|e| unavailable(&e))?.name.clone();
-        stream.delete_consumer(&name).await.map_err(|e| unavailable(&e))?;
+        let name = consumer
+            .info()
+            .await
+            .map_err(|e| unavailable(&e))?
+            .name
+            .clone();
+        stream
+            .delete_consumer(&name)
+            .await
+            .map_err(|e| unavailable(&e))?;
         debug!(count = out.len(), "read messages back from the stream");
         Ok(out)
     }
@@ -155,7 +164,10 @@ impl Bus {
             .get_stream(self.config.events_stream())
             .await
             .map_err(|e| BusError::Unavailable(e.to_string()))?;
-        let info = stream.info().await.map_err(|e| BusError::Unavailable(e.to_string()))?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
         Ok(info.state.messages)
     }
 

@@ -3,7 +3,6 @@
 
 use async_nats::jetstream::{self, stream};
 use futures::TryStreamExt;
-use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tocsin_core::Channel;
@@ -33,14 +32,19 @@ pub struct DeliveryJob {
 
 impl DeliveryJob {
     pub fn encode(&self) -> bytes::Bytes {
-        serde_json::to_vec(self).expect("a job always serialises").into()
+        serde_json::to_vec(self)
+            .expect("a job always serialises")
+            .into()
     }
 
     pub fn decode(payload: &[u8]) -> Result<Self, BusError> {
         let job: Self =
             serde_json::from_slice(payload).map_err(|e| BusError::Decode(e.to_string()))?;
         if job.schema != JOB_SCHEMA {
-            return Err(BusError::Decode(format!("unknown job schema {}", job.schema)));
+            return Err(BusError::Decode(format!(
+                "unknown job schema {}",
+                job.schema
+            )));
         }
         Ok(job)
     }
@@ -59,7 +63,9 @@ impl Bus {
             max_age: self.config.events_max_age,
             duplicate_window: self.config.duplicate_window,
             num_replicas: self.config.replicas,
-            description: Some("Tocsin delivery jobs, recorded first in the PostgreSQL ledger".into()),
+            description: Some(
+                "Tocsin delivery jobs, recorded first in the PostgreSQL ledger".into(),
+            ),
             ..Default::default()
         };
         self.js
@@ -90,11 +96,23 @@ impl Bus {
     }
 
     /// Publishes a dead letter: the job, with why it died in a `Tocsin-Reason` header.
-    pub async fn publish_dead_letter(&self, job: &DeliveryJob, reason: &str) -> Result<(), BusError> {
+    pub async fn publish_dead_letter(
+        &self,
+        job: &DeliveryJob,
+        reason: &str,
+    ) -> Result<(), BusError> {
         // Header values are one line; a provider's multi-line answer is flattened.
-        let reason: String = reason.chars().map(|c| if c.is_control() { ' ' } else { c }).take(512).collect();
+        let reason: String = reason
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .take(512)
+            .collect();
         let message = jetstream::message::PublishMessage::build()
-            .message_id(format!("{}.dead.{}", job.delivery_key, time::OffsetDateTime::now_utc().unix_timestamp()))
+            .message_id(format!(
+                "{}.dead.{}",
+                job.delivery_key,
+                time::OffsetDateTime::now_utc().unix_timestamp()
+            ))
             .header("Tocsin-Reason", reason.as_str())
             .payload(job.encode());
         self.js
@@ -115,13 +133,20 @@ impl Bus {
     /// Publishes jobs again, deliberately, after their ledger rows were reset (a dead-letter
     /// replay): the message id is `{key}.{tag}`, so JetStream does not drop them as
     /// duplicates of the first publish, while the ledger still allows one send per key.
-    pub async fn republish_jobs(&self, jobs: &[DeliveryJob], tag: &str) -> Vec<Result<Published, BusError>> {
+    pub async fn republish_jobs(
+        &self,
+        jobs: &[DeliveryJob],
+        tag: &str,
+    ) -> Vec<Result<Published, BusError>> {
         self.send_jobs(jobs, Some(tag)).await
     }
 
-    async fn send_jobs(&self, jobs: &[DeliveryJob], tag: Option<&str>) -> Vec<Result<Published, BusError>> {
-        let mut pending = Vec::with_capacity(jobs.len());
-        for job in jobs {
+    async fn send_jobs(
+        &self,
+        jobs: &[DeliveryJob],
+        tag: Option<&str>,
+    ) -> Vec<Result<Published, BusError>> {
+        let messages = jobs.iter().map(|job| {
             let message_id = match tag {
                 None => job.delivery_key.clone(),
                 Some(tag) => format!("{}.{tag}", job.delivery_key),
@@ -129,29 +154,24 @@ impl Bus {
             let message = jetstream::message::PublishMessage::build()
                 .message_id(message_id)
                 .payload(job.encode());
-            pending.push(
-                self.js
-                    .send_publish(self.config.delivery_subject(job.channel), message)
-                    .await,
-            );
-        }
-        join_all(pending.into_iter().map(|sent| async move {
-            let ack = sent.map_err(|e| BusError::Unavailable(e.to_string()))?.await;
-            ack.map(|ack| Published { stream_sequence: ack.sequence, duplicate: ack.duplicate })
-                .map_err(|e| BusError::Unavailable(e.to_string()))
-        }))
-        .await
+            (self.config.delivery_subject(job.channel), message)
+        });
+        self.publish_pipelined(messages.collect()).await
     }
 
     /// Takes every job waiting on one channel's subject, in stream order. For tests and the
     /// fan-out benchmark only: it removes them from the work queue, and fails while the
     /// channel's workers hold their consumer.
     pub async fn take_jobs(&self, channel: Channel) -> Result<Vec<DeliveryJob>, BusError> {
-        self.read_subject(self.config.deliveries_stream(), self.config.delivery_subject(channel), true)
-            .await?
-            .iter()
-            .map(|payload| DeliveryJob::decode(payload))
-            .collect()
+        self.read_subject(
+            self.config.deliveries_stream(),
+            self.config.delivery_subject(channel),
+            true,
+        )
+        .await?
+        .iter()
+        .map(|payload| DeliveryJob::decode(payload))
+        .collect()
     }
 
     /// Jobs waiting on one channel's subject (for benchmarks, tests and readiness).
@@ -163,7 +183,10 @@ impl Bus {
             .await
             .map_err(|e| unavailable(&e))?;
         let subject = self.config.delivery_subject(channel);
-        let mut counts = stream.info_with_subjects(&subject).await.map_err(|e| unavailable(&e))?;
+        let mut counts = stream
+            .info_with_subjects(&subject)
+            .await
+            .map_err(|e| unavailable(&e))?;
         let mut pending = 0;
         while let Some((name, count)) = counts.try_next().await.map_err(|e| unavailable(&e))? {
             if name == subject {

@@ -67,8 +67,55 @@ impl Bus {
         &self.client
     }
 
+    /// Publishes `messages` pipelined, results in input order. At most `max_ack_inflight`
+    /// acknowledgements are awaited at once: a publish holds its in-flight permit until its
+    /// acknowledgement is awaited, so sending more than that before awaiting any would wait
+    /// for a permit forever.
+    pub(crate) async fn publish_pipelined(
+        &self,
+        // A Vec, not an iterator: a lazy iterator borrowing its caller's data makes the
+        // future not `Send` for every lifetime, which `tokio::spawn` requires.
+        messages: Vec<(String, jetstream::message::PublishMessage)>,
+    ) -> Vec<Result<Published, BusError>> {
+        let window = self.config.max_ack_inflight.max(1);
+        let mut results = Vec::new();
+        let mut in_flight = std::collections::VecDeque::with_capacity(window);
+        for (subject, message) in messages {
+            if in_flight.len() == window
+                && let Some(oldest) = in_flight.pop_front()
+            {
+                results.push(acknowledged(oldest).await);
+            }
+            in_flight.push_back(self.js.send_publish(subject, message).await);
+        }
+        for sent in in_flight {
+            results.push(acknowledged(sent).await);
+        }
+        results
+    }
+
     /// Whether the connection to NATS is up right now.
     pub fn is_connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
+    }
+}
+
+async fn acknowledged(
+    sent: Result<jetstream::context::PublishAckFuture, jetstream::context::PublishError>,
+) -> Result<Published, BusError> {
+    let ack = sent
+        .map_err(|e| BusError::Unavailable(e.to_string()))?
+        .await;
+    match ack {
+        Ok(ack) => Ok(Published {
+            stream_sequence: ack.sequence,
+            duplicate: ack.duplicate,
+        }),
+        Err(e) => Err(match e.kind() {
+            jetstream::context::PublishErrorKind::StreamNotFound => {
+                BusError::Rejected(e.to_string())
+            }
+            _ => BusError::Unavailable(e.to_string()),
+        }),
     }
 }

@@ -5,6 +5,8 @@
 //! - [`fanout`]: one event's fan-out, page by page, and `PreviewFanout`'s reach count.
 //! - [`Resolver`]: the consumer loop around it: ordering per incident, acks and retries,
 //!   the `tocsin_consumer_pending` gauge, and the check behind `/readyz` ([`ResolverReadiness`]).
+//! - [`requeue`]: the periodic sweep that republishes, from the ledger, delivery jobs
+//!   JetStream lost.
 //!
 //! An event is acknowledged only after every job is recorded and published and the fan-out
 //! is appended to the delivery trail; until then a crash means a redelivery, and a replay
@@ -12,6 +14,7 @@
 
 mod error;
 pub mod fanout;
+pub mod requeue;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

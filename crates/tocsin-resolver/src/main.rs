@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 use secrecy::ExposeSecret;
 use tocsin_bus::{Bus, BusConfig};
+use tocsin_resolver::requeue::RequeueConfig;
 use tocsin_resolver::{FanoutConfig, Resolver, ResolverConfig};
 use tocsin_runtime::{Connections, OpsArgs, Shutdown, init_tracing};
 use tocsin_store::Store;
@@ -31,6 +32,22 @@ struct Cli {
     /// Delay, in milliseconds, before an event that overtook an earlier one is offered again.
     #[arg(long, env = "TOCSIN_RESOLVER_ORDERING_DELAY_MS", default_value_t = 250)]
     ordering_delay_ms: u64,
+    /// Seconds between sweeps for deliveries whose job JetStream lost (0: no sweep).
+    #[arg(
+        long,
+        env = "TOCSIN_RESOLVER_REQUEUE_INTERVAL_SECONDS",
+        default_value_t = 60
+    )]
+    requeue_interval_seconds: u64,
+    /// A delivery still unworked this many seconds past its due time (and past its last
+    /// attempt or requeue) has lost its job and is published again. Keep it well above the
+    /// time a backlog takes to drain: a needless requeue costs a message, never a second send.
+    #[arg(
+        long,
+        env = "TOCSIN_RESOLVER_REQUEUE_AFTER_SECONDS",
+        default_value_t = 600
+    )]
+    requeue_after_seconds: u64,
 }
 
 #[tokio::main]
@@ -54,6 +71,18 @@ async fn main() -> anyhow::Result<()> {
         ..ResolverConfig::default()
     };
     let shutdown = Shutdown::on_signals();
+    let requeue = (cli.requeue_interval_seconds > 0).then(|| {
+        tokio::spawn(tocsin_resolver::requeue::run(
+            store.clone(),
+            bus.clone(),
+            RequeueConfig {
+                interval: Duration::from_secs(cli.requeue_interval_seconds),
+                stale_after: Duration::from_secs(cli.requeue_after_seconds),
+                ..RequeueConfig::default()
+            },
+            shutdown.clone(),
+        ))
+    });
     let resolver = Resolver::new(store, bus, config);
     let ops = cli
         .ops
@@ -69,7 +98,10 @@ async fn main() -> anyhow::Result<()> {
         .run(shutdown)
         .await
         .context("running the resolver")?;
-    // The shutdown that stopped the resolver stops the ops server too.
+    // The shutdown that stopped the resolver stops the ops server and the sweep too.
     let _ = ops.await;
+    if let Some(requeue) = requeue {
+        let _ = requeue.await;
+    }
     Ok(())
 }

@@ -9,8 +9,8 @@ use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use crate::outbox::LogNotification;
 use crate::EVENTS_CHANNEL;
+use crate::outbox::LogNotification;
 
 /// Stays under PostgreSQL's 8000-byte `NOTIFY` payload limit.
 const MAX_PAYLOAD: usize = 7_900;
@@ -64,7 +64,10 @@ pub(crate) fn parse(payload: &str) -> Vec<LogNotification> {
         .split(';')
         .filter_map(|item| {
             let (incident, version) = item.split_once(' ')?;
-            Some(LogNotification { incident_id: incident.parse().ok()?, version: version.parse().ok()? })
+            Some(LogNotification {
+                incident_id: incident.parse().ok()?,
+                version: version.parse().ok()?,
+            })
         })
         .collect()
 }
@@ -76,7 +79,10 @@ mod tests {
     #[test]
     fn payloads_round_trip_and_respect_the_limit() {
         let batch: Vec<LogNotification> = (1..=500)
-            .map(|v| LogNotification { incident_id: tocsin_core::IncidentId::new(), version: v })
+            .map(|v| LogNotification {
+                incident_id: tocsin_core::IncidentId::new(),
+                version: v,
+            })
             .collect();
         let payloads = payloads(&batch);
         assert!(payloads.len() > 1);

@@ -49,7 +49,9 @@ pub struct Appender {
 
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job").field("publisher", &self.publisher).finish_non_exhaustive()
+        f.debug_struct("Job")
+            .field("publisher", &self.publisher)
+            .finish_non_exhaustive()
     }
 }
 
@@ -89,9 +91,19 @@ impl Appender {
         now: OffsetDateTime,
     ) -> Result<Appended, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let job = Job { publisher: publisher.to_owned(), request, now, reply };
-        self.jobs.send(job).await.map_err(|_| StoreError::Corrupt("the append writer stopped".into()))?;
-        answer.await.map_err(|_| StoreError::Corrupt("the append writer dropped a request".into()))?
+        let job = Job {
+            publisher: publisher.to_owned(),
+            request,
+            now,
+            reply,
+        };
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Corrupt("the append writer stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Corrupt("the append writer dropped a request".into()))?
     }
 }
 
@@ -132,8 +144,14 @@ async fn try_batch(store: &Store, jobs: &[Job]) -> Result<Option<Vec<Appended>>,
         }
     }
     let publishers: Vec<&str> = jobs.iter().map(|j| j.publisher.as_str()).collect();
-    let idem_keys: Vec<&str> = jobs.iter().map(|j| j.request.idempotency_key.as_str()).collect();
-    let ids: Vec<IncidentId> = jobs.iter().map(|j| j.request.incident_id.unwrap_or_default()).collect();
+    let idem_keys: Vec<&str> = jobs
+        .iter()
+        .map(|j| j.request.idempotency_key.as_str())
+        .collect();
+    let ids: Vec<IncidentId> = jobs
+        .iter()
+        .map(|j| j.request.incident_id.unwrap_or_default())
+        .collect();
     let uuids: Vec<Uuid> = ids.iter().map(|id| *id.as_uuid()).collect();
 
     let (any_key_used,): (bool,) = sqlx::query_as(
@@ -153,19 +171,36 @@ async fn try_batch(store: &Store, jobs: &[Job]) -> Result<Option<Vec<Appended>>,
             .bind(&uuids)
             .fetch_all(store.pool())
             .await?;
-    let mut states: HashMap<IncidentId, Incident> = rows.into_iter().map(|(s,)| (s.0.id, s.0)).collect();
+    let mut states: HashMap<IncidentId, Incident> =
+        rows.into_iter().map(|(s,)| (s.0.id, s.0)).collect();
 
     let mut planned = Vec::with_capacity(jobs.len());
     for (job, incident_id) in jobs.iter().zip(&ids) {
         let current = states.get(incident_id);
         // A refused request gets its precise error from the single path.
-        if Incident::check_transition(current, *incident_id, &job.request.change, job.request.expected_version).is_err() {
+        if Incident::check_transition(
+            current,
+            *incident_id,
+            &job.request.change,
+            job.request.expected_version,
+        )
+        .is_err()
+        {
             return Ok(None);
         }
-        let event = next_event(&job.publisher, &job.request, *incident_id, current, to_micros(job.now));
+        let event = next_event(
+            &job.publisher,
+            &job.request,
+            *incident_id,
+            current,
+            to_micros(job.now),
+        );
         let next = Incident::apply(states.remove(incident_id), &event);
         states.insert(*incident_id, next);
-        planned.push(Planned { fingerprint: fingerprint(&job.request), event });
+        planned.push(Planned {
+            fingerprint: fingerprint(&job.request),
+            event,
+        });
     }
 
     let started = std::time::Instant::now();
@@ -182,8 +217,14 @@ async fn try_batch(store: &Store, jobs: &[Job]) -> Result<Option<Vec<Appended>>,
     let mut out = Vec::with_capacity(planned.len());
     for Planned { mut event, .. } in planned {
         event.position = by_id[event.event_id.as_uuid()];
-        let _ = store.announcer.send(LogNotification { incident_id: event.incident_id, version: event.version });
-        out.push(Appended { event, duplicate: false });
+        let _ = store.announcer.send(LogNotification {
+            incident_id: event.incident_id,
+            version: event.version,
+        });
+        out.push(Appended {
+            event,
+            duplicate: false,
+        });
     }
     Ok(Some(out))
 }
@@ -229,21 +270,66 @@ async fn insert_all(
          )
          SELECT event_id, position FROM ev",
     )
-    .bind(events.iter().map(|e| *e.event_id.as_uuid()).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| *e.incident_id.as_uuid()).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| sql_version(e.version)).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.change.kind.as_str()).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.publisher.as_str()).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.idempotency_key.as_str()).collect::<Vec<_>>())
+    .bind(
+        events
+            .iter()
+            .map(|e| *e.event_id.as_uuid())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        events
+            .iter()
+            .map(|e| *e.incident_id.as_uuid())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        events
+            .iter()
+            .map(|e| sql_version(e.version))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        events
+            .iter()
+            .map(|e| e.change.kind.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        events
+            .iter()
+            .map(|e| e.publisher.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        events
+            .iter()
+            .map(|e| e.idempotency_key.as_str())
+            .collect::<Vec<_>>(),
+    )
     .bind(events.iter().map(|e| e.occurred_at).collect::<Vec<_>>())
     .bind(events.iter().map(|e| e.recorded_at).collect::<Vec<_>>())
     .bind(events.iter().map(|e| Json(&e.change)).collect::<Vec<_>>())
-    .bind(planned.iter().map(|p| p.fingerprint.as_str()).collect::<Vec<_>>())
+    .bind(
+        planned
+            .iter()
+            .map(|p| p.fingerprint.as_str())
+            .collect::<Vec<_>>(),
+    )
     .bind(finals.iter().map(|i| *i.id.as_uuid()).collect::<Vec<_>>())
-    .bind(finals.iter().map(|i| sql_version(i.version)).collect::<Vec<_>>())
+    .bind(
+        finals
+            .iter()
+            .map(|i| sql_version(i.version))
+            .collect::<Vec<_>>(),
+    )
     .bind(finals.iter().map(|i| kind_str(i)).collect::<Vec<_>>())
     .bind(finals.iter().map(|i| i.status.as_str()).collect::<Vec<_>>())
-    .bind(finals.iter().map(|i| i.severity.as_str()).collect::<Vec<_>>())
+    .bind(
+        finals
+            .iter()
+            .map(|i| i.severity.as_str())
+            .collect::<Vec<_>>(),
+    )
     .bind(finals.iter().map(|i| i.opened_at).collect::<Vec<_>>())
     .bind(finals.iter().map(|i| i.updated_at).collect::<Vec<_>>())
     .bind(finals.iter().map(|i| Json(*i)).collect::<Vec<_>>())

@@ -129,11 +129,19 @@ impl Store {
             return Ok(0);
         }
         let keys: Vec<&str> = deliveries.iter().map(|d| d.delivery_key.as_str()).collect();
-        let incidents: Vec<Uuid> = deliveries.iter().map(|d| *d.incident_id.as_uuid()).collect();
+        let incidents: Vec<Uuid> = deliveries
+            .iter()
+            .map(|d| *d.incident_id.as_uuid())
+            .collect();
         let events: Vec<Uuid> = deliveries.iter().map(|d| *d.event_id.as_uuid()).collect();
-        let versions: Vec<i64> = deliveries.iter().map(|d| sql_version(d.event_version)).collect();
-        let subscribers: Vec<Uuid> =
-            deliveries.iter().map(|d| *d.subscriber_id.as_uuid()).collect();
+        let versions: Vec<i64> = deliveries
+            .iter()
+            .map(|d| sql_version(d.event_version))
+            .collect();
+        let subscribers: Vec<Uuid> = deliveries
+            .iter()
+            .map(|d| *d.subscriber_id.as_uuid())
+            .collect();
         let channels: Vec<&str> = deliveries.iter().map(|d| d.channel.as_str()).collect();
         let send_after: Vec<Option<OffsetDateTime>> =
             deliveries.iter().map(|d| d.send_after).collect();
@@ -179,7 +187,10 @@ impl Store {
 
     /// The recorded fan-out of an event, if there is one.
     #[instrument(skip(self))]
-    pub async fn fanout_record(&self, event_id: EventId) -> Result<Option<FanoutRecord>, StoreError> {
+    pub async fn fanout_record(
+        &self,
+        event_id: EventId,
+    ) -> Result<Option<FanoutRecord>, StoreError> {
         let row: Option<(Json<FanoutRecord>,)> = sqlx::query_as(
             "SELECT data FROM delivery_trail WHERE event_id = $1 AND kind = 'recipients_resolved'",
         )
@@ -228,17 +239,16 @@ impl Store {
             data: Json<serde_json::Value>,
             recorded_at: OffsetDateTime,
         }
-        let rows: Vec<Row> =
-            sqlx::query_as(
-                "SELECT position, event_id, kind, delivery_key, data, recorded_at
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT position, event_id, kind, delivery_key, data, recorded_at
                  FROM delivery_trail WHERE incident_id = $1 AND position > $2
                  ORDER BY position LIMIT $3",
-            )
-            .bind(incident_id.as_uuid())
-            .bind(after_position)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
+        )
+        .bind(incident_id.as_uuid())
+        .bind(after_position)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows
             .into_iter()
             .map(|row| TrailEntry {

@@ -43,10 +43,14 @@ pub enum ClaimResult {
     Claimed(Claimed),
     /// Nothing left to do: delivered, failed, dead, superseded, skipped, or unknown with no
     /// resend allowed.
-    Finished { state: String },
+    Finished {
+        state: String,
+    },
     /// Not due yet (quiet hours, a scheduled retry), or waiting for an earlier message to the
     /// same recipient, or claimed by a live worker: ask again after `wait`.
-    NotYet { wait: Duration },
+    NotYet {
+        wait: Duration,
+    },
     /// No such delivery: a job without a ledger row (should not happen; the resolver writes
     /// the row first).
     Missing,
@@ -81,7 +85,14 @@ pub struct AttemptOutcome {
 }
 
 /// States after which nothing more happens to a delivery.
-pub const FINAL_STATES: [&str; 6] = ["delivered", "failed", "dead", "superseded", "skipped", "unknown"];
+pub const FINAL_STATES: [&str; 6] = [
+    "delivered",
+    "failed",
+    "dead",
+    "superseded",
+    "skipped",
+    "unknown",
+];
 
 #[derive(sqlx::FromRow)]
 struct ClaimRow {
@@ -223,10 +234,12 @@ impl Store {
                     ClaimResult::Finished { state: row.state }
                 } else {
                     // Due later, or behind an earlier message, or another worker's.
-                    let wait = row.wait_ms.filter(|ms| *ms > 0.0).map_or(
-                        Duration::from_millis(500),
-                        |ms| Duration::from_millis(ms as u64 + 10),
-                    );
+                    let wait = row
+                        .wait_ms
+                        .filter(|ms| *ms > 0.0)
+                        .map_or(Duration::from_millis(500), |ms| {
+                            Duration::from_millis(ms as u64 + 10)
+                        });
                     ClaimResult::NotYet { wait }
                 };
                 by_key.insert(row.delivery_key, result);
@@ -254,10 +267,13 @@ impl Store {
         }
         let keys: Vec<&str> = outcomes.iter().map(|o| o.delivery_key.as_str()).collect();
         let states: Vec<&str> = outcomes.iter().map(|o| o.state).collect();
-        let next: Vec<Option<OffsetDateTime>> = outcomes.iter().map(|o| o.next_attempt_at).collect();
-        let providers: Vec<Option<&str>> = outcomes.iter().map(|o| o.provider_id.as_deref()).collect();
+        let next: Vec<Option<OffsetDateTime>> =
+            outcomes.iter().map(|o| o.next_attempt_at).collect();
+        let providers: Vec<Option<&str>> =
+            outcomes.iter().map(|o| o.provider_id.as_deref()).collect();
         let errors: Vec<Option<&str>> = outcomes.iter().map(|o| o.error.as_deref()).collect();
-        let details: Vec<Json<&serde_json::Value>> = outcomes.iter().map(|o| Json(&o.detail)).collect();
+        let details: Vec<Json<&serde_json::Value>> =
+            outcomes.iter().map(|o| Json(&o.detail)).collect();
         let done = sqlx::query(
             "WITH o AS (
                  SELECT * FROM UNNEST($2::text[], $3::text[], $4::timestamptz[], $5::text[],
@@ -341,10 +357,9 @@ impl Store {
                     event_id: row.event_id.into(),
                     event_version: u64::try_from(row.event_version).unwrap_or_default(),
                     subscriber_id: row.subscriber_id.into(),
-                    channel: row
-                        .channel
-                        .parse()
-                        .map_err(|_| StoreError::Corrupt(format!("unknown channel {:?}", row.channel)))?,
+                    channel: row.channel.parse().map_err(|_| {
+                        StoreError::Corrupt(format!("unknown channel {:?}", row.channel))
+                    })?,
                     send_after: None,
                 })
             })

@@ -23,22 +23,23 @@ pub mod log;
 pub mod outbox;
 pub mod projection;
 pub mod read;
+mod requeue;
 mod rows;
 pub mod subscribers;
 
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 pub use batch::Appender;
 pub use error::StoreError;
+pub use fanout::{Candidate, FanoutRecord, NewDelivery, TrailEntry};
+pub use ledger::{AttemptOutcome, ClaimPolicy, ClaimResult, Claimed};
 pub use log::Appended;
 pub use outbox::{LogNotification, LogNotifications, RelayLease};
 pub use projection::RebuildReport;
 pub use read::IncidentAsOf;
-pub use ledger::{AttemptOutcome, ClaimPolicy, ClaimResult, Claimed};
-pub use fanout::{Candidate, FanoutRecord, NewDelivery, TrailEntry};
 pub use subscribers::{SubscriberFilter, SubscriberPage, SubscriberWrite, Upserted};
 
 /// The schema migrations, embedded at build time.
@@ -80,7 +81,10 @@ impl Store {
 
     /// Applies pending migrations. Called by `tocsin-ingest migrate`, never implicitly.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.pool).await.map_err(|e| StoreError::Migration(e.to_string()))
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))
     }
 
     /// Whether the database answers; for readiness checks.

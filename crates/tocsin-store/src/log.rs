@@ -6,7 +6,7 @@ use tocsin_core::idempotency::fingerprint;
 use tocsin_core::{EventId, Incident, IncidentId, PublishRequest, RecordedEvent};
 use tracing::instrument;
 
-use crate::rows::{event_columns, sql_version, EventRow};
+use crate::rows::{EventRow, event_columns, sql_version};
 use crate::{LogNotification, Store, StoreError};
 
 /// What an append produced: the event as recorded, and whether it had been recorded before.
@@ -71,18 +71,28 @@ impl Store {
                 Ok(Some(position)) => {
                     event.position = position;
                     // Announced after commit, never inside the transaction (see `announce`).
-                    let _ = self.announcer.send(LogNotification { incident_id, version: event.version });
-                    return Ok(Appended { event, duplicate: false });
+                    let _ = self.announcer.send(LogNotification {
+                        incident_id,
+                        version: event.version,
+                    });
+                    return Ok(Appended {
+                        event,
+                        duplicate: false,
+                    });
                 }
                 // Another request claimed this key between our read and our write.
                 Ok(None) => return self.replay(publisher, request, &fingerprint).await,
-                Err(StoreError::Conflict { constraint }) if constraint == "events_incident_version_key" => {
+                Err(StoreError::Conflict { constraint })
+                    if constraint == "events_incident_version_key" =>
+                {
                     continue;
                 }
                 Err(e) => return Err(e),
             }
         }
-        Err(StoreError::Conflict { constraint: "events_incident_version_key".into() })
+        Err(StoreError::Conflict {
+            constraint: "events_incident_version_key".into(),
+        })
     }
 
     /// Claims the idempotency key and writes the event, its outbox row and the projection
@@ -161,12 +171,19 @@ impl Store {
             .map(|r| (r.fingerprint, r.event));
         let Some((stored, event)) = row else {
             // The key's owner rolled back after we saw its row: nothing was recorded under it.
-            return Err(StoreError::Conflict { constraint: "idempotency_keys_pkey".into() });
+            return Err(StoreError::Conflict {
+                constraint: "idempotency_keys_pkey".into(),
+            });
         };
         if stored != fingerprint {
-            return Err(StoreError::IdempotencyKeyReused { key: request.idempotency_key.clone() });
+            return Err(StoreError::IdempotencyKeyReused {
+                key: request.idempotency_key.clone(),
+            });
         }
-        Ok(Appended { event: event.try_into()?, duplicate: true })
+        Ok(Appended {
+            event: event.try_into()?,
+            duplicate: true,
+        })
     }
 
     /// Deletes idempotency keys older than `keep`, never less than 24 hours. Returns how many.
@@ -212,7 +229,8 @@ pub(crate) fn next_event(
 }
 
 pub(crate) fn to_micros(at: OffsetDateTime) -> OffsetDateTime {
-    at.replace_nanosecond(at.nanosecond() / 1_000 * 1_000).unwrap_or(at)
+    at.replace_nanosecond(at.nanosecond() / 1_000 * 1_000)
+        .unwrap_or(at)
 }
 
 pub(crate) fn kind_str(incident: &Incident) -> &'static str {

@@ -9,8 +9,8 @@ use sqlx::postgres::PgListener;
 use tocsin_core::{IncidentId, RecordedEvent};
 use tracing::instrument;
 
-use crate::rows::{event_columns, events, EventRow};
-use crate::{Store, StoreError, EVENTS_CHANNEL};
+use crate::rows::{EventRow, event_columns, events};
+use crate::{EVENTS_CHANNEL, Store, StoreError};
 
 impl Store {
     /// The oldest `limit` events not yet acknowledged by JetStream, in position order.
@@ -25,8 +25,10 @@ impl Store {
             " FROM outbox o JOIN events e ON e.position = o.position
              WHERE o.published_at IS NULL ORDER BY o.position LIMIT $1"
         );
-        let rows: Vec<EventRow> =
-            sqlx::query_as(sql).bind(i64::from(limit)).fetch_all(&self.pool).await?;
+        let rows: Vec<EventRow> = sqlx::query_as(sql)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
         events(rows)
     }
 
@@ -45,10 +47,9 @@ impl Store {
 
     /// How many events wait in the outbox.
     pub async fn outbox_backlog(&self) -> Result<i64, StoreError> {
-        let (n,): (i64,) =
-            sqlx::query_as("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-                .fetch_one(&self.pool)
-                .await?;
+        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(n)
     }
 
@@ -121,6 +122,9 @@ impl Store {
 impl RelayLease {
     /// Whether the lease's connection (and so the lock) is still alive.
     pub async fn is_held(&mut self) -> bool {
-        sqlx::query("SELECT 1").execute(&mut self.conn).await.is_ok()
+        sqlx::query("SELECT 1")
+            .execute(&mut self.conn)
+            .await
+            .is_ok()
     }
 }

@@ -7,7 +7,7 @@ use tracing::{info, instrument};
 use uuid::Uuid;
 
 use crate::log::kind_str;
-use crate::rows::{event_columns, EventRow, IncidentRow};
+use crate::rows::{EventRow, IncidentRow, event_columns};
 use crate::{Store, StoreError};
 
 /// What a rebuild did.
@@ -31,16 +31,18 @@ impl Store {
     #[instrument(skip(self))]
     pub async fn rebuild_projections(&self, dry_run: bool) -> Result<RebuildReport, StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("LOCK TABLE incidents IN EXCLUSIVE MODE").execute(&mut *tx).await?;
+        sqlx::query("LOCK TABLE incidents IN EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await?;
 
         let mut report = RebuildReport::default();
         let mut batch: Vec<Incident> = Vec::with_capacity(WRITE_BATCH);
         {
             let sql = concat!(
-            "SELECT ",
-            event_columns!(),
-            " FROM events e ORDER BY e.incident_id, e.version"
-        );
+                "SELECT ",
+                event_columns!(),
+                " FROM events e ORDER BY e.incident_id, e.version"
+            );
             let mut conn = self.pool.acquire().await?;
             let mut rows = sqlx::query_as::<_, EventRow>(sql).fetch(&mut *conn);
             let mut current: Option<Incident> = None;
@@ -98,7 +100,10 @@ async fn write_batch(
             .await?;
     let live: std::collections::HashMap<Uuid, Incident> =
         live.into_iter().map(|(id, s)| (id, s.0)).collect();
-    let drifted = batch.iter().filter(|i| live.get(i.id.as_uuid()) != Some(*i)).count() as u64;
+    let drifted = batch
+        .iter()
+        .filter(|i| live.get(i.id.as_uuid()) != Some(*i))
+        .count() as u64;
     if dry_run {
         return Ok(drifted);
     }

@@ -3,7 +3,7 @@
 use tocsin_core::{EventId, Incident, IncidentId, RecordedEvent};
 use tracing::instrument;
 
-use crate::rows::{event_columns, events, sql_version, EventRow, IncidentRow};
+use crate::rows::{EventRow, IncidentRow, event_columns, events, sql_version};
 use crate::{Store, StoreError};
 
 /// An incident as it stood right after one of its events.

@@ -36,8 +36,12 @@ impl TryFrom<EventRow> for RecordedEvent {
         Ok(RecordedEvent {
             event_id: row.event_id.into(),
             incident_id: row.incident_id.into(),
-            version: u64::try_from(row.version)
-                .map_err(|_| StoreError::Corrupt(format!("event at {} has version {}", row.position, row.version)))?,
+            version: u64::try_from(row.version).map_err(|_| {
+                StoreError::Corrupt(format!(
+                    "event at {} has version {}",
+                    row.position, row.version
+                ))
+            })?,
             position: row.position,
             publisher: row.publisher,
             idempotency_key: row.idempotency_key,

@@ -116,14 +116,22 @@ impl Store {
         let external_ids: Vec<&str> = writes.iter().map(|w| w.external_id.as_str()).collect();
         let preferences: Vec<Json<&Preferences>> =
             writes.iter().map(|w| Json(&w.preferences)).collect();
-        let severities: Vec<i16> =
-            writes.iter().map(|w| severity_rank(w.preferences.min_severity)).collect();
-        let emails: Vec<Option<&str>> = writes.iter().map(|w| w.contacts.email.as_deref()).collect();
-        let phones: Vec<Option<&str>> = writes.iter().map(|w| w.contacts.phone.as_deref()).collect();
-        let urls: Vec<Option<&str>> =
-            writes.iter().map(|w| w.contacts.webhook_url.as_deref()).collect();
-        let secrets: Vec<&str> =
-            writes.iter().map(|w| w.candidate_webhook_secret.as_str()).collect();
+        let severities: Vec<i16> = writes
+            .iter()
+            .map(|w| severity_rank(w.preferences.min_severity))
+            .collect();
+        let emails: Vec<Option<&str>> =
+            writes.iter().map(|w| w.contacts.email.as_deref()).collect();
+        let phones: Vec<Option<&str>> =
+            writes.iter().map(|w| w.contacts.phone.as_deref()).collect();
+        let urls: Vec<Option<&str>> = writes
+            .iter()
+            .map(|w| w.contacts.webhook_url.as_deref())
+            .collect();
+        let secrets: Vec<&str> = writes
+            .iter()
+            .map(|w| w.candidate_webhook_secret.as_str())
+            .collect();
 
         let mut tx = self.pool.begin().await?;
         // The component copy is derived in SQL from the document itself, so the column can
@@ -227,7 +235,11 @@ impl Store {
                 // was set by this write.
                 let new_webhook_secret =
                     stored.filter(|secret| *secret == write.candidate_webhook_secret);
-                Ok(Upserted { subscriber, created, new_webhook_secret })
+                Ok(Upserted {
+                    subscriber,
+                    created,
+                    new_webhook_secret,
+                })
             })
             .collect()
     }
@@ -266,7 +278,10 @@ impl Store {
             "{} WHERE s.subscriber_id = ANY($1) AND s.deleted_at IS NULL",
             SELECT_SUBSCRIBER.replace(" FROM", ", c.webhook_secret FROM")
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&ids).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|row| {
                 let secret: Option<String> = row.try_get("webhook_secret")?;
@@ -305,7 +320,10 @@ impl Store {
         } else {
             None
         };
-        Ok(SubscriberPage { subscribers, next_after })
+        Ok(SubscriberPage {
+            subscribers,
+            next_after,
+        })
     }
 
     /// Deletes a subscriber: erases their contact details and external id, and records the
@@ -325,7 +343,9 @@ impl Store {
         .bind(external_id)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((id, revision)) = deleted else { return Ok(false) };
+        let Some((id, revision)) = deleted else {
+            return Ok(false);
+        };
         sqlx::query("DELETE FROM subscriber_contacts WHERE subscriber_id = $1")
             .bind(id)
             .execute(&mut *tx)

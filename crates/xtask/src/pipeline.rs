@@ -100,6 +100,7 @@ impl Ingest {
             .env("TOCSIN_BUS_PREFIX", &self.bus_prefix)
             .env("TOCSIN_GRPC_ADDR", format!("127.0.0.1:{}", self.port))
             .env("TOCSIN_PUBLISHER_TOKENS", format!("xtask={TOKEN}"))
+            .env("TOCSIN_METRICS_ADDR", "127.0.0.1:0")
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),

@@ -227,6 +227,8 @@ fn common_env(urls: &Urls<'_>, tuning: &[(&'static str, String)]) -> Vec<(&'stat
         ("NATS_URL", urls.nats.to_owned()),
         ("TOCSIN_BUS_PREFIX", urls.bus_prefix.to_owned()),
         ("TOCSIN_DB_MAX_CONNECTIONS", "8".to_owned()),
+        // Any free port: the per-binary defaults would clash with a second run on one host.
+        ("TOCSIN_METRICS_ADDR", "127.0.0.1:0".to_owned()),
         ("TOCSIN_COMPANY_NAME", "Acme Cloud".to_owned()),
         (
             "TOCSIN_STATUS_PAGE_URL",

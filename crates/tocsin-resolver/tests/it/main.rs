@@ -10,6 +10,7 @@ use tocsin_core::{
     Change, Channel, ComponentFilter, Contacts, EventKind, IncidentId, Preferences, PublishRequest,
     QuietHours, RecordedEvent, Severity, SubscriberId,
 };
+use tocsin_resolver::requeue::{RequeueConfig, requeue_stale};
 use tocsin_resolver::{FanoutConfig, Handled, Resolution, Resolver, ResolverConfig};
 use tocsin_store::{Store, SubscriberWrite};
 
@@ -563,4 +564,102 @@ async fn readiness_needs_the_durable_consumer(pool: PgPool) {
     h.resolver.queue().await.unwrap();
     readiness.check().await.unwrap();
     assert_eq!(h.bus.resolver_pending().await.unwrap(), 0);
+}
+
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn jobs_lost_from_jetstream_are_put_back_from_the_ledger_once_per_sweep(pool: PgPool) {
+    let h = harness(pool.clone(), 100).await;
+    h.subscribe(vec![
+        (
+            "one",
+            prefs(&[Channel::Email, Channel::Sms], Severity::Minor, None),
+        ),
+        ("two", prefs(&[Channel::Webhook], Severity::Minor, None)),
+    ])
+    .await;
+    h.publish("open", None, opened(Severity::Minor, &["api"]))
+        .await;
+    h.drain().await;
+    // JetStream acknowledged the jobs, then lost them (or an operator purged the stream).
+    let published: BTreeSet<String> = h.jobs().await.into_iter().map(|j| j.delivery_key).collect();
+    assert_eq!(published.len(), 3);
+    assert!(h.jobs().await.is_empty());
+
+    // Fresh deliveries are left alone: their jobs are presumably on their way.
+    let patient = RequeueConfig {
+        stale_after: Duration::from_secs(600),
+        ..RequeueConfig::default()
+    };
+    assert_eq!(requeue_stale(&h.store, &h.bus, &patient).await.unwrap(), 0);
+    assert!(h.jobs().await.is_empty());
+
+    // Past their due time, every unsettled delivery's job is published again, once.
+    let eager = RequeueConfig {
+        stale_after: Duration::ZERO,
+        batch: 2,
+        ..RequeueConfig::default()
+    };
+    assert_eq!(requeue_stale(&h.store, &h.bus, &eager).await.unwrap(), 3);
+    let requeued: BTreeSet<String> = h.jobs().await.into_iter().map(|j| j.delivery_key).collect();
+    assert_eq!(requeued, published);
+    // Just requeued: the next sweep waits another `stale_after`.
+    assert_eq!(requeue_stale(&h.store, &h.bus, &patient).await.unwrap(), 0);
+
+    // A settled delivery is never requeued, however old.
+    sqlx::query(
+        "UPDATE deliveries SET state = 'delivered', finished_at = now() WHERE channel = 'sms'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(requeue_stale(&h.store, &h.bus, &eager).await.unwrap(), 2);
+    let again: Vec<DeliveryJob> = h.jobs().await;
+    assert!(again.iter().all(|j| j.channel != Channel::Sms), "{again:?}");
+
+    // Each requeue is in the trail.
+    let (requeues,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM delivery_trail WHERE kind = 'requeued'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(requeues, 5);
+}
+
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn a_page_with_more_jobs_than_acks_in_flight_is_published_whole(pool: PgPool) {
+    // 1,500 subscribers on two channels make 3,000 jobs in one page, well past the bus's
+    // 1,024 acknowledgements in flight: the publish must pace itself, never wait for ever.
+    let h = harness(pool, 5_000).await;
+    let subscribers: Vec<(String, Preferences)> = (0..1_500)
+        .map(|n| {
+            (
+                format!("s{n}"),
+                prefs(&[Channel::Email, Channel::Webhook], Severity::Minor, None),
+            )
+        })
+        .collect();
+    h.subscribe(
+        subscribers
+            .iter()
+            .map(|(name, p)| (name.as_str(), p.clone()))
+            .collect(),
+    )
+    .await;
+    h.publish("open", None, opened(Severity::Minor, &["api"]))
+        .await;
+    let handled = tokio::time::timeout(Duration::from_secs(60), h.drain())
+        .await
+        .expect("the fan-out finishes");
+    assert!(
+        matches!(
+            handled.as_slice(),
+            [Handled::Resolved(Resolution::Resolved(_))]
+        ),
+        "{handled:?}"
+    );
+    let jobs = h.jobs().await;
+    assert_eq!(jobs.len(), 3_000);
+    let keys: BTreeSet<&str> = jobs.iter().map(|j| j.delivery_key.as_str()).collect();
+    assert_eq!(keys.len(), 3_000);
 }

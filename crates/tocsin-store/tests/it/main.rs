@@ -29,19 +29,36 @@ pub(crate) fn open_request(key: &str) -> PublishRequest {
 fn update_request(key: &str, incident: tocsin_core::IncidentId) -> PublishRequest {
     let mut r = open_request(key);
     r.incident_id = Some(incident);
-    r.change = Change { kind: EventKind::Updated, title: None, severity: None, components: vec![], message: format!("update {key}"), ..r.change };
+    r.change = Change {
+        kind: EventKind::Updated,
+        title: None,
+        severity: None,
+        components: vec![],
+        message: format!("update {key}"),
+        ..r.change
+    };
     r
 }
 
 #[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
 async fn the_database_refuses_to_change_the_log(pool: PgPool) {
     let store = Store::from_pool(pool.clone());
-    store.append("p", &open_request("k"), OffsetDateTime::now_utc()).await.unwrap();
-    for sql in ["UPDATE events SET kind = 'resolved'", "DELETE FROM events", "TRUNCATE events CASCADE"] {
+    store
+        .append("p", &open_request("k"), OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    for sql in [
+        "UPDATE events SET kind = 'resolved'",
+        "DELETE FROM events",
+        "TRUNCATE events CASCADE",
+    ] {
         let err = sqlx::query(sql).execute(&pool).await.expect_err(sql);
         assert!(err.to_string().contains("append-only"), "{sql}: {err}");
     }
-    let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM events").fetch_one(&pool).await.unwrap();
+    let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(count, 1);
 }
 
@@ -71,7 +88,10 @@ async fn racing_retries_of_one_key_record_one_event(pool: PgPool) {
     assert_eq!(fresh, 1);
     event_ids.dedup();
     assert_eq!(event_ids.len(), 1);
-    let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM events").fetch_one(&pool).await.unwrap();
+    let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(count, 1);
 }
 
@@ -80,9 +100,19 @@ async fn rebuilt_projections_equal_the_live_ones(pool: PgPool) {
     let store = Store::from_pool(pool.clone());
     let now = OffsetDateTime::now_utc();
     for i in 0..7 {
-        let open = store.append("p", &open_request(&format!("o{i}")), now).await.unwrap();
+        let open = store
+            .append("p", &open_request(&format!("o{i}")), now)
+            .await
+            .unwrap();
         for u in 0..i {
-            store.append("p", &update_request(&format!("u{i}-{u}"), open.event.incident_id), now).await.unwrap();
+            store
+                .append(
+                    "p",
+                    &update_request(&format!("u{i}-{u}"), open.event.incident_id),
+                    now,
+                )
+                .await
+                .unwrap();
         }
     }
     let live = store.all_incidents().await.unwrap();
@@ -108,47 +138,76 @@ async fn group_commit_keeps_versions_gapless_and_answers_each_request(pool: PgPo
     let now = OffsetDateTime::now_utc();
     let mut incidents = Vec::new();
     for i in 0..4 {
-        incidents.push(appender.append("p", open_request(&format!("o{i}")), now).await.unwrap().event.incident_id);
+        incidents.push(
+            appender
+                .append("p", open_request(&format!("o{i}")), now)
+                .await
+                .unwrap()
+                .event
+                .incident_id,
+        );
     }
     // Many concurrent publishes: they share transactions while earlier ones commit.
     let tasks: Vec<_> = (0..80)
         .map(|n| {
             let appender = appender.clone();
             let incident = incidents[n % 4];
-            tokio::spawn(async move { appender.append("p", update_request(&format!("u{n}"), incident), now).await })
+            tokio::spawn(async move {
+                appender
+                    .append("p", update_request(&format!("u{n}"), incident), now)
+                    .await
+            })
         })
         .collect();
     for t in tasks {
         assert!(!t.await.unwrap().unwrap().duplicate);
     }
     for incident in &incidents {
-        let (versions,): (Vec<i64>,) =
-            sqlx::query_as("SELECT array_agg(version ORDER BY version) FROM events WHERE incident_id = $1")
-                .bind(incident.as_uuid())
-                .fetch_one(&pool)
-                .await
-                .unwrap();
+        let (versions,): (Vec<i64>,) = sqlx::query_as(
+            "SELECT array_agg(version ORDER BY version) FROM events WHERE incident_id = $1",
+        )
+        .bind(incident.as_uuid())
+        .fetch_one(&pool)
+        .await
+        .unwrap();
         assert_eq!(versions, (1..=21).collect::<Vec<i64>>());
     }
     let dry = store.rebuild_projections(true).await.unwrap();
-    assert_eq!(dry.drifted, 0, "batched projections equal the fold of the log");
+    assert_eq!(
+        dry.drifted, 0,
+        "batched projections equal the fold of the log"
+    );
 
     // A batch holding a retry and a refused request falls back and answers each precisely.
     let retry = appender.append("p", update_request("u0", incidents[0]), now);
-    let unknown = appender.append("p", update_request("x", tocsin_core::IncidentId::new()), now);
+    let unknown = appender.append(
+        "p",
+        update_request("x", tocsin_core::IncidentId::new()),
+        now,
+    );
     let fresh = appender.append("p", update_request("fresh", incidents[1]), now);
     let (retry, unknown, fresh) = tokio::join!(retry, unknown, fresh);
     assert!(retry.unwrap().duplicate);
-    assert!(matches!(unknown, Err(StoreError::Domain(tocsin_core::DomainError::NotFound(_)))));
+    assert!(matches!(
+        unknown,
+        Err(StoreError::Domain(tocsin_core::DomainError::NotFound(_)))
+    ));
     assert_eq!(fresh.unwrap().event.version, 22);
 }
 
 #[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
 async fn one_relay_lease_at_a_time_and_freed_when_its_holder_goes(pool: PgPool) {
     let store = Store::from_pool(pool);
-    let mut first = store.try_relay_lease().await.unwrap().expect("a free lease is taken");
+    let mut first = store
+        .try_relay_lease()
+        .await
+        .unwrap()
+        .expect("a free lease is taken");
     assert!(first.is_held().await);
-    assert!(store.try_relay_lease().await.unwrap().is_none(), "a second relay stays idle");
+    assert!(
+        store.try_relay_lease().await.unwrap().is_none(),
+        "a second relay stays idle"
+    );
     drop(first);
     // The lock goes with its connection; PostgreSQL notices the closed socket promptly.
     let mut taken = None;
@@ -159,7 +218,10 @@ async fn one_relay_lease_at_a_time_and_freed_when_its_holder_goes(pool: PgPool) 
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert!(taken.is_some(), "the lease is free again once its holder is gone");
+    assert!(
+        taken.is_some(),
+        "the lease is free again once its holder is gone"
+    );
 }
 
 mod subscribers;
