@@ -57,6 +57,9 @@ enum Task {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The demo and the benchmarks talk HTTP to the local providers with reqwest, which is
+    // built without a default TLS provider in this workspace.
+    tocsin_runtime::tls::install_crypto_provider();
     let result = match cli.command {
         Task::Demo => demo::run().await,
         Task::Test { args } => test::run(&args).await,

@@ -22,7 +22,7 @@ use super::{BenchArgs, Fresh, round2};
 use crate::stack::{self, Ports, Stack};
 
 /// One secret for every benchmark endpoint: the receiver verifies each signature with it.
-const SECRET: &str = "whsec_YmVuY2htYXJrLXNlY3JldA==";
+const SECRET: &str = "whsec_dG9jc2luLWJlbmNobWFyay1zZWNyZXQtMzItYnl0ZXM=";
 /// How often the providers are asked how far they are.
 const POLL: Duration = Duration::from_millis(200);
 /// Progress is printed this often.

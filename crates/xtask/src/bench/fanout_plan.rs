@@ -176,7 +176,7 @@ fn subscriber(n: usize) -> SubscriberWrite {
         external_id: format!("bench-{n:07}"),
         preferences: everything_on(channels),
         contacts,
-        candidate_webhook_secret: "whsec_YmVuY2htYXJrLXNlY3JldA==".into(),
+        candidate_webhook_secret: "whsec_dG9jc2luLWJlbmNobWFyay1zZWNyZXQtMzItYnl0ZXM=".into(),
     }
 }
 

@@ -35,7 +35,6 @@ const DEMO_PREFIX: &str = "tocsin_demo";
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub(crate) async fn run() -> anyhow::Result<()> {
-    tocsin_runtime::tls::install_crypto_provider();
     let services = ensure_services().await?;
     build_binaries(false).await?;
     let database_url = create_database(&services, DEMO_DATABASE, true).await?;
