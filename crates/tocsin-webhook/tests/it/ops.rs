@@ -73,6 +73,8 @@ fn sample(metrics: &str, name: &str, labels: &[&str]) -> f64 {
 }
 
 fn courier() -> WebhookCourier {
+    // The courier's reqwest client needs the process's rustls provider, as in the binary.
+    tocsin_runtime::tls::install_crypto_provider();
     WebhookCourier::new(ClientConfig::default(), RetryPolicy::default()).unwrap()
 }
 
