@@ -32,7 +32,7 @@ pub struct FanoutConfig {
 
 impl Default for FanoutConfig {
     fn default() -> Self {
-        Self { page_size: 5_000 }
+        Self { page_size: 20_000 }
     }
 }
 

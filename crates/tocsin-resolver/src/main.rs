@@ -24,7 +24,7 @@ struct Cli {
     #[command(flatten)]
     ops: OpsArgs,
     /// Subscribers read, planned, recorded and published per round of a fan-out.
-    #[arg(long, env = "TOCSIN_RESOLVER_PAGE_SIZE", default_value_t = 5_000)]
+    #[arg(long, env = "TOCSIN_RESOLVER_PAGE_SIZE", default_value_t = 20_000)]
     page_size: u32,
     /// Events this replica fans out at once (of different incidents).
     #[arg(long, env = "TOCSIN_RESOLVER_CONCURRENCY", default_value_t = 4)]

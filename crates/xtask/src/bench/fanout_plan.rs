@@ -22,7 +22,7 @@ use super::{BenchArgs, Fresh, round2};
 use crate::stack::{self, Stack};
 
 /// The resolver's own default, shown when `TOCSIN_RESOLVER_PAGE_SIZE` is not set.
-const DEFAULT_PAGE_SIZE: u32 = 5_000;
+const DEFAULT_PAGE_SIZE: u32 = 20_000;
 /// How often the trail is polled for the fan-out's record.
 const POLL: Duration = Duration::from_millis(10);
 /// A fan-out still unfinished after this long is reported as a failure.
