@@ -54,7 +54,7 @@ async fn upsert_creates_then_updates_and_shows_a_webhook_secret_once(pool: PgPoo
         prefs(&[Channel::Email, Channel::Webhook], Severity::Minor, None),
     );
     let created = store
-        .upsert_subscribers(&[first.clone()])
+        .upsert_subscribers(std::slice::from_ref(&first))
         .await
         .unwrap()
         .remove(0);
@@ -378,7 +378,10 @@ async fn ledger_and_trail_are_idempotent_and_the_trail_is_append_only(pool: PgPo
         send_after: None,
     };
     assert_eq!(
-        store.record_deliveries(&[delivery.clone()]).await.unwrap(),
+        store
+            .record_deliveries(std::slice::from_ref(&delivery))
+            .await
+            .unwrap(),
         1
     );
     assert_eq!(
