@@ -134,12 +134,5 @@ async fn spawn_ops(
     shutdown: &Shutdown,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let readiness = IngestReadiness::new(store.clone(), bus.clone());
-    ops.spawn(readiness, shutdown.clone())
-        .await
-        .with_context(|| {
-            format!(
-                "binding the ops server on {} (TOCSIN_METRICS_ADDR)",
-                ops.metrics_addr
-            )
-        })
+    Ok(ops.spawn(readiness, shutdown.clone()).await?)
 }

@@ -87,13 +87,7 @@ async fn main() -> anyhow::Result<()> {
     let ops = cli
         .ops
         .spawn(resolver.readiness(), shutdown.clone())
-        .await
-        .with_context(|| {
-            format!(
-                "binding the ops server on {} (TOCSIN_METRICS_ADDR)",
-                cli.ops.metrics_addr
-            )
-        })?;
+        .await?;
     resolver
         .run(shutdown)
         .await

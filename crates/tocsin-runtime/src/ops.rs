@@ -49,13 +49,22 @@ pub struct OpsArgs {
 
 impl OpsArgs {
     /// Binds the address and serves the ops endpoints in a task until `shutdown`. Binding
-    /// happens here, so an address in use fails the service's start, not later.
+    /// happens here, so an address in use fails the service's start, not later, with an
+    /// error that names the address and the variable.
     pub async fn spawn<R: Readiness>(
         &self,
         readiness: R,
         shutdown: Shutdown,
     ) -> std::io::Result<JoinHandle<()>> {
-        let listener = TcpListener::bind(self.metrics_addr).await?;
+        let listener = TcpListener::bind(self.metrics_addr).await.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "binding the ops server on {} (TOCSIN_METRICS_ADDR): {e}",
+                    self.metrics_addr
+                ),
+            )
+        })?;
         // Installed now, not when the task first runs, so nothing recorded meanwhile is lost.
         recorder::install();
         Ok(tokio::spawn(async move {

@@ -65,16 +65,7 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
     let worker = Worker::new(store.clone(), bus, courier, cli.worker.worker_config());
     let callbacks = Callbacks::new(store, public_url, sms.twilio_auth_token.clone());
     let shutdown = Shutdown::on_signals();
-    let ops = cli
-        .ops
-        .spawn(worker.readiness(), shutdown.clone())
-        .await
-        .with_context(|| {
-            format!(
-                "binding the ops server on {} (TOCSIN_METRICS_ADDR)",
-                cli.ops.metrics_addr
-            )
-        })?;
+    let ops = cli.ops.spawn(worker.readiness(), shutdown.clone()).await?;
     tocsin_sms::run(worker, callbacks, listener, shutdown).await?;
     // The shutdown that stopped the worker stops the ops server too.
     let _ = ops.await;

@@ -101,16 +101,7 @@ async fn run() -> anyhow::Result<()> {
 
     let shutdown = Shutdown::on_signals();
     let worker = Worker::new(store, bus, courier, cli.worker.worker_config());
-    let ops = cli
-        .ops
-        .spawn(worker.readiness(), shutdown.clone())
-        .await
-        .with_context(|| {
-            format!(
-                "binding the ops server on {} (TOCSIN_METRICS_ADDR)",
-                cli.ops.metrics_addr
-            )
-        })?;
+    let ops = cli.ops.spawn(worker.readiness(), shutdown.clone()).await?;
     worker
         .run(shutdown)
         .await
