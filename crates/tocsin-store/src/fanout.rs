@@ -37,6 +37,37 @@ pub struct NewDelivery {
     pub send_after: Option<OffsetDateTime>,
 }
 
+/// A ledger row as `revive_dead_letters` and `requeue_stale_deliveries` read it back.
+#[derive(sqlx::FromRow)]
+pub(crate) struct DeliveryRow {
+    delivery_key: String,
+    incident_id: Uuid,
+    event_id: Uuid,
+    event_version: i64,
+    subscriber_id: Uuid,
+    channel: String,
+    send_after: Option<OffsetDateTime>,
+}
+
+impl TryFrom<DeliveryRow> for NewDelivery {
+    type Error = StoreError;
+
+    fn try_from(row: DeliveryRow) -> Result<Self, StoreError> {
+        Ok(NewDelivery {
+            channel: row
+                .channel
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("unknown channel {:?}", row.channel)))?,
+            delivery_key: row.delivery_key,
+            incident_id: row.incident_id.into(),
+            event_id: row.event_id.into(),
+            event_version: u64::try_from(row.event_version).unwrap_or_default(),
+            subscriber_id: row.subscriber_id.into(),
+            send_after: row.send_after,
+        })
+    }
+}
+
 /// What one fan-out did, as recorded in the trail (`recipients_resolved`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FanoutRecord {

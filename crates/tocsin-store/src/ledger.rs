@@ -315,23 +315,14 @@ impl Store {
         incident_id: Option<IncidentId>,
         channel: Option<Channel>,
     ) -> Result<Vec<crate::NewDelivery>, StoreError> {
-        #[derive(sqlx::FromRow)]
-        struct Row {
-            delivery_key: String,
-            incident_id: Uuid,
-            event_id: Uuid,
-            event_version: i64,
-            subscriber_id: Uuid,
-            channel: String,
-        }
-        let rows: Vec<Row> = sqlx::query_as(
+        let rows: Vec<crate::fanout::DeliveryRow> = sqlx::query_as(
             "WITH revived AS (
                  UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = NULL,
                      finished_at = NULL, updated_at = now()
                  WHERE state = 'dead' AND ($1::uuid IS NULL OR incident_id = $1)
                    AND ($2::text IS NULL OR channel = $2)
                  RETURNING delivery_key, incident_id, event_id, event_version, subscriber_id,
-                     channel
+                     channel, send_after
              ), trail AS (
                  INSERT INTO delivery_trail (incident_id, event_id, kind, delivery_key, data)
                  SELECT incident_id, event_id, 'replayed', delivery_key, '{}' FROM revived
@@ -349,21 +340,7 @@ impl Store {
         .bind(channel.map(|c| c.as_str()))
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(crate::NewDelivery {
-                    delivery_key: row.delivery_key,
-                    incident_id: row.incident_id.into(),
-                    event_id: row.event_id.into(),
-                    event_version: u64::try_from(row.event_version).unwrap_or_default(),
-                    subscriber_id: row.subscriber_id.into(),
-                    channel: row.channel.parse().map_err(|_| {
-                        StoreError::Corrupt(format!("unknown channel {:?}", row.channel))
-                    })?,
-                    send_after: None,
-                })
-            })
-            .collect()
+        rows.into_iter().map(crate::NewDelivery::try_from).collect()
     }
 
     /// Records a provider's later word on a delivery (a Twilio status callback): delivered,

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use uuid::Uuid;
 
+use crate::fanout::DeliveryRow;
 use crate::{NewDelivery, Store, StoreError};
 
 impl Store {
@@ -31,17 +31,7 @@ impl Store {
         cutoff: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<NewDelivery>, StoreError> {
-        #[derive(sqlx::FromRow)]
-        struct Row {
-            delivery_key: String,
-            incident_id: Uuid,
-            event_id: Uuid,
-            event_version: i64,
-            subscriber_id: Uuid,
-            channel: String,
-            send_after: Option<OffsetDateTime>,
-        }
-        let rows: Vec<Row> = sqlx::query_as(
+        let rows: Vec<DeliveryRow> = sqlx::query_as(
             "WITH stale AS (
                  SELECT delivery_key FROM deliveries
                  WHERE state IN ('pending', 'retrying', 'sending')
@@ -71,20 +61,6 @@ impl Store {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(NewDelivery {
-                    channel: row.channel.parse().map_err(|_| {
-                        StoreError::Corrupt(format!("unknown channel {:?}", row.channel))
-                    })?,
-                    delivery_key: row.delivery_key,
-                    incident_id: row.incident_id.into(),
-                    event_id: row.event_id.into(),
-                    event_version: u64::try_from(row.event_version).unwrap_or_default(),
-                    subscriber_id: row.subscriber_id.into(),
-                    send_after: row.send_after,
-                })
-            })
-            .collect()
+        rows.into_iter().map(NewDelivery::try_from).collect()
     }
 }
