@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         proto_root.join("tocsin/v1/incidents.proto"),
         proto_root.join("tocsin/v1/subscribers.proto"),
+        proto_root.join("tocsin/v1/operations.proto"),
     ];
     println!("cargo:rerun-if-changed={}", proto_root.display());
 

@@ -27,8 +27,9 @@ const SERVICE_BINARIES: &[&str] = &[
     "tocsin-local-providers",
 ];
 
-/// Workspace binaries that are developer tools, not services.
-const TOOL_BINARIES: &[&str] = &["xtask"];
+/// Workspace binaries that are tools, not services: the developers' xtask and the operators'
+/// CLI (which the image also carries, for `docker compose exec`).
+const TOOL_BINARIES: &[&str] = &["xtask", "tocsinctl"];
 
 /// Services that scale with `docker compose up --scale`: no container name, no host port.
 const SCALABLE_BINARIES: &[&str] = &[

@@ -5,6 +5,7 @@
 //! The binaries must be built first (`cargo xtask test` does it).
 
 mod compose;
+mod ctl;
 mod workers;
 
 use std::time::Duration;

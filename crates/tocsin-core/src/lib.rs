@@ -14,6 +14,7 @@
 //! - [`preferences`]: what a subscriber wants to hear about, and their quiet hours.
 //! - [`subscriber`]: a subscriber and their contact points, kept apart as personal data.
 //! - [`fanout`]: the deliveries one event causes for one subscriber, and their keys.
+//! - [`delivery`]: where one delivery stands in the ledger.
 //! - [`outcome`]: what one attempt to hand a message to a provider came to.
 //! - [`retry`]: the retry schedule: backoff with jitter, provider floors, limits.
 //! - [`notice`]: the customer-facing facts of one event for one recipient, which channels render.
@@ -21,6 +22,7 @@
 
 pub mod change;
 pub mod channel;
+pub mod delivery;
 pub mod error;
 pub mod event;
 pub mod fanout;
@@ -36,6 +38,7 @@ pub mod subscriber;
 
 pub use change::{Change, EventKind, IncidentStatus, MaintenanceWindow, PublishRequest, Severity};
 pub use channel::Channel;
+pub use delivery::DeliveryState;
 pub use error::DomainError;
 pub use event::RecordedEvent;
 pub use fanout::{DeliveryKey, Planned, Timing, plan};

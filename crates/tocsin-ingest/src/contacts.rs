@@ -83,12 +83,12 @@ async fn resolve_publicly(policy: &UrlPolicy, host: &str, port: u16) -> Result<(
     })?;
     for address in addresses {
         let ip = address.ip();
-        if let Some(range) = forbidden_range(ip) {
-            if !policy.permits_ip(ip) {
-                return Err(invalid(format!(
-                    "{host} resolves to {ip}, a {range} address; webhooks go to public addresses only"
-                )));
-            }
+        if let Some(range) = forbidden_range(ip)
+            && !policy.permits_ip(ip)
+        {
+            return Err(invalid(format!(
+                "{host} resolves to {ip}, a {range} address; webhooks go to public addresses only"
+            )));
         }
     }
     Ok(())

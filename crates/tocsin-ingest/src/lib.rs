@@ -5,6 +5,8 @@
 //! - [`config`]: configuration from the environment, with documented defaults.
 //! - [`auth`]: bearer-token authentication of publishers.
 //! - [`service`]: the `tocsin.v1.IncidentService` handlers.
+//! - [`operations`]: the `tocsin.v1.OperationsService` handlers: rebuild and republish,
+//!   streaming their progress.
 //! - [`subscribers`]: the `tocsin.v1.SubscriberService` handlers; contact points are checked
 //!   on the way in (`contacts`).
 //! - [`watch`]: one `LISTEN` connection fanned out to `WatchIncident` streams.
@@ -20,6 +22,8 @@
 pub mod auth;
 pub mod config;
 mod contacts;
+mod deliveries;
+pub mod operations;
 pub mod readiness;
 pub mod relay;
 pub mod service;
@@ -30,6 +34,7 @@ pub mod watch;
 use anyhow::Context;
 use tocsin_bus::Bus;
 use tocsin_proto::v1::incident_service_server::IncidentServiceServer;
+use tocsin_proto::v1::operations_service_server::OperationsServiceServer;
 use tocsin_proto::v1::subscriber_service_server::SubscriberServiceServer;
 use tocsin_runtime::Shutdown;
 use tocsin_store::Store;
@@ -47,6 +52,7 @@ pub use relay::{Relay, RelayConfig};
 /// The fully-qualified gRPC service name, as reported by `grpc.health.v1`.
 pub const SERVICE_NAME: &str = "tocsin.v1.IncidentService";
 pub const SUBSCRIBER_SERVICE_NAME: &str = "tocsin.v1.SubscriberService";
+pub const OPERATIONS_SERVICE_NAME: &str = "tocsin.v1.OperationsService";
 
 /// Accepted connections with `TCP_NODELAY`: a gRPC reply is several small HTTP/2 frames, and
 /// with Nagle's algorithm the last of them waits ~40 ms for the client's delayed ACK.
@@ -93,6 +99,12 @@ pub async fn run(
         config.fanout,
     ))
     .max_decoding_message_size(config.max_message_bytes);
+    let operations =
+        OperationsServiceServer::new(operations::OperationsApi::new(store.clone(), bus.clone()));
+    let operations = InterceptedService::new(operations, {
+        let authenticator = authenticator.clone();
+        move |request| authenticator.intercept(request)
+    });
     let subscribers = InterceptedService::new(subscribers, {
         let authenticator = authenticator.clone();
         move |request| authenticator.intercept(request)
@@ -106,6 +118,12 @@ pub async fn run(
     health
         .set_service_status(
             SUBSCRIBER_SERVICE_NAME,
+            tonic_health::ServingStatus::Serving,
+        )
+        .await;
+    health
+        .set_service_status(
+            OPERATIONS_SERVICE_NAME,
             tonic_health::ServingStatus::Serving,
         )
         .await;
@@ -130,6 +148,7 @@ pub async fn run(
         .add_service(reflection)
         .add_service(api)
         .add_service(subscribers)
+        .add_service(operations)
         .serve_with_incoming_shutdown(without_nagle(listener), shutdown.wait())
         .await
         .context("gRPC server failed")?;

@@ -312,6 +312,16 @@ pub async fn republish(
     bus: &Bus,
     from_position: i64,
 ) -> Result<RepublishReport, RelayError> {
+    republish_reporting(store, bus, from_position, |_| {}).await
+}
+
+/// [`republish`], calling `progress` with the counts so far after each page of the log.
+pub async fn republish_reporting(
+    store: &Store,
+    bus: &Bus,
+    from_position: i64,
+    mut progress: impl FnMut(RepublishReport) + Send,
+) -> Result<RepublishReport, RelayError> {
     bus.ensure_events_stream().await?;
     let mut report = RepublishReport::default();
     let mut next = from_position;
@@ -330,6 +340,7 @@ pub async fn republish(
             up_to_position = last.position,
             "republishing the log"
         );
+        progress(report);
     }
     Ok(report)
 }

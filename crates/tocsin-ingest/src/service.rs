@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status};
 use tracing::{info, instrument, warn};
 
 use crate::auth::Publisher;
+use crate::deliveries;
 use crate::status::{domain_status, status};
 use crate::watch::WatchHub;
 
@@ -55,35 +56,6 @@ impl IncidentApi {
             shutdown,
             bus,
         }
-    }
-
-    /// Delivery progress per channel, from the ledger.
-    async fn delivery_progress(&self, id: IncidentId) -> Result<Vec<v1::ChannelProgress>, Status> {
-        let mut progress: Vec<v1::ChannelProgress> = Vec::new();
-        for (channel, state, count) in self.store.delivery_counts(id).await.map_err(status)? {
-            let wire = v1::Channel::from(channel) as i32;
-            if progress.last().is_none_or(|p| p.channel != wire) {
-                progress.push(v1::ChannelProgress {
-                    channel: wire,
-                    ..Default::default()
-                });
-            }
-            let entry = progress.last_mut().expect("pushed above");
-            let count = u64::try_from(count).unwrap_or_default();
-            match state.as_str() {
-                "pending" => entry.pending += count,
-                "sending" => entry.sending += count,
-                "retrying" => entry.retrying += count,
-                "delivered" => entry.delivered += count,
-                "unknown" => entry.unknown += count,
-                "failed" => entry.failed += count,
-                "dead" => entry.dead += count,
-                "superseded" => entry.superseded += count,
-                "skipped" => entry.skipped += count,
-                other => warn!(state = other, "a ledger state the API does not know"),
-            }
-        }
-        Ok(progress)
     }
 }
 
@@ -162,7 +134,9 @@ impl IncidentService for IncidentApi {
         let id = required_incident_id(&request.get_ref().incident_id)?;
         let incident = self.existing_incident(id).await?;
         let mut wire = v1::Incident::from(&incident);
-        wire.delivery = self.delivery_progress(id).await?;
+        let progress = self.store.delivery_progress(id).await.map_err(status)?;
+        wire.delivery = progress.iter().map(deliveries::progress_to_wire).collect();
+        wire.fanned_out_version = self.store.fanned_out_version(id).await.map_err(status)?;
         Ok(Response::new(wire))
     }
 
@@ -210,6 +184,21 @@ impl IncidentService for IncidentApi {
     }
 
     type WatchIncidentStream = WatchStream;
+
+    #[instrument(skip_all, fields(incident_id = %request.get_ref().incident_id))]
+    async fn list_deliveries(
+        &self,
+        request: Request<v1::ListDeliveriesRequest>,
+    ) -> Result<Response<v1::ListDeliveriesResponse>, Status> {
+        let request = request.into_inner();
+        let id = required_incident_id(&request.incident_id)?;
+        if request.page_token.is_empty() {
+            self.existing_incident(id).await?;
+        }
+        Ok(Response::new(
+            deliveries::list(&self.store, id, &request).await?,
+        ))
+    }
 
     #[instrument(skip_all)]
     async fn replay_dead_letters(

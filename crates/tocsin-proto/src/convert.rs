@@ -214,7 +214,9 @@ impl From<&Incident> for v1::Incident {
             opened_at: Some(timestamp(i.opened_at)),
             updated_at: Some(timestamp(i.updated_at)),
             resolved_at: i.resolved_at.map(timestamp),
+            // Both come from the ledger, which GetIncident reads separately.
             delivery: Vec::new(),
+            fanned_out_version: 0,
         }
     }
 }

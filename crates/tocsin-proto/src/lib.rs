@@ -12,6 +12,7 @@ pub mod v1 {
 }
 
 mod convert;
+pub mod deliveries;
 pub mod subscribers;
 
 pub use convert::{event_kind_in, incident_id, severity_in, timestamp, to_offset_datetime};

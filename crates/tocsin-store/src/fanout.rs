@@ -292,27 +292,4 @@ impl Store {
             })
             .collect())
     }
-
-    /// Ledger rows per channel and state for an incident: the delivery progress.
-    #[instrument(skip(self))]
-    pub async fn delivery_counts(
-        &self,
-        incident_id: IncidentId,
-    ) -> Result<Vec<(Channel, String, i64)>, StoreError> {
-        let rows: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT channel, state, count(*) FROM deliveries WHERE incident_id = $1
-             GROUP BY channel, state ORDER BY channel, state",
-        )
-        .bind(incident_id.as_uuid())
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|(channel, state, count)| {
-                let channel = channel
-                    .parse()
-                    .map_err(|_| StoreError::Corrupt(format!("unknown channel {channel:?}")))?;
-                Ok((channel, state, count))
-            })
-            .collect()
-    }
 }

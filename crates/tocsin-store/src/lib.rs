@@ -8,6 +8,7 @@
 //! - [`outbox`]: what the relay needs: unpublished events, marking them published, waking up.
 //! - [`projection`]: recomputing every projection from the log.
 //! - [`ledger`]: the workers' side of the ledger: claims with leases, outcomes, dead letters.
+//! - [`progress`]: what operators read of the ledger: progress, fan-out, listings.
 //! - [`subscribers`]: subscribers, their contact details (kept apart) and preference history.
 //! - [`fanout`]: what the resolver reads and writes: candidates, the delivery ledger, the
 //!   append-only delivery trail.
@@ -21,6 +22,7 @@ pub mod fanout;
 pub mod ledger;
 pub mod log;
 pub mod outbox;
+pub mod progress;
 pub mod projection;
 pub mod read;
 mod requeue;
@@ -38,6 +40,7 @@ pub use fanout::{Candidate, FanoutRecord, NewDelivery, TrailEntry};
 pub use ledger::{AttemptOutcome, ClaimPolicy, ClaimResult, Claimed};
 pub use log::Appended;
 pub use outbox::{LogNotification, LogNotifications, RelayLease};
+pub use progress::{ChannelProgress, DeliveryCursor, DeliveryFilter, DeliveryView};
 pub use projection::RebuildReport;
 pub use read::IncidentAsOf;
 pub use subscribers::{SubscriberFilter, SubscriberPage, SubscriberWrite, Upserted};

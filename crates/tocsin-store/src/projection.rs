@@ -30,6 +30,17 @@ impl Store {
     /// write batch, not the log.
     #[instrument(skip(self))]
     pub async fn rebuild_projections(&self, dry_run: bool) -> Result<RebuildReport, StoreError> {
+        self.rebuild_projections_reporting(dry_run, |_| {}).await
+    }
+
+    /// [`Store::rebuild_projections`], calling `progress` with the counts so far after each
+    /// write batch.
+    #[instrument(skip(self, progress))]
+    pub async fn rebuild_projections_reporting(
+        &self,
+        dry_run: bool,
+        mut progress: impl FnMut(RebuildReport) + Send,
+    ) -> Result<RebuildReport, StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("LOCK TABLE incidents IN EXCLUSIVE MODE")
             .execute(&mut *tx)
@@ -57,6 +68,7 @@ impl Store {
                     report.drifted += write_batch(&mut tx, &batch, dry_run).await?;
                     report.incidents += batch.len() as u64;
                     batch.clear();
+                    progress(report);
                 }
             }
             batch.extend(current);
@@ -70,6 +82,16 @@ impl Store {
         }
         info!(?report, dry_run, "projections rebuilt from the log");
         Ok(report)
+    }
+
+    /// How many events the log holds at or after `from_position`: the size of a rebuild or
+    /// a republish, for progress reports.
+    pub async fn count_events_from(&self, from_position: i64) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE position >= $1")
+            .bind(from_position)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(count).unwrap_or_default())
     }
 
     /// Every incident in the live projection, for comparisons in tests and audits.

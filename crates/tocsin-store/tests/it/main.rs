@@ -224,4 +224,5 @@ async fn one_relay_lease_at_a_time_and_freed_when_its_holder_goes(pool: PgPool) 
     );
 }
 
+mod progress;
 mod subscribers;

@@ -1,0 +1,111 @@
+//! `tocsinctl`: the operator's CLI for Tocsin, over the same gRPC API publishers use.
+//!
+//! - [`client`]: the connection, the bearer token, and errors as one line and an exit code.
+//! - [`publish`]: open, update, resolve and reopen incidents.
+//! - [`import`] and [`subscriber_file`]: subscribers from CSV or JSON lines.
+//! - [`watch`]: an incident's delivery progress, once (`show`) or live (`watch`).
+//! - [`deliveries`]: an incident's deliveries, filtered.
+//! - [`operations`]: dead-letter replay, projection rebuild and log republish.
+//!
+//! Exit codes: 0 done; 1 the server refused the request (or `watch` timed out); 2 bad usage
+//! or input; 3 the server is unreachable or unavailable; 4 the token was refused.
+
+// A CLI's results are its standard output.
+#![allow(clippy::print_stdout)]
+
+mod client;
+mod deliveries;
+mod import;
+mod operations;
+mod publish;
+mod subscriber_file;
+mod table;
+mod watch;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use secrecy::SecretString;
+
+use crate::client::{CtlError, Server};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tocsinctl",
+    version,
+    about = "Drive Tocsin from a terminal: publish incidents, import subscribers, watch deliveries, repair"
+)]
+struct Cli {
+    /// The gRPC address of `tocsin-ingest serve`.
+    #[arg(
+        long,
+        env = "TOCSIN_ENDPOINT",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
+    endpoint: String,
+    /// A bearer token from the server's TOCSIN_PUBLISHER_TOKENS.
+    #[arg(long, env = "TOCSIN_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Publish an incident event: open, update, resolve, reopen.
+    #[command(subcommand)]
+    Publish(publish::PublishCommand),
+    /// Import subscribers from a CSV or JSON-lines file, with a summary of rejected rows.
+    Import(import::ImportArgs),
+    /// Show an incident and its deliveries per channel.
+    Show {
+        /// The incident id.
+        incident: String,
+    },
+    /// Follow an incident's deliveries live until every one is settled.
+    Watch(watch::WatchArgs),
+    /// List an incident's deliveries, filtered by channel, state, subscriber or event.
+    Deliveries(deliveries::DeliveriesArgs),
+    /// Put dead-lettered deliveries back in the queue (all, or by incident and/or channel).
+    Replay(operations::ReplayArgs),
+    /// Recompute every incident projection from the event log.
+    Rebuild {
+        /// Only count projections that differ from their log; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Publish the event log to JetStream again from a position (a lost or purged stream).
+    Republish {
+        /// The first log position to publish.
+        #[arg(long, default_value_t = 1)]
+        from_position: i64,
+    },
+}
+
+async fn run(cli: Cli) -> Result<(), CtlError> {
+    let token = cli.token.map(SecretString::from);
+    let server = Server::connect(&cli.endpoint, token.as_ref()).await?;
+    match cli.command {
+        Command::Publish(command) => publish::run(&server, command).await,
+        Command::Import(args) => import::run(&server, args).await,
+        Command::Show { incident } => watch::show(&server, &incident).await,
+        Command::Watch(args) => watch::watch(&server, args).await,
+        Command::Deliveries(args) => deliveries::run(&server, args).await,
+        Command::Replay(args) => operations::replay(&server, args).await,
+        Command::Rebuild { dry_run } => operations::rebuild(&server, dry_run).await,
+        Command::Republish { from_position } => operations::republish(&server, from_position).await,
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("tocsinctl: {error}");
+            ExitCode::from(error.exit_code())
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! `tocsinctl` against a running pipeline: the real ingest, resolver, email and webhook
+//! worker binaries, the local SMTP server and webhook receiver, PostgreSQL and NATS. An
+//! operator imports subscribers, opens an incident, watches it to the end, finds the dead
+//! letter, replays it once the receiver is fixed, and resolves the incident.
+
+use std::process::Output;
+use std::time::Duration;
+
+use tocsin_local_providers::{
+    Fault, FaultRule, SmtpConfig, SmtpServer, WebhookReceiver, WebhookReceiverConfig,
+};
+use tocsin_testkit::database::TestDatabase;
+use tocsin_testkit::nats::{nats_url, unique_prefix};
+use tocsin_testkit::process::{ServiceProcess, binary_path, free_port, wait_for_tcp};
+
+const TOKEN: &str = "operator-token-0123456789";
+
+/// The running pipeline; every process gets SIGTERM at the end and must exit 0.
+struct Stack {
+    endpoint: String,
+    services: Vec<(&'static str, ServiceProcess)>,
+}
+
+impl Stack {
+    async fn start(db: &TestDatabase, smtp: &SmtpServer) -> Stack {
+        let prefix = unique_prefix();
+        let common: Vec<(String, String)> = [
+            ("DATABASE_URL", db.url.clone()),
+            ("NATS_URL", nats_url()),
+            ("TOCSIN_BUS_PREFIX", prefix),
+            ("TOCSIN_METRICS_ADDR", "127.0.0.1:0".to_owned()),
+            ("TOCSIN_WEBHOOK_ALLOW", "127.0.0.1".to_owned()),
+            // Two quick attempts, so a broken endpoint is dead-lettered within seconds.
+            ("TOCSIN_RETRY_BASE_SECONDS", "1".to_owned()),
+            ("TOCSIN_RETRY_MAX_ATTEMPTS", "2".to_owned()),
+            ("RUST_LOG", "warn".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let with = |extra: &[(&str, String)]| {
+            let mut env = common.clone();
+            env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+            env
+        };
+        let port = free_port();
+        let ingest_env = with(&[
+            ("TOCSIN_GRPC_ADDR", format!("127.0.0.1:{port}")),
+            ("TOCSIN_PUBLISHER_TOKENS", format!("operator={TOKEN}")),
+        ]);
+        let email_env = with(&[
+            ("TOCSIN_SMTP_HOST", "127.0.0.1".to_owned()),
+            ("TOCSIN_SMTP_PORT", smtp.addr().port().to_string()),
+        ]);
+        let mut services = vec![(
+            "tocsin-ingest",
+            ServiceProcess::spawn("tocsin-ingest", &["serve"], &ingest_env)
+                .await
+                .unwrap(),
+        )];
+        wait_for_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(30))
+            .await
+            .unwrap();
+        for (name, env) in [
+            ("tocsin-resolver", with(&[])),
+            ("tocsin-email", email_env),
+            ("tocsin-webhook", with(&[])),
+        ] {
+            services.push((name, ServiceProcess::spawn(name, &[], &env).await.unwrap()));
+        }
+        Stack {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            services,
+        }
+    }
+
+    /// Runs `tocsinctl` with the stack's endpoint and token.
+    fn ctl(&self, args: &[&str]) -> Output {
+        self.ctl_with_token(TOKEN, args)
+    }
+
+    fn ctl_with_token(&self, token: &str, args: &[&str]) -> Output {
+        std::process::Command::new(binary_path("tocsinctl").unwrap())
+            .args(args)
+            .env("TOCSIN_ENDPOINT", &self.endpoint)
+            .env("TOCSIN_TOKEN", token)
+            .output()
+            .expect("tocsinctl runs")
+    }
+
+    async fn stop(mut self) {
+        for (name, service) in &mut self.services {
+            let status = service.terminate().await.unwrap();
+            assert!(status.success(), "{name} exits 0 on SIGTERM: {status:?}");
+        }
+    }
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Asserts success and returns standard output.
+fn ok(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "tocsinctl failed ({}): {}{}",
+        output.status,
+        stdout(&output),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout(&output)
+}
+
+/// The cells of the `watch`/`show` table row of `channel`.
+fn channel_row(table: &str, channel: &str) -> Vec<u64> {
+    let row = table
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(channel))
+        .unwrap_or_else(|| panic!("no {channel} row in:\n{table}"));
+    row.split_whitespace()
+        .skip(1)
+        .map(|cell| cell.parse().unwrap())
+        .collect()
+}
+
+// Columns after CHANNEL: RESOLVED DELIVERED PENDING HELD SENDING RETRYING UNKNOWN FAILED DEAD
+// SUPERSEDED SKIPPED.
+const RESOLVED: usize = 0;
+const DELIVERED: usize = 1;
+const DEAD: usize = 8;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_imports_publishes_watches_and_replays_with_tocsinctl() {
+    let db = TestDatabase::create_migrated(&tocsin_store::MIGRATOR)
+        .await
+        .unwrap();
+    let smtp = SmtpServer::start(SmtpConfig::default()).await.unwrap();
+    let receiver = WebhookReceiver::start(WebhookReceiverConfig::default())
+        .await
+        .unwrap();
+    let stack = Stack::start(&db, &smtp).await;
+    let dir = std::env::temp_dir().join(format!("tocsinctl-{}", unique_prefix()));
+    std::fs::create_dir_all(&dir).unwrap();
+
+    // Import: two rows are refused, one by tocsinctl (an unknown channel), one by the server
+    // (a malformed address); the others are created and the webhook secrets saved.
+    let csv = format!(
+        "external_id,email,webhook_url,channels,components,min_severity\n\
+         ann,ann@example.com,,email,api,\n\
+         bob,bob@example.com,,email,,major\n\
+         cat,cat@example.com,,email,api;dashboard,\n\
+         hook-a,,{},webhook,api,\n\
+         hook-b,,{},webhook,,\n\
+         dan,dan@example.com,,fax,,\n\
+         eve,eve@@example.com,,email,,\n\
+         billing,bill@example.com,,email,billing,\n",
+        receiver.url_for("hook-a"),
+        receiver.url_for("hook-b"),
+    );
+    let file = dir.join("subscribers.csv");
+    std::fs::write(&file, csv).unwrap();
+    let secrets = dir.join("secrets.csv");
+    let imported = ok(stack.ctl(&[
+        "import",
+        file.to_str().unwrap(),
+        "--secrets-file",
+        secrets.to_str().unwrap(),
+    ]));
+    assert!(
+        imported.contains("imported 8 rows: 6 created, 0 updated, 2 rejected"),
+        "{imported}"
+    );
+    let rejected_line = |line: &str, who: &str| {
+        imported
+            .lines()
+            .any(|l| l.split_whitespace().take(2).eq([line, who]))
+    };
+    assert!(rejected_line("7", "dan") && rejected_line("8", "eve"), "{imported}");
+    assert!(imported.contains("contacts.email") && imported.contains("\"fax\""), "{imported}");
+    let secrets = std::fs::read_to_string(&secrets).unwrap();
+    for line in secrets.lines().skip(1) {
+        let (name, secret) = line.split_once(',').unwrap();
+        receiver.register(name, secret).unwrap();
+    }
+    assert_eq!(secrets.lines().count(), 3, "a header and two secrets: {secrets}");
+
+    // hook-b answers 500 to everything: its delivery dies after two attempts.
+    receiver.faults().push(FaultRule::for_target(
+        "hook-b",
+        Fault::Status { status: 500, code: None, retry_after_secs: None },
+    ));
+    let opened = ok(stack.ctl(&[
+        "publish", "open", "--title", "API errors", "--severity", "major", "--component", "api",
+        "--message", "Some API calls fail. We are investigating.", "--key", "open-1", "--json",
+    ]));
+    let opened: serde_json::Value = serde_json::from_str(opened.trim()).unwrap();
+    let incident = opened["incident_id"].as_str().unwrap().to_owned();
+    assert_eq!(opened["incident_version"], 1);
+    assert_eq!(opened["duplicate"], false);
+    let again = ok(stack.ctl(&[
+        "publish", "open", "--title", "API errors", "--severity", "major", "--component", "api",
+        "--message", "Some API calls fail. We are investigating.", "--key", "open-1",
+    ]));
+    assert!(again.starts_with("already recorded"), "the retried key is recorded once: {again}");
+
+    let watched = ok(stack.ctl(&["watch", &incident, "--timeout", "90", "--interval-ms", "200"]));
+    assert!(watched.contains("done:"), "{watched}");
+    // ann, bob (major meets their threshold) and cat; billing follows another component.
+    let email = channel_row(&watched, "email");
+    assert_eq!((email[RESOLVED], email[DELIVERED]), (3, 3), "{watched}");
+    let webhook = channel_row(&watched, "webhook");
+    assert_eq!(
+        (webhook[RESOLVED], webhook[DELIVERED], webhook[DEAD]),
+        (2, 1, 1),
+        "{watched}"
+    );
+    assert!(watched.contains(&format!("tocsinctl replay --incident {incident}")), "{watched}");
+
+    let dead = ok(stack.ctl(&["deliveries", &incident, "--state", "dead", "--json"]));
+    let dead: Vec<serde_json::Value> =
+        dead.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["external_id"], "hook-b");
+    assert_eq!(dead[0]["channel"], "webhook");
+    assert_eq!(dead[0]["attempts"], 2);
+    let emails = ok(stack.ctl(&["deliveries", &incident, "--channel", "email"]));
+    assert!(emails.contains("3 deliveries"), "{emails}");
+    for who in ["ann", "bob", "cat"] {
+        assert!(emails.contains(who), "{who} in {emails}");
+    }
+
+    // Fixed: the replay sends it once more and it arrives.
+    receiver.faults().clear();
+    let replayed = ok(stack.ctl(&["replay", "--incident", &incident]));
+    assert!(replayed.starts_with("1 dead letters put back"), "{replayed}");
+    let watched = ok(stack.ctl(&["watch", &incident, "--timeout", "90", "--interval-ms", "200"]));
+    let webhook = channel_row(&watched, "webhook");
+    assert_eq!((webhook[DELIVERED], webhook[DEAD]), (2, 0), "{watched}");
+
+    let resolved = ok(stack.ctl(&[
+        "publish", "resolve", &incident, "--message", "All API calls succeed again.",
+    ]));
+    assert!(resolved.starts_with(&format!("resolved incident {incident} (version 2")), "{resolved}");
+    let watched = ok(stack.ctl(&["watch", &incident, "--timeout", "90", "--interval-ms", "200"]));
+    assert!(watched.contains("version 2 (fanned out through 2)"), "{watched}");
+    assert_eq!(channel_row(&watched, "email")[DELIVERED], 6, "{watched}");
+    assert_eq!(channel_row(&watched, "webhook")[DELIVERED], 4, "{watched}");
+    // The providers agree: every message once.
+    assert_eq!((smtp.summary().unique, smtp.summary().duplicates), (6, 0));
+    assert_eq!((receiver.summary().unique, receiver.summary().duplicates), (4, 0));
+
+    let rebuilt = ok(stack.ctl(&["rebuild", "--dry-run"]));
+    assert!(rebuilt.contains("checked 1 incidents (2 events): 0 differ"), "{rebuilt}");
+    let republished = ok(stack.ctl(&["republish", "--from-position", "1"]));
+    assert!(republished.starts_with("republished 2 events"), "{republished}");
+
+    // Errors are one line on stderr and an exit code a script can act on.
+    let refused = stack.ctl_with_token("not-the-token-0000", &["show", &incident]);
+    assert_eq!(refused.status.code(), Some(4));
+    let unknown = stack.ctl(&["show", "01900000-0000-7000-8000-000000000000"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    let invalid = stack.ctl(&["show", "not-an-id"]);
+    assert_eq!(invalid.status.code(), Some(2));
+    for output in [&refused, &unknown, &invalid] {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.starts_with("tocsinctl: "), "{stderr}");
+    }
+
+    stack.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    db.drop_database().await.unwrap();
+}
