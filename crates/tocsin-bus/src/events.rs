@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
+use time::OffsetDateTime;
 use tocsin_core::{IncidentId, RecordedEvent};
 use tracing::{debug, instrument};
 
@@ -74,12 +75,25 @@ impl Bus {
         )
         .await?
         .iter()
-        .map(|payload| EventEnvelope::decode(payload))
+        .map(|stored| EventEnvelope::decode(&stored.payload))
         .collect()
     }
 
     /// Every event in the stream, in stream order.
     pub async fn read_all_events(&self) -> Result<Vec<EventEnvelope>, BusError> {
+        Ok(self
+            .read_all_events_stored()
+            .await?
+            .into_iter()
+            .map(|(event, _)| event)
+            .collect())
+    }
+
+    /// Every event in the stream with the time the server stored it, in stream order: the
+    /// relay's lag, measured from outside (the ingest benchmark).
+    pub async fn read_all_events_stored(
+        &self,
+    ) -> Result<Vec<(EventEnvelope, OffsetDateTime)>, BusError> {
         self.read_subject(
             self.config.events_stream(),
             self.config.events_subjects(),
@@ -87,7 +101,7 @@ impl Bus {
         )
         .await?
         .iter()
-        .map(|payload| EventEnvelope::decode(payload))
+        .map(|stored| Ok((EventEnvelope::decode(&stored.payload)?, stored.stored_at)))
         .collect()
     }
 
@@ -99,7 +113,7 @@ impl Bus {
         stream: String,
         filter_subject: String,
         take: bool,
-    ) -> Result<Vec<bytes::Bytes>, BusError> {
+    ) -> Result<Vec<StoredMessage>, BusError> {
         let unavailable = |e: &dyn std::fmt::Display| BusError::Unavailable(e.to_string());
         let stream = self
             .js
@@ -135,7 +149,14 @@ impl Bus {
                 if take {
                     message.ack().await.map_err(|e| unavailable(&e))?;
                 }
-                out.push(message.payload.clone());
+                let stored_at = message
+                    .info()
+                    .map_err(|e| unavailable(&e))?
+                    .published;
+                out.push(StoredMessage {
+                    payload: message.payload.clone(),
+                    stored_at,
+                });
             }
             if out.len() == before {
                 break;
@@ -180,4 +201,12 @@ impl Bus {
             .map_err(|e| BusError::Unavailable(e.to_string()))?;
         Ok(())
     }
+}
+
+/// A message read back from a stream.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredMessage {
+    pub(crate) payload: bytes::Bytes,
+    /// When the server stored it.
+    pub(crate) stored_at: OffsetDateTime,
 }

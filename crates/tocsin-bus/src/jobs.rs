@@ -170,7 +170,7 @@ impl Bus {
         )
         .await?
         .iter()
-        .map(|payload| DeliveryJob::decode(payload))
+        .map(|stored| DeliveryJob::decode(&stored.payload))
         .collect()
     }
 

@@ -154,25 +154,29 @@ async fn try_batch(store: &Store, jobs: &[Job]) -> Result<Option<Vec<Appended>>,
         .collect();
     let uuids: Vec<Uuid> = ids.iter().map(|id| *id.as_uuid()).collect();
 
-    let (any_key_used,): (bool,) = sqlx::query_as(
-        "SELECT EXISTS (SELECT 1 FROM idempotency_keys k
-                        JOIN UNNEST($1::text[], $2::text[]) AS r(publisher, idempotency_key)
-                          ON k.publisher = r.publisher AND k.idempotency_key = r.idempotency_key)",
+    // One round trip reads both what decides the batch can go ahead (no key seen before)
+    // and the states it builds on: one row per known incident, or a single row with no state.
+    let rows: Vec<(bool, Option<Json<Incident>>)> = sqlx::query_as(
+        "SELECT k.used, i.state
+         FROM (SELECT EXISTS (
+                   SELECT 1 FROM idempotency_keys k
+                   JOIN UNNEST($1::text[], $2::text[]) AS r(publisher, idempotency_key)
+                     ON k.publisher = r.publisher AND k.idempotency_key = r.idempotency_key
+               ) AS used) AS k
+         LEFT JOIN incidents i ON i.incident_id = ANY($3)",
     )
     .bind(&publishers)
     .bind(&idem_keys)
-    .fetch_one(store.pool())
+    .bind(&uuids)
+    .fetch_all(store.pool())
     .await?;
-    if any_key_used {
+    if rows.iter().any(|(used, _)| *used) {
         return Ok(None);
     }
-    let rows: Vec<(Json<Incident>,)> =
-        sqlx::query_as("SELECT state FROM incidents WHERE incident_id = ANY($1)")
-            .bind(&uuids)
-            .fetch_all(store.pool())
-            .await?;
-    let mut states: HashMap<IncidentId, Incident> =
-        rows.into_iter().map(|(s,)| (s.0.id, s.0)).collect();
+    let mut states: HashMap<IncidentId, Incident> = rows
+        .into_iter()
+        .filter_map(|(_, state)| state.map(|s| (s.0.id, s.0)))
+        .collect();
 
     let mut planned = Vec::with_capacity(jobs.len());
     for (job, incident_id) in jobs.iter().zip(&ids) {

@@ -37,7 +37,7 @@ enum Task {
     },
     /// Run a benchmark and print a results table and one JSON line.
     Bench {
-        /// Which benchmark: ingest or fanout-plan.
+        /// Which benchmark: ingest, fanout-plan or fanout.
         which: String,
         /// Concurrent publishers.
         #[arg(long, default_value_t = 64)]
@@ -51,6 +51,11 @@ enum Task {
         /// fanout-plan: subscribers of the incident.
         #[arg(long, default_value_t = 100_000)]
         recipients: usize,
+        /// ingest: offer this many events per second in all (open loop: each client keeps its
+        /// own schedule and latency counts from when a call was due), instead of publishing
+        /// as fast as the service answers.
+        #[arg(long)]
+        rate: Option<u32>,
     },
 }
 
@@ -69,6 +74,7 @@ async fn main() -> ExitCode {
             seconds,
             events,
             recipients,
+            rate,
         } => {
             bench::run(bench::BenchArgs {
                 which,
@@ -76,6 +82,7 @@ async fn main() -> ExitCode {
                 seconds,
                 events,
                 recipients,
+                rate,
             })
             .await
         }

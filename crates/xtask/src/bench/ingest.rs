@@ -2,8 +2,18 @@
 //!
 //! A release build of `tocsin-ingest` (relay included) runs against a fresh database with
 //! `synchronous_commit` on (PostgreSQL's default, checked below). Clients open incidents and
-//! publish updates to them as fast as the service accepts; the call latency is measured at
-//! the client and the relay lag (commit to JetStream ack) from the outbox afterwards.
+//! publish updates to them; the call latency is measured at the client and the relay lag
+//! (commit to JetStream ack) from the outbox afterwards.
+//!
+//! Two kinds of load:
+//! - closed loop (the default): each client calls again as soon as it has its answer. This
+//!   finds the most the service sustains, but at saturation every call waits behind the
+//!   others, so latency there is the queue (clients / throughput), not the service.
+//! - open loop (`--rate N`): N events per second in all, each client on its own fixed
+//!   schedule, as independent publishers behave. A call that goes out late because the
+//!   client's previous call was slow is timed from when it was due, so a stall counts in
+//!   full (no coordinated omission). This answers "at N events/s, how long does a call
+//!   take?", and the achieved rate shows whether N was sustained.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -69,7 +79,10 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let tasks: Vec<_> = (0..args.clients)
         .map(|c| {
             let client = IncidentServiceClient::new(channels[c % channels.len()].clone());
-            tokio::spawn(publisher(client, c, run.clone()))
+            let schedule = args
+                .rate
+                .map(|rate| Schedule::for_client(c, args.clients, rate, Instant::now()));
+            tokio::spawn(publisher(client, c, schedule, run.clone()))
         })
         .collect();
     tokio::select! {
@@ -86,13 +99,12 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         errors += e;
     }
 
-    // Relay lag: from the event's commit-time stamp to the outbox mark after JetStream's ack.
+    // The relay has published everything once the outbox is empty.
     let drain_deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (backlog,): (i64,) =
-            sqlx::query_as("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-                .fetch_one(&pool)
-                .await?;
+        let (backlog,): (i64,) = sqlx::query_as("SELECT count(*) FROM outbox")
+            .fetch_one(&pool)
+            .await?;
         if backlog == 0 {
             break;
         }
@@ -101,14 +113,24 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (lag_p50, lag_p99): (f64, f64) = sqlx::query_as(
-        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY lag), percentile_cont(0.99) WITHIN GROUP (ORDER BY lag)
-         FROM (SELECT extract(epoch FROM o.published_at - e.recorded_at) * 1000 AS lag
-               FROM outbox o JOIN events e ON e.position = o.position) AS lags",
+    // Relay lag: from the event's commit-time stamp to when JetStream stored it, read back
+    // from the stream (both clocks are this machine's).
+    let bus = tocsin_bus::Bus::connect(
+        &fresh.services.nats_url,
+        tocsin_bus::BusConfig::new(&fresh.prefix)?,
     )
-    .fetch_one(&pool)
-    .await
-    .context("measuring relay lag")?;
+    .await?;
+    let mut lag = Histogram::<u64>::new(3)?;
+    for (event, stored_at) in bus
+        .read_all_events_stored()
+        .await
+        .context("reading the events back from JetStream")?
+    {
+        let micros = (stored_at - event.recorded_at).whole_microseconds().max(0);
+        lag.record(u64::try_from(micros).unwrap_or(u64::MAX))?;
+    }
+    let lag_ms = |q: f64| lag.value_at_quantile(q) as f64 / 1000.0;
+    let (lag_p50, lag_p99) = (lag_ms(0.5), lag_ms(0.99));
     terminate(child).await?;
     pool.close().await;
     fresh.cleanup().await;
@@ -118,6 +140,12 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
     println!("| metric | value |\n|---|---|");
     println!("| clients | {} |", args.clients);
+    println!(
+        "| load | {} |",
+        args.rate.map_or("closed loop".to_owned(), |r| format!(
+            "open loop, {r} events/s offered"
+        ))
+    );
     println!(
         "| measured events | {count} over {:.1} s |",
         measured.as_secs_f64()
@@ -136,6 +164,7 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         serde_json::json!({
             "bench": "ingest",
             "clients": args.clients,
+            "offered_per_s": args.rate,
             "events_per_s": per_s.round(),
             "p50_ms": round2(ms(0.5)),
             "p99_ms": round2(ms(0.99)),
@@ -173,17 +202,43 @@ impl Run {
     }
 }
 
+/// When an open-loop client's calls are due: every `interval`, from `first`. Clients are
+/// offset from each other so that the offered load is even, not in bursts.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    first: Instant,
+    interval: Duration,
+}
+
+impl Schedule {
+    fn for_client(client: usize, clients: usize, rate: u32, start: Instant) -> Schedule {
+        let interval = Duration::from_secs_f64(clients as f64 / f64::from(rate.max(1)));
+        let offset = interval.mul_f64(client as f64 / clients as f64);
+        Schedule {
+            first: start + offset,
+            interval,
+        }
+    }
+
+    fn due(&self, call: u32) -> Instant {
+        self.first + self.interval * call
+    }
+}
+
 /// One publisher: opens an incident, updates it, opens the next. Records latencies (µs)
-/// of successful calls that start after `run.measure_from`.
+/// of successful calls that start after `run.measure_from`: from the call's start in a
+/// closed loop, from when it was due in an open loop.
 async fn publisher(
     mut client: IncidentServiceClient<Channel>,
     id: usize,
+    schedule: Option<Schedule>,
     run: Arc<Run>,
 ) -> anyhow::Result<(Histogram<u64>, u64)> {
     let mut latency = Histogram::<u64>::new(3)?;
     let mut errors = 0;
     let mut incident = String::new();
     let mut n = 0usize;
+    let mut calls = 0u64;
     while !run.stop.load(Ordering::Relaxed) {
         let request = if n.is_multiple_of(UPDATES_PER_INCIDENT + 1) {
             v1::PublishEventRequest {
@@ -204,7 +259,16 @@ async fn publisher(
                 ..Default::default()
             }
         };
-        let started = Instant::now();
+        let started = match schedule {
+            Some(schedule) => {
+                // A failed call keeps its slot: the next attempt is due at the next tick.
+                let due = schedule.due(u32::try_from(calls).unwrap_or(u32::MAX));
+                calls += 1;
+                tokio::time::sleep_until(due.into()).await;
+                due
+            }
+            None => Instant::now(),
+        };
         match client.publish_event(authed(request)).await {
             Ok(reply) => {
                 if n.is_multiple_of(UPDATES_PER_INCIDENT + 1) {

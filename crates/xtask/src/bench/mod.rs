@@ -27,6 +27,9 @@ pub(crate) struct BenchArgs {
     pub(crate) events: Option<u64>,
     /// Subscribers of the incident `fanout-plan` opens.
     pub(crate) recipients: usize,
+    /// `ingest`: the offered load in events per second (open loop); `None` publishes as fast
+    /// as the service answers (closed loop).
+    pub(crate) rate: Option<u32>,
 }
 
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
