@@ -9,12 +9,14 @@
 //! - [`events`]: publishing events (pipelined, de-duplicated by event id) and reading them back.
 //! - [`jobs`]: delivery jobs, one subject per channel, de-duplicated by delivery key.
 //! - [`queue`]: durable pull consumers shared by replicas, and ack / nak-with-delay / term.
+//! - [`pull`]: the pull loop services run, which hands back what it pulled when stopping.
 
 pub mod config;
 pub mod envelope;
 mod error;
 pub mod events;
 pub mod jobs;
+pub mod pull;
 pub mod queue;
 
 use std::time::Duration;
@@ -26,6 +28,7 @@ pub use envelope::EventEnvelope;
 pub use error::BusError;
 pub use events::Published;
 pub use jobs::DeliveryJob;
+pub use pull::Pull;
 pub use queue::{QueueSettings, Work, WorkQueue};
 
 /// A connection to NATS with JetStream, bound to one [`BusConfig`]. Cheap to clone.

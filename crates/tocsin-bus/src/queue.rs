@@ -3,7 +3,8 @@
 //!
 //! Replicas of one service bind to the same durable consumer, so adding replicas adds
 //! throughput (`docker compose up --scale`). A plain `nak` would redeliver at once, so this
-//! module offers only `nak` with a delay.
+//! module offers it only as [`Work::release`], for work a stopping process never started;
+//! everything else naks with a delay.
 
 use std::time::Duration;
 
@@ -179,22 +180,23 @@ impl WorkQueue {
         Ok(out)
     }
 
-    /// An endless stream of messages, pulled `batch` at a time. Errors are transient
-    /// (heartbeats missed, NATS away) and the stream goes on after them.
-    pub async fn messages(
+    /// One pull request for up to `batch` messages, open for `expires`: its messages, ending
+    /// when the batch is full or the request expires. Services use [`WorkQueue::pull`], which
+    /// loops over these.
+    pub(crate) async fn request(
         &self,
         batch: usize,
+        expires: Duration,
     ) -> Result<BoxStream<'static, Result<Work, BusError>>, BusError> {
-        let stream = self
+        let request = self
             .consumer
-            .stream()
-            .max_messages_per_batch(batch)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
+            .batch()
+            .max_messages(batch)
+            .expires(expires)
             .messages()
             .await
             .map_err(|e| BusError::Unavailable(e.to_string()))?;
-        Ok(stream
+        Ok(request
             .map(|message| {
                 message
                     .map(|message| Work { message })
@@ -232,6 +234,12 @@ impl Work {
     /// Not now: redeliver after `delay`.
     pub async fn nak(&self, delay: Duration) -> Result<(), BusError> {
         self.answer(AckKind::Nak(Some(delay))).await
+    }
+
+    /// Taken but never started (the process is stopping): redeliver at once, to whichever
+    /// replica asks next. Nothing about the message changed, so no delay is due.
+    pub async fn release(&self) -> Result<(), BusError> {
+        self.answer(AckKind::Nak(None)).await
     }
 
     /// Still working on it: restarts the ack-wait clock so it is not redelivered meanwhile.

@@ -4,6 +4,7 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use tocsin_core::RetryPolicy;
+use tocsin_runtime::ShutdownArgs;
 
 use crate::WorkerConfig;
 
@@ -44,6 +45,9 @@ pub struct WorkerArgs {
     /// A status page linked from every message.
     #[arg(long, env = "TOCSIN_STATUS_PAGE_URL")]
     pub status_page_url: Option<String>,
+    /// The grace period after SIGTERM (`TOCSIN_SHUTDOWN_GRACE_SECONDS`).
+    #[command(flatten)]
+    pub shutdown: ShutdownArgs,
 }
 
 impl WorkerArgs {
@@ -56,6 +60,7 @@ impl WorkerArgs {
             lease: Duration::from_secs(self.lease_seconds.max(3)),
             company: self.company.clone(),
             status_page_url: self.status_page_url.clone(),
+            shutdown_grace: self.shutdown.grace(),
             ..WorkerConfig::default()
         }
     }

@@ -64,7 +64,7 @@ impl Outcome {
     }
 
     /// How a handled job counts, from what the worker recorded for it; `None` for jobs that
-    /// were not settled here (deferred, already done, poison).
+    /// were not settled here (deferred, already done, poison, handed back, abandoned).
     pub(crate) fn of(handled: &Handled) -> Option<Self> {
         match handled {
             Handled::Attempted { state: "dead", .. } => Some(Self::Dead),
@@ -72,7 +72,11 @@ impl Outcome {
                 Self::ALL.into_iter().find(|o| o.as_str() == *outcome)
             }
             Handled::Skipped { .. } => Some(Self::Skipped),
-            Handled::AlreadyDone { .. } | Handled::Deferred { .. } | Handled::Poison => None,
+            Handled::AlreadyDone { .. }
+            | Handled::Deferred { .. }
+            | Handled::Poison
+            | Handled::HandedBack { .. }
+            | Handled::Abandoned { .. } => None,
         }
     }
 }

@@ -7,7 +7,8 @@
 //! - [`worker`]: pull jobs from the channel's durable consumer (shared by every replica),
 //!   claim them in the ledger with a lease, send under a rate limit with progress reports,
 //!   record each attempt in the ledger and the delivery trail, then ack, nak with the retry
-//!   delay, or dead-letter.
+//!   delay, or dead-letter. Its loop (`run`) stops in two steps on SIGTERM: no more pulls,
+//!   then a grace period for the batches in progress; `decision` maps outcomes to answers.
 //! - [`config`]: the settings every worker binary reads from the environment.
 //! - [`readiness`]: what a worker's `/readyz` checks.
 //! - `instruments`: the worker's Prometheus metrics (deliveries by outcome, attempt
@@ -19,8 +20,10 @@
 
 pub mod config;
 pub mod courier;
+mod decision;
 mod instruments;
 pub mod readiness;
+mod run;
 pub mod worker;
 
 use tocsin_bus::BusError;

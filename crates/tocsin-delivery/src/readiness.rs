@@ -4,6 +4,7 @@
 use tocsin_bus::Bus;
 use tocsin_core::Channel;
 use tocsin_runtime::Readiness;
+use tocsin_runtime::ops::dependency;
 use tocsin_store::Store;
 use tracing::debug;
 
@@ -17,10 +18,7 @@ pub struct WorkerReadiness {
 
 impl Readiness for WorkerReadiness {
     async fn check(&self) -> Result<(), String> {
-        if let Err(e) = self.store.ping().await {
-            debug!(error = %e, "not ready: PostgreSQL does not answer");
-            return Err("PostgreSQL does not answer".into());
-        }
+        dependency("PostgreSQL", self.store.ping()).await?;
         if !self.bus.is_connected() {
             return Err("NATS is not connected".into());
         }

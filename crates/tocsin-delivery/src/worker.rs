@@ -16,13 +16,14 @@ use futures::{StreamExt, stream};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use time::OffsetDateTime;
 use tocsin_bus::{Bus, DeliveryJob, QueueSettings, Work, WorkQueue};
-use tocsin_core::{DeliveryKey, EventId, Notice, Retry, SendOutcome, SubscriberId};
+use tocsin_core::{DeliveryKey, EventId, Notice, SendOutcome, SubscriberId};
 use tocsin_runtime::Shutdown;
 use tocsin_store::{AttemptOutcome, ClaimPolicy, ClaimResult, Claimed, IncidentAsOf, Store};
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 use crate::DeliveryError;
 use crate::courier::{Courier, Message, UnknownPolicy};
+use crate::decision::Reply;
 use crate::instruments::{Instruments, Outcome};
 use crate::readiness::WorkerReadiness;
 
@@ -45,6 +46,8 @@ pub struct WorkerConfig {
     pub status_page_url: Option<String>,
     /// A name for this process's claims in the ledger.
     pub owner: String,
+    /// How long batches in progress may take to finish after the shutdown signal.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -58,6 +61,7 @@ impl Default for WorkerConfig {
             company: "Tocsin".into(),
             status_page_url: None,
             owner: format!("worker-{}", uuid::Uuid::new_v4().simple()),
+            shutdown_grace: Duration::from_secs(20),
         }
     }
 }
@@ -79,16 +83,23 @@ pub enum Handled {
     Skipped { key: String, reason: String },
     /// The job is not a delivery job; terminated.
     Poison,
+    /// Claimed, but the shutdown deadline came before the send started: recorded as due
+    /// again now and handed back to JetStream for another worker.
+    HandedBack { key: String },
+    /// The shutdown deadline came mid-send, so whether it went out is unknown: left leased
+    /// and unanswered, as a crash would, for the channel's policy on a lost attempt once
+    /// the lease expires.
+    Abandoned { key: String },
 }
 
 /// A channel worker.
 pub struct Worker<C: Courier> {
     store: Store,
-    bus: Bus,
-    courier: Arc<C>,
-    config: WorkerConfig,
+    pub(crate) bus: Bus,
+    pub(crate) courier: Arc<C>,
+    pub(crate) config: WorkerConfig,
     limiter: Option<Arc<DefaultDirectRateLimiter>>,
-    instruments: Instruments,
+    pub(crate) instruments: Instruments,
 }
 
 impl<C: Courier> std::fmt::Debug for Worker<C> {
@@ -160,51 +171,19 @@ impl<C: Courier> Worker<C> {
             .await?)
     }
 
-    /// Pulls and handles jobs until `shutdown`. In-flight batches finish (and are recorded
-    /// and answered) before it returns; jobs not yet pulled stay in the stream.
-    pub async fn run(self, shutdown: Shutdown) -> Result<(), DeliveryError> {
-        let queue = self.queue().await?;
-        let channel = self.courier.channel();
-        info!(%channel, batch = self.config.batch, parallel = self.config.parallel_batches,
-            rate = ?self.config.rate_per_second, "worker started");
-        tokio::spawn(self.instruments.clone().report_pending(
-            self.bus.clone(),
-            channel,
-            shutdown.clone(),
-        ));
-        let messages = queue.messages(self.config.batch).await?;
-        let stopping = shutdown.clone();
-        messages
-            .take_until(async move { stopping.wait().await })
-            .ready_chunks(self.config.batch)
-            .for_each_concurrent(self.config.parallel_batches, |chunk| {
-                let worker = self.clone();
-                async move {
-                    let mut works = Vec::with_capacity(chunk.len());
-                    for message in chunk {
-                        match message {
-                            Ok(work) => works.push(work),
-                            Err(e) => warn!(error = %e, "pulling jobs failed; retrying"),
-                        }
-                    }
-                    if works.is_empty() {
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        return;
-                    }
-                    if let Err(e) = worker.process(works).await {
-                        // Unanswered jobs come back after their ack wait; leases expire.
-                        warn!(error = %e, "a batch failed; its jobs will be redelivered");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                }
-            })
-            .await;
-        info!(%channel, "worker stopped");
-        Ok(())
-    }
-
     /// Handles one batch of pulled jobs, answering each. The "process one" path for tests.
     pub async fn process(&self, works: Vec<Work>) -> Result<Vec<Handled>, DeliveryError> {
+        self.process_until(works, &Shutdown::new()).await
+    }
+
+    /// [`Worker::process`], with sends given up at `deadline` (see [`Handled::HandedBack`]
+    /// and [`Handled::Abandoned`]). The claims and the recording are never cut short: they
+    /// are single statements, and cutting them would strand the whole batch.
+    pub async fn process_until(
+        &self,
+        works: Vec<Work>,
+        deadline: &Shutdown,
+    ) -> Result<Vec<Handled>, DeliveryError> {
         let policy = self.courier.policy();
         let mut handled = Vec::with_capacity(works.len());
         let mut jobs: Vec<(Work, DeliveryJob)> = Vec::with_capacity(works.len());
@@ -276,13 +255,14 @@ impl<C: Courier> Worker<C> {
         if to_send.is_empty() {
             return Ok(handled);
         }
-        handled.extend(self.send_claimed(to_send).await?);
+        handled.extend(self.send_claimed(to_send, deadline).await?);
         Ok(handled)
     }
 
     async fn send_claimed(
         &self,
         claimed: Vec<(Work, DeliveryJob, Claimed)>,
+        deadline: &Shutdown,
     ) -> Result<Vec<Handled>, DeliveryError> {
         let subscriber_ids: Vec<SubscriberId> =
             claimed.iter().map(|(_, _, c)| c.subscriber_id).collect();
@@ -307,28 +287,28 @@ impl<C: Courier> Worker<C> {
             async move {
                 let started = Instant::now();
                 let outcome = match subscriber {
-                    None => Err("the subscriber was deleted; their contact details are gone".to_owned()),
+                    None => Attempt::Done(Err("the subscriber was deleted; their contact details are gone".to_owned())),
                     Some((subscriber, _)) if claim.channel == tocsin_core::Channel::Webhook
                         && subscriber.webhook_disabled.is_some() =>
                     {
-                        Err(format!(
+                        Attempt::Done(Err(format!(
                             "the webhook endpoint is disabled: {}",
                             subscriber.webhook_disabled.unwrap_or_default()
-                        ))
+                        )))
                     }
                     Some((subscriber, secret)) => {
                         if claim.after_lost_attempt && policy.unknown == UnknownPolicy::Reconcile {
                             // The previous holder may have sent it: no blind resend.
-                            Ok(SendOutcome::Unknown {
+                            Attempt::Done(Ok(SendOutcome::Unknown {
                                 reason: "a worker stopped mid-send; awaiting the provider's status callback".into(),
-                            })
+                            }))
                         } else {
                             let message = self.message(&claim, as_of, subscriber, secret);
-                            let outcome = self.send_with_progress(&work, &message).await;
-                            if matches!(outcome, SendOutcome::Delivered { .. }) {
+                            let attempt = self.send_with_progress(&work, &message, deadline).await;
+                            if let Attempt::Done(Ok(SendOutcome::Delivered { .. })) = attempt {
                                 self.instruments.accepted(severity, recorded_at);
                             }
-                            Ok(outcome)
+                            attempt
                         }
                     }
                 };
@@ -344,7 +324,29 @@ impl<C: Courier> Worker<C> {
         let mut records = Vec::with_capacity(results.len());
         let mut answers = Vec::with_capacity(results.len());
         let mut disable = Vec::new();
-        for (work, job, claim, outcome, elapsed) in results {
+        let mut handled = Vec::with_capacity(results.len());
+        for (work, job, claim, attempt, elapsed) in results {
+            let outcome = match attempt {
+                Attempt::Done(outcome) => outcome,
+                Attempt::NotStarted => {
+                    records.push(handed_back(&job, &claim, now));
+                    let key = job.delivery_key.clone();
+                    answers.push((work, job, Reply::Release, Handled::HandedBack { key }));
+                    continue;
+                }
+                Attempt::Abandoned => {
+                    // Unanswered on purpose: the job returns when its ack wait ends, the
+                    // lease has expired by then, and the channel's policy for a lost attempt
+                    // decides (webhook: resend with the same id; email: once; SMS: never).
+                    warn!(delivery_key = %job.delivery_key,
+                        "shutdown deadline reached mid-send; the outcome is unknown, left to the lease");
+                    handled.push(Handled::Abandoned {
+                        key: job.delivery_key,
+                    });
+                    drop(work);
+                    continue;
+                }
+            };
             let gone = match &outcome {
                 Ok(SendOutcome::Gone { reason }) => Some(reason.clone()),
                 _ => None,
@@ -382,13 +384,13 @@ impl<C: Courier> Worker<C> {
                 )
                 .await?;
         }
-        let mut handled = Vec::with_capacity(answers.len());
         for (work, job, reply, outcome) in answers {
             if let Some(settled) = Outcome::of(&outcome) {
                 self.instruments.settled(settled, 1);
             }
             match reply {
                 Reply::Ack => answer(work.ack().await),
+                Reply::Release => answer(work.release().await),
                 Reply::Nak(delay) => {
                     self.instruments.retry_scheduled();
                     answer(work.nak(delay).await)
@@ -436,10 +438,24 @@ impl<C: Courier> Worker<C> {
     }
 
     /// Sends one message, telling JetStream the job is in progress while the send lasts.
-    /// The attempt's duration is recorded without the wait for the rate limiter.
-    async fn send_with_progress(&self, work: &Work, message: &Message) -> SendOutcome {
-        if let Some(limiter) = &self.limiter {
-            limiter.until_ready().await;
+    /// The attempt's duration is recorded without the wait for the rate limiter. At
+    /// `deadline` a send not yet started is not started, and one in progress is dropped.
+    async fn send_with_progress(
+        &self,
+        work: &Work,
+        message: &Message,
+        deadline: &Shutdown,
+    ) -> Attempt {
+        if let Some(limiter) = &self.limiter
+            && deadline
+                .unless_triggered(limiter.until_ready())
+                .await
+                .is_none()
+        {
+            return Attempt::NotStarted;
+        }
+        if deadline.is_triggered() {
+            return Attempt::NotStarted;
         }
         let started = Instant::now();
         let send = self.courier.send(message);
@@ -448,10 +464,12 @@ impl<C: Courier> Worker<C> {
         ticks.tick().await;
         loop {
             tokio::select! {
+                biased;
                 outcome = &mut send => {
                     self.instruments.attempt(started.elapsed());
-                    return outcome;
+                    return Attempt::Done(Ok(outcome));
                 }
+                _ = deadline.wait() => return Attempt::Abandoned,
                 _ = ticks.tick() => {
                     if let Err(e) = work.progress().await {
                         warn!(error = %e, "could not report progress");
@@ -460,117 +478,35 @@ impl<C: Courier> Worker<C> {
             }
         }
     }
-
-    /// Turns an attempt's outcome into a ledger state and a JetStream answer.
-    fn decide(
-        &self,
-        job: &DeliveryJob,
-        claim: &Claimed,
-        outcome: Result<SendOutcome, String>,
-        elapsed: Duration,
-        now: OffsetDateTime,
-    ) -> (AttemptOutcome, Reply, Handled) {
-        let policy = self.courier.policy();
-        let key = job.delivery_key.clone();
-        let mut detail = serde_json::json!({ "latency_ms": elapsed.as_millis() as u64 });
-        let record = |state: &'static str,
-                      next: Option<OffsetDateTime>,
-                      provider_id: Option<String>,
-                      error: Option<String>,
-                      detail: serde_json::Value| AttemptOutcome {
-            delivery_key: key.clone(),
-            incident_id: claim.incident_id,
-            event_id: claim.event_id,
-            state,
-            next_attempt_at: next,
-            provider_id,
-            error,
-            detail,
-        };
-        let outcome = match outcome {
-            Ok(outcome) => outcome,
-            Err(reason) => {
-                detail["reason"] = reason.clone().into();
-                info!(delivery_key = %key, %reason, "delivery skipped");
-                return (
-                    record("skipped", None, None, Some(reason.clone()), detail),
-                    Reply::Ack,
-                    Handled::Skipped { key, reason },
-                );
-            }
-        };
-        let name = outcome.as_str();
-        detail["outcome"] = name.into();
-        if !outcome.reason().is_empty() {
-            detail["reason"] = outcome.reason().into();
-        }
-        let age = (now - claim.created_at)
-            .try_into()
-            .unwrap_or(Duration::ZERO);
-        let retry = |retry_after: Option<Duration>| {
-            policy
-                .retry
-                .after_failure(claim.attempt, age, retry_after, rand::random::<f64>())
-        };
-        let (state, next, reply) = match &outcome {
-            SendOutcome::Delivered { .. } => ("delivered", None, Reply::Ack),
-            SendOutcome::Permanent { .. } => ("failed", None, Reply::Ack),
-            SendOutcome::Gone { .. } => ("failed", None, Reply::Ack),
-            SendOutcome::Transient { retry_after, .. } => match retry(*retry_after) {
-                Retry::After(delay) => ("retrying", Some(now + delay), Reply::Nak(delay)),
-                Retry::GiveUp => ("dead", None, Reply::Dead(outcome.reason().to_owned())),
-            },
-            SendOutcome::Unknown { reason } => match policy.unknown {
-                UnknownPolicy::Resend => match retry(None) {
-                    Retry::After(delay) => ("retrying", Some(now + delay), Reply::Nak(delay)),
-                    Retry::GiveUp => ("dead", None, Reply::Dead(reason.clone())),
-                },
-                UnknownPolicy::ResendOnce if !claim.after_unknown => match retry(None) {
-                    Retry::After(delay) => ("unknown", Some(now + delay), Reply::Nak(delay)),
-                    Retry::GiveUp => ("unknown", None, Reply::Ack),
-                },
-                UnknownPolicy::ResendOnce | UnknownPolicy::Reconcile => {
-                    ("unknown", None, Reply::Ack)
-                }
-            },
-        };
-        if let Some(next) = next {
-            detail["next_attempt_at"] = next.unix_timestamp().into();
-        }
-        let provider_id = match &outcome {
-            SendOutcome::Delivered { provider_id } => provider_id.clone(),
-            _ => None,
-        };
-        match state {
-            "delivered" => debug!(delivery_key = %key, attempt = claim.attempt, "delivered"),
-            "retrying" => {
-                warn!(delivery_key = %key, attempt = claim.attempt, reason = outcome.reason(),
-                delay_ms = next.map(|n| (n - now).whole_milliseconds() as i64), "retry scheduled")
-            }
-            _ => {
-                warn!(delivery_key = %key, attempt = claim.attempt, state, reason = outcome.reason(),
-                "delivery ended without success")
-            }
-        }
-        let error = (!outcome.reason().is_empty()).then(|| outcome.reason().to_owned());
-        (
-            record(state, next, provider_id, error, detail),
-            reply,
-            Handled::Attempted {
-                key,
-                outcome: name,
-                state,
-            },
-        )
-    }
 }
 
-/// How JetStream is answered after the ledger is written.
-enum Reply {
-    Ack,
-    Nak(Duration),
-    /// Dead-lettered: published to the dead-letter subject, then acknowledged.
-    Dead(String),
+/// What became of one claimed job's send.
+enum Attempt {
+    /// Sent, with this outcome; or skipped, for this reason.
+    Done(Result<SendOutcome, String>),
+    /// The shutdown deadline came before the send started: nothing went out.
+    NotStarted,
+    /// The shutdown deadline came mid-send: whether it went out is unknown.
+    Abandoned,
+}
+
+/// The record of a claimed job handed back unsent: due again at once, its lease released.
+/// The claim counted an attempt that never happened; that costs one step of the retry
+/// schedule, which is cheaper than a second statement to undo it.
+fn handed_back(job: &DeliveryJob, claim: &Claimed, now: OffsetDateTime) -> AttemptOutcome {
+    AttemptOutcome {
+        delivery_key: job.delivery_key.clone(),
+        incident_id: claim.incident_id,
+        event_id: claim.event_id,
+        state: "retrying",
+        next_attempt_at: Some(now),
+        provider_id: None,
+        error: None,
+        detail: serde_json::json!({
+            "outcome": "handed_back",
+            "reason": "the worker stopped before sending; nothing was sent",
+        }),
+    }
 }
 
 fn answer(result: Result<(), tocsin_bus::BusError>) {

@@ -11,6 +11,11 @@
 //! An event is acknowledged only after every job is recorded and published and the fan-out
 //! is appended to the delivery trail; until then a crash means a redelivery, and a replay
 //! makes the same keys.
+//!
+//! On SIGTERM a resolver stops pulling and hands back the events it pulled but had not
+//! started. Fan-outs in progress get the grace period to finish; one still running then is
+//! dropped between two statements and its event handed back at once: every step of a
+//! fan-out is safe to replay, so another replica (or this one, restarted) does it again.
 
 mod error;
 pub mod fanout;
@@ -21,7 +26,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use tocsin_bus::{Bus, EventEnvelope, QueueSettings, Work, WorkQueue};
+use futures::stream::FuturesUnordered;
+use tocsin_bus::{Bus, BusError, EventEnvelope, QueueSettings, Work, WorkQueue};
 use tocsin_core::{IncidentId, RecordedEvent};
 use tocsin_runtime::{Readiness, Shutdown};
 use tocsin_store::Store;
@@ -39,6 +45,8 @@ pub struct ResolverConfig {
     /// Delay before an event that arrived ahead of an earlier one is offered again.
     pub ordering_delay: Duration,
     pub queue: QueueSettings,
+    /// How long fan-outs in progress may take to finish after the shutdown signal.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ResolverConfig {
@@ -48,6 +56,7 @@ impl Default for ResolverConfig {
             concurrency: 4,
             ordering_delay: Duration::from_millis(250),
             queue: QueueSettings::resolver(),
+            shutdown_grace: Duration::from_secs(20),
         }
     }
 }
@@ -63,6 +72,9 @@ pub enum Handled {
     Poison,
     /// The fan-out failed; the message comes back after a delay.
     Retrying,
+    /// The shutdown deadline came first: the fan-out was dropped unfinished and the event
+    /// handed back for a replay.
+    HandedBack,
 }
 
 /// A resolver replica.
@@ -103,6 +115,14 @@ impl Resolver {
 
     /// Handles one message: decode, fan out, then ack, nak with a delay, or terminate.
     pub async fn handle(&self, work: Work) -> Handled {
+        self.handle_until(work, &Shutdown::new()).await
+    }
+
+    /// [`Resolver::handle`], unless `deadline` triggers first: then the fan-out is dropped
+    /// where it stands and the event handed back (redelivered at once). That is safe at any
+    /// point, because a replay rewrites the same ledger rows (kept as they are), republishes
+    /// the same jobs (dropped by JetStream as duplicates) and appends the trail entry once.
+    pub async fn handle_until(&self, work: Work, deadline: &Shutdown) -> Handled {
         let event: RecordedEvent = match EventEnvelope::decode(work.payload()) {
             Ok(envelope) => envelope.into(),
             Err(e) => {
@@ -118,10 +138,18 @@ impl Resolver {
                 warn!(error = %e, "could not report progress to JetStream");
             }
         };
-        let outcome =
-            fanout::resolve(&self.store, &self.bus, self.config.fanout, &event, progress).await;
+        let fanout = fanout::resolve(&self.store, &self.bus, self.config.fanout, &event, progress);
+        let outcome = deadline.unless_triggered(fanout).await;
         drop(guard);
         self.release_incident_lock(event.incident_id, lock);
+        let Some(outcome) = outcome else {
+            warn!(incident_id = %event.incident_id, event_id = %event.event_id,
+                "shutdown deadline reached mid-fan-out; handing the event back for a replay");
+            if let Err(e) = work.release().await {
+                warn!(error = %e, "could not hand the event back; it returns after its ack wait");
+            }
+            return Handled::HandedBack;
+        };
         let answered = match &outcome {
             Ok(Resolution::Waiting { earlier }) => {
                 info!(incident_id = %event.incident_id, version = event.version, earlier,
@@ -146,7 +174,10 @@ impl Resolver {
         }
     }
 
-    /// Pulls and handles messages until `shutdown`; in-flight fan-outs finish first.
+    /// Pulls and handles messages until `shutdown`. Then it pulls no more, hands back what
+    /// it pulled and had not started, and gives fan-outs in progress until the grace period
+    /// ends ([`ResolverConfig::shutdown_grace`]); see [`Resolver::handle_until`] for those
+    /// still running then.
     pub async fn run(self, shutdown: Shutdown) -> Result<(), ResolveError> {
         let queue = self.queue().await?;
         info!(
@@ -155,27 +186,43 @@ impl Resolver {
             "resolver started"
         );
         tokio::spawn(report_pending(self.bus.clone(), shutdown.clone()));
-        let messages = queue.messages(self.config.concurrency).await?;
-        let stopping = shutdown.clone();
-        let messages = messages.take_until(async move { stopping.wait().await });
-        messages
-            .for_each_concurrent(self.config.concurrency, |message| {
-                let resolver = self.clone();
-                async move {
-                    match message {
-                        Ok(work) => {
-                            resolver.handle(work).await;
-                        }
-                        Err(e) => {
-                            warn!(error = %e, "pulling events failed; retrying");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                        }
-                    }
+        let deadline = shutdown.deadline(self.config.shutdown_grace);
+        let mut pull = queue.pull(self.config.concurrency);
+        let mut running = FuturesUnordered::new();
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.wait() => break,
+                Some(()) = running.next(), if !running.is_empty() => {}
+                pulled = pull.next(), if running.len() < self.config.concurrency => {
+                    let Some(pulled) = pulled else {
+                        error!("the pull loop ended; stopping");
+                        break;
+                    };
+                    running.push(self.clone().serve(pulled, deadline.clone()));
                 }
-            })
-            .await;
-        info!("resolver stopped");
+            }
+        }
+        info!(
+            in_flight = running.len(),
+            "resolver stopping: handing back what it pulled, finishing fan-outs in progress"
+        );
+        let (handed_back, ()) = tokio::join!(pull.hand_back(), running.collect::<()>());
+        info!(handed_back, "resolver stopped");
         Ok(())
+    }
+
+    /// One pulled message, or one pull error, in the run loop.
+    async fn serve(self, pulled: Result<Work, BusError>, deadline: Shutdown) {
+        match pulled {
+            Ok(work) => {
+                self.handle_until(work, &deadline).await;
+            }
+            Err(e) => {
+                warn!(error = %e, "pulling events failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
     }
 
     fn incident_lock(&self, incident_id: IncidentId) -> Arc<tokio::sync::Mutex<()>> {
@@ -218,10 +265,7 @@ pub struct ResolverReadiness {
 
 impl Readiness for ResolverReadiness {
     async fn check(&self) -> Result<(), String> {
-        if let Err(e) = self.store.ping().await {
-            debug!(error = %e, "not ready: PostgreSQL does not answer");
-            return Err("PostgreSQL does not answer".into());
-        }
+        tocsin_runtime::ops::dependency("PostgreSQL", self.store.ping()).await?;
         if !self.bus.is_connected() {
             return Err("NATS is not connected".into());
         }

@@ -8,7 +8,7 @@ use secrecy::ExposeSecret;
 use tocsin_bus::{Bus, BusConfig};
 use tocsin_resolver::requeue::RequeueConfig;
 use tocsin_resolver::{FanoutConfig, Resolver, ResolverConfig};
-use tocsin_runtime::{Connections, OpsArgs, Shutdown, init_tracing};
+use tocsin_runtime::{Connections, OpsArgs, Shutdown, ShutdownArgs, init_tracing};
 use tocsin_store::Store;
 
 #[derive(Debug, Parser)]
@@ -23,6 +23,8 @@ struct Cli {
     connections: Connections,
     #[command(flatten)]
     ops: OpsArgs,
+    #[command(flatten)]
+    shutdown: ShutdownArgs,
     /// Subscribers read, planned, recorded and published per round of a fan-out.
     #[arg(long, env = "TOCSIN_RESOLVER_PAGE_SIZE", default_value_t = 20_000)]
     page_size: u32,
@@ -68,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
         },
         concurrency: cli.concurrency.max(1),
         ordering_delay: Duration::from_millis(cli.ordering_delay_ms),
+        shutdown_grace: cli.shutdown.grace(),
         ..ResolverConfig::default()
     };
     let shutdown = Shutdown::on_signals();

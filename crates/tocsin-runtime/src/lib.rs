@@ -1,6 +1,7 @@
-//! Process plumbing shared by Tocsin's binaries: tracing set-up, a shutdown signal, the
-//! process-wide TLS crypto provider ([`tls`]), and the ops HTTP server ([`ops`]: Prometheus
-//! `/metrics` from the [`recorder`], `/healthz`, `/readyz`).
+//! Process plumbing shared by Tocsin's binaries: tracing set-up, a shutdown signal with its
+//! grace period ([`Shutdown::deadline`]), the process-wide TLS crypto provider ([`tls`]), and
+//! the ops HTTP server ([`ops`]: Prometheus `/metrics` from the [`recorder`], `/healthz`,
+//! `/readyz`).
 //! Nothing here knows about incidents.
 
 mod connections;
@@ -12,5 +13,5 @@ pub mod tls;
 
 pub use connections::Connections;
 pub use ops::{OpsArgs, Readiness};
-pub use shutdown::Shutdown;
+pub use shutdown::{Shutdown, ShutdownArgs};
 pub use telemetry::{LogFormat, init_tracing};

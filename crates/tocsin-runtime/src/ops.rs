@@ -29,6 +29,10 @@ use crate::{Shutdown, recorder};
 /// database that does not answer.
 const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long one dependency may take inside a readiness check (see [`dependency`]): well
+/// under [`READINESS_TIMEOUT`], so that a dependency that hangs is named in the 503.
+pub const DEPENDENCY_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// How often histograms are compacted and idle metrics expired, whether or not anyone scrapes.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -80,6 +84,32 @@ pub trait Readiness: Send + Sync + 'static {
     /// `Ok` when ready; otherwise a short reason, sent as the body of the 503. Keep it free
     /// of internal detail (log that instead): probes and load balancers read it.
     fn check(&self) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// One dependency's part of a [`Readiness`] check: `Err("<name> does not answer")` when
+/// `check` fails or takes longer than [`DEPENDENCY_TIMEOUT`]. The bound matters: a pool
+/// whose server is down keeps retrying refused connections until its own acquire timeout,
+/// and without it the probe would say only that the check timed out, not what is down.
+/// The error itself is logged at debug level, never sent.
+pub async fn dependency<T, E: std::fmt::Display>(
+    name: &str,
+    check: impl Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(DEPENDENCY_TIMEOUT, check).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => {
+            tracing::debug!(dependency = name, error = %e, "not ready");
+            Err(format!("{name} does not answer"))
+        }
+        Err(_) => {
+            tracing::debug!(
+                dependency = name,
+                timeout_ms = DEPENDENCY_TIMEOUT.as_millis() as u64,
+                "not ready: no answer in time"
+            );
+            Err(format!("{name} does not answer"))
+        }
+    }
 }
 
 /// Always ready; for processes with nothing to depend on.
@@ -155,5 +185,20 @@ async fn readyz<R: Readiness>(State(ops): State<Arc<Ops<R>>>) -> Response {
             "not ready: the readiness check timed out\n",
         )
             .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dependency_that_fails_or_hangs_is_named() {
+        let ok = dependency("PostgreSQL", async { Ok::<_, String>(3) }).await;
+        assert_eq!(ok, Ok(3));
+        let refused = dependency("PostgreSQL", async { Err::<(), _>("connection refused") }).await;
+        assert_eq!(refused, Err("PostgreSQL does not answer".to_owned()));
+        let hangs = dependency("PostgreSQL", std::future::pending::<Result<(), String>>()).await;
+        assert_eq!(hangs, Err("PostgreSQL does not answer".to_owned()));
     }
 }

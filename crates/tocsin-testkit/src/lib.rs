@@ -1,12 +1,13 @@
 //! Test-only helpers, never a stand-in for Tocsin's own code: real per-test PostgreSQL
-//! databases, unique bus prefixes, private `nats-server` processes that a test can stop and
-//! restart, and the workspace's binaries spawned as child processes.
+//! databases, unique bus prefixes, private `nats-server` and PostgreSQL servers that a test
+//! can stop and restart, and the workspace's binaries spawned as child processes.
 //!
 //! A missing PostgreSQL, NATS or binary fails the test loudly with what to do; nothing skips.
 
 pub mod database;
 pub mod nats;
 pub mod pipeline;
+pub mod postgres;
 pub mod process;
 
 /// Installs a test-friendly tracing subscriber once (`RUST_LOG`, `warn` by default).

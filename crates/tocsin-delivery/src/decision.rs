@@ -1,0 +1,128 @@
+//! From an attempt's outcome to the ledger state it leaves and the answer JetStream gets:
+//! the channel's retry schedule and its policy for unknown outcomes, applied.
+
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tocsin_bus::DeliveryJob;
+use tocsin_core::{Retry, SendOutcome};
+use tocsin_store::{AttemptOutcome, Claimed};
+use tracing::{debug, info, warn};
+
+use crate::courier::{Courier, UnknownPolicy};
+use crate::worker::{Handled, Worker};
+
+/// How JetStream is answered after the ledger is written.
+pub(crate) enum Reply {
+    Ack,
+    /// Handed back unsent: redelivered at once.
+    Release,
+    Nak(Duration),
+    /// Dead-lettered: published to the dead-letter subject, then acknowledged.
+    Dead(String),
+}
+
+impl<C: Courier> Worker<C> {
+    /// Turns an attempt's outcome into a ledger state and a JetStream answer.
+    pub(crate) fn decide(
+        &self,
+        job: &DeliveryJob,
+        claim: &Claimed,
+        outcome: Result<SendOutcome, String>,
+        elapsed: Duration,
+        now: OffsetDateTime,
+    ) -> (AttemptOutcome, Reply, Handled) {
+        let policy = self.courier.policy();
+        let key = job.delivery_key.clone();
+        let mut detail = serde_json::json!({ "latency_ms": elapsed.as_millis() as u64 });
+        let record = |state: &'static str,
+                      next: Option<OffsetDateTime>,
+                      provider_id: Option<String>,
+                      error: Option<String>,
+                      detail: serde_json::Value| AttemptOutcome {
+            delivery_key: key.clone(),
+            incident_id: claim.incident_id,
+            event_id: claim.event_id,
+            state,
+            next_attempt_at: next,
+            provider_id,
+            error,
+            detail,
+        };
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(reason) => {
+                detail["reason"] = reason.clone().into();
+                info!(delivery_key = %key, %reason, "delivery skipped");
+                return (
+                    record("skipped", None, None, Some(reason.clone()), detail),
+                    Reply::Ack,
+                    Handled::Skipped { key, reason },
+                );
+            }
+        };
+        let name = outcome.as_str();
+        detail["outcome"] = name.into();
+        if !outcome.reason().is_empty() {
+            detail["reason"] = outcome.reason().into();
+        }
+        let age = (now - claim.created_at)
+            .try_into()
+            .unwrap_or(Duration::ZERO);
+        let retry = |retry_after: Option<Duration>| {
+            policy
+                .retry
+                .after_failure(claim.attempt, age, retry_after, rand::random::<f64>())
+        };
+        let (state, next, reply) = match &outcome {
+            SendOutcome::Delivered { .. } => ("delivered", None, Reply::Ack),
+            SendOutcome::Permanent { .. } => ("failed", None, Reply::Ack),
+            SendOutcome::Gone { .. } => ("failed", None, Reply::Ack),
+            SendOutcome::Transient { retry_after, .. } => match retry(*retry_after) {
+                Retry::After(delay) => ("retrying", Some(now + delay), Reply::Nak(delay)),
+                Retry::GiveUp => ("dead", None, Reply::Dead(outcome.reason().to_owned())),
+            },
+            SendOutcome::Unknown { reason } => match policy.unknown {
+                UnknownPolicy::Resend => match retry(None) {
+                    Retry::After(delay) => ("retrying", Some(now + delay), Reply::Nak(delay)),
+                    Retry::GiveUp => ("dead", None, Reply::Dead(reason.clone())),
+                },
+                UnknownPolicy::ResendOnce if !claim.after_unknown => match retry(None) {
+                    Retry::After(delay) => ("unknown", Some(now + delay), Reply::Nak(delay)),
+                    Retry::GiveUp => ("unknown", None, Reply::Ack),
+                },
+                UnknownPolicy::ResendOnce | UnknownPolicy::Reconcile => {
+                    ("unknown", None, Reply::Ack)
+                }
+            },
+        };
+        if let Some(next) = next {
+            detail["next_attempt_at"] = next.unix_timestamp().into();
+        }
+        let provider_id = match &outcome {
+            SendOutcome::Delivered { provider_id } => provider_id.clone(),
+            _ => None,
+        };
+        match state {
+            "delivered" => debug!(delivery_key = %key, attempt = claim.attempt, "delivered"),
+            "retrying" => {
+                warn!(delivery_key = %key, attempt = claim.attempt, reason = outcome.reason(),
+                delay_ms = next.map(|n| (n - now).whole_milliseconds() as i64), "retry scheduled")
+            }
+            _ => {
+                warn!(delivery_key = %key, attempt = claim.attempt, state, reason = outcome.reason(),
+                "delivery ended without success")
+            }
+        }
+        let error = (!outcome.reason().is_empty()).then(|| outcome.reason().to_owned());
+        (
+            record(state, next, provider_id, error, detail),
+            reply,
+            Handled::Attempted {
+                key,
+                outcome: name,
+                state,
+            },
+        )
+    }
+}

@@ -1,0 +1,80 @@
+//! The worker's loop: pull batches, handle several at once, and stop in two steps.
+//!
+//! On the shutdown signal the worker pulls no more, and hands back at once the jobs it
+//! pulled but had not started, so that another replica takes them now rather than an ack
+//! wait later. Batches in progress get the grace period to send, record and answer. At its
+//! end a send not yet started is handed back (recorded as due again, redelivered at once)
+//! and a send in progress is dropped: its outcome is unknown, so it stays leased and
+//! unanswered and comes back when the lease expires, exactly as after a crash.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tocsin_bus::{BusError, Work};
+use tocsin_runtime::Shutdown;
+use tracing::{error, info, warn};
+
+use crate::courier::Courier;
+use crate::{DeliveryError, Worker};
+
+impl<C: Courier> Worker<C> {
+    /// Pulls and handles jobs until `shutdown`, then stops as the module says, within
+    /// [`WorkerConfig::shutdown_grace`](crate::WorkerConfig::shutdown_grace) (plus the end of
+    /// the open pull request and the last batch's recording).
+    pub async fn run(self, shutdown: Shutdown) -> Result<(), DeliveryError> {
+        let queue = self.queue().await?;
+        let channel = self.courier.channel();
+        info!(%channel, batch = self.config.batch, parallel = self.config.parallel_batches,
+            rate = ?self.config.rate_per_second, "worker started");
+        tokio::spawn(self.instruments.clone().report_pending(
+            self.bus.clone(),
+            channel,
+            shutdown.clone(),
+        ));
+        let deadline = shutdown.deadline(self.config.shutdown_grace);
+        let mut pull = queue.pull(self.config.batch);
+        let mut running = FuturesUnordered::new();
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.wait() => break,
+                Some(()) = running.next(), if !running.is_empty() => {}
+                pulled = pull.next_batch(self.config.batch),
+                    if running.len() < self.config.parallel_batches =>
+                {
+                    if pulled.is_empty() {
+                        error!(%channel, "the pull loop ended; stopping");
+                        break;
+                    }
+                    running.push(self.clone().serve(pulled, deadline.clone()));
+                }
+            }
+        }
+        info!(%channel, batches = running.len(),
+            "worker stopping: handing back what it pulled, finishing batches in progress");
+        let (handed_back, ()) = tokio::join!(pull.hand_back(), running.collect::<()>());
+        info!(%channel, handed_back, "worker stopped");
+        Ok(())
+    }
+
+    /// One pulled batch in the run loop.
+    async fn serve(self, pulled: Vec<Result<Work, BusError>>, deadline: Shutdown) {
+        let mut works = Vec::with_capacity(pulled.len());
+        for item in pulled {
+            match item {
+                Ok(work) => works.push(work),
+                Err(e) => warn!(error = %e, "pulling jobs failed; retrying"),
+            }
+        }
+        if works.is_empty() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            return;
+        }
+        if let Err(e) = self.process_until(works, &deadline).await {
+            // Unanswered jobs come back after their ack wait; leases expire.
+            warn!(error = %e, "a batch failed; its jobs will be redelivered");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
