@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use futures::Stream;
 use time::OffsetDateTime;
-use tocsin_bus::jobs::JOB_SCHEMA;
 use tocsin_bus::{Bus, DeliveryJob};
 use tocsin_core::{IncidentId, PublishRequest};
 use tocsin_proto::v1::{self, incident_service_server::IncidentService};
@@ -217,16 +216,7 @@ impl IncidentService for IncidentApi {
             .map_err(status)?;
         let jobs: Vec<DeliveryJob> = revived
             .iter()
-            .map(|d| DeliveryJob {
-                schema: JOB_SCHEMA,
-                delivery_key: d.delivery_key.clone(),
-                incident_id: *d.incident_id.as_uuid(),
-                event_id: *d.event_id.as_uuid(),
-                event_version: d.event_version,
-                subscriber_id: *d.subscriber_id.as_uuid(),
-                channel: d.channel,
-                send_after: None,
-            })
+            .map(tocsin_resolver::requeue::job_for)
             .collect();
         // The ledger rows are pending again, so a failure here is repaired by replaying again.
         let tag = format!("replay{}", OffsetDateTime::now_utc().unix_timestamp_nanos());

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use tocsin_bus::{Bus, DeliveryJob, jobs::JOB_SCHEMA};
+use tocsin_bus::{Bus, DeliveryJob};
 use tocsin_core::{
     Channel, DeliveryKey, Incident, Planned, RecordedEvent, SubscriberId, Timing, plan,
 };
@@ -183,16 +183,7 @@ where
                     channel: planned.channel,
                     send_after,
                 };
-                let job = DeliveryJob {
-                    schema: JOB_SCHEMA,
-                    delivery_key: delivery.delivery_key.clone(),
-                    incident_id: *event.incident_id.as_uuid(),
-                    event_id: *event.event_id.as_uuid(),
-                    event_version: event.version,
-                    subscriber_id: *subscriber_id.as_uuid(),
-                    channel: planned.channel,
-                    send_after,
-                };
+                let job = crate::requeue::job_for(&delivery);
                 (delivery, job)
             })
             .unzip();

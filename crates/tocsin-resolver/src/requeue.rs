@@ -38,7 +38,8 @@ impl Default for RequeueConfig {
     }
 }
 
-/// The job that carries `delivery`.
+/// The job that carries `delivery`: the one shape of a job, for the fan-out, the requeue
+/// sweep and dead-letter replays alike.
 pub fn job_for(delivery: &NewDelivery) -> DeliveryJob {
     DeliveryJob {
         schema: JOB_SCHEMA,
