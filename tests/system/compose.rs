@@ -1,8 +1,9 @@
 //! `docker-compose.yml` and `deploy/` checked against the workspace, without Docker: every
 //! variable compose sets is one the binary reads (from the built binary's `--help`), every
 //! service binary has a service, runs from the one image `deploy/Dockerfile` builds and is a
-//! binary that image carries, scalable services can scale, dependencies are well-founded, and
-//! Prometheus scrapes every service that serves metrics.
+//! binary that image carries, scalable services can scale, dependencies are well-founded,
+//! Prometheus scrapes every service that serves metrics, and compose waits out every
+//! service's shutdown grace period before killing it.
 //!
 //! The binaries must be built first (`cargo xtask test` does it).
 
@@ -13,7 +14,9 @@ use anyhow::{Context, bail, ensure};
 use serde_norway::Value;
 use tocsin_testkit::process::binary_path;
 
-use self::model::{Healthcheck, Service, Words, load_compose, normalise, read, repo_root};
+use self::model::{
+    Healthcheck, Service, Words, compose_seconds, load_compose, normalise, read, repo_root,
+};
 
 mod model;
 
@@ -265,6 +268,44 @@ fn every_tocsin_service_runs_a_binary_of_the_one_image_from_deploy_dockerfile() 
         ));
     }
     assert_none(problems, "Tocsin services and their image");
+}
+
+/// A service that reads `TOCSIN_SHUTDOWN_GRACE_SECONDS` sets it, and compose gives it longer
+/// than that before SIGKILL (`stop_grace_period`, 10 s if unset), or a stop would cut its
+/// grace period short.
+#[test]
+fn stop_grace_periods_outlast_the_shutdown_grace() {
+    assert_eq!(compose_seconds("1m30s"), Some(90));
+    let compose = load_compose();
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for (name, service) in &compose.services {
+        if service.binary().is_none() {
+            continue;
+        }
+        let read = variables_read(&service.command_words())
+            .unwrap_or_else(|e| panic!("service {name}: {e:#}"));
+        if !read.contains("TOCSIN_SHUTDOWN_GRACE_SECONDS") {
+            continue;
+        }
+        checked += 1;
+        let grace = service.environment.get("TOCSIN_SHUTDOWN_GRACE_SECONDS");
+        let stop = service.stop_grace_period.as_deref();
+        let grace_secs = grace.as_deref().and_then(|g| g.parse::<u64>().ok());
+        if !matches!((grace_secs, stop.and_then(compose_seconds)), (Some(g), Some(s)) if s > g) {
+            problems.push(format!(
+                "{name}: sets TOCSIN_SHUTDOWN_GRACE_SECONDS {grace:?} and stop_grace_period {stop:?}; both must be set, the second longer"
+            ));
+        }
+    }
+    assert!(
+        checked >= 4,
+        "the resolver and three workers read the grace period; found {checked}"
+    );
+    assert_none(
+        problems,
+        "services compose would kill within their grace period",
+    );
 }
 
 #[test]

@@ -101,6 +101,16 @@ impl Bus {
     pub fn is_connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
+
+    /// Waits until everything sent so far has left for the server. Answers to JetStream
+    /// (ack, nak, progress) are fire-and-forget writes into the client's buffer, so a
+    /// process that exits without this may take its last answers with it.
+    pub async fn flush(&self) -> Result<(), BusError> {
+        self.client
+            .flush()
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))
+    }
 }
 
 async fn acknowledged(

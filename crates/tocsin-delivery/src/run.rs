@@ -54,6 +54,10 @@ impl<C: Courier> Worker<C> {
         info!(%channel, batches = running.len(),
             "worker stopping: handing back what it pulled, finishing batches in progress");
         let (handed_back, ()) = tokio::join!(pull.hand_back(), running.collect::<()>());
+        if let Err(e) = self.bus.flush().await {
+            // Answers lost here come back after their ack wait and find their recorded outcome.
+            warn!(error = %e, "could not flush the last answers to JetStream");
+        }
         info!(%channel, handed_back, "worker stopped");
         Ok(())
     }

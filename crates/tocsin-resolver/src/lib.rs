@@ -208,6 +208,10 @@ impl Resolver {
             "resolver stopping: handing back what it pulled, finishing fan-outs in progress"
         );
         let (handed_back, ()) = tokio::join!(pull.hand_back(), running.collect::<()>());
+        if let Err(e) = self.bus.flush().await {
+            // Answers lost here come back after their ack wait, and are replayed harmlessly.
+            warn!(error = %e, "could not flush the last answers to JetStream");
+        }
         info!(handed_back, "resolver stopped");
         Ok(())
     }

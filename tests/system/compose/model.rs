@@ -35,6 +35,8 @@ pub(super) struct Service {
     pub(super) restart: Option<String>,
     #[serde(default)]
     pub(super) volumes: Vec<Value>,
+    /// How long compose waits after SIGTERM before SIGKILL, e.g. `30s` (default 10 s).
+    pub(super) stop_grace_period: Option<String>,
 }
 
 /// `build: .` or `build: {context, dockerfile}`.
@@ -224,4 +226,25 @@ pub(super) fn load_compose() -> Compose {
         .apply_merge()
         .expect("docker-compose.yml's merge keys are well-formed");
     serde_norway::from_value(value).expect("docker-compose.yml has the shape of a compose file")
+}
+
+/// Seconds in a compose duration such as `30s`, `1m30s` or `2m`.
+pub(super) fn compose_seconds(duration: &str) -> Option<u64> {
+    let (mut total, mut number) = (0, String::new());
+    for c in duration.chars() {
+        match c {
+            '0'..='9' => number.push(c),
+            'm' | 's' | 'h' => {
+                let unit = match c {
+                    'h' => 3600,
+                    'm' => 60,
+                    _ => 1,
+                };
+                total += number.parse::<u64>().ok()? * unit;
+                number.clear();
+            }
+            _ => return None,
+        }
+    }
+    number.is_empty().then_some(total)
 }

@@ -7,5 +7,6 @@ mod guard;
 mod ops;
 mod sender;
 mod server;
+mod shutdown;
 mod signatures;
 mod worker;

@@ -1,0 +1,87 @@
+//! `/readyz` follows PostgreSQL: a real resolver process against a private PostgreSQL server
+//! that the test stops and starts again (the shared one keeps running for other tests).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tocsin_testkit::nats::{nats_url, unique_prefix};
+use tocsin_testkit::postgres::PostgresServer;
+use tocsin_testkit::process::{ServiceProcess, free_port};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// One plain HTTP/1.1 GET; returns the status code and the body.
+async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())?;
+    Some((status, body))
+}
+
+/// Polls `/readyz` until it answers `status` with a body containing `needle`.
+async fn wait_for_readyz(addr: SocketAddr, status: u16, needle: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    let mut last = None;
+    loop {
+        if let Some((got, body)) = get(addr, "/readyz").await {
+            if got == status && body.contains(needle) {
+                return body;
+            }
+            last = Some((got, body));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz is not {status} {needle:?} after {within:?}; last answer: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_is_false_while_postgresql_is_stopped() {
+    let mut postgres = PostgresServer::start().await.expect(
+        "this test needs its own PostgreSQL server (initdb and pg_ctl from \
+         /usr/lib/postgresql/<version>/bin, run as the postgres user when the tests run as root)",
+    );
+    let url = postgres.url("postgres");
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    tocsin_store::MIGRATOR.run(&pool).await.unwrap();
+    pool.close().await;
+
+    let ops: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let env: Vec<(String, String)> = [
+        ("DATABASE_URL", url),
+        ("NATS_URL", nats_url()),
+        ("TOCSIN_BUS_PREFIX", unique_prefix()),
+        ("TOCSIN_METRICS_ADDR", ops.to_string()),
+        ("TOCSIN_RESOLVER_REQUEUE_INTERVAL_SECONDS", "0".to_owned()),
+        ("RUST_LOG", "warn".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let mut resolver = ServiceProcess::spawn("tocsin-resolver", &[], &env)
+        .await
+        .unwrap();
+    wait_for_readyz(ops, 200, "ready", Duration::from_secs(20)).await;
+
+    postgres.stop().await.unwrap();
+    let body = wait_for_readyz(ops, 503, "PostgreSQL", Duration::from_secs(10)).await;
+    assert_eq!(body, "not ready: PostgreSQL does not answer\n");
+    assert_eq!(
+        get(ops, "/healthz").await.map(|(s, _)| s),
+        Some(200),
+        "alive all the same"
+    );
+
+    postgres.start_again().await.unwrap();
+    wait_for_readyz(ops, 200, "ready", Duration::from_secs(20)).await;
+
+    let status = resolver.terminate().await.unwrap();
+    assert!(status.success(), "{status:?}");
+}

@@ -1,0 +1,379 @@
+//! SIGTERM in the middle of work, as an orchestrator stops a service: the process exits 0,
+//! and after a restart nothing is lost and nothing is done twice.
+//!
+//! The resolver is stopped mid-fan-out, once with no grace period (the fan-out is dropped
+//! and its event handed back for a replay) and once with one (the fan-out finishes before
+//! the exit). The webhook worker is stopped mid-batch: the batch finishes, the jobs it had
+//! pulled but not started are handed back at once, and the restarted worker sends each of
+//! them once, well before a stranded job's ack wait could have ended.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use tocsin_core::{Channel, Contacts, DeliveryKey, EventId, SubscriberId};
+use tocsin_local_providers::{Fault, FaultRule, WebhookReceiver, WebhookReceiverConfig};
+use tocsin_store::SubscriberWrite;
+use tocsin_testkit::database::TestDatabase;
+use tocsin_testkit::pipeline::{Pipeline, opened, preferences};
+use tocsin_testkit::process::{ServiceProcess, free_port};
+
+/// Subscribers of the resolver tests, each on email and SMS: pages of [`PAGE_SIZE`] make a
+/// fan-out of many rounds, long enough to be caught in the middle.
+const SUBSCRIBERS: usize = 3_000;
+const PAGE_SIZE: &str = "50";
+
+fn env(db: &TestDatabase, pipeline: &Pipeline, extra: &[(&str, String)]) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = [
+        ("DATABASE_URL", db.url.clone()),
+        ("NATS_URL", tocsin_testkit::nats::nats_url()),
+        (
+            "TOCSIN_BUS_PREFIX",
+            pipeline.bus.config().prefix().to_owned(),
+        ),
+        ("TOCSIN_METRICS_ADDR", format!("127.0.0.1:{}", free_port())),
+        ("RUST_LOG", "warn".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+    env
+}
+
+/// Inserts `count` subscribers on email and SMS through the store's batch upsert.
+async fn subscribe_many(pipeline: &Pipeline, count: usize) -> Vec<SubscriberId> {
+    let mut ids = Vec::with_capacity(count);
+    let writes: Vec<SubscriberWrite> = (0..count)
+        .map(|i| SubscriberWrite {
+            external_id: format!("sub-{i}"),
+            preferences: preferences(&[Channel::Email, Channel::Sms]),
+            contacts: Contacts {
+                email: Some(format!("sub-{i}@example.com")),
+                phone: Some(format!("+1415555{i:04}")),
+                webhook_url: None,
+            },
+            candidate_webhook_secret: String::new(),
+        })
+        .collect();
+    for chunk in writes.chunks(1_000) {
+        let upserted = pipeline
+            .store
+            .upsert_subscribers(chunk)
+            .await
+            .expect("upsert");
+        ids.extend(upserted.into_iter().map(|u| u.subscriber.id));
+    }
+    ids
+}
+
+async fn ledger_count(db: &TestDatabase, event: EventId) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE event_id = $1")
+        .bind(event.as_uuid())
+        .fetch_one(db.pool())
+        .await
+        .expect("count the ledger")
+}
+
+async fn fanout_entries(db: &TestDatabase, event: EventId) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM delivery_trail WHERE event_id = $1 AND kind = 'recipients_resolved'",
+    )
+    .bind(event.as_uuid())
+    .fetch_one(db.pool())
+    .await
+    .expect("read the trail")
+}
+
+/// Publishes an opening to [`SUBSCRIBERS`] subscribers, starts the resolver binary with
+/// `grace` seconds, and SIGTERMs it once the ledger shows the fan-out under way. Returns
+/// what the ledger held at the signal, and the rest of the fixture.
+async fn sigterm_resolver_mid_fanout(
+    grace: &str,
+) -> (
+    TestDatabase,
+    Pipeline,
+    EventId,
+    Vec<SubscriberId>,
+    Vec<(String, String)>,
+) {
+    let db = TestDatabase::create_migrated(&tocsin_store::MIGRATOR)
+        .await
+        .unwrap();
+    let pipeline = Pipeline::start(db.pool().clone()).await;
+    let subscribers = subscribe_many(&pipeline, SUBSCRIBERS).await;
+    let event = pipeline.publish("open", None, opened()).await;
+    let expected = (SUBSCRIBERS * 2) as i64;
+    let env = env(
+        &db,
+        &pipeline,
+        &[
+            ("TOCSIN_RESOLVER_PAGE_SIZE", PAGE_SIZE.to_owned()),
+            ("TOCSIN_SHUTDOWN_GRACE_SECONDS", grace.to_owned()),
+            // No sweep: every job on the stream comes from a fan-out.
+            ("TOCSIN_RESOLVER_REQUEUE_INTERVAL_SECONDS", "0".to_owned()),
+        ],
+    );
+    let mut resolver = ServiceProcess::spawn("tocsin-resolver", &[], &env)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let at_signal = loop {
+        let count = ledger_count(&db, event.event_id).await;
+        if count > 0 {
+            break count;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the resolver never started the fan-out"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let started = Instant::now();
+    let status = resolver.terminate().await.unwrap();
+    let took = started.elapsed();
+    assert!(
+        status.success(),
+        "SIGTERM ends the resolver with status 0: {status:?}"
+    );
+    assert!(
+        at_signal < expected,
+        "caught in the middle: {at_signal} of {expected} recorded at the signal"
+    );
+    // The grace period, plus the end of the open pull request and a margin for a slow machine.
+    let grace_secs: u64 = grace.parse().unwrap();
+    assert!(
+        took < Duration::from_secs(grace_secs + 8),
+        "the resolver took {took:?} to stop"
+    );
+    (db, pipeline, event.event_id, subscribers, env)
+}
+
+/// Every expected delivery is in the ledger once, the fan-out is in the trail once, and
+/// every delivery key is on the deliveries stream once.
+async fn assert_fanned_out_once(
+    db: &TestDatabase,
+    pipeline: &Pipeline,
+    event: EventId,
+    subscribers: &[SubscriberId],
+) {
+    let expected: BTreeSet<String> = subscribers
+        .iter()
+        .flat_map(|s| {
+            [Channel::Email, Channel::Sms]
+                .map(|c| DeliveryKey::derive(event, *s, c).as_str().to_owned())
+        })
+        .collect();
+    let ledger: Vec<String> =
+        sqlx::query_scalar("SELECT delivery_key FROM deliveries WHERE event_id = $1")
+            .bind(event.as_uuid())
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        ledger.len(),
+        expected.len(),
+        "one ledger row per recipient and channel"
+    );
+    assert_eq!(ledger.into_iter().collect::<BTreeSet<_>>(), expected);
+    assert_eq!(
+        fanout_entries(db, event).await,
+        1,
+        "one recipients_resolved entry"
+    );
+
+    let mut on_stream = Vec::new();
+    for channel in [Channel::Email, Channel::Sms] {
+        let jobs = pipeline.bus.take_jobs(channel).await.unwrap();
+        on_stream.extend(jobs.into_iter().map(|job| job.delivery_key));
+    }
+    let unique: BTreeSet<String> = on_stream.iter().cloned().collect();
+    assert_eq!(
+        on_stream.len(),
+        unique.len(),
+        "no delivery key twice on the stream"
+    );
+    assert_eq!(unique, expected, "every delivery key on the stream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolver_sigterm_mid_fanout_without_grace_hands_the_event_back_and_loses_nothing() {
+    let (db, pipeline, event, subscribers, env) = sigterm_resolver_mid_fanout("0").await;
+    // No grace: the fan-out was dropped unfinished.
+    assert_eq!(
+        fanout_entries(&db, event).await,
+        0,
+        "the fan-out did not finish before the exit"
+    );
+    let partial = ledger_count(&db, event).await;
+    assert!(partial < (SUBSCRIBERS * 2) as i64, "{partial}");
+
+    // The event was handed back, so the restarted resolver takes it at once; had it been
+    // stranded, it would wait for its ack wait (30 s) first.
+    let restarted_at = Instant::now();
+    let mut restarted = ServiceProcess::spawn("tocsin-resolver", &[], &env)
+        .await
+        .unwrap();
+    while fanout_entries(&db, event).await == 0 {
+        assert!(
+            restarted_at.elapsed() < Duration::from_secs(25),
+            "the restarted resolver did not finish the fan-out before an ack wait could end"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = restarted.terminate().await.unwrap();
+    assert!(status.success(), "{status:?}");
+    assert_fanned_out_once(&db, &pipeline, event, &subscribers).await;
+    db.drop_database().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolver_sigterm_mid_fanout_finishes_it_within_the_grace_period() {
+    let (db, pipeline, event, subscribers, env) = sigterm_resolver_mid_fanout("20").await;
+    assert_eq!(
+        fanout_entries(&db, event).await,
+        1,
+        "the fan-out finished before the exit"
+    );
+    assert_eq!(ledger_count(&db, event).await, (SUBSCRIBERS * 2) as i64);
+
+    // A restart finds nothing left to do, and does nothing twice.
+    let mut restarted = ServiceProcess::spawn("tocsin-resolver", &[], &env)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let status = restarted.terminate().await.unwrap();
+    assert!(status.success(), "{status:?}");
+    assert_fanned_out_once(&db, &pipeline, event, &subscribers).await;
+    db.drop_database().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_worker_sigterm_mid_batch_finishes_it_and_hands_back_the_rest() {
+    const ENDPOINTS: usize = 24;
+    let db = TestDatabase::create_migrated(&tocsin_store::MIGRATOR)
+        .await
+        .unwrap();
+    let pipeline = Pipeline::start(db.pool().clone()).await;
+    let receiver = WebhookReceiver::start(WebhookReceiverConfig::default())
+        .await
+        .unwrap();
+    // Every answer takes a while, so the signal finds a batch in flight.
+    receiver
+        .faults()
+        .push(FaultRule::always(Fault::Delay { ms: 1_500 }));
+    for i in 0..ENDPOINTS {
+        let name = format!("ep{i}");
+        let (_, secret) = pipeline
+            .subscribe(
+                &name,
+                Contacts {
+                    webhook_url: Some(receiver.url_for(&name)),
+                    ..Contacts::default()
+                },
+                preferences(&[Channel::Webhook]),
+            )
+            .await;
+        receiver.register(&name, &secret.unwrap()).unwrap();
+    }
+    let event = pipeline.publish("open", None, opened()).await;
+    pipeline.resolve_all().await;
+
+    let env = env(
+        &db,
+        &pipeline,
+        &[
+            ("TOCSIN_WEBHOOK_ALLOW", "127.0.0.1".to_owned()),
+            ("TOCSIN_WORKER_BATCH", "4".to_owned()),
+            ("TOCSIN_WORKER_PARALLEL_BATCHES", "1".to_owned()),
+            // A long lease, which is also the jobs' ack wait: a job stranded by the stop
+            // rather than handed back would not come back within this test's limits.
+            ("TOCSIN_WORKER_LEASE_SECONDS", "60".to_owned()),
+            ("TOCSIN_SHUTDOWN_GRACE_SECONDS", "10".to_owned()),
+        ],
+    );
+    let states = || async {
+        sqlx::query_as::<_, (String, i64)>(
+            "SELECT state, count(*) FROM deliveries WHERE event_id = $1 GROUP BY state ORDER BY state",
+        )
+        .bind(event.event_id.as_uuid())
+        .fetch_all(db.pool())
+        .await
+        .unwrap()
+    };
+    let count = |states: &[(String, i64)], state: &str| {
+        states
+            .iter()
+            .find(|(s, _)| s == state)
+            .map_or(0, |(_, n)| *n)
+    };
+
+    let mut worker = ServiceProcess::spawn("tocsin-webhook", &[], &env)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(&states().await, "sending") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the worker never started a batch"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = Instant::now();
+    let status = worker.terminate().await.unwrap();
+    let took = started.elapsed();
+    assert!(
+        status.success(),
+        "SIGTERM ends the worker with status 0: {status:?}"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "exit within the grace period: {took:?}"
+    );
+
+    let after_stop = states().await;
+    assert_eq!(
+        count(&after_stop, "sending"),
+        0,
+        "the batch in flight finished and was recorded: {after_stop:?}"
+    );
+    let delivered = count(&after_stop, "delivered");
+    assert!(delivered >= 1, "{after_stop:?}");
+    assert!(
+        delivered < ENDPOINTS as i64,
+        "stopped mid-way: {after_stop:?}"
+    );
+    assert_eq!(
+        count(&after_stop, "pending"),
+        ENDPOINTS as i64 - delivered,
+        "{after_stop:?}"
+    );
+
+    let restarted_at = Instant::now();
+    let mut restarted = ServiceProcess::spawn("tocsin-webhook", &[], &env)
+        .await
+        .unwrap();
+    while count(&states().await, "delivered") < ENDPOINTS as i64 {
+        assert!(
+            restarted_at.elapsed() < Duration::from_secs(40),
+            "the rest was not delivered before a stranded job's ack wait (60 s) could end: {:?}",
+            states().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = restarted.terminate().await.unwrap();
+    assert!(status.success(), "{status:?}");
+
+    let summary = receiver.summary();
+    assert_eq!(summary.unique, ENDPOINTS, "{summary:?}");
+    assert_eq!(
+        summary.duplicates, 0,
+        "each webhook arrived once: {summary:?}"
+    );
+    let trail = pipeline.trail_kinds(event.incident_id).await;
+    assert_eq!(
+        trail.iter().filter(|k| *k == "delivered").count(),
+        ENDPOINTS,
+        "{trail:?}"
+    );
+    db.drop_database().await.unwrap();
+}
