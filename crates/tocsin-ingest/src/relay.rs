@@ -22,8 +22,10 @@ pub struct RelayConfig {
     pub poll_interval: Duration,
     /// Longest wait between retries while NATS or PostgreSQL is down.
     pub max_backoff: Duration,
-    /// How often the active relay prunes expired idempotency keys.
+    /// How often the active relay prunes old outbox rows and idempotency keys.
     pub housekeeping_interval: Duration,
+    /// How long published outbox rows are kept (the events themselves stay forever).
+    pub outbox_retention: time::Duration,
     /// How long idempotency keys are kept (never less than 24 h).
     pub idempotency_retention: time::Duration,
 }
@@ -35,6 +37,7 @@ impl Default for RelayConfig {
             poll_interval: Duration::from_secs(1),
             max_backoff: Duration::from_secs(5),
             housekeeping_interval: Duration::from_secs(3600),
+            outbox_retention: time::Duration::days(1),
             idempotency_retention: time::Duration::days(7),
         }
     }
@@ -280,6 +283,10 @@ impl Relay {
     }
 
     async fn housekeeping(&self) {
+        match self.store.prune_outbox(self.config.outbox_retention).await {
+            Ok(n) => debug!(pruned = n, "old outbox rows pruned"),
+            Err(e) => warn!(error = %e, "outbox pruning failed"),
+        }
         match self
             .store
             .prune_idempotency_keys(self.config.idempotency_retention)

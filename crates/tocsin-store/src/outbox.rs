@@ -23,7 +23,7 @@ impl Store {
             "SELECT ",
             event_columns!(),
             " FROM outbox o JOIN events e ON e.position = o.position
-             ORDER BY o.position LIMIT $1"
+             WHERE o.published_at IS NULL ORDER BY o.position LIMIT $1"
         );
         let rows: Vec<EventRow> = sqlx::query_as(sql)
             .bind(i64::from(limit))
@@ -32,14 +32,14 @@ impl Store {
         events(rows)
     }
 
-    /// Records that JetStream acknowledged these events: their rows leave the outbox.
+    /// Marks events as acknowledged by JetStream.
     ///
-    /// The delete commits without waiting for its fsync (`SET LOCAL synchronous_commit =
-    /// off`), so the disk's flushes go to the appends that need them. A delete lost in a
-    /// crash only makes the relay publish those events again, which JetStream drops by
-    /// message id, exactly as after a crash between ack and delete. The statements go as one
-    /// simple query, which PostgreSQL runs as one implicit transaction in one round trip;
-    /// positions are integers, written into the text as such.
+    /// The mark commits without waiting for its fsync (`SET LOCAL synchronous_commit = off`),
+    /// so the disk's flushes go to the appends that need them. A mark lost in a crash only
+    /// makes the relay publish those events again, which JetStream drops by message id,
+    /// exactly as after a crash between ack and mark. The statements go as one simple query,
+    /// which PostgreSQL runs as one implicit transaction in one round trip; positions are
+    /// integers, written into the text as such.
     #[instrument(skip_all, fields(count = positions.len()))]
     pub async fn mark_published(&self, positions: &[i64]) -> Result<(), StoreError> {
         if positions.is_empty() {
@@ -48,7 +48,8 @@ impl Store {
         let list: Vec<String> = positions.iter().map(i64::to_string).collect();
         let sql = format!(
             "SET LOCAL synchronous_commit = off;
-             DELETE FROM outbox WHERE position = ANY('{{{}}}'::bigint[])",
+             UPDATE outbox SET published_at = clock_timestamp()
+             WHERE position = ANY('{{{}}}'::bigint[]) AND published_at IS NULL",
             list.join(",")
         );
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
@@ -59,10 +60,22 @@ impl Store {
 
     /// How many events wait in the outbox.
     pub async fn outbox_backlog(&self) -> Result<i64, StoreError> {
-        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM outbox")
+        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM outbox WHERE published_at IS NULL")
             .fetch_one(&self.pool)
             .await?;
         Ok(n)
+    }
+
+    /// Forgets outbox rows published more than `keep` ago; the events themselves stay.
+    pub async fn prune_outbox(&self, keep: time::Duration) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM outbox
+             WHERE published_at < now() - make_interval(secs => $1)",
+        )
+        .bind(keep.as_seconds_f64())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     /// Subscribes to append notifications. A dedicated connection, outside the pool.
