@@ -108,3 +108,39 @@ async fn ingest_killed_between_commit_and_publish_relays_each_event_once_after_r
     assert!(status.success(), "SIGTERM ends ingest cleanly: {status:?}");
     db.drop_database().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_on_sigterm_cuts_a_call_still_open_at_the_end_of_its_grace_period() {
+    use tocsin_proto::v1::subscriber_service_client::SubscriberServiceClient;
+
+    let db = TestDatabase::create_migrated(&tocsin_store::MIGRATOR).await.unwrap();
+    let port = free_port();
+    let mut env = ingest_env(&db, &tocsin_testkit::nats::nats_url(), &unique_prefix(), port);
+    env.push(("TOCSIN_SHUTDOWN_GRACE_SECONDS".into(), "1".into()));
+    env.push(("TOCSIN_METRICS_ADDR".into(), "127.0.0.1:0".into()));
+    let mut ingest = ServiceProcess::spawn("tocsin-ingest", &["serve"], &env).await.unwrap();
+    wait_for_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(20)).await.unwrap();
+
+    // An import whose client never ends its stream: without a deadline the server would wait
+    // for it forever.
+    let mut client = SubscriberServiceClient::connect(format!("http://127.0.0.1:{port}")).await.unwrap();
+    let (rows, stream) = tokio::sync::mpsc::channel::<v1::UpsertSubscriberRequest>(1);
+    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(stream));
+    request.metadata_mut().insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    let import = tokio::spawn(async move { client.import_subscribers(request).await });
+    rows.send(v1::UpsertSubscriberRequest { external_id: "open-stream".into(), ..Default::default() })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let started = tokio::time::Instant::now();
+    let status = ingest.terminate().await.unwrap();
+    let took = started.elapsed();
+    assert!(status.success(), "exit 0 after the grace period: {status:?}");
+    assert!(took >= Duration::from_millis(900), "the open call had its grace period: {took:?}");
+    assert!(took < Duration::from_secs(10), "and no more: {took:?}");
+    let cut = import.await.unwrap();
+    assert!(cut.is_err(), "the import never completed: {cut:?}");
+    drop(rows);
+    db.drop_database().await.unwrap();
+}

@@ -40,6 +40,8 @@ pub struct ServeArgs {
     pub webhook_allow: String,
     #[command(flatten)]
     pub relay_tuning: RelayArgs,
+    #[command(flatten)]
+    pub shutdown: tocsin_runtime::ShutdownArgs,
 }
 
 /// Tuning of the outbox relay.
@@ -155,6 +157,8 @@ pub struct IngestConfig {
     pub webhook_policy: tocsin_core::network::UrlPolicy,
     /// Page size of `PreviewFanout`'s walk over subscribers.
     pub fanout: tocsin_resolver::FanoutConfig,
+    /// How long calls in flight may take after the shutdown signal before they are cut.
+    pub shutdown_grace: Duration,
 }
 
 impl IngestConfig {
@@ -166,6 +170,7 @@ impl IngestConfig {
             idempotency_retention: time::Duration::days(7),
             webhook_policy: tocsin_core::network::UrlPolicy::strict(),
             fanout: tocsin_resolver::FanoutConfig::default(),
+            shutdown_grace: Duration::from_secs(20),
         }
     }
 }

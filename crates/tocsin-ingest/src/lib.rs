@@ -43,7 +43,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tower::util::MapResponseLayer;
-use tracing::info;
+use tracing::{info, warn};
 
 pub use config::IngestConfig;
 pub use readiness::IngestReadiness;
@@ -140,7 +140,7 @@ pub async fn run(
         .local_addr()
         .context("reading the listener's address")?;
     info!(%addr, relay = config.relay.is_some(), "ingest serving gRPC");
-    Server::builder()
+    let serving = Server::builder()
         .layer(MapResponseLayer::new(
             status::oversized_as_resource_exhausted::<tonic::body::Body>,
         ))
@@ -149,9 +149,21 @@ pub async fn run(
         .add_service(api)
         .add_service(subscribers)
         .add_service(operations)
-        .serve_with_incoming_shutdown(without_nagle(listener), shutdown.wait())
+        .serve_with_incoming_shutdown(without_nagle(listener), shutdown.wait());
+    // On the signal the server stops accepting and lets calls in flight finish; one that
+    // is still running when the grace period ends is cut. A publish cut there either
+    // committed (its retry is answered from the log) or did not (its retry records it).
+    match shutdown
+        .deadline(config.shutdown_grace)
+        .unless_triggered(serving)
         .await
-        .context("gRPC server failed")?;
+    {
+        Some(served) => served.context("gRPC server failed")?,
+        None => warn!(
+            grace_ms = config.shutdown_grace.as_millis() as u64,
+            "calls still in flight when the shutdown grace period ended were cut"
+        ),
+    }
 
     if let Some(relay) = relay {
         relay.await.context("relay task panicked")?;

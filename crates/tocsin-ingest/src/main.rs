@@ -116,6 +116,7 @@ async fn main() -> anyhow::Result<()> {
                 webhook_policy: tocsin_core::network::UrlPolicy::from_list(&args.webhook_allow)
                     .context("TOCSIN_WEBHOOK_ALLOW")?,
                 fanout: tocsin_resolver::FanoutConfig::default(),
+                shutdown_grace: args.shutdown.grace(),
             };
             let shutdown = Shutdown::on_signals();
             let ops = spawn_ops(&cli.ops, &store, &bus, &shutdown).await?;

@@ -4,7 +4,6 @@
 use tocsin_bus::Bus;
 use tocsin_runtime::Readiness;
 use tocsin_store::Store;
-use tracing::debug;
 
 /// The readiness check of `tocsin-ingest serve` and `tocsin-ingest relay`.
 #[derive(Debug, Clone)]
@@ -21,10 +20,9 @@ impl IngestReadiness {
 
 impl Readiness for IngestReadiness {
     async fn check(&self) -> Result<(), String> {
-        if let Err(e) = self.store.ping().await {
-            debug!(error = %e, "not ready: PostgreSQL does not answer");
-            return Err("PostgreSQL does not answer".into());
-        }
+        // Bounded: a stopped server would otherwise hold the probe for the pool's whole
+        // acquire timeout, and the answer would only say the check timed out.
+        tocsin_runtime::ops::dependency("PostgreSQL", self.store.ping()).await?;
         if !self.bus.is_connected() {
             return Err("NATS is not connected".into());
         }
