@@ -8,9 +8,6 @@ use tonic::Status;
 
 use crate::status::{domain_status, status};
 
-const DEFAULT_PAGE_SIZE: u32 = 100;
-const MAX_PAGE_SIZE: u32 = 1_000;
-
 pub(crate) fn progress_to_wire(progress: &ChannelProgress) -> v1::ChannelProgress {
     let count = |state| progress.count(state);
     v1::ChannelProgress {
@@ -89,15 +86,7 @@ fn listing_request(
     let external_id = Some(request.external_id.trim())
         .filter(|id| !id.is_empty())
         .map(str::to_owned);
-    let page_size = match request.page_size {
-        0 => DEFAULT_PAGE_SIZE,
-        n if n > MAX_PAGE_SIZE => {
-            return Err(Status::invalid_argument(format!(
-                "page_size: {n} is above the limit of {MAX_PAGE_SIZE}"
-            )));
-        }
-        n => n,
-    };
+    let page_size = crate::service::page_size(request.page_size)?;
     let filter = DeliveryFilter {
         channel,
         states,
@@ -173,6 +162,6 @@ mod tests {
         assert_eq!(filter.states, [DeliveryState::Dead]);
         assert_eq!(filter.external_id.as_deref(), Some("acme"));
         assert_eq!(filter.event_version, Some(2));
-        assert_eq!((after, size), (None, DEFAULT_PAGE_SIZE));
+        assert_eq!((after, size), (None, crate::service::DEFAULT_PAGE_SIZE));
     }
 }

@@ -20,7 +20,7 @@ use crate::deliveries;
 use crate::status::{domain_status, status};
 use crate::watch::WatchHub;
 
-const DEFAULT_PAGE_SIZE: u32 = 100;
+pub(crate) const DEFAULT_PAGE_SIZE: u32 = 100;
 const MAX_PAGE_SIZE: u32 = 1_000;
 
 /// The gRPC service. Cheap to clone.
@@ -55,6 +55,17 @@ impl IncidentApi {
             shutdown,
             bus,
         }
+    }
+}
+
+/// A requested page size: 0 means the default; above the limit is refused.
+pub(crate) fn page_size(requested: u32) -> Result<u32, Status> {
+    match requested {
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        n if n > MAX_PAGE_SIZE => Err(Status::invalid_argument(format!(
+            "page_size: {n} is above the limit of {MAX_PAGE_SIZE}"
+        ))),
+        n => Ok(n),
     }
 }
 
@@ -146,15 +157,7 @@ impl IncidentService for IncidentApi {
     ) -> Result<Response<v1::ListIncidentEventsResponse>, Status> {
         let req = request.into_inner();
         let id = required_incident_id(&req.incident_id)?;
-        let page_size = match req.page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            n if n > MAX_PAGE_SIZE => {
-                return Err(Status::invalid_argument(format!(
-                    "page_size: {n} is above the limit of {MAX_PAGE_SIZE}"
-                )));
-            }
-            n => n,
-        };
+        let page_size = page_size(req.page_size)?;
         // The page token is the last version of the previous page: opaque to clients, and
         // stable because the log never changes.
         let after: u64 = if req.page_token.is_empty() {

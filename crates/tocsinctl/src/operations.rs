@@ -45,7 +45,22 @@ pub(crate) async fn replay(server: &Server, args: ReplayArgs) -> Result<(), CtlE
     Ok(())
 }
 
-fn bar(what: &str) -> ProgressBar {
+/// Where a long operation stands, as its progress messages say it.
+struct Step {
+    total: u64,
+    done_so_far: u64,
+    note: String,
+    finished: bool,
+}
+
+/// Follows a progress stream with a bar until its last message, which it returns. A stream
+/// that ends without one means the server went away mid-way.
+async fn follow<T>(
+    server: &Server,
+    what: &str,
+    mut stream: tonic::Streaming<T>,
+    step: impl Fn(&T) -> Step,
+) -> Result<T, CtlError> {
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template(&format!(
@@ -54,78 +69,80 @@ fn bar(what: &str) -> ProgressBar {
         .expect("a valid template")
         .progress_chars("=> "),
     );
-    bar
+    while let Some(message) = stream.next().await {
+        let message = message.map_err(|status| {
+            bar.abandon();
+            server.fail(status)
+        })?;
+        let now = step(&message);
+        bar.set_length(now.total.max(now.done_so_far));
+        bar.set_position(now.done_so_far);
+        bar.set_message(now.note);
+        if now.finished {
+            bar.finish_and_clear();
+            return Ok(message);
+        }
+    }
+    bar.abandon();
+    Err(CtlError::Unreachable(format!(
+        "{} ended the {what} stream before it finished; run it again (it is safe)",
+        server.endpoint
+    )))
 }
 
 pub(crate) async fn rebuild(server: &Server, dry_run: bool) -> Result<(), CtlError> {
-    let mut stream = server
+    let stream = server
         .operations()
         .rebuild_projections(v1::RebuildProjectionsRequest { dry_run })
         .await
         .map_err(|status| server.fail(status))?
         .into_inner();
-    let bar = bar(if dry_run { "checking" } else { "rebuilding" });
-    while let Some(progress) = stream.next().await {
-        let progress = progress.map_err(|status| {
-            bar.abandon();
-            server.fail(status)
-        })?;
-        bar.set_length(progress.total_events.max(progress.events));
-        bar.set_position(progress.events);
-        bar.set_message(format!("{} incidents", progress.incidents));
-        if progress.done {
-            bar.finish_and_clear();
-            if dry_run {
-                println!(
-                    "checked {} incidents ({} events): {} differ from the fold of their log; nothing changed",
-                    progress.incidents, progress.events, progress.drifted
-                );
-            } else {
-                println!(
-                    "rebuilt {} incidents from {} events; {} had drifted and were corrected",
-                    progress.incidents, progress.events, progress.drifted
-                );
-            }
-            return Ok(());
-        }
+    let what = if dry_run { "checking" } else { "rebuilding" };
+    let last = follow(server, what, stream, |p: &v1::RebuildProgress| Step {
+        total: p.total_events,
+        done_so_far: p.events,
+        note: format!("{} incidents", p.incidents),
+        finished: p.done,
+    })
+    .await?;
+    if dry_run {
+        println!(
+            "checked {} incidents ({} events): {} differ from the fold of their log; nothing changed",
+            last.incidents, last.events, last.drifted
+        );
+    } else {
+        println!(
+            "rebuilt {} incidents from {} events; {} had drifted and were corrected",
+            last.incidents, last.events, last.drifted
+        );
     }
-    bar.abandon();
-    Err(CtlError::Unreachable(format!(
-        "{} ended the rebuild's stream before it finished; run it again (it is safe)",
-        server.endpoint
-    )))
+    Ok(())
 }
 
 pub(crate) async fn republish(server: &Server, from_position: i64) -> Result<(), CtlError> {
-    let mut stream = server
+    let stream = server
         .operations()
         .republish_events(v1::RepublishEventsRequest { from_position })
         .await
         .map_err(|status| server.fail(status))?
         .into_inner();
-    let bar = bar("republishing");
-    while let Some(progress) = stream.next().await {
-        let progress = progress.map_err(|status| {
-            bar.abandon();
-            server.fail(status)
-        })?;
-        bar.set_length(progress.total_events.max(progress.events));
-        bar.set_position(progress.events);
-        bar.set_message(format!("up to position {}", progress.last_position));
-        if progress.done {
-            bar.finish_and_clear();
-            println!(
-                "republished {} events from position {} through {}",
-                progress.events,
-                from_position.max(1),
-                progress.last_position
-            );
-            return Ok(());
-        }
-    }
-    bar.abandon();
-    Err(CtlError::Unreachable(format!(
-        "{} ended the republish's stream before it finished; run it again (it is safe)",
-        server.endpoint
-    )))
+    let last = follow(
+        server,
+        "republishing",
+        stream,
+        |p: &v1::RepublishProgress| Step {
+            total: p.total_events,
+            done_so_far: p.events,
+            note: format!("up to position {}", p.last_position),
+            finished: p.done,
+        },
+    )
+    .await?;
+    println!(
+        "republished {} events from position {} through {}",
+        last.events,
+        from_position.max(1),
+        last.last_position
+    );
+    Ok(())
 }
