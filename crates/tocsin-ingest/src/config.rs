@@ -53,6 +53,10 @@ pub struct RelayArgs {
     /// Fallback poll interval in milliseconds; the relay normally wakes on LISTEN/NOTIFY.
     #[arg(long, env = "TOCSIN_RELAY_POLL_MS", default_value_t = 1_000)]
     pub relay_poll_ms: u64,
+    /// Least milliseconds between two relay rounds under load (an idle relay starts at once);
+    /// larger rounds cost PostgreSQL less per event, at the price of this much relay lag.
+    #[arg(long, env = "TOCSIN_RELAY_MIN_INTERVAL_MS", default_value_t = 10)]
+    pub relay_min_interval_ms: u64,
 }
 
 impl RelayArgs {
@@ -60,6 +64,7 @@ impl RelayArgs {
         crate::relay::RelayConfig {
             batch_size: self.relay_batch.max(1),
             poll_interval: Duration::from_millis(self.relay_poll_ms.max(10)),
+            min_round_interval: Duration::from_millis(self.relay_min_interval_ms),
             ..crate::relay::RelayConfig::default()
         }
     }

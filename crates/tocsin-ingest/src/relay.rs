@@ -20,6 +20,10 @@ pub struct RelayConfig {
     pub batch_size: u32,
     /// Fallback poll when no notification arrives.
     pub poll_interval: Duration,
+    /// Least time between the starts of two rounds. Under load appends arrive all the
+    /// time, and a round per announcement spends more on the round (a read, a write) than on
+    /// its few events; pacing gathers them. An idle relay starts at once.
+    pub min_round_interval: Duration,
     /// Longest wait between retries while NATS or PostgreSQL is down.
     pub max_backoff: Duration,
     /// How often the active relay prunes old outbox rows and idempotency keys.
@@ -35,6 +39,7 @@ impl Default for RelayConfig {
         Self {
             batch_size: 512,
             poll_interval: Duration::from_secs(1),
+            min_round_interval: Duration::from_millis(10),
             max_backoff: Duration::from_secs(5),
             housekeeping_interval: Duration::from_secs(3600),
             outbox_retention: time::Duration::days(1),
@@ -189,6 +194,7 @@ impl Relay {
         let mut stream_ready = false;
         let mut backoff = Duration::from_millis(100);
         let mut last_housekeeping = tokio::time::Instant::now();
+        let mut last_round = tokio::time::Instant::now();
         info!(batch = self.config.batch_size, "relay started");
         while !shutdown.is_triggered() {
             if lease.is_none() {
@@ -221,6 +227,15 @@ impl Relay {
                     }
                 }
             }
+            // Paced: a round right after the previous one would carry only what arrived since.
+            let next_round = last_round + self.config.min_round_interval;
+            if tokio::time::Instant::now() < next_round {
+                tokio::select! {
+                    _ = shutdown.wait() => {}
+                    _ = tokio::time::sleep_until(next_round) => {}
+                }
+            }
+            last_round = tokio::time::Instant::now();
             match self.relay_once().await {
                 Ok(n) => {
                     backoff = Duration::from_millis(100);
