@@ -176,35 +176,80 @@ async fn an_operator_imports_publishes_watches_and_replays_with_tocsinctl() {
             .lines()
             .any(|l| l.split_whitespace().take(2).eq([line, who]))
     };
-    assert!(rejected_line("7", "dan") && rejected_line("8", "eve"), "{imported}");
-    assert!(imported.contains("contacts.email") && imported.contains("\"fax\""), "{imported}");
+    assert!(
+        rejected_line("7", "dan") && rejected_line("8", "eve"),
+        "{imported}"
+    );
+    assert!(
+        imported.contains("contacts.email") && imported.contains("\"fax\""),
+        "{imported}"
+    );
     let secrets = std::fs::read_to_string(&secrets).unwrap();
     for line in secrets.lines().skip(1) {
         let (name, secret) = line.split_once(',').unwrap();
         receiver.register(name, secret).unwrap();
     }
-    assert_eq!(secrets.lines().count(), 3, "a header and two secrets: {secrets}");
+    assert_eq!(
+        secrets.lines().count(),
+        3,
+        "a header and two secrets: {secrets}"
+    );
 
     // hook-b answers 500 to everything: its delivery dies after two attempts.
     receiver.faults().push(FaultRule::for_target(
         "hook-b",
-        Fault::Status { status: 500, code: None, retry_after_secs: None },
+        Fault::Status {
+            status: 500,
+            code: None,
+            retry_after_secs: None,
+        },
     ));
     let opened = ok(stack.ctl(&[
-        "publish", "open", "--title", "API errors", "--severity", "major", "--component", "api",
-        "--message", "Some API calls fail. We are investigating.", "--key", "open-1", "--json",
+        "publish",
+        "open",
+        "--title",
+        "API errors",
+        "--severity",
+        "major",
+        "--component",
+        "api",
+        "--message",
+        "Some API calls fail. We are investigating.",
+        "--key",
+        "open-1",
+        "--json",
     ]));
     let opened: serde_json::Value = serde_json::from_str(opened.trim()).unwrap();
     let incident = opened["incident_id"].as_str().unwrap().to_owned();
     assert_eq!(opened["incident_version"], 1);
     assert_eq!(opened["duplicate"], false);
     let again = ok(stack.ctl(&[
-        "publish", "open", "--title", "API errors", "--severity", "major", "--component", "api",
-        "--message", "Some API calls fail. We are investigating.", "--key", "open-1",
+        "publish",
+        "open",
+        "--title",
+        "API errors",
+        "--severity",
+        "major",
+        "--component",
+        "api",
+        "--message",
+        "Some API calls fail. We are investigating.",
+        "--key",
+        "open-1",
     ]));
-    assert!(again.starts_with("already recorded"), "the retried key is recorded once: {again}");
+    assert!(
+        again.starts_with("already recorded"),
+        "the retried key is recorded once: {again}"
+    );
 
-    let watched = ok(stack.ctl(&["watch", &incident, "--timeout", "90", "--interval-ms", "200"]));
+    let watched = ok(stack.ctl(&[
+        "watch",
+        &incident,
+        "--timeout",
+        "90",
+        "--interval-ms",
+        "200",
+    ]));
     assert!(watched.contains("done:"), "{watched}");
     // ann, bob (major meets their threshold) and cat; billing follows another component.
     let email = channel_row(&watched, "email");
@@ -215,11 +260,16 @@ async fn an_operator_imports_publishes_watches_and_replays_with_tocsinctl() {
         (2, 1, 1),
         "{watched}"
     );
-    assert!(watched.contains(&format!("tocsinctl replay --incident {incident}")), "{watched}");
+    assert!(
+        watched.contains(&format!("tocsinctl replay --incident {incident}")),
+        "{watched}"
+    );
 
     let dead = ok(stack.ctl(&["deliveries", &incident, "--state", "dead", "--json"]));
-    let dead: Vec<serde_json::Value> =
-        dead.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let dead: Vec<serde_json::Value> = dead
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0]["external_id"], "hook-b");
     assert_eq!(dead[0]["channel"], "webhook");
@@ -233,27 +283,63 @@ async fn an_operator_imports_publishes_watches_and_replays_with_tocsinctl() {
     // Fixed: the replay sends it once more and it arrives.
     receiver.faults().clear();
     let replayed = ok(stack.ctl(&["replay", "--incident", &incident]));
-    assert!(replayed.starts_with("1 dead letters put back"), "{replayed}");
-    let watched = ok(stack.ctl(&["watch", &incident, "--timeout", "90", "--interval-ms", "200"]));
+    assert!(
+        replayed.starts_with("1 dead letters put back"),
+        "{replayed}"
+    );
+    let watched = ok(stack.ctl(&[
+        "watch",
+        &incident,
+        "--timeout",
+        "90",
+        "--interval-ms",
+        "200",
+    ]));
     let webhook = channel_row(&watched, "webhook");
     assert_eq!((webhook[DELIVERED], webhook[DEAD]), (2, 0), "{watched}");
 
     let resolved = ok(stack.ctl(&[
-        "publish", "resolve", &incident, "--message", "All API calls succeed again.",
+        "publish",
+        "resolve",
+        &incident,
+        "--message",
+        "All API calls succeed again.",
     ]));
-    assert!(resolved.starts_with(&format!("resolved incident {incident} (version 2")), "{resolved}");
-    let watched = ok(stack.ctl(&["watch", &incident, "--timeout", "90", "--interval-ms", "200"]));
-    assert!(watched.contains("version 2 (fanned out through 2)"), "{watched}");
+    assert!(
+        resolved.starts_with(&format!("resolved incident {incident} (version 2")),
+        "{resolved}"
+    );
+    let watched = ok(stack.ctl(&[
+        "watch",
+        &incident,
+        "--timeout",
+        "90",
+        "--interval-ms",
+        "200",
+    ]));
+    assert!(
+        watched.contains("version 2 (fanned out through 2)"),
+        "{watched}"
+    );
     assert_eq!(channel_row(&watched, "email")[DELIVERED], 6, "{watched}");
     assert_eq!(channel_row(&watched, "webhook")[DELIVERED], 4, "{watched}");
     // The providers agree: every message once.
     assert_eq!((smtp.summary().unique, smtp.summary().duplicates), (6, 0));
-    assert_eq!((receiver.summary().unique, receiver.summary().duplicates), (4, 0));
+    assert_eq!(
+        (receiver.summary().unique, receiver.summary().duplicates),
+        (4, 0)
+    );
 
     let rebuilt = ok(stack.ctl(&["rebuild", "--dry-run"]));
-    assert!(rebuilt.contains("checked 1 incidents (2 events): 0 differ"), "{rebuilt}");
+    assert!(
+        rebuilt.contains("checked 1 incidents (2 events): 0 differ"),
+        "{rebuilt}"
+    );
     let republished = ok(stack.ctl(&["republish", "--from-position", "1"]));
-    assert!(republished.starts_with("republished 2 events"), "{republished}");
+    assert!(
+        republished.starts_with("republished 2 events"),
+        "{republished}"
+    );
 
     // Errors are one line on stderr and an exit code a script can act on.
     let refused = stack.ctl_with_token("not-the-token-0000", &["show", &incident]);

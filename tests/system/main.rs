@@ -18,8 +18,8 @@ use tocsin_bus::{Bus, BusConfig};
 use tocsin_proto::v1::{self, incident_service_client::IncidentServiceClient};
 use tocsin_store::Store;
 use tocsin_testkit::database::TestDatabase;
-use tocsin_testkit::nats::{unique_prefix, NatsServer};
-use tocsin_testkit::process::{free_port, wait_for_tcp, ServiceProcess};
+use tocsin_testkit::nats::{NatsServer, unique_prefix};
+use tocsin_testkit::process::{ServiceProcess, free_port, wait_for_tcp};
 
 const TOKEN: &str = "system-test-token-0123";
 
@@ -43,14 +43,22 @@ async fn publish(
     request: v1::PublishEventRequest,
 ) -> v1::PublishEventResponse {
     let mut request = tonic::Request::new(request);
-    request.metadata_mut().insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
-    client.publish_event(request).await.expect("publish succeeds").into_inner()
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    client
+        .publish_event(request)
+        .await
+        .expect("publish succeeds")
+        .into_inner()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_killed_between_commit_and_publish_relays_each_event_once_after_restart() {
     tocsin_testkit::init_tracing();
-    let db = TestDatabase::create_migrated(&tocsin_store::MIGRATOR).await.unwrap();
+    let db = TestDatabase::create_migrated(&tocsin_store::MIGRATOR)
+        .await
+        .unwrap();
     let store = Store::from_pool(db.pool().clone());
     let mut nats = NatsServer::start().await.unwrap();
     let prefix = unique_prefix();
@@ -59,9 +67,15 @@ async fn ingest_killed_between_commit_and_publish_relays_each_event_once_after_r
 
     let port = free_port();
     let env = ingest_env(&db, &nats.url(), &prefix, port);
-    let mut ingest = ServiceProcess::spawn("tocsin-ingest", &["serve"], &env).await.unwrap();
-    wait_for_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(20)).await.unwrap();
-    let mut client = IncidentServiceClient::connect(format!("http://127.0.0.1:{port}")).await.unwrap();
+    let mut ingest = ServiceProcess::spawn("tocsin-ingest", &["serve"], &env)
+        .await
+        .unwrap();
+    wait_for_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(20))
+        .await
+        .unwrap();
+    let mut client = IncidentServiceClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .unwrap();
     let open = publish(
         &mut client,
         v1::PublishEventRequest {
@@ -88,18 +102,29 @@ async fn ingest_killed_between_commit_and_publish_relays_each_event_once_after_r
         )
         .await;
     }
-    assert_eq!(store.outbox_backlog().await.unwrap(), 5, "committed, not yet published");
+    assert_eq!(
+        store.outbox_backlog().await.unwrap(),
+        5,
+        "committed, not yet published"
+    );
 
     ingest.kill().await;
     nats.start_again().await.unwrap();
-    let mut restarted = ServiceProcess::spawn("tocsin-ingest", &["serve"], &env).await.unwrap();
+    let mut restarted = ServiceProcess::spawn("tocsin-ingest", &["serve"], &env)
+        .await
+        .unwrap();
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while store.outbox_backlog().await.unwrap() > 0 {
-        assert!(tokio::time::Instant::now() < deadline, "the restarted relay drains the outbox");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the restarted relay drains the outbox"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let bus = Bus::connect(&nats.url(), BusConfig::new(&prefix).unwrap()).await.unwrap();
+    let bus = Bus::connect(&nats.url(), BusConfig::new(&prefix).unwrap())
+        .await
+        .unwrap();
     let envelopes = bus.read_all_events().await.unwrap();
     let versions: Vec<u64> = envelopes.iter().map(|e| e.version).collect();
     assert_eq!(versions, [1, 2, 3, 4, 5], "each event once, in order");
@@ -113,31 +138,55 @@ async fn ingest_killed_between_commit_and_publish_relays_each_event_once_after_r
 async fn ingest_on_sigterm_cuts_a_call_still_open_at_the_end_of_its_grace_period() {
     use tocsin_proto::v1::subscriber_service_client::SubscriberServiceClient;
 
-    let db = TestDatabase::create_migrated(&tocsin_store::MIGRATOR).await.unwrap();
+    let db = TestDatabase::create_migrated(&tocsin_store::MIGRATOR)
+        .await
+        .unwrap();
     let port = free_port();
-    let mut env = ingest_env(&db, &tocsin_testkit::nats::nats_url(), &unique_prefix(), port);
+    let mut env = ingest_env(
+        &db,
+        &tocsin_testkit::nats::nats_url(),
+        &unique_prefix(),
+        port,
+    );
     env.push(("TOCSIN_SHUTDOWN_GRACE_SECONDS".into(), "1".into()));
     env.push(("TOCSIN_METRICS_ADDR".into(), "127.0.0.1:0".into()));
-    let mut ingest = ServiceProcess::spawn("tocsin-ingest", &["serve"], &env).await.unwrap();
-    wait_for_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(20)).await.unwrap();
+    let mut ingest = ServiceProcess::spawn("tocsin-ingest", &["serve"], &env)
+        .await
+        .unwrap();
+    wait_for_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(20))
+        .await
+        .unwrap();
 
     // An import whose client never ends its stream: without a deadline the server would wait
     // for it forever.
-    let mut client = SubscriberServiceClient::connect(format!("http://127.0.0.1:{port}")).await.unwrap();
-    let (rows, stream) = tokio::sync::mpsc::channel::<v1::UpsertSubscriberRequest>(1);
-    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(stream));
-    request.metadata_mut().insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
-    let import = tokio::spawn(async move { client.import_subscribers(request).await });
-    rows.send(v1::UpsertSubscriberRequest { external_id: "open-stream".into(), ..Default::default() })
+    let mut client = SubscriberServiceClient::connect(format!("http://127.0.0.1:{port}"))
         .await
         .unwrap();
+    let (rows, stream) = tokio::sync::mpsc::channel::<v1::UpsertSubscriberRequest>(1);
+    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(stream));
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    let import = tokio::spawn(async move { client.import_subscribers(request).await });
+    rows.send(v1::UpsertSubscriberRequest {
+        external_id: "open-stream".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let started = tokio::time::Instant::now();
     let status = ingest.terminate().await.unwrap();
     let took = started.elapsed();
-    assert!(status.success(), "exit 0 after the grace period: {status:?}");
-    assert!(took >= Duration::from_millis(900), "the open call had its grace period: {took:?}");
+    assert!(
+        status.success(),
+        "exit 0 after the grace period: {status:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(900),
+        "the open call had its grace period: {took:?}"
+    );
     assert!(took < Duration::from_secs(10), "and no more: {took:?}");
     let cut = import.await.unwrap();
     assert!(cut.is_err(), "the import never completed: {cut:?}");

@@ -149,10 +149,7 @@ impl Bus {
                 if take {
                     message.ack().await.map_err(|e| unavailable(&e))?;
                 }
-                let stored_at = message
-                    .info()
-                    .map_err(|e| unavailable(&e))?
-                    .published;
+                let stored_at = message.info().map_err(|e| unavailable(&e))?.published;
                 out.push(StoredMessage {
                     payload: message.payload.clone(),
                     stored_at,

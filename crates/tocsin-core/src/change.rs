@@ -116,7 +116,10 @@ impl IncidentStatus {
 
     /// Statuses a publisher may set on an open incident; the others follow from event kinds.
     pub fn is_working_status(self) -> bool {
-        matches!(self, Self::Investigating | Self::Identified | Self::Monitoring)
+        matches!(
+            self,
+            Self::Investigating | Self::Identified | Self::Monitoring
+        )
     }
 }
 
@@ -207,7 +210,10 @@ impl Change {
 
         if matches!(kind, Opened | MaintenanceScheduled) {
             if self.title.is_none() {
-                return Err(DomainError::invalid("title", "is required to open an incident"));
+                return Err(DomainError::invalid(
+                    "title",
+                    "is required to open an incident",
+                ));
             }
             if self.components.is_empty() {
                 return Err(DomainError::invalid(
@@ -217,7 +223,10 @@ impl Change {
             }
         }
         if kind == Opened && self.severity.is_none() {
-            return Err(DomainError::invalid("severity", "is required to open an incident"));
+            return Err(DomainError::invalid(
+                "severity",
+                "is required to open an incident",
+            ));
         }
 
         match (kind, self.status) {

@@ -46,6 +46,6 @@ pub use ids::{EventId, IncidentId, SubscriberId};
 pub use incident::{Incident, IncidentKind};
 pub use notice::Notice;
 pub use outcome::SendOutcome;
-pub use retry::{Retry, RetryPolicy};
 pub use preferences::{ComponentFilter, Preferences, QuietHours, default_kinds};
+pub use retry::{Retry, RetryPolicy};
 pub use subscriber::{Contacts, Subscriber};

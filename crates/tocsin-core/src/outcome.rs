@@ -16,7 +16,10 @@ pub enum SendOutcome {
     /// a refused connection, SMTP 4xx, HTTP 408/429/5xx. `retry_after` is the provider's own
     /// request to wait (HTTP `Retry-After`, Twilio 20429); the retry is never scheduled
     /// earlier than it.
-    Transient { reason: String, retry_after: Option<Duration> },
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
     /// The provider refused this message and will refuse it again: SMTP 5xx, HTTP 4xx,
     /// an invalid number. No retry.
     Permanent { reason: String },
@@ -53,7 +56,10 @@ impl SendOutcome {
     }
 
     pub fn transient(reason: impl Into<String>) -> Self {
-        Self::Transient { reason: reason.into(), retry_after: None }
+        Self::Transient {
+            reason: reason.into(),
+            retry_after: None,
+        }
     }
 }
 
@@ -63,10 +69,14 @@ mod tests {
 
     #[test]
     fn names_are_stable_and_reasons_are_carried() {
-        let gone = SendOutcome::Gone { reason: "410 Gone".into() };
+        let gone = SendOutcome::Gone {
+            reason: "410 Gone".into(),
+        };
         assert_eq!(gone.as_str(), "gone");
         assert_eq!(gone.reason(), "410 Gone");
-        let delivered = SendOutcome::Delivered { provider_id: Some("SM1".into()) };
+        let delivered = SendOutcome::Delivered {
+            provider_id: Some("SM1".into()),
+        };
         assert_eq!(delivered.as_str(), "delivered");
         assert_eq!(delivered.reason(), "");
         assert_eq!(SendOutcome::transient("timeout").as_str(), "transient");

@@ -76,30 +76,58 @@ mod tests {
     fn delays_double_with_jitter_inside_each_step() {
         let p = RetryPolicy::default();
         assert_eq!(p.after_failure(1, S(0), None, 0.0), Retry::After(S(5) / 2));
-        assert_eq!(p.after_failure(1, S(0), None, 0.999_999).clone(), p.after_failure(1, S(0), None, 0.999_999));
-        let Retry::After(high) = p.after_failure(1, S(0), None, 0.999_999) else { panic!() };
+        assert_eq!(
+            p.after_failure(1, S(0), None, 0.999_999).clone(),
+            p.after_failure(1, S(0), None, 0.999_999)
+        );
+        let Retry::After(high) = p.after_failure(1, S(0), None, 0.999_999) else {
+            panic!()
+        };
         assert!(high < S(5) && high > S(4));
         assert_eq!(p.after_failure(3, S(0), None, 0.0), Retry::After(S(10)));
         // Capped at 30 minutes.
-        let Retry::After(capped) = p.after_failure(11, S(0), None, 0.999) else { panic!() };
+        let Retry::After(capped) = p.after_failure(11, S(0), None, 0.999) else {
+            panic!()
+        };
         assert!(capped <= S(1800));
     }
 
     #[test]
     fn retry_after_is_a_floor() {
         let p = RetryPolicy::default();
-        assert_eq!(p.after_failure(1, S(0), Some(S(120)), 0.5), Retry::After(S(120)));
-        let Retry::After(d) = p.after_failure(1, S(0), Some(S(1)), 0.5) else { panic!() };
-        assert!(d >= S(1) && d > S(2), "a short Retry-After does not shorten the backoff");
+        assert_eq!(
+            p.after_failure(1, S(0), Some(S(120)), 0.5),
+            Retry::After(S(120))
+        );
+        let Retry::After(d) = p.after_failure(1, S(0), Some(S(1)), 0.5) else {
+            panic!()
+        };
+        assert!(
+            d >= S(1) && d > S(2),
+            "a short Retry-After does not shorten the backoff"
+        );
     }
 
     #[test]
     fn attempts_and_age_are_bounded() {
-        let p = RetryPolicy { max_attempts: 3, ..RetryPolicy::default() };
-        assert!(matches!(p.after_failure(2, S(0), None, 0.5), Retry::After(_)));
+        let p = RetryPolicy {
+            max_attempts: 3,
+            ..RetryPolicy::default()
+        };
+        assert!(matches!(
+            p.after_failure(2, S(0), None, 0.5),
+            Retry::After(_)
+        ));
         assert_eq!(p.after_failure(3, S(0), None, 0.5), Retry::GiveUp);
         let p = RetryPolicy::default();
-        assert_eq!(p.after_failure(1, S(24 * 3600 - 1), None, 0.5), Retry::GiveUp, "too old by the time it would run");
-        assert_eq!(p.after_failure(1, S(0), Some(S(25 * 3600)), 0.5), Retry::GiveUp);
+        assert_eq!(
+            p.after_failure(1, S(24 * 3600 - 1), None, 0.5),
+            Retry::GiveUp,
+            "too old by the time it would run"
+        );
+        assert_eq!(
+            p.after_failure(1, S(0), Some(S(25 * 3600)), 0.5),
+            Retry::GiveUp
+        );
     }
 }

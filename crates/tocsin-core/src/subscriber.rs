@@ -109,7 +109,10 @@ mod tests {
 
     #[test]
     fn every_chosen_channel_needs_an_address() {
-        let contacts = Contacts { email: Some("a@example.com".into()), ..Contacts::default() };
+        let contacts = Contacts {
+            email: Some("a@example.com".into()),
+            ..Contacts::default()
+        };
         assert!(contacts.check_reachable(&prefs(&[Channel::Email])).is_ok());
         let err = contacts
             .check_reachable(&prefs(&[Channel::Email, Channel::Sms]))

@@ -20,7 +20,10 @@ pub fn to_offset_datetime(
 }
 
 pub fn timestamp(at: OffsetDateTime) -> Timestamp {
-    Timestamp { seconds: at.unix_timestamp(), nanos: at.nanosecond() as i32 }
+    Timestamp {
+        seconds: at.unix_timestamp(),
+        nanos: at.nanosecond() as i32,
+    }
 }
 
 /// Parses an incident id field; empty is `None`.
@@ -51,7 +54,12 @@ pub fn event_kind_in(field: &'static str, raw: i32) -> Result<EventKind, DomainE
         Ok(v1::EventKind::Unspecified) => {
             return Err(DomainError::invalid(field, "is required"));
         }
-        Err(_) => return Err(DomainError::invalid(field, format!("{raw} is not a known kind"))),
+        Err(_) => {
+            return Err(DomainError::invalid(
+                field,
+                format!("{raw} is not a known kind"),
+            ));
+        }
     })
 }
 
@@ -67,7 +75,10 @@ pub fn severity_in(field: &'static str, raw: i32) -> Result<Option<Severity>, Do
         Ok(v1::Severity::Major) => Some(Severity::Major),
         Ok(v1::Severity::Critical) => Some(Severity::Critical),
         Err(_) => {
-            return Err(DomainError::invalid(field, format!("{raw} is not a known severity")));
+            return Err(DomainError::invalid(
+                field,
+                format!("{raw} is not a known severity"),
+            ));
         }
     })
 }
@@ -84,7 +95,10 @@ fn status(raw: i32) -> Result<Option<IncidentStatus>, DomainError> {
         Ok(W::InProgress) => Some(IncidentStatus::InProgress),
         Ok(W::Completed) => Some(IncidentStatus::Completed),
         Err(_) => {
-            return Err(DomainError::invalid("status", format!("{raw} is not a known status")));
+            return Err(DomainError::invalid(
+                "status",
+                format!("{raw} is not a known status"),
+            ));
         }
     })
 }
@@ -166,7 +180,10 @@ impl From<IncidentStatus> for v1::IncidentStatus {
 
 impl From<MaintenanceWindow> for v1::MaintenanceWindow {
     fn from(w: MaintenanceWindow) -> Self {
-        Self { starts_at: Some(timestamp(w.starts_at)), ends_at: Some(timestamp(w.ends_at)) }
+        Self {
+            starts_at: Some(timestamp(w.starts_at)),
+            ends_at: Some(timestamp(w.ends_at)),
+        }
     }
 }
 

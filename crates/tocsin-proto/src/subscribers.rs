@@ -15,8 +15,13 @@ pub fn channel(field: &'static str, raw: i32) -> Result<Channel, DomainError> {
         Ok(v1::Channel::Email) => Ok(Channel::Email),
         Ok(v1::Channel::Sms) => Ok(Channel::Sms),
         Ok(v1::Channel::Webhook) => Ok(Channel::Webhook),
-        Ok(v1::Channel::Unspecified) => Err(DomainError::invalid(field, "a channel is unspecified")),
-        Err(_) => Err(DomainError::invalid(field, format!("{raw} is not a known channel"))),
+        Ok(v1::Channel::Unspecified) => {
+            Err(DomainError::invalid(field, "a channel is unspecified"))
+        }
+        Err(_) => Err(DomainError::invalid(
+            field,
+            format!("{raw} is not a known channel"),
+        )),
     }
 }
 
@@ -66,16 +71,18 @@ pub fn preferences(wire: Option<v1::Preferences>) -> Result<Preferences, DomainE
             ));
         }
     }
-    let quiet_hours = wire.quiet_hours.map(|q| -> Result<QuietHours, DomainError> {
-        let minute = |field: &'static str, value: u32| {
-            u16::try_from(value).map_err(|_| DomainError::invalid(field, "must be below 1440"))
-        };
-        Ok(QuietHours {
-            time_zone: q.time_zone,
-            start_minute: minute("preferences.quiet_hours.start_minute", q.start_minute)?,
-            end_minute: minute("preferences.quiet_hours.end_minute", q.end_minute)?,
-        })
-    });
+    let quiet_hours = wire
+        .quiet_hours
+        .map(|q| -> Result<QuietHours, DomainError> {
+            let minute = |field: &'static str, value: u32| {
+                u16::try_from(value).map_err(|_| DomainError::invalid(field, "must be below 1440"))
+            };
+            Ok(QuietHours {
+                time_zone: q.time_zone,
+                start_minute: minute("preferences.quiet_hours.start_minute", q.start_minute)?,
+                end_minute: minute("preferences.quiet_hours.end_minute", q.end_minute)?,
+            })
+        });
     let preferences = Preferences {
         channels,
         components,
@@ -91,7 +98,11 @@ pub fn preferences(wire: Option<v1::Preferences>) -> Result<Preferences, DomainE
 impl From<&Preferences> for v1::Preferences {
     fn from(p: &Preferences) -> Self {
         v1::Preferences {
-            channels: p.channels.iter().map(|c| v1::Channel::from(*c) as i32).collect(),
+            channels: p
+                .channels
+                .iter()
+                .map(|c| v1::Channel::from(*c) as i32)
+                .collect(),
             components: match &p.components {
                 ComponentFilter::All => Vec::new(),
                 ComponentFilter::Only(names) => names.iter().cloned().collect(),
@@ -102,7 +113,10 @@ impl From<&Preferences> for v1::Preferences {
                 .iter()
                 .map(|(channel, kinds)| v1::ChannelKinds {
                     channel: v1::Channel::from(*channel) as i32,
-                    kinds: kinds.iter().map(|k| v1::EventKind::from(*k) as i32).collect(),
+                    kinds: kinds
+                        .iter()
+                        .map(|k| v1::EventKind::from(*k) as i32)
+                        .collect(),
                 })
                 .collect(),
             quiet_hours: p.quiet_hours.as_ref().map(|q| v1::QuietHours {
@@ -160,9 +174,17 @@ mod tests {
         let domain = preferences(Some(wire.clone())).unwrap();
         assert_eq!(v1::Preferences::from(&domain), wire);
 
-        let err = preferences(Some(v1::Preferences { channels: vec![9], ..wire.clone() })).unwrap_err();
+        let err = preferences(Some(v1::Preferences {
+            channels: vec![9],
+            ..wire.clone()
+        }))
+        .unwrap_err();
         assert!(err.to_string().contains("preferences.channels"), "{err}");
-        let err = preferences(Some(v1::Preferences { channels: vec![], ..wire.clone() })).unwrap_err();
+        let err = preferences(Some(v1::Preferences {
+            channels: vec![],
+            ..wire.clone()
+        }))
+        .unwrap_err();
         assert!(err.to_string().contains("preferences.channels"), "{err}");
         let err = preferences(None).unwrap_err();
         assert!(err.to_string().contains("preferences"), "{err}");

@@ -21,7 +21,7 @@ pub struct TestDatabase {
 fn admin_url() -> anyhow::Result<String> {
     std::env::var("DATABASE_URL").context(
         "DATABASE_URL is not set: run the tests with `cargo xtask test`, or export \
-         DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres",
+         DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
     )
 }
 

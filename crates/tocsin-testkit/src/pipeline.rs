@@ -35,14 +35,23 @@ impl Pipeline {
         .await
         .expect("NATS is reachable at NATS_URL");
         bus.ensure_events_stream().await.expect("the events stream");
-        bus.ensure_deliveries_stream().await.expect("the deliveries stream");
+        bus.ensure_deliveries_stream()
+            .await
+            .expect("the deliveries stream");
         let config = ResolverConfig {
-            queue: QueueSettings { ack_wait: Duration::from_secs(2), ..QueueSettings::resolver() },
+            queue: QueueSettings {
+                ack_wait: Duration::from_secs(2),
+                ..QueueSettings::resolver()
+            },
             ordering_delay: Duration::from_millis(20),
             ..ResolverConfig::default()
         };
         let resolver = Resolver::new(store.clone(), bus.clone(), config);
-        Pipeline { store, bus, resolver }
+        Pipeline {
+            store,
+            bus,
+            resolver,
+        }
     }
 
     /// Creates or updates one subscriber; returns it with its new webhook secret, if any.
@@ -58,13 +67,22 @@ impl Pipeline {
             contacts,
             candidate_webhook_secret: tocsin_webhook::signature::WebhookSecret::generate().expose(),
         };
-        let mut upserted = self.store.upsert_subscribers(&[write]).await.expect("upsert");
+        let mut upserted = self
+            .store
+            .upsert_subscribers(&[write])
+            .await
+            .expect("upsert");
         let upserted = upserted.remove(0);
         (upserted.subscriber, upserted.new_webhook_secret)
     }
 
     /// Appends an event to the log and publishes it to the events stream.
-    pub async fn publish(&self, key: &str, incident: Option<IncidentId>, change: Change) -> RecordedEvent {
+    pub async fn publish(
+        &self,
+        key: &str,
+        incident: Option<IncidentId>,
+        change: Change,
+    ) -> RecordedEvent {
         let request = PublishRequest {
             idempotency_key: key.into(),
             incident_id: incident,
@@ -86,9 +104,16 @@ impl Pipeline {
 
     /// Runs the resolver until no event is left to fan out.
     pub async fn resolve_all(&self) {
-        let queue = self.resolver.queue().await.expect("the resolver's consumer");
+        let queue = self
+            .resolver
+            .queue()
+            .await
+            .expect("the resolver's consumer");
         loop {
-            let batch = queue.fetch(16, Duration::from_millis(300)).await.expect("fetch events");
+            let batch = queue
+                .fetch(16, Duration::from_millis(300))
+                .await
+                .expect("fetch events");
             if batch.is_empty() {
                 return;
             }

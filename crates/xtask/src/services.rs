@@ -16,7 +16,10 @@ pub(crate) struct Services {
     pub(crate) nats_url: String,
 }
 
-const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// Loopback: no TLS. sqlx's default `sslmode=prefer` would encrypt every statement to a
+/// server on the same machine (Debian's PostgreSQL has `ssl=on`), which cost the ingest
+/// benchmark throughput and tail latency.
+const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable";
 const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 
 /// The workspace root: xtask lives in `<root>/crates/xtask`.

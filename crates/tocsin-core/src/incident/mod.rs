@@ -46,7 +46,10 @@ pub struct Incident {
 impl Incident {
     /// Whether the lifecycle has ended (resolved incident, completed maintenance).
     pub fn is_closed(&self) -> bool {
-        matches!(self.status, IncidentStatus::Resolved | IncidentStatus::Completed)
+        matches!(
+            self.status,
+            IncidentStatus::Resolved | IncidentStatus::Completed
+        )
     }
 
     /// Decides whether `change` may be appended to an incident in state `current`
@@ -72,14 +75,16 @@ impl Incident {
         }
         let refuse = |why: &str| Err(DomainError::InvalidTransition(why.to_owned()));
         match (incident.kind, incident.status, change.kind) {
-            (_, _, Opened | MaintenanceScheduled) => {
-                refuse("the incident already exists; publish an update, or open a new incident without an id")
-            }
-            (IncidentKind::Incident, IncidentStatus::Resolved, Reopened) => Ok(()),
-            (IncidentKind::Incident, IncidentStatus::Resolved, _) => refuse(
-                "the incident is resolved; the only event it accepts is reopened",
+            (_, _, Opened | MaintenanceScheduled) => refuse(
+                "the incident already exists; publish an update, or open a new incident without an id",
             ),
-            (IncidentKind::Incident, _, Reopened) => refuse("only a resolved incident can be reopened"),
+            (IncidentKind::Incident, IncidentStatus::Resolved, Reopened) => Ok(()),
+            (IncidentKind::Incident, IncidentStatus::Resolved, _) => {
+                refuse("the incident is resolved; the only event it accepts is reopened")
+            }
+            (IncidentKind::Incident, _, Reopened) => {
+                refuse("only a resolved incident can be reopened")
+            }
             (IncidentKind::Incident, _, Updated | Resolved) => Ok(()),
             (IncidentKind::Incident, _, MaintenanceStarted | MaintenanceCompleted) => {
                 refuse("maintenance events apply only to a scheduled maintenance")

@@ -73,9 +73,16 @@ fn resolved_incident_accepts_only_reopen() {
         record(id, 2, change(EventKind::Resolved)),
     ])
     .unwrap();
-    for kind in [EventKind::Updated, EventKind::Resolved, EventKind::MaintenanceStarted] {
+    for kind in [
+        EventKind::Updated,
+        EventKind::Resolved,
+        EventKind::MaintenanceStarted,
+    ] {
         let err = Incident::check_transition(Some(&resolved), id, &change(kind), None).unwrap_err();
-        assert!(matches!(err, DomainError::InvalidTransition(_)), "{kind:?}: {err}");
+        assert!(
+            matches!(err, DomainError::InvalidTransition(_)),
+            "{kind:?}: {err}"
+        );
     }
     Incident::check_transition(Some(&resolved), id, &change(EventKind::Reopened), None).unwrap();
     let reopened = Incident::apply(Some(resolved), &record(id, 3, change(EventKind::Reopened)));
@@ -93,7 +100,10 @@ fn unknown_incident_and_stale_version_are_refused() {
     let open = Incident::fold(&[record(id, 1, opened())]).unwrap();
     assert_eq!(
         Incident::check_transition(Some(&open), id, &change(EventKind::Updated), Some(3)),
-        Err(DomainError::VersionConflict { expected: 3, actual: 1 })
+        Err(DomainError::VersionConflict {
+            expected: 3,
+            actual: 1
+        })
     );
     Incident::check_transition(Some(&open), id, &change(EventKind::Updated), Some(1)).unwrap();
 }
@@ -112,11 +122,20 @@ fn maintenance_runs_scheduled_started_completed() {
         ..change(EventKind::MaintenanceScheduled)
     };
     let m = Incident::fold(&[record(id, 1, scheduled)]).unwrap();
-    assert_eq!((m.kind, m.status), (IncidentKind::Maintenance, IncidentStatus::Scheduled));
+    assert_eq!(
+        (m.kind, m.status),
+        (IncidentKind::Maintenance, IncidentStatus::Scheduled)
+    );
     assert!(Incident::check_transition(Some(&m), id, &change(EventKind::Resolved), None).is_err());
-    let m = Incident::apply(Some(m), &record(id, 2, change(EventKind::MaintenanceStarted)));
+    let m = Incident::apply(
+        Some(m),
+        &record(id, 2, change(EventKind::MaintenanceStarted)),
+    );
     assert_eq!(m.status, IncidentStatus::InProgress);
-    let m = Incident::apply(Some(m), &record(id, 3, change(EventKind::MaintenanceCompleted)));
+    let m = Incident::apply(
+        Some(m),
+        &record(id, 3, change(EventKind::MaintenanceCompleted)),
+    );
     assert!(m.is_closed());
     assert!(Incident::check_transition(Some(&m), id, &change(EventKind::Updated), None).is_err());
 }
@@ -152,28 +171,59 @@ fn validation_names_the_offending_field() {
     assert_eq!(invalid_field(r.validate(now)), "idempotency_key");
 
     assert_eq!(
-        invalid_field(request(Change { title: None, ..opened() }).validate(now)),
+        invalid_field(
+            request(Change {
+                title: None,
+                ..opened()
+            })
+            .validate(now)
+        ),
         "title"
     );
     assert_eq!(
-        invalid_field(request(Change { severity: None, ..opened() }).validate(now)),
+        invalid_field(
+            request(Change {
+                severity: None,
+                ..opened()
+            })
+            .validate(now)
+        ),
         "severity"
     );
     assert_eq!(
-        invalid_field(request(Change { message: "x".repeat(4001), ..opened() }).validate(now)),
+        invalid_field(
+            request(Change {
+                message: "x".repeat(4001),
+                ..opened()
+            })
+            .validate(now)
+        ),
         "message"
     );
     assert_eq!(
-        invalid_field(request(Change { components: vec![], ..opened() }).validate(now)),
+        invalid_field(
+            request(Change {
+                components: vec![],
+                ..opened()
+            })
+            .validate(now)
+        ),
         "components"
     );
     assert_eq!(
         invalid_field(
-            request(Change { status: Some(IncidentStatus::Completed), ..opened() }).validate(now)
+            request(Change {
+                status: Some(IncidentStatus::Completed),
+                ..opened()
+            })
+            .validate(now)
         ),
         "status"
     );
-    assert_eq!(invalid_field(request(change(EventKind::Updated)).validate(now)), "incident_id");
+    assert_eq!(
+        invalid_field(request(change(EventKind::Updated)).validate(now)),
+        "incident_id"
+    );
 
     let mut r = request(opened());
     r.occurred_at = Some(now + time::Duration::hours(1));
@@ -181,7 +231,10 @@ fn validation_names_the_offending_field() {
 
     let mut labels = BTreeMap::new();
     labels.insert("bad key!".to_owned(), "v".to_owned());
-    assert_eq!(invalid_field(request(Change { labels, ..opened() }).validate(now)), "labels");
+    assert_eq!(
+        invalid_field(request(Change { labels, ..opened() }).validate(now)),
+        "labels"
+    );
 }
 
 #[test]
@@ -202,6 +255,9 @@ fn validation_trims_and_deduplicates() {
 fn fingerprint_is_stable_and_sensitive() {
     let a = crate::idempotency::fingerprint(&request(opened()));
     assert_eq!(a, crate::idempotency::fingerprint(&request(opened())));
-    let b = crate::idempotency::fingerprint(&request(Change { message: "other".into(), ..opened() }));
+    let b = crate::idempotency::fingerprint(&request(Change {
+        message: "other".into(),
+        ..opened()
+    }));
     assert_ne!(a, b);
 }

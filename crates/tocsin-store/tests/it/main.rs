@@ -226,3 +226,18 @@ async fn one_relay_lease_at_a_time_and_freed_when_its_holder_goes(pool: PgPool) 
 
 mod progress;
 mod subscribers;
+
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn store_sessions_plan_each_statement_for_the_data_as_it_is(pool: PgPool) {
+    // A generic plan frozen while the tables were empty kept scanning every idempotency key.
+    let store = Store::connect_with((*pool.connect_options()).clone(), 1)
+        .await
+        .unwrap();
+    let (plan_cache_mode, jit): (String, String) =
+        sqlx::query_as("SELECT current_setting('plan_cache_mode'), current_setting('jit')")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(plan_cache_mode, "force_custom_plan");
+    assert_eq!(jit, "off");
+}
