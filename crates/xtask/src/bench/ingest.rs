@@ -26,6 +26,7 @@ use tocsin_proto::v1::{self, EventKind, incident_service_client::IncidentService
 use tokio::sync::Notify;
 use tonic::transport::Channel;
 
+use super::cpu::CpuSample;
 use super::{BenchArgs, Fresh, round2};
 use crate::pipeline::{Ingest, authed, free_port, terminate};
 
@@ -85,12 +86,19 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
             tokio::spawn(publisher(client, c, schedule, run.clone()))
         })
         .collect();
-    tokio::select! {
-        () = tokio::time::sleep(warmup + Duration::from_secs(args.seconds)) => {}
-        () = run.reached.notified() => {}
+    let cpu_before = tokio::select! {
+        () = tokio::time::sleep_until(measure_from.into()) => CpuSample::read(),
+        () = run.reached.notified() => None,
+    };
+    if cpu_before.is_some() {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(args.seconds)) => {}
+            () = run.reached.notified() => {}
+        }
     }
     run.stop.store(true, Ordering::Relaxed);
     let measured = measure_from.elapsed();
+    let cpu_after = CpuSample::read();
     let mut latency = Histogram::<u64>::new(3)?;
     let mut errors = 0u64;
     for task in tasks {
@@ -138,6 +146,9 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     let count = latency.len();
     let per_s = count as f64 / measured.as_secs_f64();
+    let cpu = cpu_before
+        .zip(cpu_after)
+        .map(|(before, after)| before.usage_until(&after, count));
     let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
     println!("| metric | value |\n|---|---|");
     println!("| clients | {} |", args.clients);
@@ -159,6 +170,13 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         latency.max() as f64 / 1000.0
     );
     println!("| relay lag p50 / p99 | {lag_p50:.2} / {lag_p99:.2} ms |");
+    if let Some(cpu) = &cpu {
+        println!(
+            "| host CPU busy / stolen by the hypervisor | {:.0} % / {:.1} % |",
+            cpu.busy_pct, cpu.steal_pct
+        );
+        println!("| CPU ms per 1,000 events | {} |", cpu.breakdown());
+    }
     println!("| errors | {errors} |");
     println!(
         "{}",
@@ -173,6 +191,8 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "relay_lag_p99_ms": round2(lag_p99),
             "errors": errors,
             "synchronous_commit": sync_commit,
+            "cpu_busy_pct": cpu.as_ref().map(|c| c.busy_pct.round()),
+            "cpu_steal_pct": cpu.as_ref().map(|c| round2(c.steal_pct)),
         })
     );
     if errors > 0 {

@@ -5,6 +5,7 @@
 //! - [`fanout_plan`]: one incident opened for many subscribers, through the resolver.
 //! - [`fanout`]: the same, all the way through the workers to the local provider servers.
 
+mod cpu;
 mod fanout;
 mod fanout_plan;
 mod ingest;
