@@ -193,3 +193,108 @@ async fn ingest_on_sigterm_cuts_a_call_still_open_at_the_end_of_its_grace_period
     drop(rows);
     db.drop_database().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_run_alone_stops_on_sigterm_while_nats_is_down_and_loses_nothing() {
+    let db = TestDatabase::create_migrated(&tocsin_store::MIGRATOR)
+        .await
+        .unwrap();
+    let store = Store::from_pool(db.pool().clone());
+    let mut nats = NatsServer::start().await.unwrap();
+    let prefix = unique_prefix();
+    let port = free_port();
+    let mut env = ingest_env(&db, &nats.url(), &prefix, port);
+    env.push(("TOCSIN_METRICS_ADDR".into(), "127.0.0.1:0".into()));
+    env.push(("TOCSIN_SHUTDOWN_GRACE_SECONDS".into(), "1".into()));
+    let mut serve_env = env.clone();
+    serve_env.push(("TOCSIN_RELAY".into(), "false".into()));
+    let mut ingest = ServiceProcess::spawn("tocsin-ingest", &["serve"], &serve_env)
+        .await
+        .unwrap();
+    wait_for_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(20))
+        .await
+        .unwrap();
+    let mut client = IncidentServiceClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let open = publish(
+        &mut client,
+        v1::PublishEventRequest {
+            idempotency_key: "open".into(),
+            kind: v1::EventKind::Opened.into(),
+            severity: v1::Severity::Major.into(),
+            components: vec!["api".into()],
+            title: "API errors".into(),
+            message: "Some API calls fail. We are looking into it.".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    for i in 0..2 {
+        publish(
+            &mut client,
+            v1::PublishEventRequest {
+                idempotency_key: format!("update-{i}"),
+                incident_id: open.incident_id.clone(),
+                kind: v1::EventKind::Updated.into(),
+                message: format!("Update {i}"),
+                ..Default::default()
+            },
+        )
+        .await;
+    }
+    let status = ingest.terminate().await.unwrap();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        store.outbox_backlog().await.unwrap(),
+        3,
+        "an ingest without its relay publishes nothing"
+    );
+
+    // The relay alone, with NATS gone: its rounds fail and back off; SIGTERM still ends it
+    // within its grace period, with status 0, and every event still waits in the outbox.
+    nats.stop().await;
+    let mut relay = ServiceProcess::spawn("tocsin-ingest", &["relay"], &env)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let started = tokio::time::Instant::now();
+    let status = relay.terminate().await.unwrap();
+    let took = started.elapsed();
+    assert!(
+        status.success(),
+        "SIGTERM ends the relay cleanly: {status:?}"
+    );
+    assert!(
+        took < Duration::from_secs(8),
+        "within its grace period: {took:?}"
+    );
+    assert_eq!(store.outbox_backlog().await.unwrap(), 3);
+
+    nats.start_again().await.unwrap();
+    let mut relay = ServiceProcess::spawn("tocsin-ingest", &["relay"], &env)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while store.outbox_backlog().await.unwrap() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the relay drains the outbox once NATS is back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let bus = Bus::connect(&nats.url(), BusConfig::new(&prefix).unwrap())
+        .await
+        .unwrap();
+    let versions: Vec<u64> = bus
+        .read_all_events()
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(versions, [1, 2, 3], "each event once, in order");
+    let status = relay.terminate().await.unwrap();
+    assert!(status.success(), "{status:?}");
+    db.drop_database().await.unwrap();
+}

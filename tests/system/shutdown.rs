@@ -3,15 +3,19 @@
 //!
 //! The resolver is stopped mid-fan-out, once with no grace period (the fan-out is dropped
 //! and its event handed back for a replay) and once with one (the fan-out finishes before
-//! the exit). The webhook worker is stopped mid-batch: the batch finishes, the jobs it had
-//! pulled but not started are handed back at once, and the restarted worker sends each of
-//! them once, well before a stranded job's ack wait could have ended.
+//! the exit). Each channel worker (email, SMS, webhook) is stopped mid-batch: the batch
+//! finishes, the jobs it had pulled but not started are handed back at once, and the
+//! restarted worker sends each of them once, well before a stranded job's ack wait could
+//! have ended.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use tocsin_core::{Channel, Contacts, DeliveryKey, EventId, SubscriberId};
-use tocsin_local_providers::{Fault, FaultRule, WebhookReceiver, WebhookReceiverConfig};
+use tocsin_local_providers::{
+    Fault, FaultRule, Faults, SmtpConfig, SmtpServer, Summary, TwilioConfig, TwilioServer,
+    WebhookReceiver, WebhookReceiverConfig,
+};
 use tocsin_store::SubscriberWrite;
 use tocsin_testkit::database::TestDatabase;
 use tocsin_testkit::pipeline::{Pipeline, opened, preferences};
@@ -247,50 +251,141 @@ async fn resolver_sigterm_mid_fanout_finishes_it_within_the_grace_period() {
     db.drop_database().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn webhook_worker_sigterm_mid_batch_finishes_it_and_hands_back_the_rest() {
-    const ENDPOINTS: usize = 24;
+/// The provider server a channel worker sends to in [`sigterm_worker_mid_batch`].
+enum Provider {
+    Smtp(SmtpServer),
+    Twilio(TwilioServer),
+    Webhook(WebhookReceiver),
+}
+
+impl Provider {
+    async fn start(channel: Channel) -> Provider {
+        match channel {
+            Channel::Email => {
+                Provider::Smtp(SmtpServer::start(SmtpConfig::default()).await.unwrap())
+            }
+            Channel::Sms => {
+                Provider::Twilio(TwilioServer::start(TwilioConfig::default()).await.unwrap())
+            }
+            Channel::Webhook => Provider::Webhook(
+                WebhookReceiver::start(WebhookReceiverConfig::default())
+                    .await
+                    .unwrap(),
+            ),
+        }
+    }
+
+    fn binary(&self) -> &'static str {
+        match self {
+            Provider::Smtp(_) => "tocsin-email",
+            Provider::Twilio(_) => "tocsin-sms",
+            Provider::Webhook(_) => "tocsin-webhook",
+        }
+    }
+
+    fn faults(&self) -> &Faults {
+        match self {
+            Provider::Smtp(server) => server.faults(),
+            Provider::Twilio(server) => server.faults(),
+            Provider::Webhook(server) => server.faults(),
+        }
+    }
+
+    fn summary(&self) -> Summary {
+        match self {
+            Provider::Smtp(server) => server.summary(),
+            Provider::Twilio(server) => server.summary(),
+            Provider::Webhook(server) => server.summary(),
+        }
+    }
+
+    /// The worker's settings for reaching this server.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Provider::Smtp(server) => vec![
+                ("TOCSIN_SMTP_HOST", "127.0.0.1".to_owned()),
+                ("TOCSIN_SMTP_PORT", server.addr().port().to_string()),
+            ],
+            Provider::Twilio(server) => vec![
+                ("TOCSIN_TWILIO_BASE_URL", server.base_url()),
+                ("TOCSIN_TWILIO_ACCOUNT_SID", server.account_sid().to_owned()),
+                ("TOCSIN_TWILIO_AUTH_TOKEN", server.auth_token().to_owned()),
+                ("TOCSIN_TWILIO_FROM", "+15005550006".to_owned()),
+                (
+                    "TOCSIN_SMS_CALLBACK_ADDR",
+                    format!("127.0.0.1:{}", free_port()),
+                ),
+            ],
+            Provider::Webhook(_) => vec![("TOCSIN_WEBHOOK_ALLOW", "127.0.0.1".to_owned())],
+        }
+    }
+
+    /// Subscribes recipient `i` on this provider's channel only.
+    async fn subscribe(&self, pipeline: &Pipeline, i: usize) {
+        let name = format!("r{i}");
+        let (contacts, channel) = match self {
+            Provider::Smtp(_) => (
+                Contacts {
+                    email: Some(format!("{name}@example.com")),
+                    ..Contacts::default()
+                },
+                Channel::Email,
+            ),
+            Provider::Twilio(_) => (
+                Contacts {
+                    phone: Some(format!("+1415555{i:04}")),
+                    ..Contacts::default()
+                },
+                Channel::Sms,
+            ),
+            Provider::Webhook(server) => (
+                Contacts {
+                    webhook_url: Some(server.url_for(&name)),
+                    ..Contacts::default()
+                },
+                Channel::Webhook,
+            ),
+        };
+        let (_, secret) = pipeline
+            .subscribe(&name, contacts, preferences(&[channel]))
+            .await;
+        if let Provider::Webhook(server) = self {
+            server.register(&name, &secret.unwrap()).unwrap();
+        }
+    }
+}
+
+/// Stops a channel worker with SIGTERM while a batch of slow sends is in flight: it exits 0
+/// within the grace period, the batch finishes and is recorded, the jobs it had pulled but
+/// not started are handed back, and a restarted worker sends each of the rest once, well
+/// before a stranded job's ack wait could have ended.
+async fn sigterm_worker_mid_batch(channel: Channel) {
+    const RECIPIENTS: usize = 24;
     let db = TestDatabase::create_migrated(&tocsin_store::MIGRATOR)
         .await
         .unwrap();
     let pipeline = Pipeline::start(db.pool().clone()).await;
-    let receiver = WebhookReceiver::start(WebhookReceiverConfig::default())
-        .await
-        .unwrap();
+    let provider = Provider::start(channel).await;
     // Every answer takes a while, so the signal finds a batch in flight.
-    receiver
+    provider
         .faults()
         .push(FaultRule::always(Fault::Delay { ms: 1_500 }));
-    for i in 0..ENDPOINTS {
-        let name = format!("ep{i}");
-        let (_, secret) = pipeline
-            .subscribe(
-                &name,
-                Contacts {
-                    webhook_url: Some(receiver.url_for(&name)),
-                    ..Contacts::default()
-                },
-                preferences(&[Channel::Webhook]),
-            )
-            .await;
-        receiver.register(&name, &secret.unwrap()).unwrap();
+    for i in 0..RECIPIENTS {
+        provider.subscribe(&pipeline, i).await;
     }
     let event = pipeline.publish("open", None, opened()).await;
     pipeline.resolve_all().await;
 
-    let env = env(
-        &db,
-        &pipeline,
-        &[
-            ("TOCSIN_WEBHOOK_ALLOW", "127.0.0.1".to_owned()),
-            ("TOCSIN_WORKER_BATCH", "4".to_owned()),
-            ("TOCSIN_WORKER_PARALLEL_BATCHES", "1".to_owned()),
-            // A long lease, which is also the jobs' ack wait: a job stranded by the stop
-            // rather than handed back would not come back within this test's limits.
-            ("TOCSIN_WORKER_LEASE_SECONDS", "60".to_owned()),
-            ("TOCSIN_SHUTDOWN_GRACE_SECONDS", "10".to_owned()),
-        ],
-    );
+    let mut extra = provider.env();
+    extra.extend([
+        ("TOCSIN_WORKER_BATCH", "4".to_owned()),
+        ("TOCSIN_WORKER_PARALLEL_BATCHES", "1".to_owned()),
+        // A long lease, which is also the jobs' ack wait: a job stranded by the stop
+        // rather than handed back would not come back within this test's limits.
+        ("TOCSIN_WORKER_LEASE_SECONDS", "60".to_owned()),
+        ("TOCSIN_SHUTDOWN_GRACE_SECONDS", "10".to_owned()),
+    ]);
+    let env = env(&db, &pipeline, &extra);
     let states = || async {
         sqlx::query_as::<_, (String, i64)>(
             "SELECT state, count(*) FROM deliveries WHERE event_id = $1 GROUP BY state ORDER BY state",
@@ -307,7 +402,7 @@ async fn webhook_worker_sigterm_mid_batch_finishes_it_and_hands_back_the_rest() 
             .map_or(0, |(_, n)| *n)
     };
 
-    let mut worker = ServiceProcess::spawn("tocsin-webhook", &[], &env)
+    let mut worker = ServiceProcess::spawn(provider.binary(), &[], &env)
         .await
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -323,7 +418,8 @@ async fn webhook_worker_sigterm_mid_batch_finishes_it_and_hands_back_the_rest() 
     let took = started.elapsed();
     assert!(
         status.success(),
-        "SIGTERM ends the worker with status 0: {status:?}"
+        "SIGTERM ends {} with status 0: {status:?}",
+        provider.binary()
     );
     assert!(
         took < Duration::from_secs(10),
@@ -339,20 +435,20 @@ async fn webhook_worker_sigterm_mid_batch_finishes_it_and_hands_back_the_rest() 
     let delivered = count(&after_stop, "delivered");
     assert!(delivered >= 1, "{after_stop:?}");
     assert!(
-        delivered < ENDPOINTS as i64,
+        delivered < RECIPIENTS as i64,
         "stopped mid-way: {after_stop:?}"
     );
     assert_eq!(
         count(&after_stop, "pending"),
-        ENDPOINTS as i64 - delivered,
+        RECIPIENTS as i64 - delivered,
         "{after_stop:?}"
     );
 
     let restarted_at = Instant::now();
-    let mut restarted = ServiceProcess::spawn("tocsin-webhook", &[], &env)
+    let mut restarted = ServiceProcess::spawn(provider.binary(), &[], &env)
         .await
         .unwrap();
-    while count(&states().await, "delivered") < ENDPOINTS as i64 {
+    while count(&states().await, "delivered") < RECIPIENTS as i64 {
         assert!(
             restarted_at.elapsed() < Duration::from_secs(40),
             "the rest was not delivered before a stranded job's ack wait (60 s) could end: {:?}",
@@ -363,17 +459,37 @@ async fn webhook_worker_sigterm_mid_batch_finishes_it_and_hands_back_the_rest() 
     let status = restarted.terminate().await.unwrap();
     assert!(status.success(), "{status:?}");
 
-    let summary = receiver.summary();
-    assert_eq!(summary.unique, ENDPOINTS, "{summary:?}");
+    let summary = provider.summary();
+    assert_eq!(summary.unique, RECIPIENTS, "{summary:?}");
     assert_eq!(
         summary.duplicates, 0,
-        "each webhook arrived once: {summary:?}"
+        "each message arrived once: {summary:?}"
     );
-    let trail = pipeline.trail_kinds(event.incident_id).await;
-    assert_eq!(
-        trail.iter().filter(|k| *k == "delivered").count(),
-        ENDPOINTS,
-        "{trail:?}"
-    );
+    // Every recipient's delivery is in the trail. (SMS also records Twilio's later status
+    // callback saying "delivered", so entries are counted by delivery key.)
+    let delivered_keys: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT delivery_key) FROM delivery_trail
+         WHERE event_id = $1 AND kind = 'delivered'",
+    )
+    .bind(event.event_id.as_uuid())
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(delivered_keys, RECIPIENTS as i64);
     db.drop_database().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_worker_sigterm_mid_batch_finishes_it_and_hands_back_the_rest() {
+    sigterm_worker_mid_batch(Channel::Email).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sms_worker_sigterm_mid_batch_finishes_it_and_hands_back_the_rest() {
+    sigterm_worker_mid_batch(Channel::Sms).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_worker_sigterm_mid_batch_finishes_it_and_hands_back_the_rest() {
+    sigterm_worker_mid_batch(Channel::Webhook).await;
 }

@@ -153,11 +153,8 @@ pub async fn run(
     // On the signal the server stops accepting and lets calls in flight finish; one that
     // is still running when the grace period ends is cut. A publish cut there either
     // committed (its retry is answered from the log) or did not (its retry records it).
-    match shutdown
-        .deadline(config.shutdown_grace)
-        .unless_triggered(serving)
-        .await
-    {
+    let deadline = shutdown.deadline(config.shutdown_grace);
+    match deadline.unless_triggered(serving).await {
         Some(served) => served.context("gRPC server failed")?,
         None => warn!(
             grace_ms = config.shutdown_grace.as_millis() as u64,
@@ -165,8 +162,17 @@ pub async fn run(
         ),
     }
 
+    // The relay's round in flight gets what is left of the same grace period. A round cut
+    // loses nothing: its events stay in the outbox, and those JetStream already holds are
+    // dropped by message id when published again.
     if let Some(relay) = relay {
-        relay.await.context("relay task panicked")?;
+        match deadline.unless_triggered(relay).await {
+            Some(relayed) => relayed.context("relay task panicked")?,
+            None => warn!(
+                grace_ms = config.shutdown_grace.as_millis() as u64,
+                "a relay round still in flight when the shutdown grace period ended was cut"
+            ),
+        }
     }
     info!("ingest stopped");
     Ok(())

@@ -6,7 +6,7 @@ use secrecy::ExposeSecret;
 use tocsin_bus::{Bus, BusConfig};
 use tocsin_ingest::config::{Connections, RelayArgs, ServeArgs};
 use tocsin_ingest::{IngestConfig, IngestReadiness, Relay, relay};
-use tocsin_runtime::{OpsArgs, Shutdown, init_tracing};
+use tocsin_runtime::{OpsArgs, Shutdown, ShutdownArgs, init_tracing};
 use tocsin_store::Store;
 
 #[derive(Debug, Parser)]
@@ -33,7 +33,12 @@ enum Command {
     /// Apply pending database migrations and exit.
     Migrate,
     /// Run only the outbox relay.
-    Relay(RelayArgs),
+    Relay {
+        #[command(flatten)]
+        tuning: RelayArgs,
+        #[command(flatten)]
+        shutdown: ShutdownArgs,
+    },
     /// Recompute every incident projection from the event log.
     Rebuild {
         /// Only report how many projections differ from their log; change nothing.
@@ -85,15 +90,29 @@ async fn main() -> anyhow::Result<()> {
                 .context("republishing")?;
             tracing::info!(events = report.events, last_position = ?report.last_position, "republish finished");
         }
-        Command::Relay(args) => {
+        Command::Relay {
+            tuning,
+            shutdown: shutdown_args,
+        } => {
             let bus = Bus::connect(&c.nats_url, bus_config)
                 .await
                 .context("connecting to NATS (NATS_URL)")?;
             let shutdown = Shutdown::on_signals();
             let ops = spawn_ops(&cli.ops, &store, &bus, &shutdown).await?;
-            Relay::new(store, bus, args.relay_config())
-                .run(shutdown)
-                .await;
+            let relaying = Relay::new(store, bus, tuning.relay_config()).run(shutdown.clone());
+            // A round cut here loses nothing: its events stay in the outbox, and those
+            // JetStream already holds are dropped by message id when published again.
+            if shutdown
+                .deadline(shutdown_args.grace())
+                .unless_triggered(relaying)
+                .await
+                .is_none()
+            {
+                tracing::warn!(
+                    grace_ms = shutdown_args.grace().as_millis() as u64,
+                    "a relay round still in flight when the shutdown grace period ended was cut"
+                );
+            }
             let _ = ops.await;
         }
         Command::Serve(args) => {

@@ -18,8 +18,8 @@ const PROGRAMS: [&str; 3] = ["postgres", "nats-server", "tocsin-ingest"];
 /// One reading of the host's and the named programs' CPU counters.
 #[derive(Debug, Clone)]
 pub(super) struct CpuSample {
-    /// Host-wide ticks: (all, idle including I/O wait, steal).
-    host: (u64, u64, u64),
+    /// Host-wide ticks: (all, idle, I/O wait, steal).
+    host: (u64, u64, u64, u64),
     /// Ticks used so far by each process of [`PROGRAMS`], by pid.
     processes: HashMap<u32, (&'static str, u64)>,
     /// Ticks used so far by this process (the load generator).
@@ -62,7 +62,8 @@ impl CpuSample {
     pub(super) fn usage_until(&self, later: &CpuSample, events: u64) -> CpuUsage {
         let all = later.host.0.saturating_sub(self.host.0).max(1) as f64;
         let idle = later.host.1.saturating_sub(self.host.1) as f64;
-        let steal = later.host.2.saturating_sub(self.host.2) as f64;
+        let iowait = later.host.2.saturating_sub(self.host.2) as f64;
+        let steal = later.host.3.saturating_sub(self.host.3) as f64;
         let mut programs: Vec<(String, f64)> =
             PROGRAMS.iter().map(|p| ((*p).to_owned(), 0.0)).collect();
         for (pid, (program, ticks)) in &later.processes {
@@ -79,7 +80,8 @@ impl CpuSample {
         // ticks / TICKS_PER_S seconds, in ms, per 1,000 events.
         let scale = 1_000_000.0 / (TICKS_PER_S * events.max(1) as f64);
         CpuUsage {
-            busy_pct: 100.0 * (all - idle - steal).max(0.0) / all,
+            busy_pct: 100.0 * (all - idle - iowait - steal).max(0.0) / all,
+            iowait_pct: 100.0 * iowait / all,
             steal_pct: 100.0 * steal / all,
             ms_per_1000_events: programs
                 .into_iter()
@@ -89,12 +91,14 @@ impl CpuSample {
     }
 }
 
-/// CPU use over a run: the host's shares, and milliseconds of CPU per 1,000 events by
+/// CPU use over a run: the host's shares (busy, idle waiting on the disk, taken by the
+/// hypervisor), and milliseconds of CPU per 1,000 events by
 /// program. Processes that ended during the run are not counted (PostgreSQL's backends for
 /// the service's pool live as long as the run).
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct CpuUsage {
     pub(super) busy_pct: f64,
+    pub(super) iowait_pct: f64,
     pub(super) steal_pct: f64,
     pub(super) ms_per_1000_events: Vec<(String, f64)>,
 }
@@ -111,7 +115,7 @@ impl CpuUsage {
 }
 
 /// The first line of `/proc/stat`: `cpu user nice system idle iowait irq softirq steal …`.
-fn parse_host(stat: &str) -> Option<(u64, u64, u64)> {
+fn parse_host(stat: &str) -> Option<(u64, u64, u64, u64)> {
     let line = stat.lines().next()?;
     let mut fields = line.split_whitespace();
     if fields.next()? != "cpu" {
@@ -126,7 +130,7 @@ fn parse_host(stat: &str) -> Option<(u64, u64, u64)> {
         return None;
     }
     let all = values.iter().sum();
-    Some((all, values[3] + values[4], values[7]))
+    Some((all, values[3], values[4], values[7]))
 }
 
 /// `/proc/<pid>/stat`: the command name (in parentheses, and it may itself hold spaces or
@@ -147,11 +151,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn host_line_gives_all_idle_and_steal() {
+    fn host_line_gives_all_idle_iowait_and_steal() {
         let stat = "cpu  5102 0 3734 435401 274 0 58 47 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n";
         assert_eq!(
             parse_host(stat),
-            Some((5102 + 3734 + 435_401 + 274 + 58 + 47, 435_401 + 274, 47))
+            Some((5102 + 3734 + 435_401 + 274 + 58 + 47, 435_401, 274, 47))
         );
         assert_eq!(parse_host("intr 1 2 3"), None);
     }
@@ -169,18 +173,19 @@ mod tests {
     #[test]
     fn usage_counts_new_processes_from_zero_and_splits_the_host() {
         let before = CpuSample {
-            host: (1000, 600, 100),
+            host: (1000, 550, 50, 100),
             processes: HashMap::from([(10, ("postgres", 50))]),
             own: 20,
         };
         let after = CpuSample {
-            host: (2000, 1100, 300),
+            host: (2000, 1000, 150, 300),
             processes: HashMap::from([(10, ("postgres", 150)), (11, ("postgres", 30))]),
             own: 70,
         };
-        // 1,000 ticks in all: 500 idle, 200 steal, 300 busy; 2,000 events.
+        // 1,000 ticks in all: 450 idle, 100 I/O wait, 200 steal, 250 busy; 2,000 events.
         let usage = before.usage_until(&after, 2000);
-        assert_eq!(usage.busy_pct, 30.0);
+        assert_eq!(usage.busy_pct, 25.0);
+        assert_eq!(usage.iowait_pct, 10.0);
         assert_eq!(usage.steal_pct, 20.0);
         let ms = |name: &str| {
             usage

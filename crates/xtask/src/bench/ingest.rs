@@ -27,6 +27,7 @@ use tokio::sync::Notify;
 use tonic::transport::Channel;
 
 use super::cpu::CpuSample;
+use super::disk::DiskSample;
 use super::{BenchArgs, Fresh, round2};
 use crate::pipeline::{Ingest, authed, free_port, terminate};
 
@@ -53,6 +54,16 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let (sync_commit,): (String,) = sqlx::query_as("SHOW synchronous_commit")
         .fetch_one(&pool)
         .await?;
+    // Readable where PostgreSQL runs on this machine and lets this role see its settings.
+    let data_directory: Option<String> = sqlx::query_scalar("SHOW data_directory")
+        .fetch_one(&pool)
+        .await
+        .ok();
+    let read_disk = || {
+        data_directory
+            .as_deref()
+            .and_then(|dir| DiskSample::read_for(std::path::Path::new(dir)))
+    };
     let limit = args
         .events
         .map_or(String::new(), |n| format!(" or {n} events"));
@@ -86,9 +97,9 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
             tokio::spawn(publisher(client, c, schedule, run.clone()))
         })
         .collect();
-    let cpu_before = tokio::select! {
-        () = tokio::time::sleep_until(measure_from.into()) => CpuSample::read(),
-        () = run.reached.notified() => None,
+    let (cpu_before, disk_before) = tokio::select! {
+        () = tokio::time::sleep_until(measure_from.into()) => (CpuSample::read(), read_disk()),
+        () = run.reached.notified() => (None, None),
     };
     if cpu_before.is_some() {
         tokio::select! {
@@ -99,6 +110,7 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     run.stop.store(true, Ordering::Relaxed);
     let measured = measure_from.elapsed();
     let cpu_after = CpuSample::read();
+    let disk_after = read_disk();
     let mut latency = Histogram::<u64>::new(3)?;
     let mut errors = 0u64;
     for task in tasks {
@@ -149,6 +161,9 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let cpu = cpu_before
         .zip(cpu_after)
         .map(|(before, after)| before.usage_until(&after, count));
+    let disk = disk_before
+        .zip(disk_after)
+        .map(|(before, after)| before.usage_until(&after, measured.as_secs_f64()));
     let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
     println!("| metric | value |\n|---|---|");
     println!("| clients | {} |", args.clients);
@@ -172,10 +187,13 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     println!("| relay lag p50 / p99 | {lag_p50:.2} / {lag_p99:.2} ms |");
     if let Some(cpu) = &cpu {
         println!(
-            "| host CPU busy / stolen by the hypervisor | {:.0} % / {:.1} % |",
-            cpu.busy_pct, cpu.steal_pct
+            "| host CPU busy / waiting on I/O / stolen by the hypervisor | {:.0} % / {:.1} % / {:.1} % |",
+            cpu.busy_pct, cpu.iowait_pct, cpu.steal_pct
         );
         println!("| CPU ms per 1,000 events | {} |", cpu.breakdown());
+    }
+    if let Some(disk) = &disk {
+        println!("| PostgreSQL's disk | {} |", disk.summary());
     }
     println!("| errors | {errors} |");
     println!(
@@ -192,7 +210,10 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "errors": errors,
             "synchronous_commit": sync_commit,
             "cpu_busy_pct": cpu.as_ref().map(|c| c.busy_pct.round()),
+            "cpu_iowait_pct": cpu.as_ref().map(|c| round2(c.iowait_pct)),
             "cpu_steal_pct": cpu.as_ref().map(|c| round2(c.steal_pct)),
+            "disk_write_ms": disk.as_ref().and_then(|d| d.write_ms).map(round2),
+            "disk_flush_ms": disk.as_ref().and_then(|d| d.flush_ms).map(round2),
         })
     );
     if errors > 0 {

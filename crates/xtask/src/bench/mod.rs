@@ -6,6 +6,7 @@
 //! - [`fanout`]: the same, all the way through the workers to the local provider servers.
 
 mod cpu;
+mod disk;
 mod fanout;
 mod fanout_plan;
 mod ingest;
