@@ -14,6 +14,8 @@ use tocsin_testkit::nats::{nats_url, unique_prefix};
 use tocsin_testkit::process::{ServiceProcess, binary_path, free_port, wait_for_tcp};
 
 const TOKEN: &str = "operator-token-0123456789";
+/// A monitoring system's: it may publish and read incidents, nothing more.
+const PUBLISHER_TOKEN: &str = "monitoring-token-0123456789";
 
 /// The running pipeline; every process gets SIGTERM at the end and must exit 0.
 struct Stack {
@@ -46,7 +48,11 @@ impl Stack {
         let port = free_port();
         let ingest_env = with(&[
             ("TOCSIN_GRPC_ADDR", format!("127.0.0.1:{port}")),
-            ("TOCSIN_PUBLISHER_TOKENS", format!("operator={TOKEN}")),
+            (
+                "TOCSIN_PUBLISHER_TOKENS",
+                format!("monitoring={PUBLISHER_TOKEN}"),
+            ),
+            ("TOCSIN_OPERATOR_TOKENS", format!("oncall={TOKEN}")),
         ]);
         let email_env = with(&[
             ("TOCSIN_SMTP_HOST", "127.0.0.1".to_owned()),
@@ -344,11 +350,17 @@ async fn an_operator_imports_publishes_watches_and_replays_with_tocsinctl() {
     // Errors are one line on stderr and an exit code a script can act on.
     let refused = stack.ctl_with_token("not-the-token-0000", &["show", &incident]);
     assert_eq!(refused.status.code(), Some(4));
+    // A publisher's token reads incidents but may not touch dead letters.
+    ok(stack.ctl_with_token(PUBLISHER_TOKEN, &["show", &incident]));
+    let denied = stack.ctl_with_token(PUBLISHER_TOKEN, &["replay", "--incident", &incident]);
+    assert_eq!(denied.status.code(), Some(4));
+    let why = String::from_utf8_lossy(&denied.stderr);
+    assert!(why.contains("operator token"), "{why}");
     let unknown = stack.ctl(&["show", "01900000-0000-7000-8000-000000000000"]);
     assert_eq!(unknown.status.code(), Some(1));
     let invalid = stack.ctl(&["show", "not-an-id"]);
     assert_eq!(invalid.status.code(), Some(2));
-    for output in [&refused, &unknown, &invalid] {
+    for output in [&refused, &denied, &unknown, &invalid] {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
         assert!(stderr.starts_with("tocsinctl: "), "{stderr}");

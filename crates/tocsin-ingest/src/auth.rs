@@ -1,4 +1,4 @@
-//! Bearer-token authentication of publishers.
+//! Bearer-token authentication of callers, and the role each may act in.
 
 use std::sync::Arc;
 
@@ -7,33 +7,62 @@ use subtle::ConstantTimeEq;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Status};
 
-use crate::config::PublisherTokens;
+use crate::config::{CallerTokens, Role};
 
 /// The authenticated caller, put in request extensions by [`Authenticator::intercept`].
+/// Its name is recorded as the publisher of the events it publishes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Publisher(pub String);
+pub struct Caller {
+    pub name: String,
+    pub role: Role,
+}
 
-/// Checks `authorization: Bearer <token>` against the configured publishers.
+/// The caller of an authenticated request.
+#[allow(clippy::result_large_err)]
+pub(crate) fn caller<T>(request: &Request<T>) -> Result<&Caller, Status> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .ok_or_else(|| Status::unauthenticated("request was not authenticated"))
+}
+
+/// Refuses a caller without the operator role, naming what it tried.
+#[allow(clippy::result_large_err)]
+pub(crate) fn require_operator<T>(request: &Request<T>, action: &str) -> Result<(), Status> {
+    let caller = caller(request)?;
+    if caller.role == Role::Operator {
+        Ok(())
+    } else {
+        Err(Status::permission_denied(format!(
+            "{action} needs an operator token (TOCSIN_OPERATOR_TOKENS); {:?} is a {}",
+            caller.name,
+            caller.role.as_str()
+        )))
+    }
+}
+
+/// Checks `authorization: Bearer <token>` against the configured callers.
 #[derive(Debug, Clone)]
 pub struct Authenticator {
     /// SHA-256 of each token: comparing fixed-length digests keeps the comparison's time
     /// independent of where, and whether, the token differs.
-    digests: Arc<Vec<(String, [u8; 32])>>,
+    digests: Arc<Vec<(String, Role, [u8; 32])>>,
 }
 
 impl Authenticator {
-    pub fn new(tokens: &PublisherTokens) -> Self {
+    pub fn new(tokens: &CallerTokens) -> Self {
         let digests = tokens
             .iter()
-            .map(|(name, token)| (name.to_owned(), digest(token)))
+            .map(|(name, token, role)| (name.to_owned(), role, digest(token)))
             .collect();
         Self {
             digests: Arc::new(digests),
         }
     }
 
-    /// The publisher the request's token belongs to.
-    pub fn authenticate(&self, metadata: &MetadataMap) -> Result<Publisher, Status> {
+    /// The caller the request's token belongs to.
+    #[allow(clippy::result_large_err)]
+    pub fn authenticate(&self, metadata: &MetadataMap) -> Result<Caller, Status> {
         let header = metadata.get("authorization").ok_or_else(|| {
             Status::unauthenticated("missing `authorization: Bearer <token>` metadata")
         })?;
@@ -49,22 +78,37 @@ impl Authenticator {
             })?;
         let presented = digest(token.trim().as_bytes());
         // Every entry is compared, match or not, so timing says nothing about which matched.
-        let mut found: Option<&str> = None;
-        for (name, expected) in self.digests.iter() {
+        let mut found: Option<(&str, Role)> = None;
+        for (name, role, expected) in self.digests.iter() {
             if bool::from(presented.ct_eq(expected)) {
-                found = Some(name);
+                found = Some((name, *role));
             }
         }
         found
-            .map(|name| Publisher(name.to_owned()))
+            .map(|(name, role)| Caller {
+                name: name.to_owned(),
+                role,
+            })
             .ok_or_else(|| Status::unauthenticated("unknown bearer token"))
     }
 
-    /// A tonic interceptor: authenticates, then records the publisher on the request.
+    /// A tonic interceptor: authenticates, then records the caller on the request.
     #[allow(clippy::result_large_err)]
     pub fn intercept(&self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let publisher = self.authenticate(request.metadata())?;
-        request.extensions_mut().insert(publisher);
+        let caller = self.authenticate(request.metadata())?;
+        request.extensions_mut().insert(caller);
+        Ok(request)
+    }
+
+    /// An interceptor for services that only operators may call.
+    #[allow(clippy::result_large_err)]
+    pub fn intercept_operator(
+        &self,
+        request: Request<()>,
+        service: &str,
+    ) -> Result<Request<()>, Status> {
+        let request = self.intercept(request)?;
+        require_operator(&request, service)?;
         Ok(request)
     }
 }

@@ -1,6 +1,5 @@
 //! Configuration of the ingest service, from the environment (or flags) with defaults.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,9 +13,15 @@ pub struct ServeArgs {
     /// Address the gRPC server listens on.
     #[arg(long, env = "TOCSIN_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     pub grpc_addr: SocketAddr,
-    /// Publisher credentials, `name=token` pairs separated by commas. Required.
+    /// Publisher credentials, `name=token` pairs separated by commas. Required. Publishers
+    /// may publish incident events and read incidents.
     #[arg(long, env = "TOCSIN_PUBLISHER_TOKENS", value_parser = parse_publishers, hide_env_values = true)]
-    pub publisher_tokens: PublisherTokens,
+    pub publisher_tokens: CallerTokens,
+    /// Operator credentials, `name=token` pairs separated by commas. Operators may do what
+    /// publishers do and also manage subscribers, list deliveries, replay dead letters,
+    /// rebuild and republish.
+    #[arg(long, env = "TOCSIN_OPERATOR_TOKENS", value_parser = parse_operators, default_value = "", hide_env_values = true, hide_default_value = true)]
+    pub operator_tokens: OperatorTokens,
     /// Largest accepted request, in bytes; larger ones get RESOURCE_EXHAUSTED.
     #[arg(long, env = "TOCSIN_MAX_MESSAGE_BYTES", default_value_t = 65_536)]
     pub max_message_bytes: usize,
@@ -70,28 +75,64 @@ impl RelayArgs {
     }
 }
 
-/// The publishers allowed to call the API and their bearer tokens.
-#[derive(Clone, Default)]
-pub struct PublisherTokens {
-    pub(crate) entries: Vec<(String, SecretString)>,
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Publish incident events and read incidents back: monitoring, deploy tools.
+    Publisher,
+    /// Everything: also subscribers, deliveries, dead-letter replays, rebuild and republish.
+    Operator,
 }
 
-impl fmt::Debug for PublisherTokens {
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Publisher => "publisher",
+            Role::Operator => "operator",
+        }
+    }
+}
+
+/// The callers allowed to use the API: a name, a bearer token and a role each.
+#[derive(Clone, Default)]
+pub struct CallerTokens {
+    pub(crate) entries: Vec<(String, SecretString, Role)>,
+}
+
+impl fmt::Debug for CallerTokens {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<&str> = self.entries.iter().map(|(name, _)| name.as_str()).collect();
-        f.debug_struct("PublisherTokens")
-            .field("publishers", &names)
+        let names: Vec<String> = self
+            .entries
+            .iter()
+            .map(|(name, _, role)| format!("{name} ({})", role.as_str()))
+            .collect();
+        f.debug_struct("CallerTokens")
+            .field("callers", &names)
             .finish_non_exhaustive()
     }
 }
 
-impl PublisherTokens {
-    /// Builds the table from `(publisher, token)` pairs.
+impl CallerTokens {
+    /// Builds the table from `(publisher, token)` pairs, each with the publisher role.
     pub fn new<N: Into<String>, T: Into<String>>(
         pairs: impl IntoIterator<Item = (N, T)>,
     ) -> Result<Self, String> {
-        let mut entries = Vec::new();
-        let mut seen = HashSet::new();
+        let tokens = Self::default().with(Role::Publisher, pairs)?;
+        if tokens.entries.is_empty() {
+            return Err(
+                "no publisher tokens configured (TOCSIN_PUBLISHER_TOKENS=name=token,...)".into(),
+            );
+        }
+        Ok(tokens)
+    }
+
+    /// Adds `(name, token)` pairs with `role`. Names and tokens are unique across roles: a
+    /// token names one caller.
+    pub fn with<N: Into<String>, T: Into<String>>(
+        mut self,
+        role: Role,
+        pairs: impl IntoIterator<Item = (N, T)>,
+    ) -> Result<Self, String> {
         for (name, token) in pairs {
             let (name, token) = (name.into(), token.into());
             if name.is_empty()
@@ -101,38 +142,43 @@ impl PublisherTokens {
                     .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
             {
                 return Err(format!(
-                    "publisher name {name:?} must be 1-64 characters of a-z, 0-9, '-', '_', '.'"
+                    "{} name {name:?} must be 1-64 characters of a-z, 0-9, '-', '_', '.'",
+                    role.as_str()
                 ));
             }
             if token.len() < 16 {
                 return Err(format!(
-                    "the token of publisher {name:?} is shorter than 16 characters"
+                    "the token of {} {name:?} is shorter than 16 characters",
+                    role.as_str()
                 ));
             }
-            if !seen.insert(name.clone()) {
-                return Err(format!("publisher {name:?} is listed twice"));
+            if self.entries.iter().any(|(n, _, _)| *n == name) {
+                return Err(format!("{name:?} is listed twice"));
             }
-            entries.push((name, SecretString::from(token)));
+            if self
+                .entries
+                .iter()
+                .any(|(_, t, _)| t.expose_secret() == token)
+            {
+                return Err(format!(
+                    "the token of {name:?} is also another caller's: each caller needs its own"
+                ));
+            }
+            self.entries.push((name, SecretString::from(token), role));
         }
-        if entries.is_empty() {
-            return Err(
-                "no publisher tokens configured (TOCSIN_PUBLISHER_TOKENS=name=token,...)".into(),
-            );
-        }
-        Ok(Self { entries })
+        Ok(self)
     }
 
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &[u8], Role)> {
         self.entries
             .iter()
-            .map(|(name, token)| (name.as_str(), token.expose_secret().as_bytes()))
+            .map(|(name, token, role)| (name.as_str(), token.expose_secret().as_bytes(), *role))
     }
 }
 
-/// Parses `name=token,name2=token2`.
-pub fn parse_publishers(raw: &str) -> Result<PublisherTokens, String> {
-    let pairs = raw
-        .split(',')
+/// Splits `name=token,name2=token2` into pairs.
+fn parse_pairs(raw: &str) -> Result<Vec<(String, String)>, String> {
+    raw.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|pair| {
@@ -145,14 +191,50 @@ pub fn parse_publishers(raw: &str) -> Result<PublisherTokens, String> {
                     )
                 })
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    PublisherTokens::new(pairs)
+        .collect()
+}
+
+/// Parses `name=token,name2=token2`: publishers.
+pub fn parse_publishers(raw: &str) -> Result<CallerTokens, String> {
+    CallerTokens::new(parse_pairs(raw)?)
+}
+
+/// Parses `name=token,...` (possibly empty): operators, kept apart until
+/// [`ServeArgs::callers`] joins them to the publishers.
+pub fn parse_operators(raw: &str) -> Result<OperatorTokens, String> {
+    let pairs = parse_pairs(raw)?;
+    // Checked here too, so a bad entry is reported against its own variable.
+    CallerTokens::default().with(Role::Operator, pairs.clone())?;
+    Ok(OperatorTokens(pairs))
+}
+
+/// `TOCSIN_OPERATOR_TOKENS`, parsed. Never printed.
+#[derive(Clone, Default)]
+pub struct OperatorTokens(Vec<(String, String)>);
+
+impl fmt::Debug for OperatorTokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.0.iter().map(|(name, _)| name.as_str()).collect();
+        f.debug_struct("OperatorTokens")
+            .field("operators", &names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServeArgs {
+    /// Publishers and operators in one table.
+    pub fn callers(&self) -> Result<CallerTokens, String> {
+        self.publisher_tokens
+            .clone()
+            .with(Role::Operator, self.operator_tokens.0.clone())
+    }
 }
 
 /// Everything `run` needs besides its connections, built by `main` or directly by tests.
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
-    pub publishers: PublisherTokens,
+    /// Publishers and operators, with their tokens.
+    pub callers: CallerTokens,
     pub max_message_bytes: usize,
     /// `None` runs no relay in this process.
     pub relay: Option<crate::relay::RelayConfig>,
@@ -167,9 +249,9 @@ pub struct IngestConfig {
 }
 
 impl IngestConfig {
-    pub fn new(publishers: PublisherTokens) -> Self {
+    pub fn new(callers: CallerTokens) -> Self {
         Self {
-            publishers,
+            callers,
             max_message_bytes: 65_536,
             relay: Some(crate::relay::RelayConfig::default()),
             idempotency_retention: time::Duration::days(7),
@@ -188,7 +270,7 @@ mod tests {
     fn publishers_parse_and_never_print_tokens() {
         let p = parse_publishers("monitoring=0123456789abcdef, deploy = fedcba9876543210").unwrap();
         assert_eq!(
-            p.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            p.iter().map(|(n, _, _)| n).collect::<Vec<_>>(),
             ["monitoring", "deploy"]
         );
         assert!(!format!("{p:?}").contains("0123456789abcdef"));
@@ -196,5 +278,33 @@ mod tests {
         assert!(parse_publishers("nopair").is_err());
         assert!(parse_publishers("a=short").is_err());
         assert!(parse_publishers("a=0123456789abcdef,a=0123456789abcdeg").is_err());
+    }
+
+    #[test]
+    fn operators_join_publishers_with_unique_names_and_tokens() {
+        let publishers = parse_publishers("monitoring=0123456789abcdef").unwrap();
+        let operators = parse_operators("oncall=fedcba9876543210").unwrap();
+        assert!(!format!("{operators:?}").contains("fedcba9876543210"));
+        let callers = publishers
+            .clone()
+            .with(Role::Operator, operators.0.clone())
+            .unwrap();
+        assert_eq!(
+            callers.iter().map(|(n, _, r)| (n, r)).collect::<Vec<_>>(),
+            [("monitoring", Role::Publisher), ("oncall", Role::Operator)]
+        );
+        assert!(parse_operators("").unwrap().0.is_empty());
+        assert!(parse_operators("oncall=short").is_err());
+        let same_name = parse_operators("monitoring=fedcba9876543210").unwrap();
+        assert!(
+            publishers
+                .clone()
+                .with(Role::Operator, same_name.0)
+                .is_err()
+        );
+        let same_token = parse_operators("oncall=0123456789abcdef").unwrap();
+        let err = publishers.with(Role::Operator, same_token.0).unwrap_err();
+        assert!(err.contains("another caller"), "{err}");
+        assert!(!err.contains("0123456789abcdef"), "{err}");
     }
 }

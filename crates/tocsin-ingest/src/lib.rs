@@ -3,7 +3,7 @@
 //! and relayed to NATS JetStream by the outbox relay.
 //!
 //! - [`config`]: configuration from the environment, with documented defaults.
-//! - [`auth`]: bearer-token authentication of publishers.
+//! - [`auth`]: bearer-token authentication of callers and their roles (publisher, operator).
 //! - [`service`]: the `tocsin.v1.IncidentService` handlers.
 //! - [`operations`]: the `tocsin.v1.OperationsService` handlers: rebuild and republish,
 //!   streaming their progress.
@@ -85,7 +85,7 @@ pub async fn run(
         tokio::spawn(Relay::new(store.clone(), bus.clone(), relay_config).run(shutdown.clone()))
     });
 
-    let authenticator = auth::Authenticator::new(&config.publishers);
+    let authenticator = auth::Authenticator::new(&config.callers);
     let api = IncidentServiceServer::new(service::IncidentApi::new(
         store.clone(),
         bus.clone(),
@@ -103,11 +103,11 @@ pub async fn run(
         OperationsServiceServer::new(operations::OperationsApi::new(store.clone(), bus.clone()));
     let operations = InterceptedService::new(operations, {
         let authenticator = authenticator.clone();
-        move |request| authenticator.intercept(request)
+        move |request| authenticator.intercept_operator(request, "the operations service")
     });
     let subscribers = InterceptedService::new(subscribers, {
         let authenticator = authenticator.clone();
-        move |request| authenticator.intercept(request)
+        move |request| authenticator.intercept_operator(request, "the subscriber service")
     });
     let api = InterceptedService::new(api, move |request| authenticator.intercept(request));
 

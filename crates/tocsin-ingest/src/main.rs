@@ -126,7 +126,10 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding {}", args.grpc_addr))?;
             let config = IngestConfig {
-                publishers: args.publisher_tokens.clone(),
+                callers: args
+                    .callers()
+                    .map_err(anyhow::Error::msg)
+                    .context("TOCSIN_OPERATOR_TOKENS")?,
                 max_message_bytes: args.max_message_bytes,
                 relay: args.relay.then(|| args.relay_tuning.relay_config()),
                 idempotency_retention: time::Duration::hours(i64::from(

@@ -23,7 +23,7 @@ pub(crate) enum CtlError {
     /// The server could not be reached, or said it cannot serve now.
     #[error("{0}")]
     Unreachable(String),
-    /// The server refused the token.
+    /// The server refused the token, or the token's role may not do this.
     #[error("{0}")]
     Unauthenticated(String),
     /// The server refused the request for what it asks.
@@ -47,8 +47,11 @@ impl CtlError {
         match status.code() {
             Code::Unauthenticated => CtlError::Unauthenticated(format!(
                 "{endpoint} refused the token ({message}); set TOCSIN_TOKEN or --token to a \
-                 token from the server's TOCSIN_PUBLISHER_TOKENS"
+                 token from the server's TOCSIN_OPERATOR_TOKENS or TOCSIN_PUBLISHER_TOKENS"
             )),
+            Code::PermissionDenied => {
+                CtlError::Unauthenticated(format!("the token may not do this: {message}"))
+            }
             Code::InvalidArgument | Code::OutOfRange => {
                 CtlError::Usage(format!("invalid argument: {message}"))
             }
@@ -121,7 +124,8 @@ impl Server {
         let token = token.ok_or_else(|| {
             CtlError::Usage(
                 "no token: set TOCSIN_TOKEN or --token to a token from the server's \
-                 TOCSIN_PUBLISHER_TOKENS"
+                 TOCSIN_OPERATOR_TOKENS (or, to publish and read incidents only, \
+                 TOCSIN_PUBLISHER_TOKENS)"
                     .into(),
             )
         })?;

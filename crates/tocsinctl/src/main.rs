@@ -44,7 +44,8 @@ struct Cli {
         global = true
     )]
     endpoint: String,
-    /// A bearer token from the server's TOCSIN_PUBLISHER_TOKENS.
+    /// A bearer token from the server's TOCSIN_OPERATOR_TOKENS (a publisher's token from
+    /// TOCSIN_PUBLISHER_TOKENS may only publish and read incidents).
     #[arg(long, env = "TOCSIN_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
     #[command(subcommand)]

@@ -14,6 +14,7 @@ use tonic::transport::Channel;
 use crate::services::{Services, target_bin};
 
 pub(crate) const TOKEN: &str = "xtask-demo-token-0123456789";
+pub(crate) const OPERATOR_TOKEN: &str = "xtask-operator-token-0123456789";
 
 /// `database_url` with its database name replaced by `name`.
 /// `admin_url` with its database name replaced by `name`; query parameters (such as a
@@ -100,6 +101,10 @@ impl Ingest {
             .env("TOCSIN_BUS_PREFIX", &self.bus_prefix)
             .env("TOCSIN_GRPC_ADDR", format!("127.0.0.1:{}", self.port))
             .env("TOCSIN_PUBLISHER_TOKENS", format!("xtask={TOKEN}"))
+            .env(
+                "TOCSIN_OPERATOR_TOKENS",
+                format!("xtask-operator={OPERATOR_TOKEN}"),
+            )
             .env("TOCSIN_METRICS_ADDR", "127.0.0.1:0")
             .env(
                 "RUST_LOG",
@@ -180,11 +185,21 @@ pub(crate) async fn delete_streams(bus: &tocsin_bus::Bus) {
     }
 }
 
+/// `message` as the `xtask` publisher: may publish and read incidents.
 pub(crate) fn authed<T>(message: T) -> tonic::Request<T> {
+    with_token(message, TOKEN)
+}
+
+/// `message` as the `xtask-operator` operator: may also manage subscribers.
+pub(crate) fn operator_authed<T>(message: T) -> tonic::Request<T> {
+    with_token(message, OPERATOR_TOKEN)
+}
+
+fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.metadata_mut().insert(
         "authorization",
-        format!("Bearer {TOKEN}").parse().expect("valid header"),
+        format!("Bearer {token}").parse().expect("valid header"),
     );
     request
 }

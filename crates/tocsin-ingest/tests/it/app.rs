@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use sqlx::PgPool;
 use tocsin_bus::{Bus, BusConfig};
-use tocsin_ingest::config::PublisherTokens;
+use tocsin_ingest::config::{CallerTokens, Role};
 use tocsin_ingest::{IngestConfig, RelayConfig};
 use tocsin_proto::v1::{self, incident_service_client::IncidentServiceClient};
 use tocsin_runtime::Shutdown;
@@ -14,6 +14,8 @@ use tonic::transport::Channel;
 
 pub(crate) const TOKEN: &str = "test-token-0123456789";
 pub(crate) const OTHER_TOKEN: &str = "other-token-0123456789";
+/// The `oncall` operator's: subscribers, deliveries, replays, rebuild and republish.
+pub(crate) const OPERATOR_TOKEN: &str = "operator-token-0123456789";
 
 pub(crate) struct TestApp {
     pub(crate) addr: SocketAddr,
@@ -53,8 +55,9 @@ impl TestApp {
         let store = Store::from_pool(pool);
         let bus_config = BusConfig::new(tocsin_testkit::nats::unique_prefix()).unwrap();
         let bus = Bus::connect(&options.nats_url, bus_config).await.unwrap();
-        let publishers =
-            PublisherTokens::new([("monitoring", TOKEN), ("deploy-tool", OTHER_TOKEN)]).unwrap();
+        let callers = CallerTokens::new([("monitoring", TOKEN), ("deploy-tool", OTHER_TOKEN)])
+            .and_then(|t| t.with(Role::Operator, [("oncall", OPERATOR_TOKEN)]))
+            .unwrap();
         let config = IngestConfig {
             max_message_bytes: options.max_message_bytes,
             relay: options.relay.then(|| RelayConfig {
@@ -62,7 +65,7 @@ impl TestApp {
                 max_backoff: std::time::Duration::from_millis(500),
                 ..RelayConfig::default()
             }),
-            ..IngestConfig::new(publishers)
+            ..IngestConfig::new(callers)
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -4,7 +4,7 @@ use sqlx::PgPool;
 use tocsin_proto::v1::{self, EventKind};
 use tonic::Code;
 
-use crate::app::{Options, TestApp, authed, event, opened};
+use crate::app::{OPERATOR_TOKEN, Options, TOKEN, TestApp, authed, event, opened};
 
 async fn expect_code(app: &TestApp, request: v1::PublishEventRequest, code: Code, needle: &str) {
     let status = app
@@ -280,5 +280,105 @@ async fn reads_of_unknown_incidents_are_not_found(pool: PgPool) {
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("incident_id"));
+    app.stop().await;
+}
+
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn publisher_tokens_may_not_do_what_operators_do(pool: PgPool) {
+    use tocsin_proto::v1::operations_service_client::OperationsServiceClient;
+    use tocsin_proto::v1::subscriber_service_client::SubscriberServiceClient;
+
+    let app = TestApp::spawn(pool).await;
+    let open = app.open("open").await;
+    let endpoint = format!("http://{}", app.addr);
+    let mut subscribers = SubscriberServiceClient::connect(endpoint.clone())
+        .await
+        .unwrap();
+    let mut operations = OperationsServiceClient::connect(endpoint).await.unwrap();
+    let mut incidents = app.client.clone();
+    let denied = |status: tonic::Status, action: &str| {
+        assert_eq!(
+            status.code(),
+            Code::PermissionDenied,
+            "{action}: {status:?}"
+        );
+        assert!(
+            status.message().contains("operator") && status.message().contains("monitoring"),
+            "{action}: {status:?}"
+        );
+    };
+
+    let list = v1::ListSubscribersRequest::default();
+    denied(
+        subscribers
+            .list_subscribers(authed(list.clone(), TOKEN))
+            .await
+            .unwrap_err(),
+        "ListSubscribers",
+    );
+    denied(
+        operations
+            .rebuild_projections(authed(v1::RebuildProjectionsRequest::default(), TOKEN))
+            .await
+            .unwrap_err(),
+        "RebuildProjections",
+    );
+    let deliveries = v1::ListDeliveriesRequest {
+        incident_id: open.incident_id.clone(),
+        ..Default::default()
+    };
+    denied(
+        incidents
+            .list_deliveries(authed(deliveries.clone(), TOKEN))
+            .await
+            .unwrap_err(),
+        "ListDeliveries",
+    );
+    denied(
+        incidents
+            .replay_dead_letters(authed(v1::ReplayDeadLettersRequest::default(), TOKEN))
+            .await
+            .unwrap_err(),
+        "ReplayDeadLetters",
+    );
+
+    // The operator may do all of it, and publish and read incidents too.
+    subscribers
+        .list_subscribers(authed(list, OPERATOR_TOKEN))
+        .await
+        .unwrap();
+    incidents
+        .list_deliveries(authed(deliveries, OPERATOR_TOKEN))
+        .await
+        .unwrap();
+    let updated = incidents
+        .publish_event(authed(
+            event("oncall-update", &open.incident_id, EventKind::Updated),
+            OPERATOR_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(updated.incident_version, 2);
+    let events = incidents
+        .list_incident_events(authed(
+            v1::ListIncidentEventsRequest {
+                incident_id: open.incident_id.clone(),
+                ..Default::default()
+            },
+            OPERATOR_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| e.publisher.as_str())
+            .collect::<Vec<_>>(),
+        ["monitoring", "oncall"],
+        "each event records who published it"
+    );
     app.stop().await;
 }

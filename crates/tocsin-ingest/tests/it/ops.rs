@@ -11,7 +11,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tocsin_bus::{Bus, BusConfig};
-use tocsin_ingest::config::PublisherTokens;
+use tocsin_ingest::config::CallerTokens;
 use tocsin_ingest::{IngestConfig, IngestReadiness, RelayConfig};
 use tocsin_proto::v1::{EventKind, incident_service_client::IncidentServiceClient};
 use tocsin_runtime::{Readiness, Shutdown};
@@ -63,7 +63,7 @@ async fn new_events_are_counted_once_and_relayed_events_with_their_lag(pool: PgP
             poll_interval: Duration::from_millis(200),
             ..RelayConfig::default()
         }),
-        ..IngestConfig::new(PublisherTokens::new([(PUBLISHER, PUBLISHER_TOKEN)]).unwrap())
+        ..IngestConfig::new(CallerTokens::new([(PUBLISHER, PUBLISHER_TOKEN)]).unwrap())
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

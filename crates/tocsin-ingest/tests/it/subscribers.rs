@@ -5,7 +5,7 @@ use tocsin_proto::v1::{self, subscriber_service_client::SubscriberServiceClient}
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::app::{TOKEN, TestApp, authed};
+use crate::app::{OPERATOR_TOKEN, TestApp, authed};
 
 async fn client(app: &TestApp) -> SubscriberServiceClient<Channel> {
     SubscriberServiceClient::connect(format!("http://{}", app.addr))
@@ -42,7 +42,7 @@ async fn subscribers_are_upserted_read_listed_rotated_and_deleted(pool: PgPool) 
     let created = c
         .upsert_subscriber(authed(
             subscriber("acme", &[v1::Channel::Email, v1::Channel::Webhook], &[]),
-            TOKEN,
+            OPERATOR_TOKEN,
         ))
         .await
         .unwrap()
@@ -59,7 +59,7 @@ async fn subscribers_are_upserted_read_listed_rotated_and_deleted(pool: PgPool) 
                 &[v1::Channel::Email, v1::Channel::Webhook],
                 &["api"],
             ),
-            TOKEN,
+            OPERATOR_TOKEN,
         ))
         .await
         .unwrap()
@@ -72,7 +72,7 @@ async fn subscribers_are_upserted_read_listed_rotated_and_deleted(pool: PgPool) 
             v1::GetSubscriberRequest {
                 external_id: "acme".into(),
             },
-            TOKEN,
+            OPERATOR_TOKEN,
         ))
         .await
         .unwrap()
@@ -82,14 +82,16 @@ async fn subscribers_are_upserted_read_listed_rotated_and_deleted(pool: PgPool) 
 
     let mut beta = subscriber("beta", &[v1::Channel::Sms], &[]);
     beta.contacts.as_mut().unwrap().webhook_url.clear();
-    c.upsert_subscriber(authed(beta, TOKEN)).await.unwrap();
+    c.upsert_subscriber(authed(beta, OPERATOR_TOKEN))
+        .await
+        .unwrap();
     let page = c
         .list_subscribers(authed(
             v1::ListSubscribersRequest {
                 page_size: 1,
                 ..Default::default()
             },
-            TOKEN,
+            OPERATOR_TOKEN,
         ))
         .await
         .unwrap()
@@ -102,7 +104,7 @@ async fn subscribers_are_upserted_read_listed_rotated_and_deleted(pool: PgPool) 
                 page_token: page.next_page_token,
                 ..Default::default()
             },
-            TOKEN,
+            OPERATOR_TOKEN,
         ))
         .await
         .unwrap()
@@ -115,7 +117,7 @@ async fn subscribers_are_upserted_read_listed_rotated_and_deleted(pool: PgPool) 
                 channel: v1::Channel::Sms as i32,
                 ..Default::default()
             },
-            TOKEN,
+            OPERATOR_TOKEN,
         ))
         .await
         .unwrap()
@@ -127,7 +129,7 @@ async fn subscribers_are_upserted_read_listed_rotated_and_deleted(pool: PgPool) 
             v1::RotateWebhookSecretRequest {
                 external_id: "acme".into(),
             },
-            TOKEN,
+            OPERATOR_TOKEN,
         ))
         .await
         .unwrap()
@@ -139,7 +141,7 @@ async fn subscribers_are_upserted_read_listed_rotated_and_deleted(pool: PgPool) 
             v1::RotateWebhookSecretRequest {
                 external_id: "beta".into(),
             },
-            TOKEN,
+            OPERATOR_TOKEN,
         ))
         .await
         .unwrap_err();
@@ -153,7 +155,7 @@ async fn subscribers_are_upserted_read_listed_rotated_and_deleted(pool: PgPool) 
         v1::DeleteSubscriberRequest {
             external_id: "acme".into(),
         },
-        TOKEN,
+        OPERATOR_TOKEN,
     ))
     .await
     .unwrap();
@@ -162,7 +164,7 @@ async fn subscribers_are_upserted_read_listed_rotated_and_deleted(pool: PgPool) 
             v1::GetSubscriberRequest {
                 external_id: "acme".into(),
             },
-            TOKEN,
+            OPERATOR_TOKEN,
         ))
         .await
         .unwrap_err(),
@@ -170,7 +172,7 @@ async fn subscribers_are_upserted_read_listed_rotated_and_deleted(pool: PgPool) 
             v1::DeleteSubscriberRequest {
                 external_id: "acme".into(),
             },
-            TOKEN,
+            OPERATOR_TOKEN,
         ))
         .await
         .unwrap_err(),
@@ -200,7 +202,7 @@ async fn bad_input_gets_invalid_argument_naming_the_field_and_no_token_is_refuse
         (no_id, "external_id"),
     ] {
         let status = c
-            .upsert_subscriber(authed(request, TOKEN))
+            .upsert_subscriber(authed(request, OPERATOR_TOKEN))
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
@@ -246,7 +248,7 @@ async fn a_bulk_import_reports_bad_rows_one_by_one_and_writes_the_rest(pool: PgP
         )))
         .collect();
     let summary = c
-        .import_subscribers(authed(futures::stream::iter(rows), TOKEN))
+        .import_subscribers(authed(futures::stream::iter(rows), OPERATOR_TOKEN))
         .await
         .unwrap()
         .into_inner();
@@ -273,7 +275,7 @@ async fn a_bulk_import_reports_bad_rows_one_by_one_and_writes_the_rest(pool: PgP
             v1::GetSubscriberRequest {
                 external_id: "cust-00001".into(),
             },
-            TOKEN,
+            OPERATOR_TOKEN,
         ))
         .await
         .unwrap()
@@ -295,7 +297,9 @@ async fn preview_counts_reach_per_channel_and_component_without_publishing(pool:
         subscriber("api", &[v1::Channel::Email], &["api"]),
         subscriber("billing", &[v1::Channel::Webhook], &["billing"]),
     ] {
-        c.upsert_subscriber(authed(request, TOKEN)).await.unwrap();
+        c.upsert_subscriber(authed(request, OPERATOR_TOKEN))
+            .await
+            .unwrap();
     }
     let preview = c
         .preview_fanout(authed(
@@ -305,7 +309,7 @@ async fn preview_counts_reach_per_channel_and_component_without_publishing(pool:
                 components: vec!["api".into(), "search".into()],
                 ..Default::default()
             },
-            TOKEN,
+            OPERATOR_TOKEN,
         ))
         .await
         .unwrap()
@@ -333,7 +337,7 @@ async fn preview_counts_reach_per_channel_and_component_without_publishing(pool:
     assert_eq!(ledger, 0, "a preview records nothing");
 
     let status = c
-        .preview_fanout(authed(v1::PreviewFanoutRequest::default(), TOKEN))
+        .preview_fanout(authed(v1::PreviewFanoutRequest::default(), OPERATOR_TOKEN))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
@@ -374,11 +378,14 @@ async fn get_incident_shows_delivery_progress_and_dead_letters_replay(pool: PgPo
     let get = |mut c: IncidentServiceClient<Channel>| {
         let incident_id = opened.incident_id.clone();
         async move {
-            c.get_incident(authed(v1::GetIncidentRequest { incident_id }, TOKEN))
-                .await
-                .unwrap()
-                .into_inner()
-                .delivery
+            c.get_incident(authed(
+                v1::GetIncidentRequest { incident_id },
+                OPERATOR_TOKEN,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .delivery
         }
     };
     let progress = get(incidents.clone()).await;
@@ -405,7 +412,7 @@ async fn get_incident_shows_delivery_progress_and_dead_letters_replay(pool: PgPo
                 incident_id: String::new(),
                 channel: v1::Channel::Email as i32,
             },
-            TOKEN,
+            OPERATOR_TOKEN,
         ))
         .await
         .unwrap()

@@ -24,7 +24,9 @@ use tocsin_proto::v1::{
 };
 use tonic::transport::Channel;
 
-use crate::pipeline::{Ingest, authed, create_database, free_port, kind_name, terminate};
+use crate::pipeline::{
+    Ingest, authed, create_database, free_port, kind_name, operator_authed, terminate,
+};
 use crate::services::{build_binaries, ensure_services};
 use crate::stack::{self, Ports, Stack};
 use subscribers::Expected;
@@ -148,7 +150,7 @@ async fn demonstrate(
 
     let expected = subscribers::import(&mut subscriber_client, &http, ports).await?;
     let preview = subscriber_client
-        .preview_fanout(authed(v1::PreviewFanoutRequest {
+        .preview_fanout(operator_authed(v1::PreviewFanoutRequest {
             kind: EventKind::Opened.into(),
             severity: v1::Severity::Major.into(),
             components: opening(String::new()).components,

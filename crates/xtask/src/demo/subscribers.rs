@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use tocsin_proto::v1::{self, EventKind, subscriber_service_client::SubscriberServiceClient};
 use tonic::transport::Channel;
 
-use crate::pipeline::authed;
+use crate::pipeline::operator_authed;
 use crate::stack::{self, Ports};
 
 /// Subscribers per kind of preference.
@@ -98,7 +98,7 @@ pub(super) async fn import(
     });
     let sent = rows.len();
     let summary = client
-        .import_subscribers(authed(futures::stream::iter(rows)))
+        .import_subscribers(operator_authed(futures::stream::iter(rows)))
         .await
         .context("ImportSubscribers")?
         .into_inner();
