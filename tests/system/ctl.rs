@@ -370,3 +370,93 @@ async fn an_operator_imports_publishes_watches_and_replays_with_tocsinctl() {
     let _ = std::fs::remove_dir_all(&dir);
     db.drop_database().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tocsinctl_reaches_an_ingest_serving_tls_only_when_it_trusts_the_ca() {
+    use tocsin_testkit::certs;
+
+    let db = TestDatabase::create_migrated(&tocsin_store::MIGRATOR)
+        .await
+        .unwrap();
+    let port = free_port();
+    let env: Vec<(String, String)> = [
+        ("DATABASE_URL", db.url.clone()),
+        ("NATS_URL", nats_url()),
+        ("TOCSIN_BUS_PREFIX", unique_prefix()),
+        ("TOCSIN_METRICS_ADDR", "127.0.0.1:0".to_owned()),
+        ("TOCSIN_GRPC_ADDR", format!("127.0.0.1:{port}")),
+        ("TOCSIN_OPERATOR_TOKENS", format!("oncall={TOKEN}")),
+        (
+            "TOCSIN_PUBLISHER_TOKENS",
+            format!("monitoring={PUBLISHER_TOKEN}"),
+        ),
+        (
+            "TOCSIN_TLS_CERT",
+            certs::server_cert().display().to_string(),
+        ),
+        ("TOCSIN_TLS_KEY", certs::server_key().display().to_string()),
+        ("RUST_LOG", "warn".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let mut ingest = ServiceProcess::spawn("tocsin-ingest", &["serve"], &env)
+        .await
+        .unwrap();
+    wait_for_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(30))
+        .await
+        .unwrap();
+    let ctl = |endpoint: String, ca: Option<std::path::PathBuf>, args: &[&str]| {
+        let mut command = std::process::Command::new(binary_path("tocsinctl").unwrap());
+        command
+            .args(args)
+            .env("TOCSIN_ENDPOINT", endpoint)
+            .env("TOCSIN_TOKEN", TOKEN)
+            .env_remove("TOCSIN_CA_CERT");
+        if let Some(ca) = ca {
+            command.env("TOCSIN_CA_CERT", ca);
+        }
+        command.output().expect("tocsinctl runs")
+    };
+    let https = format!("https://localhost:{port}");
+    let open = [
+        "publish",
+        "open",
+        "--title",
+        "API errors",
+        "--severity",
+        "major",
+        "--component",
+        "api",
+        "--message",
+        "Some API calls fail. We are investigating.",
+        "--json",
+    ];
+
+    let published = ok(ctl(https.clone(), Some(certs::ca_cert()), &open));
+    let reply: serde_json::Value = serde_json::from_str(published.trim()).unwrap();
+    let incident = reply["incident_id"].as_str().unwrap().to_owned();
+    let shown = ok(ctl(
+        format!("https://127.0.0.1:{port}"),
+        Some(certs::ca_cert()),
+        &["show", &incident],
+    ));
+    assert!(shown.contains("API errors"), "{shown}");
+
+    // The system's CAs alone do not vouch for the test CA's certificate.
+    let untrusted = ctl(https, None, &["show", &incident]);
+    assert_eq!(untrusted.status.code(), Some(3), "{untrusted:?}");
+    let why = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(why.to_lowercase().contains("certificate"), "{why}");
+    // Nor does the server speak plain HTTP/2 once it has a certificate.
+    let plain = ctl(
+        format!("http://127.0.0.1:{port}"),
+        None,
+        &["show", &incident],
+    );
+    assert!(!plain.status.success(), "{plain:?}");
+
+    let status = ingest.terminate().await.unwrap();
+    assert!(status.success(), "{status:?}");
+    db.drop_database().await.unwrap();
+}

@@ -43,10 +43,33 @@ pub struct ServeArgs {
     /// addresses only.
     #[arg(long, env = "TOCSIN_WEBHOOK_ALLOW", default_value = "")]
     pub webhook_allow: String,
+    /// PEM file of the gRPC server's certificate chain: with `TOCSIN_TLS_KEY`, the API is
+    /// served over TLS only. Unset: plain HTTP/2, for loopback or a TLS-terminating proxy.
+    #[arg(long, env = "TOCSIN_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM file of the private key of `TOCSIN_TLS_CERT` (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "TOCSIN_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub relay_tuning: RelayArgs,
     #[command(flatten)]
     pub shutdown: tocsin_runtime::ShutdownArgs,
+}
+
+impl ServeArgs {
+    /// The server's TLS identity read from `TOCSIN_TLS_CERT` and `TOCSIN_TLS_KEY`, if set.
+    pub fn tls_identity(&self) -> Result<Option<tonic::transport::Identity>, String> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let read = |path: &std::path::Path, what: &str| {
+            std::fs::read(path).map_err(|e| format!("{what}: cannot read {}: {e}", path.display()))
+        };
+        Ok(Some(tonic::transport::Identity::from_pem(
+            read(cert, "TOCSIN_TLS_CERT")?,
+            read(key, "TOCSIN_TLS_KEY")?,
+        )))
+    }
 }
 
 /// Tuning of the outbox relay.
@@ -246,6 +269,8 @@ pub struct IngestConfig {
     pub fanout: tocsin_resolver::FanoutConfig,
     /// How long calls in flight may take after the shutdown signal before they are cut.
     pub shutdown_grace: Duration,
+    /// The server's certificate and key: `Some` serves TLS only.
+    pub tls: Option<tonic::transport::Identity>,
 }
 
 impl IngestConfig {
@@ -258,6 +283,7 @@ impl IngestConfig {
             webhook_policy: tocsin_core::network::UrlPolicy::strict(),
             fanout: tocsin_resolver::FanoutConfig::default(),
             shutdown_grace: Duration::from_secs(20),
+            tls: None,
         }
     }
 }

@@ -41,7 +41,7 @@ use tocsin_store::Store;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Server;
+use tonic::transport::{Server, ServerTlsConfig};
 use tower::util::MapResponseLayer;
 use tracing::{info, warn};
 
@@ -139,8 +139,14 @@ pub async fn run(
     let addr = listener
         .local_addr()
         .context("reading the listener's address")?;
-    info!(%addr, relay = config.relay.is_some(), "ingest serving gRPC");
-    let serving = Server::builder()
+    info!(%addr, relay = config.relay.is_some(), tls = config.tls.is_some(), "ingest serving gRPC");
+    let mut server = Server::builder();
+    if let Some(identity) = config.tls.clone() {
+        server = server
+            .tls_config(ServerTlsConfig::new().identity(identity))
+            .context("TOCSIN_TLS_CERT / TOCSIN_TLS_KEY: not a usable certificate and key")?;
+    }
+    let serving = server
         .layer(MapResponseLayer::new(
             status::oversized_as_resource_exhausted::<tonic::body::Body>,
         ))

@@ -57,6 +57,8 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(cli.connections.log_format);
+    // The gRPC server's TLS takes the process's provider.
+    tocsin_runtime::tls::install_crypto_provider();
     let c = &cli.connections;
     let store = Store::connect(c.database_url.expose_secret(), c.db_max_connections)
         .await
@@ -139,6 +141,7 @@ async fn main() -> anyhow::Result<()> {
                     .context("TOCSIN_WEBHOOK_ALLOW")?,
                 fanout: tocsin_resolver::FanoutConfig::default(),
                 shutdown_grace: args.shutdown.grace(),
+                tls: args.tls_identity().map_err(anyhow::Error::msg)?,
             };
             let shutdown = Shutdown::on_signals();
             let ops = spawn_ops(&cli.ops, &store, &bus, &shutdown).await?;

@@ -4,6 +4,7 @@
 //!
 //! A missing PostgreSQL, NATS or binary fails the test loudly with what to do; nothing skips.
 
+pub mod certs;
 pub mod database;
 pub mod nats;
 pub mod pipeline;

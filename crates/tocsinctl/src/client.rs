@@ -10,7 +10,7 @@ use tocsin_proto::v1::subscriber_service_client::SubscriberServiceClient;
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status};
 
 /// Why a command failed. Each variant has its own exit code, so scripts can tell a typo from
@@ -116,10 +116,13 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    /// Connects to `endpoint` (`http://host:port`), failing fast with a readable reason.
+    /// Connects to `endpoint` (`http://host:port`, or `https://` for a server with TLS,
+    /// verified against the system's CAs and `ca_cert` if given), failing fast with a
+    /// readable reason.
     pub(crate) async fn connect(
         endpoint: &str,
         token: Option<&SecretString>,
+        ca_cert: Option<&std::path::Path>,
     ) -> Result<Server, CtlError> {
         let token = token.ok_or_else(|| {
             CtlError::Usage(
@@ -134,11 +137,29 @@ impl Server {
         let target = Endpoint::from_shared(endpoint.to_owned())
             .map_err(|_| {
                 CtlError::Usage(format!(
-                    "--endpoint {endpoint:?} is not a URL like http://127.0.0.1:50051"
+                    "--endpoint {endpoint:?} is not a URL like http://127.0.0.1:50051 or \
+                     https://tocsin.example:50051"
                 ))
             })?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true);
+        let target = if endpoint.starts_with("https://") {
+            let mut tls = ClientTlsConfig::new().with_native_roots();
+            if let Some(path) = ca_cert {
+                let pem = std::fs::read(path).map_err(|e| {
+                    CtlError::Usage(format!(
+                        "TOCSIN_CA_CERT: cannot read {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
+            target
+                .tls_config(tls)
+                .map_err(|e| CtlError::Usage(format!("TLS for {endpoint}: {e}")))?
+        } else {
+            target
+        };
         let channel = target.connect().await.map_err(|e| {
             let cause = io_cause(&e).unwrap_or_else(|| e.to_string());
             CtlError::Unreachable(format!(
@@ -201,7 +222,9 @@ mod tests {
             .port();
         let endpoint = format!("http://127.0.0.1:{port}");
         let token = SecretString::from("0123456789abcdef");
-        let error = Server::connect(&endpoint, Some(&token)).await.unwrap_err();
+        let error = Server::connect(&endpoint, Some(&token), None)
+            .await
+            .unwrap_err();
         assert_eq!(error.exit_code(), 3);
         let text = error.to_string();
         assert!(
@@ -213,13 +236,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_token_or_a_bad_endpoint_is_a_usage_error() {
-        let error = Server::connect("http://127.0.0.1:1", None)
+        let error = Server::connect("http://127.0.0.1:1", None, None)
             .await
             .unwrap_err();
         assert_eq!(error.exit_code(), 2);
         assert!(error.to_string().contains("TOCSIN_TOKEN"), "{error}");
         let token = SecretString::from("0123456789abcdef");
-        let error = Server::connect("not a url", Some(&token))
+        let error = Server::connect("not a url", Some(&token), None)
             .await
             .unwrap_err();
         assert_eq!(error.exit_code(), 2, "{error}");

@@ -36,7 +36,7 @@ use crate::client::{CtlError, Server};
     about = "Drive Tocsin from a terminal: publish incidents, import subscribers, watch deliveries, repair"
 )]
 struct Cli {
-    /// The gRPC address of `tocsin-ingest serve`.
+    /// The gRPC address of `tocsin-ingest serve`: `http://` in the clear, `https://` over TLS.
     #[arg(
         long,
         env = "TOCSIN_ENDPOINT",
@@ -48,6 +48,10 @@ struct Cli {
     /// TOCSIN_PUBLISHER_TOKENS may only publish and read incidents).
     #[arg(long, env = "TOCSIN_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
+    /// A PEM file of a CA to trust, besides the system's, for an `https://` endpoint whose
+    /// certificate a private CA signed.
+    #[arg(long, env = "TOCSIN_CA_CERT", global = true)]
+    ca_cert: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -86,7 +90,7 @@ enum Command {
 
 async fn run(cli: Cli) -> Result<(), CtlError> {
     let token = cli.token.map(SecretString::from);
-    let server = Server::connect(&cli.endpoint, token.as_ref()).await?;
+    let server = Server::connect(&cli.endpoint, token.as_ref(), cli.ca_cert.as_deref()).await?;
     match cli.command {
         Command::Publish(command) => publish::run(&server, command).await,
         Command::Import(args) => import::run(&server, args).await,
