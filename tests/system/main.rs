@@ -22,6 +22,7 @@ use tocsin_testkit::nats::{NatsServer, unique_prefix};
 use tocsin_testkit::process::{ServiceProcess, free_port, wait_for_tcp};
 
 const TOKEN: &str = "system-test-token-0123";
+const OPERATOR_TOKEN: &str = "system-operator-token-0123";
 
 fn ingest_env(db: &TestDatabase, nats_url: &str, prefix: &str, port: u16) -> Vec<(String, String)> {
     [
@@ -30,6 +31,10 @@ fn ingest_env(db: &TestDatabase, nats_url: &str, prefix: &str, port: u16) -> Vec
         ("TOCSIN_BUS_PREFIX", prefix),
         ("TOCSIN_GRPC_ADDR", &format!("127.0.0.1:{port}")),
         ("TOCSIN_PUBLISHER_TOKENS", &format!("system={TOKEN}")),
+        (
+            "TOCSIN_OPERATOR_TOKENS",
+            &format!("operator={OPERATOR_TOKEN}"),
+        ),
         ("TOCSIN_RELAY_POLL_MS", "200"),
         ("RUST_LOG", "warn"),
     ]
@@ -164,9 +169,10 @@ async fn ingest_on_sigterm_cuts_a_call_still_open_at_the_end_of_its_grace_period
         .unwrap();
     let (rows, stream) = tokio::sync::mpsc::channel::<v1::UpsertSubscriberRequest>(1);
     let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(stream));
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {OPERATOR_TOKEN}").parse().unwrap(),
+    );
     let import = tokio::spawn(async move { client.import_subscribers(request).await });
     rows.send(v1::UpsertSubscriberRequest {
         external_id: "open-stream".into(),
@@ -175,6 +181,10 @@ async fn ingest_on_sigterm_cuts_a_call_still_open_at_the_end_of_its_grace_period
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !import.is_finished(),
+        "the import is open when the signal comes"
+    );
 
     let started = tokio::time::Instant::now();
     let status = ingest.terminate().await.unwrap();
