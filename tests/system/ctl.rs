@@ -130,6 +130,20 @@ fn channel_row(table: &str, channel: &str) -> Vec<u64> {
         .collect()
 }
 
+/// `tocsinctl` arguments that open the tests' incident.
+const OPEN: &[&str] = &[
+    "publish",
+    "open",
+    "--title",
+    "API errors",
+    "--severity",
+    "major",
+    "--component",
+    "api",
+    "--message",
+    "Some API calls fail. We are investigating.",
+];
+
 // Columns after CHANNEL: RESOLVED DELIVERED PENDING HELD SENDING RETRYING UNKNOWN FAILED DEAD
 // SUPERSEDED SKIPPED.
 const RESOLVED: usize = 0;
@@ -210,39 +224,12 @@ async fn an_operator_imports_publishes_watches_and_replays_with_tocsinctl() {
             retry_after_secs: None,
         },
     ));
-    let opened = ok(stack.ctl(&[
-        "publish",
-        "open",
-        "--title",
-        "API errors",
-        "--severity",
-        "major",
-        "--component",
-        "api",
-        "--message",
-        "Some API calls fail. We are investigating.",
-        "--key",
-        "open-1",
-        "--json",
-    ]));
+    let opened = ok(stack.ctl(&[OPEN, &["--key", "open-1", "--json"]].concat()));
     let opened: serde_json::Value = serde_json::from_str(opened.trim()).unwrap();
     let incident = opened["incident_id"].as_str().unwrap().to_owned();
     assert_eq!(opened["incident_version"], 1);
     assert_eq!(opened["duplicate"], false);
-    let again = ok(stack.ctl(&[
-        "publish",
-        "open",
-        "--title",
-        "API errors",
-        "--severity",
-        "major",
-        "--component",
-        "api",
-        "--message",
-        "Some API calls fail. We are investigating.",
-        "--key",
-        "open-1",
-    ]));
+    let again = ok(stack.ctl(&[OPEN, &["--key", "open-1"]].concat()));
     assert!(
         again.starts_with("already recorded"),
         "the retried key is recorded once: {again}"
@@ -419,19 +406,7 @@ async fn tocsinctl_reaches_an_ingest_serving_tls_only_when_it_trusts_the_ca() {
         command.output().expect("tocsinctl runs")
     };
     let https = format!("https://localhost:{port}");
-    let open = [
-        "publish",
-        "open",
-        "--title",
-        "API errors",
-        "--severity",
-        "major",
-        "--component",
-        "api",
-        "--message",
-        "Some API calls fail. We are investigating.",
-        "--json",
-    ];
+    let open = [OPEN, &["--json"]].concat();
 
     let published = ok(ctl(https.clone(), Some(certs::ca_cert()), &open));
     let reply: serde_json::Value = serde_json::from_str(published.trim()).unwrap();

@@ -58,6 +58,74 @@ async fn publish(
         .into_inner()
 }
 
+/// Starts `tocsin-ingest serve` with `env` (listening on `port`), opens an incident and
+/// publishes `updates` updates to it. Returns the running process.
+async fn serve_and_publish(
+    env: &[(String, String)],
+    port: u16,
+    severity: v1::Severity,
+    updates: usize,
+) -> ServiceProcess {
+    let ingest = ServiceProcess::spawn("tocsin-ingest", &["serve"], env)
+        .await
+        .unwrap();
+    wait_for_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(20))
+        .await
+        .unwrap();
+    let mut client = IncidentServiceClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let open = publish(
+        &mut client,
+        v1::PublishEventRequest {
+            idempotency_key: "open".into(),
+            kind: v1::EventKind::Opened.into(),
+            severity: severity.into(),
+            components: vec!["api".into()],
+            title: "API errors".into(),
+            message: "Some API calls fail. We are on it.".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    for i in 0..updates {
+        publish(
+            &mut client,
+            v1::PublishEventRequest {
+                idempotency_key: format!("update-{i}"),
+                incident_id: open.incident_id.clone(),
+                kind: v1::EventKind::Updated.into(),
+                message: format!("Update {i}"),
+                ..Default::default()
+            },
+        )
+        .await;
+    }
+    ingest
+}
+
+/// Waits (30 s at most) for a relay to empty the outbox, then returns the versions the
+/// events stream holds, in stream order.
+async fn relayed_versions(store: &Store, nats_url: &str, prefix: &str) -> Vec<u64> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while store.outbox_backlog().await.unwrap() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a relay drains the outbox"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let bus = Bus::connect(nats_url, BusConfig::new(prefix).unwrap())
+        .await
+        .unwrap();
+    bus.read_all_events()
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.version)
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_killed_between_commit_and_publish_relays_each_event_once_after_restart() {
     tocsin_testkit::init_tracing();
@@ -72,41 +140,7 @@ async fn ingest_killed_between_commit_and_publish_relays_each_event_once_after_r
 
     let port = free_port();
     let env = ingest_env(&db, &nats.url(), &prefix, port);
-    let mut ingest = ServiceProcess::spawn("tocsin-ingest", &["serve"], &env)
-        .await
-        .unwrap();
-    wait_for_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(20))
-        .await
-        .unwrap();
-    let mut client = IncidentServiceClient::connect(format!("http://127.0.0.1:{port}"))
-        .await
-        .unwrap();
-    let open = publish(
-        &mut client,
-        v1::PublishEventRequest {
-            idempotency_key: "open".into(),
-            kind: v1::EventKind::Opened.into(),
-            severity: v1::Severity::Critical.into(),
-            components: vec!["api".into()],
-            title: "API down".into(),
-            message: "The API is not answering. We are on it.".into(),
-            ..Default::default()
-        },
-    )
-    .await;
-    for i in 0..4 {
-        publish(
-            &mut client,
-            v1::PublishEventRequest {
-                idempotency_key: format!("update-{i}"),
-                incident_id: open.incident_id.clone(),
-                kind: v1::EventKind::Updated.into(),
-                message: format!("Update {i}"),
-                ..Default::default()
-            },
-        )
-        .await;
-    }
+    let mut ingest = serve_and_publish(&env, port, v1::Severity::Critical, 4).await;
     assert_eq!(
         store.outbox_backlog().await.unwrap(),
         5,
@@ -118,20 +152,7 @@ async fn ingest_killed_between_commit_and_publish_relays_each_event_once_after_r
     let mut restarted = ServiceProcess::spawn("tocsin-ingest", &["serve"], &env)
         .await
         .unwrap();
-
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while store.outbox_backlog().await.unwrap() > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the restarted relay drains the outbox"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let bus = Bus::connect(&nats.url(), BusConfig::new(&prefix).unwrap())
-        .await
-        .unwrap();
-    let envelopes = bus.read_all_events().await.unwrap();
-    let versions: Vec<u64> = envelopes.iter().map(|e| e.version).collect();
+    let versions = relayed_versions(&store, &nats.url(), &prefix).await;
     assert_eq!(versions, [1, 2, 3, 4, 5], "each event once, in order");
 
     let status = restarted.terminate().await.unwrap();
@@ -218,41 +239,7 @@ async fn the_relay_run_alone_stops_on_sigterm_while_nats_is_down_and_loses_nothi
     env.push(("TOCSIN_SHUTDOWN_GRACE_SECONDS".into(), "1".into()));
     let mut serve_env = env.clone();
     serve_env.push(("TOCSIN_RELAY".into(), "false".into()));
-    let mut ingest = ServiceProcess::spawn("tocsin-ingest", &["serve"], &serve_env)
-        .await
-        .unwrap();
-    wait_for_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(20))
-        .await
-        .unwrap();
-    let mut client = IncidentServiceClient::connect(format!("http://127.0.0.1:{port}"))
-        .await
-        .unwrap();
-    let open = publish(
-        &mut client,
-        v1::PublishEventRequest {
-            idempotency_key: "open".into(),
-            kind: v1::EventKind::Opened.into(),
-            severity: v1::Severity::Major.into(),
-            components: vec!["api".into()],
-            title: "API errors".into(),
-            message: "Some API calls fail. We are looking into it.".into(),
-            ..Default::default()
-        },
-    )
-    .await;
-    for i in 0..2 {
-        publish(
-            &mut client,
-            v1::PublishEventRequest {
-                idempotency_key: format!("update-{i}"),
-                incident_id: open.incident_id.clone(),
-                kind: v1::EventKind::Updated.into(),
-                message: format!("Update {i}"),
-                ..Default::default()
-            },
-        )
-        .await;
-    }
+    let mut ingest = serve_and_publish(&serve_env, port, v1::Severity::Major, 2).await;
     let status = ingest.terminate().await.unwrap();
     assert!(status.success(), "{status:?}");
     assert_eq!(
@@ -285,24 +272,7 @@ async fn the_relay_run_alone_stops_on_sigterm_while_nats_is_down_and_loses_nothi
     let mut relay = ServiceProcess::spawn("tocsin-ingest", &["relay"], &env)
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while store.outbox_backlog().await.unwrap() > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the relay drains the outbox once NATS is back"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let bus = Bus::connect(&nats.url(), BusConfig::new(&prefix).unwrap())
-        .await
-        .unwrap();
-    let versions: Vec<u64> = bus
-        .read_all_events()
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.version)
-        .collect();
+    let versions = relayed_versions(&store, &nats.url(), &prefix).await;
     assert_eq!(versions, [1, 2, 3], "each event once, in order");
     let status = relay.terminate().await.unwrap();
     assert!(status.success(), "{status:?}");

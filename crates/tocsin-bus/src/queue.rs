@@ -238,8 +238,15 @@ impl Work {
 
     /// Taken but never started (the process is stopping): redeliver at once, to whichever
     /// replica asks next. Nothing about the message changed, so no delay is due.
+    ///
+    /// Returns once the server has processed the nak (a double ack): the server handles acks
+    /// apart from pull requests, so a process that exits, or a fetch sent, right after a plain
+    /// nak may find the message not yet available again.
     pub async fn release(&self) -> Result<(), BusError> {
-        self.answer(AckKind::Nak(None)).await
+        self.message
+            .double_ack_with(AckKind::Nak(None))
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))
     }
 
     /// Still working on it: restarts the ack-wait clock so it is not redelivered meanwhile.
