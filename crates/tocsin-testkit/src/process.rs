@@ -103,6 +103,23 @@ impl ServiceProcess {
             .context("no exit within 30 s of SIGTERM")?
             .map_err(Into::into)
     }
+
+    /// SIGTERM, then asserts the process exits with status 0 in less than `limit`, as a
+    /// graceful stop must; returns how long it took.
+    pub async fn stop_cleanly_within(&mut self, limit: Duration) -> Duration {
+        let started = std::time::Instant::now();
+        let status = self.terminate().await.expect("SIGTERM and wait");
+        let took = started.elapsed();
+        assert!(
+            status.success(),
+            "SIGTERM ends it with status 0: {status:?}"
+        );
+        assert!(
+            took < limit,
+            "it took {took:?} to stop, not less than {limit:?}"
+        );
+        took
+    }
 }
 
 #[cfg(test)]
