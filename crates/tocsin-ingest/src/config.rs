@@ -21,7 +21,7 @@ pub struct ServeArgs {
     /// publishers do and also manage subscribers, list deliveries, replay dead letters,
     /// rebuild and republish.
     #[arg(long, env = "TOCSIN_OPERATOR_TOKENS", value_parser = parse_operators, default_value = "", hide_env_values = true, hide_default_value = true)]
-    pub operator_tokens: OperatorTokens,
+    pub operator_tokens: CallerTokens,
     /// Largest accepted request, in bytes; larger ones get RESOURCE_EXHAUSTED.
     #[arg(long, env = "TOCSIN_MAX_MESSAGE_BYTES", default_value_t = 65_536)]
     pub max_message_bytes: usize,
@@ -192,6 +192,16 @@ impl CallerTokens {
         Ok(self)
     }
 
+    /// Adds every entry of `other`, with the same checks as [`CallerTokens::with`].
+    pub fn join(self, other: &CallerTokens) -> Result<Self, String> {
+        other
+            .entries
+            .iter()
+            .try_fold(self, |tokens, (name, token, role)| {
+                tokens.with(*role, [(name.as_str(), token.expose_secret())])
+            })
+    }
+
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &[u8], Role)> {
         self.entries
             .iter()
@@ -223,33 +233,16 @@ pub fn parse_publishers(raw: &str) -> Result<CallerTokens, String> {
 }
 
 /// Parses `name=token,...` (possibly empty): operators, kept apart until
-/// [`ServeArgs::callers`] joins them to the publishers.
-pub fn parse_operators(raw: &str) -> Result<OperatorTokens, String> {
-    let pairs = parse_pairs(raw)?;
-    // Checked here too, so a bad entry is reported against its own variable.
-    CallerTokens::default().with(Role::Operator, pairs.clone())?;
-    Ok(OperatorTokens(pairs))
-}
-
-/// `TOCSIN_OPERATOR_TOKENS`, parsed. Never printed.
-#[derive(Clone, Default)]
-pub struct OperatorTokens(Vec<(String, String)>);
-
-impl fmt::Debug for OperatorTokens {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<&str> = self.0.iter().map(|(name, _)| name.as_str()).collect();
-        f.debug_struct("OperatorTokens")
-            .field("operators", &names)
-            .finish_non_exhaustive()
-    }
+/// [`ServeArgs::callers`] joins them to the publishers, so a bad entry is reported against
+/// its own variable.
+pub fn parse_operators(raw: &str) -> Result<CallerTokens, String> {
+    CallerTokens::default().with(Role::Operator, parse_pairs(raw)?)
 }
 
 impl ServeArgs {
     /// Publishers and operators in one table.
     pub fn callers(&self) -> Result<CallerTokens, String> {
-        self.publisher_tokens
-            .clone()
-            .with(Role::Operator, self.operator_tokens.0.clone())
+        self.publisher_tokens.clone().join(&self.operator_tokens)
     }
 }
 
@@ -311,25 +304,17 @@ mod tests {
         let publishers = parse_publishers("monitoring=0123456789abcdef").unwrap();
         let operators = parse_operators("oncall=fedcba9876543210").unwrap();
         assert!(!format!("{operators:?}").contains("fedcba9876543210"));
-        let callers = publishers
-            .clone()
-            .with(Role::Operator, operators.0.clone())
-            .unwrap();
+        let callers = publishers.clone().join(&operators).unwrap();
         assert_eq!(
             callers.iter().map(|(n, _, r)| (n, r)).collect::<Vec<_>>(),
             [("monitoring", Role::Publisher), ("oncall", Role::Operator)]
         );
-        assert!(parse_operators("").unwrap().0.is_empty());
+        assert_eq!(parse_operators("").unwrap().iter().count(), 0);
         assert!(parse_operators("oncall=short").is_err());
         let same_name = parse_operators("monitoring=fedcba9876543210").unwrap();
-        assert!(
-            publishers
-                .clone()
-                .with(Role::Operator, same_name.0)
-                .is_err()
-        );
+        assert!(publishers.clone().join(&same_name).is_err());
         let same_token = parse_operators("oncall=0123456789abcdef").unwrap();
-        let err = publishers.with(Role::Operator, same_token.0).unwrap_err();
+        let err = publishers.join(&same_token).unwrap_err();
         assert!(err.contains("another caller"), "{err}");
         assert!(!err.contains("0123456789abcdef"), "{err}");
     }
