@@ -19,9 +19,10 @@ pub struct Published {
 }
 
 impl Bus {
-    /// Creates the events stream if it does not exist. Idempotent.
+    /// Creates the events stream if it does not exist. Idempotent. Returns the stream's
+    /// creation time, which names its incarnation: a stream lost and created again has another.
     #[instrument(skip(self), fields(stream = %self.config.events_stream()))]
-    pub async fn ensure_events_stream(&self) -> Result<(), BusError> {
+    pub async fn ensure_events_stream(&self) -> Result<time::OffsetDateTime, BusError> {
         let config = stream::Config {
             name: self.config.events_stream(),
             subjects: vec![self.config.events_subjects()],
@@ -33,11 +34,12 @@ impl Bus {
             description: Some("Tocsin incident events, relayed from the PostgreSQL log".into()),
             ..Default::default()
         };
-        self.js
+        let stream = self
+            .js
             .get_or_create_stream(config)
             .await
             .map_err(|e| BusError::Unavailable(e.to_string()))?;
-        Ok(())
+        Ok(stream.cached_info().created)
     }
 
     /// Publishes events with `Nats-Msg-Id` = event id, pipelined (up to `max_ack_inflight`

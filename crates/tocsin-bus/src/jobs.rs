@@ -5,7 +5,7 @@ use async_nats::jetstream::{self, stream};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use tocsin_core::Channel;
+use tocsin_core::{Channel, Delivery};
 use tracing::instrument;
 use uuid::Uuid;
 
@@ -50,11 +50,29 @@ impl DeliveryJob {
     }
 }
 
+impl From<&Delivery> for DeliveryJob {
+    /// The job that carries a ledger row: the one shape of a job, for the fan-out, the
+    /// dispatchers, the requeue sweep and dead-letter replays alike.
+    fn from(delivery: &Delivery) -> Self {
+        DeliveryJob {
+            schema: JOB_SCHEMA,
+            delivery_key: delivery.delivery_key.clone(),
+            incident_id: *delivery.incident_id.as_uuid(),
+            event_id: *delivery.event_id.as_uuid(),
+            event_version: delivery.event_version,
+            subscriber_id: *delivery.subscriber_id.as_uuid(),
+            channel: delivery.channel,
+            send_after: delivery.send_after,
+        }
+    }
+}
+
 impl Bus {
-    /// Creates the deliveries stream if it does not exist. Idempotent. Work-queue retention:
+    /// Creates the deliveries stream if it does not exist. Idempotent; returns the stream's
+    /// creation time, its incarnation. Work-queue retention:
     /// a job leaves the stream once a worker acknowledges it; the ledger remembers it.
     #[instrument(skip(self), fields(stream = %self.config.deliveries_stream()))]
-    pub async fn ensure_deliveries_stream(&self) -> Result<(), BusError> {
+    pub async fn ensure_deliveries_stream(&self) -> Result<time::OffsetDateTime, BusError> {
         let config = stream::Config {
             name: self.config.deliveries_stream(),
             subjects: vec![self.config.deliveries_subjects()],
@@ -68,11 +86,12 @@ impl Bus {
             ),
             ..Default::default()
         };
-        self.js
+        let stream = self
+            .js
             .get_or_create_stream(config)
             .await
             .map_err(|e| BusError::Unavailable(e.to_string()))?;
-        Ok(())
+        Ok(stream.cached_info().created)
     }
 
     /// Creates the dead-letter stream if it does not exist. Idempotent.
@@ -141,6 +160,20 @@ impl Bus {
         self.send_jobs(jobs, Some(tag)).await
     }
 
+    /// Publishes the jobs of parked deliveries a dispatcher found due, each with its
+    /// dispatch number: the message id is `{key}.d{number}`, so a dispatch repeated after a
+    /// crash is dropped as a duplicate of itself, while the next dispatch of the same
+    /// delivery (after a later park) is not.
+    pub async fn dispatch_jobs(
+        &self,
+        jobs: &[(DeliveryJob, u32)],
+    ) -> Vec<Result<Published, BusError>> {
+        let messages = jobs
+            .iter()
+            .map(|(job, number)| self.job_message(job, format!("{}.d{number}", job.delivery_key)));
+        self.publish_pipelined(messages.collect()).await
+    }
+
     async fn send_jobs(
         &self,
         jobs: &[DeliveryJob],
@@ -151,12 +184,20 @@ impl Bus {
                 None => job.delivery_key.clone(),
                 Some(tag) => format!("{}.{tag}", job.delivery_key),
             };
-            let message = jetstream::message::PublishMessage::build()
-                .message_id(message_id)
-                .payload(job.encode());
-            (self.config.delivery_subject(job.channel), message)
+            self.job_message(job, message_id)
         });
         self.publish_pipelined(messages.collect()).await
+    }
+
+    fn job_message(
+        &self,
+        job: &DeliveryJob,
+        message_id: String,
+    ) -> (String, jetstream::message::PublishMessage) {
+        let message = jetstream::message::PublishMessage::build()
+            .message_id(message_id)
+            .payload(job.encode());
+        (self.config.delivery_subject(job.channel), message)
     }
 
     /// Takes every job waiting on one channel's subject, in stream order. For tests and the

@@ -19,9 +19,12 @@ pub mod jobs;
 pub mod pull;
 pub mod queue;
 
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
+use tokio::sync::Semaphore;
 
 pub use config::BusConfig;
 pub use envelope::EventEnvelope;
@@ -37,7 +40,15 @@ pub struct Bus {
     client: async_nats::Client,
     js: jetstream::Context,
     config: BusConfig,
+    /// Publish acknowledgements awaited at once across every caller on this connection
+    /// ([`BusConfig::max_ack_inflight`]); see [`Bus::publish_pipelined`].
+    window: Arc<Semaphore>,
 }
+
+/// The client library's own in-flight bound, set far above [`Bus::window`] so that it never
+/// binds: its permits are held until each acknowledgement is awaited, so callers blocked on
+/// it while holding some of them could wait for one another forever.
+const LIBRARY_ACK_BOUND: usize = 1 << 20;
 
 impl Bus {
     /// Connects to `url`. The connection is made in the background and retried forever, so a
@@ -56,10 +67,16 @@ impl Bus {
     pub fn new(client: async_nats::Client, config: BusConfig) -> Self {
         let js = jetstream::ContextBuilder::new()
             .timeout(config.ack_timeout)
-            .max_ack_inflight(config.max_ack_inflight)
+            .max_ack_inflight(LIBRARY_ACK_BOUND)
             .backpressure_on_inflight(true)
             .build(client.clone());
-        Self { client, js, config }
+        let window = Arc::new(Semaphore::new(config.max_ack_inflight.max(1)));
+        Self {
+            client,
+            js,
+            config,
+            window,
+        }
     }
 
     pub fn config(&self) -> &BusConfig {
@@ -70,28 +87,46 @@ impl Bus {
         &self.client
     }
 
-    /// Publishes `messages` pipelined, results in input order. At most `max_ack_inflight`
-    /// acknowledgements are awaited at once: a publish holds its in-flight permit until its
-    /// acknowledgement is awaited, so sending more than that before awaiting any would wait
-    /// for a permit forever.
+    /// Publishes `messages` pipelined, results in input order, with at most
+    /// `max_ack_inflight` acknowledgements outstanding across all callers.
+    ///
+    /// Concurrent callers (a resolver's fan-outs, a dispatcher, a requeue sweep) share the
+    /// window, and none of them may wait for a slot while holding some: two fan-outs that
+    /// each held half the window and waited for more would wait for each other forever, and
+    /// with them the whole pipeline. So a caller that finds the window full first awaits its
+    /// own oldest acknowledgement, which frees a slot; only a caller holding none waits, and
+    /// every holder is making progress towards releasing.
     pub(crate) async fn publish_pipelined(
         &self,
         // A Vec, not an iterator: a lazy iterator borrowing its caller's data makes the
         // future not `Send` for every lifetime, which `tokio::spawn` requires.
         messages: Vec<(String, jetstream::message::PublishMessage)>,
     ) -> Vec<Result<Published, BusError>> {
-        let window = self.config.max_ack_inflight.max(1);
-        let mut results = Vec::new();
-        let mut in_flight = std::collections::VecDeque::with_capacity(window);
+        let mut results = Vec::with_capacity(messages.len());
+        let mut in_flight = VecDeque::new();
         for (subject, message) in messages {
-            if in_flight.len() == window
-                && let Some(oldest) = in_flight.pop_front()
-            {
-                results.push(acknowledged(oldest).await);
-            }
-            in_flight.push_back(self.js.send_publish(subject, message).await);
+            let slot = loop {
+                match self.window.clone().try_acquire_owned() {
+                    Ok(slot) => break slot,
+                    Err(_) => match in_flight.pop_front() {
+                        Some((slot, sent)) => {
+                            results.push(acknowledged(sent).await);
+                            drop(slot);
+                        }
+                        None => {
+                            break self
+                                .window
+                                .clone()
+                                .acquire_owned()
+                                .await
+                                .expect("the publish window is never closed");
+                        }
+                    },
+                }
+            };
+            in_flight.push_back((slot, self.js.send_publish(subject, message).await));
         }
-        for sent in in_flight {
+        for (_slot, sent) in in_flight {
             results.push(acknowledged(sent).await);
         }
         results
@@ -130,5 +165,69 @@ async fn acknowledged(
             }
             _ => BusError::Unavailable(e.to_string()),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tocsin_core::Channel;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::jobs::JOB_SCHEMA;
+
+    fn job() -> DeliveryJob {
+        DeliveryJob {
+            schema: JOB_SCHEMA,
+            delivery_key: Uuid::new_v4().simple().to_string(),
+            incident_id: Uuid::new_v4(),
+            event_id: Uuid::new_v4(),
+            event_version: 1,
+            subscriber_id: Uuid::new_v4(),
+            channel: Channel::Webhook,
+            send_after: None,
+        }
+    }
+
+    /// Concurrent publishers that together want more acknowledgements in flight than the
+    /// window allows all finish: none waits for a slot while holding one another needs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_publishers_never_wait_on_each_other() {
+        let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+        let prefix = format!("t_{}", &Uuid::new_v4().simple().to_string()[..12]);
+        let mut config = BusConfig::new(prefix).unwrap();
+        config.max_ack_inflight = 4;
+        let bus = Bus::connect(&url, config)
+            .await
+            .unwrap_or_else(|e| panic!("NATS with JetStream must run at {url} (NATS_URL): {e}"));
+        bus.ensure_deliveries_stream().await.unwrap();
+
+        let publishers: Vec<_> = (0..8)
+            .map(|_| {
+                let bus = bus.clone();
+                tokio::spawn(async move {
+                    let jobs: Vec<DeliveryJob> = (0..60).map(|_| job()).collect();
+                    bus.publish_jobs(&jobs).await
+                })
+            })
+            .collect();
+        let all = tokio::time::timeout(
+            Duration::from_secs(30),
+            futures::future::join_all(publishers),
+        )
+        .await
+        .expect("concurrent publishers deadlocked on the in-flight window");
+        let published = all
+            .into_iter()
+            .flat_map(|results| results.unwrap())
+            .filter(|result| result.as_ref().is_ok_and(|p| !p.duplicate))
+            .count();
+        assert_eq!(published, 8 * 60);
+        assert_eq!(
+            bus.window.available_permits(),
+            4,
+            "every slot was given back"
+        );
+        bus.delete_deliveries_stream().await.unwrap();
     }
 }

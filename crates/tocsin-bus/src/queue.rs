@@ -33,7 +33,9 @@ impl QueueSettings {
     /// retried with delays for as long as they last, never dropped after N tries.
     pub fn resolver() -> Self {
         Self {
-            ack_wait: Duration::from_secs(30),
+            // Work in hand reports progress every third of this, so a short wait costs
+            // nothing while the resolver lives and brings an event back soon after it dies.
+            ack_wait: Duration::from_secs(15),
             max_deliver: None,
             max_ack_pending: 256,
         }
@@ -46,8 +48,8 @@ pub struct WorkQueue {
     consumer: consumer::PullConsumer,
 }
 
-/// One message handed out by a [`WorkQueue`].
-#[derive(Debug)]
+/// One message handed out by a [`WorkQueue`]. A clone answers for the same message.
+#[derive(Debug, Clone)]
 pub struct Work {
     message: jetstream::Message,
 }
@@ -252,6 +254,25 @@ impl Work {
     /// Still working on it: restarts the ack-wait clock so it is not redelivered meanwhile.
     pub async fn progress(&self) -> Result<(), BusError> {
         self.answer(AckKind::Progress).await
+    }
+
+    /// Runs `task`, telling JetStream every `every` that this message is still being worked
+    /// on, so that a long task never sees it redelivered elsewhere meanwhile.
+    pub async fn in_progress<F: std::future::Future>(&self, every: Duration, task: F) -> F::Output {
+        tokio::pin!(task);
+        let mut ticks = tokio::time::interval(every);
+        ticks.tick().await;
+        loop {
+            tokio::select! {
+                biased;
+                done = &mut task => return done,
+                _ = ticks.tick() => {
+                    if let Err(e) = self.progress().await {
+                        tracing::warn!(error = %e, "could not report progress to JetStream");
+                    }
+                }
+            }
+        }
     }
 
     /// Never: JetStream stops redelivering it (a poison message; the reason is logged and

@@ -122,3 +122,17 @@ mod tests {
         );
     }
 }
+
+/// One delivery as the ledger records it: one event, to one subscriber, on one channel,
+/// under its deterministic key. Its job on the bus carries exactly these ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub delivery_key: String,
+    pub incident_id: crate::IncidentId,
+    pub event_id: crate::EventId,
+    pub event_version: u64,
+    pub subscriber_id: crate::SubscriberId,
+    pub channel: crate::Channel,
+    /// Quiet hours: not to be sent before this instant.
+    pub send_after: Option<time::OffsetDateTime>,
+}

@@ -38,7 +38,7 @@ pub mod subscriber;
 
 pub use change::{Change, EventKind, IncidentStatus, MaintenanceWindow, PublishRequest, Severity};
 pub use channel::Channel;
-pub use delivery::DeliveryState;
+pub use delivery::{Delivery, DeliveryState};
 pub use error::DomainError;
 pub use event::RecordedEvent;
 pub use fanout::{DeliveryKey, Planned, Timing, plan};

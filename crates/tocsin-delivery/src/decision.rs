@@ -1,5 +1,6 @@
 //! From an attempt's outcome to the ledger state it leaves and the answer JetStream gets:
-//! the channel's retry schedule and its policy for unknown outcomes, applied.
+//! the channel's retry schedule and its policy for unknown outcomes, applied. A retry is
+//! parked in the ledger rather than held on JetStream: the dispatcher publishes it when due.
 
 use std::time::Duration;
 
@@ -17,7 +18,8 @@ pub(crate) enum Reply {
     Ack,
     /// Handed back unsent: redelivered at once.
     Release,
-    Nak(Duration),
+    /// A retry is due later: the job is done with, and the delivery parked in the ledger.
+    Park,
     /// Dead-lettered: published to the dead-letter subject, then acknowledged.
     Dead(String),
 }
@@ -35,6 +37,11 @@ impl<C: Courier> Worker<C> {
         let policy = self.courier.policy();
         let key = job.delivery_key.clone();
         let mut detail = serde_json::json!({ "latency_ms": elapsed.as_millis() as u64 });
+        if claim.after_lost_attempt {
+            // The previous holder was lost mid-send: a copy may already be out, which the
+            // channel's policy for unknown outcomes allows for.
+            detail["after_lost_attempt"] = true.into();
+        }
         let record = |state: &'static str,
                       next: Option<OffsetDateTime>,
                       provider_id: Option<String>,
@@ -45,6 +52,8 @@ impl<C: Courier> Worker<C> {
             event_id: claim.event_id,
             state,
             next_attempt_at: next,
+            parked: next.is_some(),
+            unknown: detail["outcome"] == "unknown",
             provider_id,
             error,
             detail,
@@ -79,16 +88,17 @@ impl<C: Courier> Worker<C> {
             SendOutcome::Permanent { .. } => ("failed", None, Reply::Ack),
             SendOutcome::Gone { .. } => ("failed", None, Reply::Ack),
             SendOutcome::Transient { retry_after, .. } => match retry(*retry_after) {
-                Retry::After(delay) => ("retrying", Some(now + delay), Reply::Nak(delay)),
+                Retry::After(delay) => ("retrying", Some(now + delay), Reply::Park),
                 Retry::GiveUp => ("dead", None, Reply::Dead(outcome.reason().to_owned())),
             },
             SendOutcome::Unknown { reason } => match policy.unknown {
                 UnknownPolicy::Resend => match retry(None) {
-                    Retry::After(delay) => ("retrying", Some(now + delay), Reply::Nak(delay)),
+                    Retry::After(delay) => ("retrying", Some(now + delay), Reply::Park),
                     Retry::GiveUp => ("dead", None, Reply::Dead(reason.clone())),
                 },
-                UnknownPolicy::ResendOnce if !claim.after_unknown => match retry(None) {
-                    Retry::After(delay) => ("unknown", Some(now + delay), Reply::Nak(delay)),
+                // One resend in all: none yet if no earlier attempt was unknown or lost.
+                UnknownPolicy::ResendOnce if claim.unknowns == 0 => match retry(None) {
+                    Retry::After(delay) => ("unknown", Some(now + delay), Reply::Park),
                     Retry::GiveUp => ("unknown", None, Reply::Ack),
                 },
                 UnknownPolicy::ResendOnce | UnknownPolicy::Reconcile => {

@@ -64,7 +64,7 @@ impl Outcome {
     }
 
     /// How a handled job counts, from what the worker recorded for it; `None` for jobs that
-    /// were not settled here (deferred, already done, poison, handed back, abandoned).
+    /// were not settled here (parked, held elsewhere, already done, poison, handed back, abandoned).
     pub(crate) fn of(handled: &Handled) -> Option<Self> {
         match handled {
             Handled::Attempted { state: "dead", .. } => Some(Self::Dead),
@@ -73,10 +73,12 @@ impl Outcome {
             }
             Handled::Skipped { .. } => Some(Self::Skipped),
             Handled::AlreadyDone { .. }
-            | Handled::Deferred { .. }
+            | Handled::Parked { .. }
+            | Handled::Held { .. }
             | Handled::Poison
             | Handled::HandedBack { .. }
-            | Handled::Abandoned { .. } => None,
+            | Handled::Abandoned { .. }
+            | Handled::Lost { .. } => None,
         }
     }
 }

@@ -8,7 +8,12 @@
 //!   claim them in the ledger with a lease, send under a rate limit with progress reports,
 //!   record each attempt in the ledger and the delivery trail, then ack, nak with the retry
 //!   delay, or dead-letter. Its loop (`run`) stops in two steps on SIGTERM: no more pulls,
-//!   then a grace period for the batches in progress; `decision` maps outcomes to answers.
+//!   then a grace period for the batches in progress. `send` marks each send begun just
+//!   before it starts; `record` writes outcomes (retrying until PostgreSQL answers, never
+//!   dropping a known outcome); `decision` maps outcomes to answers.
+//! - [`dispatch`]: the channel's dispatcher, which publishes parked deliveries (retries,
+//!   quiet hours, later messages to a recipient, everything after a lost stream) when due,
+//!   and recreates the stream and consumer when NATS comes back empty.
 //! - [`config`]: the settings every worker binary reads from the environment.
 //! - [`readiness`]: what a worker's `/readyz` checks.
 //! - `instruments`: the worker's Prometheus metrics (deliveries by outcome, attempt
@@ -21,9 +26,12 @@
 pub mod config;
 pub mod courier;
 mod decision;
+pub mod dispatch;
 mod instruments;
 pub mod readiness;
+mod record;
 mod run;
+mod send;
 pub mod worker;
 
 use tocsin_bus::BusError;

@@ -32,6 +32,8 @@ impl<C: Courier> Worker<C> {
             channel,
             shutdown.clone(),
         ));
+        tokio::spawn(self.clone().dispatch(shutdown.clone()));
+        let keep_leases = tokio::spawn(self.clone().keep_leases());
         let deadline = shutdown.deadline(self.config.shutdown_grace);
         let mut pull = queue.pull(self.config.batch);
         let mut running = FuturesUnordered::new();
@@ -54,12 +56,32 @@ impl<C: Courier> Worker<C> {
         info!(%channel, batches = running.len(),
             "worker stopping: handing back what it pulled, finishing batches in progress");
         let (handed_back, ()) = tokio::join!(pull.hand_back(), running.collect::<()>());
+        // Batches are done: leases still held (a send abandoned at the deadline) may lapse.
+        keep_leases.abort();
         if let Err(e) = self.bus.flush().await {
             // Answers lost here come back after their ack wait and find their recorded outcome.
             warn!(error = %e, "could not flush the last answers to JetStream");
         }
         info!(%channel, handed_back, "worker stopped");
         Ok(())
+    }
+
+    /// Renews every lease this process holds, every third of a lease, until aborted once
+    /// the batches in progress are done (through the grace period, too): a live worker keeps
+    /// its claims however long its sends take, and a dead one's lapse within one lease.
+    async fn keep_leases(self) {
+        let mut ticks = tokio::time::interval(self.config.lease / 3);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            if let Err(e) = self
+                .store
+                .extend_leases(&self.config.owner, self.config.lease)
+                .await
+            {
+                warn!(error = %e, "could not renew this worker's leases");
+            }
+        }
     }
 
     /// One pulled batch in the run loop.

@@ -1,29 +1,32 @@
 //! The worker: pull jobs, claim them in the ledger, send, record, then answer JetStream.
 //!
 //! Jobs are handled in batches, because every step but the send itself is one statement per
-//! batch (claim, load, record). Several batches run at once, and within a batch the sends run
-//! concurrently, each waiting for the channel's rate limiter. The order of the steps is what
-//! makes a crash harmless: the ledger is written before JetStream is answered, so a worker
-//! killed anywhere leaves either a lease that expires (and the channel's policy for a lost
-//! attempt applies) or a recorded outcome that the redelivered job finds.
+//! batch (claim, mark the sends begun, record). Several batches run at once, and within a
+//! batch the sends run concurrently under the channel's rate limiter. The order of the steps
+//! is what makes a crash harmless: the ledger is written before JetStream is answered, so a
+//! worker killed anywhere leaves either a lease that lapses or a recorded outcome that the
+//! redelivered job finds. A lapsed lease whose send had not begun is simply claimed again; one
+//! whose send had begun is a lost attempt, and the channel's policy for unknown outcomes
+//! applies.
+//!
+//! A job that is not due (quiet hours, a scheduled retry, an earlier message to the same
+//! recipient still on its way) is acknowledged and its delivery parked in the ledger; the
+//! channel's dispatcher ([`crate::dispatch`]) publishes it again when it comes due.
 
-use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures::{StreamExt, stream};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use time::OffsetDateTime;
 use tocsin_bus::{Bus, DeliveryJob, QueueSettings, Work, WorkQueue};
-use tocsin_core::{DeliveryKey, EventId, Notice, SendOutcome, SubscriberId};
+use tocsin_core::{DeliveryKey, Notice};
 use tocsin_runtime::Shutdown;
-use tocsin_store::{AttemptOutcome, ClaimPolicy, ClaimResult, Claimed, IncidentAsOf, Store};
+use tocsin_store::{ClaimPolicy, ClaimResult, Claimed, IncidentAsOf, Store};
+use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
 use crate::DeliveryError;
 use crate::courier::{Courier, Message, UnknownPolicy};
-use crate::decision::Reply;
 use crate::instruments::{Instruments, Outcome};
 use crate::readiness::WorkerReadiness;
 
@@ -38,7 +41,8 @@ pub struct WorkerConfig {
     pub send_concurrency: usize,
     /// Sends per second to the provider, across this process; `None`: unlimited.
     pub rate_per_second: Option<NonZeroU32>,
-    /// How long a claim holds; a send taking longer keeps reporting progress.
+    /// How long a claim holds unless renewed: the worker renews its leases every third of
+    /// this while it lives, so this is how soon a dead worker's claims can be taken over.
     pub lease: Duration,
     /// The company name customers see.
     pub company: String,
@@ -57,7 +61,7 @@ impl Default for WorkerConfig {
             parallel_batches: 4,
             send_concurrency: 64,
             rate_per_second: None,
-            lease: Duration::from_secs(60),
+            lease: Duration::from_secs(15),
             company: "Tocsin".into(),
             status_page_url: None,
             owner: format!("worker-{}", uuid::Uuid::new_v4().simple()),
@@ -77,8 +81,11 @@ pub enum Handled {
     },
     /// The ledger said nothing is left to do.
     AlreadyDone { key: String, state: String },
-    /// Not due, or behind an earlier message: offered again later.
-    Deferred { key: String, wait: Duration },
+    /// Not due, or behind an earlier message: parked in the ledger, and published again by
+    /// the dispatcher when due.
+    Parked { key: String },
+    /// Another live worker holds the delivery; this job was a copy.
+    Held { key: String },
     /// Not sent and never will be: superseded, subscriber deleted, endpoint disabled.
     Skipped { key: String, reason: String },
     /// The job is not a delivery job; terminated.
@@ -90,16 +97,22 @@ pub enum Handled {
     /// and unanswered, as a crash would, for the channel's policy on a lost attempt once
     /// the lease expires.
     Abandoned { key: String },
+    /// The claim was lost before the send began (its lease lapsed and another worker took
+    /// it, or a provider's callback settled it): nothing was sent or recorded here.
+    Lost { key: String },
 }
 
 /// A channel worker.
 pub struct Worker<C: Courier> {
-    store: Store,
+    pub(crate) store: Store,
     pub(crate) bus: Bus,
     pub(crate) courier: Arc<C>,
     pub(crate) config: WorkerConfig,
-    limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    pub(crate) limiter: Option<Arc<DefaultDirectRateLimiter>>,
     pub(crate) instruments: Instruments,
+    /// Wakes this process's dispatcher when a settled delivery had a later one parked
+    /// behind it, so that the next message to that recipient leaves now.
+    pub(crate) unblocked: Arc<Notify>,
 }
 
 impl<C: Courier> std::fmt::Debug for Worker<C> {
@@ -120,6 +133,7 @@ impl<C: Courier> Clone for Worker<C> {
             config: self.config.clone(),
             limiter: self.limiter.clone(),
             instruments: self.instruments.clone(),
+            unblocked: self.unblocked.clone(),
         }
     }
 }
@@ -138,6 +152,7 @@ impl<C: Courier> Worker<C> {
             config,
             limiter,
             instruments,
+            unblocked: Arc::default(),
         }
     }
 
@@ -155,8 +170,7 @@ impl<C: Courier> Worker<C> {
         let in_flight = self.config.batch * self.config.parallel_batches;
         QueueSettings {
             ack_wait: self.config.lease,
-            // Deferrals (quiet hours, ordering) are naks too, so JetStream must not count
-            // them toward a limit: the ledger's attempts and age decide when a job dies.
+            // The ledger's attempts and age decide when a delivery dies, never JetStream.
             max_deliver: None,
             max_ack_pending: i64::try_from(in_flight * 2).unwrap_or(i64::MAX),
         }
@@ -228,25 +242,23 @@ impl<C: Courier> Worker<C> {
 
         let mut to_send: Vec<(Work, DeliveryJob, Claimed)> = Vec::new();
         for ((work, job), claim) in jobs.into_iter().zip(claims) {
+            let key = job.delivery_key.clone();
             match claim {
                 ClaimResult::Claimed(claimed) => to_send.push((work, job, claimed)),
                 ClaimResult::Finished { state } => {
                     answer(work.ack().await);
-                    handled.push(Handled::AlreadyDone {
-                        key: job.delivery_key,
-                        state,
-                    });
+                    handled.push(Handled::AlreadyDone { key, state });
                 }
-                ClaimResult::NotYet { wait } => {
-                    let wait = wait.min(Duration::from_secs(3600));
-                    answer(work.nak(wait).await);
-                    handled.push(Handled::Deferred {
-                        key: job.delivery_key,
-                        wait,
-                    });
+                ClaimResult::Parked => {
+                    answer(work.ack().await);
+                    handled.push(Handled::Parked { key });
+                }
+                ClaimResult::Held => {
+                    answer(work.ack().await);
+                    handled.push(Handled::Held { key });
                 }
                 ClaimResult::Missing => {
-                    error!(delivery_key = %job.delivery_key, "a job without a ledger row; terminating it");
+                    error!(delivery_key = %key, "a job without a ledger row; terminating it");
                     answer(work.term().await);
                     handled.push(Handled::Poison);
                 }
@@ -259,156 +271,7 @@ impl<C: Courier> Worker<C> {
         Ok(handled)
     }
 
-    async fn send_claimed(
-        &self,
-        claimed: Vec<(Work, DeliveryJob, Claimed)>,
-        deadline: &Shutdown,
-    ) -> Result<Vec<Handled>, DeliveryError> {
-        let subscriber_ids: Vec<SubscriberId> =
-            claimed.iter().map(|(_, _, c)| c.subscriber_id).collect();
-        let mut subscribers = self.store.subscribers_for_delivery(&subscriber_ids).await?;
-        let mut incidents: HashMap<EventId, IncidentAsOf> = HashMap::new();
-        for (_, _, c) in &claimed {
-            if let std::collections::hash_map::Entry::Vacant(slot) = incidents.entry(c.event_id) {
-                let as_of = self
-                    .store
-                    .incident_as_of(c.incident_id, c.event_version)
-                    .await?
-                    .ok_or_else(|| DeliveryError::UnknownEvent(c.event_id.to_string()))?;
-                slot.insert(as_of);
-            }
-        }
-
-        let policy = self.courier.policy();
-        let attempts = claimed.into_iter().map(|(work, job, claim)| {
-            let subscriber = subscribers.remove(&claim.subscriber_id);
-            let as_of = incidents[&claim.event_id].clone();
-            let (severity, recorded_at) = (as_of.incident.severity, as_of.event.recorded_at);
-            async move {
-                let started = Instant::now();
-                let outcome = match subscriber {
-                    None => Attempt::Done(Err("the subscriber was deleted; their contact details are gone".to_owned())),
-                    Some((subscriber, _)) if claim.channel == tocsin_core::Channel::Webhook
-                        && subscriber.webhook_disabled.is_some() =>
-                    {
-                        Attempt::Done(Err(format!(
-                            "the webhook endpoint is disabled: {}",
-                            subscriber.webhook_disabled.unwrap_or_default()
-                        )))
-                    }
-                    Some((subscriber, secret)) => {
-                        if claim.after_lost_attempt && policy.unknown == UnknownPolicy::Reconcile {
-                            // The previous holder may have sent it: no blind resend.
-                            Attempt::Done(Ok(SendOutcome::Unknown {
-                                reason: "a worker stopped mid-send; awaiting the provider's status callback".into(),
-                            }))
-                        } else {
-                            let message = self.message(&claim, as_of, subscriber, secret);
-                            let attempt = self.send_with_progress(&work, &message, deadline).await;
-                            if let Attempt::Done(Ok(SendOutcome::Delivered { .. })) = attempt {
-                                self.instruments.accepted(severity, recorded_at);
-                            }
-                            attempt
-                        }
-                    }
-                };
-                (work, job, claim, outcome, started.elapsed())
-            }
-        });
-        let results: Vec<_> = stream::iter(attempts)
-            .buffer_unordered(self.config.send_concurrency)
-            .collect()
-            .await;
-
-        let now = OffsetDateTime::now_utc();
-        let mut records = Vec::with_capacity(results.len());
-        let mut answers = Vec::with_capacity(results.len());
-        let mut disable = Vec::new();
-        let mut handled = Vec::with_capacity(results.len());
-        for (work, job, claim, attempt, elapsed) in results {
-            let outcome = match attempt {
-                Attempt::Done(outcome) => outcome,
-                Attempt::NotStarted => {
-                    records.push(handed_back(&job, &claim, now));
-                    let key = job.delivery_key.clone();
-                    answers.push((work, job, Reply::Release, Handled::HandedBack { key }));
-                    continue;
-                }
-                Attempt::Abandoned => {
-                    // Unanswered on purpose: the job returns when its ack wait ends, the
-                    // lease has expired by then, and the channel's policy for a lost attempt
-                    // decides (webhook: resend with the same id; email: once; SMS: never).
-                    warn!(delivery_key = %job.delivery_key,
-                        "shutdown deadline reached mid-send; the outcome is unknown, left to the lease");
-                    handled.push(Handled::Abandoned {
-                        key: job.delivery_key,
-                    });
-                    drop(work);
-                    continue;
-                }
-            };
-            let gone = match &outcome {
-                Ok(SendOutcome::Gone { reason }) => Some(reason.clone()),
-                _ => None,
-            };
-            let (record, reply, handled) = self.decide(&job, &claim, outcome, elapsed, now);
-            // A webhook endpoint that is gone (410), or that failed through a whole retry
-            // schedule, is disabled so later messages stop trying it.
-            if claim.channel == tocsin_core::Channel::Webhook {
-                if let Some(reason) = gone {
-                    disable.push((claim.clone(), reason));
-                } else if record.state == "dead" {
-                    let reason = record.error.clone().unwrap_or_default();
-                    disable.push((
-                        claim.clone(),
-                        format!("failed through every retry: {reason}"),
-                    ));
-                }
-            }
-            records.push(record);
-            answers.push((work, job, reply, handled));
-        }
-        // The ledger first, then JetStream: a crash in between redelivers jobs whose outcome
-        // is already recorded, and the claim finds them finished.
-        self.store
-            .record_attempts(&self.config.owner, &records)
-            .await?;
-        for (claim, reason) in disable {
-            warn!(subscriber_id = %claim.subscriber_id, %reason, "webhook endpoint disabled");
-            self.store
-                .disable_webhook(
-                    claim.subscriber_id,
-                    claim.incident_id,
-                    claim.event_id,
-                    &reason,
-                )
-                .await?;
-        }
-        for (work, job, reply, outcome) in answers {
-            if let Some(settled) = Outcome::of(&outcome) {
-                self.instruments.settled(settled, 1);
-            }
-            match reply {
-                Reply::Ack => answer(work.ack().await),
-                Reply::Release => answer(work.release().await),
-                Reply::Nak(delay) => {
-                    self.instruments.retry_scheduled();
-                    answer(work.nak(delay).await)
-                }
-                Reply::Dead(reason) => {
-                    self.instruments.dead_lettered();
-                    if let Err(e) = self.bus.publish_dead_letter(&job, &reason).await {
-                        warn!(error = %e, delivery_key = %job.delivery_key, "could not publish the dead letter; the ledger has it");
-                    }
-                    answer(work.ack().await);
-                }
-            }
-            handled.push(outcome);
-        }
-        Ok(handled)
-    }
-
-    fn message(
+    pub(crate) fn message(
         &self,
         claim: &Claimed,
         as_of: IncidentAsOf,
@@ -436,80 +299,9 @@ impl<C: Courier> Worker<C> {
             webhook_secret,
         }
     }
-
-    /// Sends one message, telling JetStream the job is in progress while the send lasts.
-    /// The attempt's duration is recorded without the wait for the rate limiter. At
-    /// `deadline` a send not yet started is not started, and one in progress is dropped.
-    async fn send_with_progress(
-        &self,
-        work: &Work,
-        message: &Message,
-        deadline: &Shutdown,
-    ) -> Attempt {
-        if let Some(limiter) = &self.limiter
-            && deadline
-                .unless_triggered(limiter.until_ready())
-                .await
-                .is_none()
-        {
-            return Attempt::NotStarted;
-        }
-        if deadline.is_triggered() {
-            return Attempt::NotStarted;
-        }
-        let started = Instant::now();
-        let send = self.courier.send(message);
-        tokio::pin!(send);
-        let mut ticks = tokio::time::interval(self.config.lease / 3);
-        ticks.tick().await;
-        loop {
-            tokio::select! {
-                biased;
-                outcome = &mut send => {
-                    self.instruments.attempt(started.elapsed());
-                    return Attempt::Done(Ok(outcome));
-                }
-                _ = deadline.wait() => return Attempt::Abandoned,
-                _ = ticks.tick() => {
-                    if let Err(e) = work.progress().await {
-                        warn!(error = %e, "could not report progress");
-                    }
-                }
-            }
-        }
-    }
 }
 
-/// What became of one claimed job's send.
-enum Attempt {
-    /// Sent, with this outcome; or skipped, for this reason.
-    Done(Result<SendOutcome, String>),
-    /// The shutdown deadline came before the send started: nothing went out.
-    NotStarted,
-    /// The shutdown deadline came mid-send: whether it went out is unknown.
-    Abandoned,
-}
-
-/// The record of a claimed job handed back unsent: due again at once, its lease released.
-/// The claim counted an attempt that never happened; that costs one step of the retry
-/// schedule, which is cheaper than a second statement to undo it.
-fn handed_back(job: &DeliveryJob, claim: &Claimed, now: OffsetDateTime) -> AttemptOutcome {
-    AttemptOutcome {
-        delivery_key: job.delivery_key.clone(),
-        incident_id: claim.incident_id,
-        event_id: claim.event_id,
-        state: "retrying",
-        next_attempt_at: Some(now),
-        provider_id: None,
-        error: None,
-        detail: serde_json::json!({
-            "outcome": "handed_back",
-            "reason": "the worker stopped before sending; nothing was sent",
-        }),
-    }
-}
-
-fn answer(result: Result<(), tocsin_bus::BusError>) {
+pub(crate) fn answer(result: Result<(), tocsin_bus::BusError>) {
     if let Err(e) = result {
         // The job comes back after its ack wait and finds its recorded outcome.
         warn!(error = %e, "could not answer JetStream");

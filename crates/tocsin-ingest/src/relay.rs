@@ -14,6 +14,9 @@ use tocsin_runtime::Shutdown;
 use tocsin_store::{LogNotifications, RelayLease, Store, StoreError};
 use tracing::{debug, info, instrument, warn};
 
+/// How often the active relay checks that the events stream is still the one it knows.
+const STREAM_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
     /// Events taken from the outbox per round.
@@ -191,7 +194,9 @@ impl Relay {
     pub async fn run(self, shutdown: Shutdown) {
         let mut lease: Option<RelayLease> = None;
         let mut listener: Option<LogNotifications> = None;
-        let mut stream_ready = false;
+        // The events stream's incarnation as last recorded here, and when it was last checked.
+        let mut stream: Option<time::OffsetDateTime> = None;
+        let mut stream_checked = tokio::time::Instant::now();
         let mut backoff = Duration::from_millis(100);
         let mut last_housekeeping = tokio::time::Instant::now();
         let mut last_round = tokio::time::Instant::now();
@@ -217,14 +222,13 @@ impl Relay {
             if listener.is_none() {
                 listener = self.store.listen().await.ok();
             }
-            if !stream_ready {
-                match self.bus.ensure_events_stream().await {
-                    Ok(()) => stream_ready = true,
-                    Err(e) => {
-                        warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "events stream not ready");
-                        backoff = self.backoff_after(&shutdown, backoff).await;
-                        continue;
-                    }
+            if stream.is_none() || stream_checked.elapsed() >= STREAM_CHECK_INTERVAL {
+                stream_checked = tokio::time::Instant::now();
+                if let Err(e) = self.check_stream(&mut stream).await {
+                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "events stream not ready");
+                    stream = None;
+                    backoff = self.backoff_after(&shutdown, backoff).await;
+                    continue;
                 }
             }
             // Paced: a round right after the previous one would carry only what arrived since.
@@ -245,7 +249,10 @@ impl Relay {
                 }
                 Err(RelayError::Bus(e)) => {
                     warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "relay cannot publish; will retry");
-                    stream_ready = matches!(e, BusError::Unavailable(_));
+                    if !matches!(e, BusError::Unavailable(_)) {
+                        // Rejected: the stream may be gone. Check it before the next round.
+                        stream = None;
+                    }
                     backoff = self.backoff_after(&shutdown, backoff).await;
                     continue;
                 }
@@ -268,6 +275,27 @@ impl Relay {
             self.wait_for_work(&shutdown, &mut listener).await;
         }
         info!("relay stopped");
+    }
+
+    /// Makes sure the events stream exists and records its incarnation in the ledger when it
+    /// is not the one `known`. A new incarnation (NATS lost its store) puts every event whose
+    /// fan-out is not recorded back into the outbox, so this relay publishes them again.
+    async fn check_stream(
+        &self,
+        known: &mut Option<time::OffsetDateTime>,
+    ) -> Result<(), RelayError> {
+        let created = self.bus.ensure_events_stream().await?;
+        if *known != Some(created) {
+            let name = self.bus.config().events_stream();
+            if let Some(requeued) = self.store.events_stream_seen(&name, created).await? {
+                info!(
+                    requeued,
+                    "the events stream is new (NATS lost its store?): events not yet fanned out are relayed again"
+                );
+            }
+            *known = Some(created);
+        }
+        Ok(())
     }
 
     async fn wait_for_work(&self, shutdown: &Shutdown, listener: &mut Option<LogNotifications>) {

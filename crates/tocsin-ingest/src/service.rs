@@ -217,10 +217,7 @@ impl IncidentService for IncidentApi {
             .revive_dead_letters(incident, channel)
             .await
             .map_err(status)?;
-        let jobs: Vec<DeliveryJob> = revived
-            .iter()
-            .map(tocsin_resolver::requeue::job_for)
-            .collect();
+        let jobs: Vec<DeliveryJob> = revived.iter().map(DeliveryJob::from).collect();
         // The ledger rows are pending again, so a failure here is repaired by replaying again.
         let tag = format!("replay{}", OffsetDateTime::now_utc().unix_timestamp_nanos());
         for published in self.bus.republish_jobs(&jobs, &tag).await {

@@ -16,9 +16,9 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tocsin_bus::{Bus, DeliveryJob};
 use tocsin_core::{
-    Channel, DeliveryKey, Incident, Planned, RecordedEvent, SubscriberId, Timing, plan,
+    Channel, Delivery, DeliveryKey, Incident, Planned, RecordedEvent, SubscriberId, Timing, plan,
 };
-use tocsin_store::{Candidate, FanoutRecord, NewDelivery, Store};
+use tocsin_store::{Candidate, FanoutRecord, Store};
 use tracing::{debug, info, instrument};
 
 use crate::ResolveError;
@@ -110,15 +110,26 @@ fn plan_page(
     page
 }
 
-/// Fans out one event. `on_progress` is called after each page, so that the caller can tell
-/// JetStream it is still working on a long fan-out.
-#[instrument(skip_all, fields(incident_id = %event.incident_id, event_id = %event.event_id, version = event.version))]
-pub async fn resolve<F, Fut>(
+/// Fans out one event. A long fan-out takes seconds; the caller keeps its message in hand
+/// meanwhile.
+pub async fn resolve(
     store: &Store,
     bus: &Bus,
     config: FanoutConfig,
     event: &RecordedEvent,
-    mut on_progress: F,
+) -> Result<Resolution, ResolveError> {
+    resolve_paged(store, bus, config, event, || async {}).await
+}
+
+/// [`resolve`], calling `on_page` after each page is recorded and published: a fan-out can
+/// then be watched, or stopped part-way as a crash would stop it.
+#[instrument(skip_all, fields(incident_id = %event.incident_id, event_id = %event.event_id, version = event.version))]
+pub async fn resolve_paged<F, Fut>(
+    store: &Store,
+    bus: &Bus,
+    config: FanoutConfig,
+    event: &RecordedEvent,
+    mut on_page: F,
 ) -> Result<Resolution, ResolveError>
 where
     F: FnMut() -> Fut,
@@ -161,7 +172,7 @@ where
         record.recipients += page.recipients;
         record.follow_ups += page.follow_ups;
         record.webhook_disabled += page.webhook_disabled;
-        let (deliveries, jobs): (Vec<NewDelivery>, Vec<DeliveryJob>) = page
+        let (deliveries, jobs): (Vec<Delivery>, Vec<DeliveryJob>) = page
             .deliveries
             .iter()
             .map(|(subscriber_id, planned)| {
@@ -174,7 +185,7 @@ where
                 if send_after.is_some() {
                     *record.held.entry(planned.channel).or_default() += 1;
                 }
-                let delivery = NewDelivery {
+                let delivery = Delivery {
                     delivery_key: key.as_str().to_owned(),
                     incident_id: event.incident_id,
                     event_id: event.event_id,
@@ -183,7 +194,7 @@ where
                     channel: planned.channel,
                     send_after,
                 };
-                let job = crate::requeue::job_for(&delivery);
+                let job = DeliveryJob::from(&delivery);
                 (delivery, job)
             })
             .unzip();
@@ -198,7 +209,7 @@ where
             jobs = jobs.len(),
             "page fanned out"
         );
-        on_progress().await;
+        on_page().await;
         if candidates.len() < config.page_size as usize {
             break;
         }

@@ -3,8 +3,11 @@
 //! recorded in the PostgreSQL ledger and published on the channel's subject.
 //!
 //! - [`fanout`]: one event's fan-out, page by page, and `PreviewFanout`'s reach count.
-//! - [`Resolver`]: the consumer loop around it: ordering per incident, acks and retries,
-//!   the `tocsin_consumer_pending` gauge, and the check behind `/readyz` ([`ResolverReadiness`]).
+//! - [`Resolver`]: the consumer loop around it: ordering per incident (`order`: an
+//!   incident's later events queue behind its running one without taking a slot), acks and
+//!   retries, progress reports while an event is in hand, the `tocsin_consumer_pending`
+//!   gauge, the check behind `/readyz` ([`ResolverReadiness`]), and the events stream and
+//!   consumer recreated when NATS comes back empty.
 //! - [`requeue`]: the periodic sweep that republishes, from the ledger, delivery jobs
 //!   JetStream lost.
 //!
@@ -19,18 +22,19 @@
 
 mod error;
 pub mod fanout;
+mod order;
 pub mod requeue;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use tocsin_bus::{Bus, BusError, EventEnvelope, QueueSettings, Work, WorkQueue};
+use tocsin_bus::{Bus, EventEnvelope, QueueSettings, Work, WorkQueue};
 use tocsin_core::{IncidentId, RecordedEvent};
 use tocsin_runtime::{Readiness, Shutdown};
 use tocsin_store::Store;
+use tokio::sync::Semaphore;
 use tracing::{debug, error, info, warn};
 
 pub use error::ResolveError;
@@ -40,7 +44,8 @@ pub use fanout::{FanoutConfig, Reach, Resolution};
 #[derive(Debug, Clone, Copy)]
 pub struct ResolverConfig {
     pub fanout: FanoutConfig,
-    /// Events fanned out at once by this replica (different incidents only).
+    /// Events fanned out at once by this replica (different incidents only). Up to four
+    /// times as many may be in hand, queued behind their incident's running event.
     pub concurrency: usize,
     /// Delay before an event that arrived ahead of an earlier one is offered again.
     pub ordering_delay: Duration,
@@ -64,6 +69,10 @@ impl Default for ResolverConfig {
 /// How often the consumer's pending count is read for `tocsin_consumer_pending`.
 const PENDING_INTERVAL: Duration = Duration::from_secs(5);
 
+/// How often the events stream and the consumer are checked (and recreated if NATS lost
+/// them).
+const STREAM_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
 /// What happened to one message, for tests and logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handled {
@@ -83,9 +92,9 @@ pub struct Resolver {
     store: Store,
     bus: Bus,
     config: ResolverConfig,
-    /// One lock per incident being fanned out here, so two events of one incident taken by
-    /// this replica run in order instead of bouncing off each other with naks.
-    incidents: Arc<Mutex<HashMap<IncidentId, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Events in hand per incident, so that two events of one incident taken by this
+    /// replica run in order instead of bouncing off each other with naks.
+    chains: order::Chains,
 }
 
 impl Resolver {
@@ -94,8 +103,13 @@ impl Resolver {
             store,
             bus,
             config,
-            incidents: Arc::default(),
+            chains: order::Chains::default(),
         }
+    }
+
+    /// How often an event in hand is reported in progress to JetStream.
+    fn progress_interval(&self) -> Duration {
+        self.config.queue.ack_wait / 3
     }
 
     /// The durable consumer this resolver reads from (created if missing).
@@ -115,33 +129,28 @@ impl Resolver {
 
     /// Handles one message: decode, fan out, then ack, nak with a delay, or terminate.
     pub async fn handle(&self, work: Work) -> Handled {
-        self.handle_until(work, &Shutdown::new()).await
+        match decode(&work).await {
+            Some(event) => self.handle_until(work, &event, &Shutdown::new()).await,
+            None => Handled::Poison,
+        }
     }
 
-    /// [`Resolver::handle`], unless `deadline` triggers first: then the fan-out is dropped
-    /// where it stands and the event handed back (redelivered at once). That is safe at any
-    /// point, because a replay rewrites the same ledger rows (kept as they are), republishes
-    /// the same jobs (dropped by JetStream as duplicates) and appends the trail entry once.
-    pub async fn handle_until(&self, work: Work, deadline: &Shutdown) -> Handled {
-        let event: RecordedEvent = match EventEnvelope::decode(work.payload()) {
-            Ok(envelope) => envelope.into(),
-            Err(e) => {
-                error!(error = %e, "an undecodable message on the events stream; terminating it");
-                let _ = work.term().await;
-                return Handled::Poison;
-            }
-        };
-        let lock = self.incident_lock(event.incident_id);
-        let guard = lock.lock().await;
-        let progress = || async {
-            if let Err(e) = work.progress().await {
-                warn!(error = %e, "could not report progress to JetStream");
-            }
-        };
-        let fanout = fanout::resolve(&self.store, &self.bus, self.config.fanout, &event, progress);
-        let outcome = deadline.unless_triggered(fanout).await;
-        drop(guard);
-        self.release_incident_lock(event.incident_id, lock);
+    /// Fans out `event` (the content of `work`), unless `deadline` triggers first: then the
+    /// fan-out is dropped where it stands and the event handed back (redelivered at once).
+    /// That is safe at any point, because a replay rewrites the same ledger rows (kept as
+    /// they are), republishes the same jobs (dropped by JetStream as duplicates) and appends
+    /// the trail entry once. Progress is reported to JetStream while it runs, and for the
+    /// events of the same incident queued behind it.
+    async fn handle_until(
+        &self,
+        work: Work,
+        event: &RecordedEvent,
+        deadline: &Shutdown,
+    ) -> Handled {
+        let fanout = fanout::resolve(&self.store, &self.bus, self.config.fanout, event);
+        let outcome = self
+            .keep_in_hand(&work, event.incident_id, deadline.unless_triggered(fanout))
+            .await;
         let Some(outcome) = outcome else {
             warn!(incident_id = %event.incident_id, event_id = %event.event_id,
                 "shutdown deadline reached mid-fan-out; handing the event back for a replay");
@@ -174,6 +183,35 @@ impl Resolver {
         }
     }
 
+    /// Runs `task`, reporting `work` and the events queued behind it in progress meanwhile.
+    async fn keep_in_hand<F: std::future::Future>(
+        &self,
+        work: &Work,
+        incident: IncidentId,
+        task: F,
+    ) -> F::Output {
+        let queued = || async {
+            for work in self.chains.queued(incident) {
+                if let Err(e) = work.progress().await {
+                    warn!(error = %e, "could not report progress to JetStream");
+                }
+            }
+        };
+        let both = async {
+            tokio::pin!(task);
+            let mut ticks = tokio::time::interval(self.progress_interval());
+            ticks.tick().await;
+            loop {
+                tokio::select! {
+                    biased;
+                    done = &mut task => return done,
+                    _ = ticks.tick() => queued().await,
+                }
+            }
+        };
+        work.in_progress(self.progress_interval(), both).await
+    }
+
     /// Pulls and handles messages until `shutdown`. Then it pulls no more, hands back what
     /// it pulled and had not started, and gives fan-outs in progress until the grace period
     /// ends ([`ResolverConfig::shutdown_grace`]); see [`Resolver::handle_until`] for those
@@ -186,28 +224,51 @@ impl Resolver {
             "resolver started"
         );
         tokio::spawn(report_pending(self.bus.clone(), shutdown.clone()));
+        tokio::spawn(self.clone().keep_streams(shutdown.clone()));
         let deadline = shutdown.deadline(self.config.shutdown_grace);
+        let slots = Arc::new(Semaphore::new(self.config.concurrency));
+        // Events in hand: running, waiting for a slot, or queued behind their incident.
+        let most_in_hand = self.config.concurrency * 4;
+        let mut in_hand = 0;
         let mut pull = queue.pull(self.config.concurrency);
-        let mut running = FuturesUnordered::new();
+        let mut chains = FuturesUnordered::new();
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.wait() => break,
-                Some(()) = running.next(), if !running.is_empty() => {}
-                pulled = pull.next(), if running.len() < self.config.concurrency => {
+                Some(done) = chains.next(), if !chains.is_empty() => in_hand -= done,
+                pulled = pull.next(), if in_hand < most_in_hand => {
                     let Some(pulled) = pulled else {
                         error!("the pull loop ended; stopping");
                         break;
                     };
-                    running.push(self.clone().serve(pulled, deadline.clone()));
+                    let work = match pulled {
+                        Ok(work) => work,
+                        Err(e) => {
+                            warn!(error = %e, "pulling events failed; retrying");
+                            continue;
+                        }
+                    };
+                    let Some(event) = decode(&work).await else { continue };
+                    in_hand += 1;
+                    if let Some(first) = self.chains.join((work, event)) {
+                        chains.push(self.clone().chain(first, slots.clone(), deadline.clone()));
+                    }
                 }
             }
         }
         info!(
-            in_flight = running.len(),
+            in_hand,
             "resolver stopping: handing back what it pulled, finishing fan-outs in progress"
         );
-        let (handed_back, ()) = tokio::join!(pull.hand_back(), running.collect::<()>());
+        let (handed_back, _) = tokio::join!(pull.hand_back(), chains.collect::<Vec<usize>>());
+        // Chains stop after their running event once stopping; what they left queued goes
+        // back now.
+        for work in self.chains.drain() {
+            if let Err(e) = work.release().await {
+                warn!(error = %e, "could not hand an event back; it returns after its ack wait");
+            }
+        }
         if let Err(e) = self.bus.flush().await {
             // Answers lost here come back after their ack wait, and are replayed harmlessly.
             warn!(error = %e, "could not flush the last answers to JetStream");
@@ -216,29 +277,56 @@ impl Resolver {
         Ok(())
     }
 
-    /// One pulled message, or one pull error, in the run loop.
-    async fn serve(self, pulled: Result<Work, BusError>, deadline: Shutdown) {
-        match pulled {
-            Ok(work) => {
-                self.handle_until(work, &deadline).await;
-            }
-            Err(e) => {
-                warn!(error = %e, "pulling events failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+    /// One incident's events in hand, one after the other, each taking a concurrency slot
+    /// only while it runs. Returns how many it handled.
+    async fn chain(self, first: order::Pulled, slots: Arc<Semaphore>, deadline: Shutdown) -> usize {
+        let incident = first.1.incident_id;
+        let mut handled = 0;
+        let mut next = Some(first);
+        while let Some((work, event)) = next {
+            let slot = self
+                .keep_in_hand(&work, incident, slots.acquire())
+                .await
+                .expect("the slots are never closed");
+            self.handle_until(work, &event, &deadline).await;
+            drop(slot);
+            handled += 1;
+            next = if deadline.is_triggered() {
+                None
+            } else {
+                self.chains.next(incident)
+            };
+        }
+        handled
+    }
+
+    /// Keeps the events stream and this resolver's consumer in place: NATS may come back
+    /// without them (a lost store), and the pull loop then finds them again by name.
+    async fn keep_streams(self, shutdown: Shutdown) {
+        let mut ticks = tokio::time::interval(STREAM_CHECK_INTERVAL);
+        ticks.tick().await;
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                _ = ticks.tick() => {
+                    if let Err(e) = self.queue().await {
+                        debug!(error = %e, "could not check the events stream and consumer");
+                    }
+                }
             }
         }
     }
+}
 
-    fn incident_lock(&self, incident_id: IncidentId) -> Arc<tokio::sync::Mutex<()>> {
-        let mut incidents = self.incidents.lock().expect("incident locks");
-        incidents.entry(incident_id).or_default().clone()
-    }
-
-    fn release_incident_lock(&self, incident_id: IncidentId, lock: Arc<tokio::sync::Mutex<()>>) {
-        let mut incidents = self.incidents.lock().expect("incident locks");
-        // Two references: the map's and ours. No one else waits, so the entry can go.
-        if Arc::strong_count(&lock) == 2 {
-            incidents.remove(&incident_id);
+/// The event a message carries, or `None` for a message that is not an event envelope,
+/// which is terminated.
+async fn decode(work: &Work) -> Option<RecordedEvent> {
+    match EventEnvelope::decode(work.payload()) {
+        Ok(envelope) => Some(envelope.into()),
+        Err(e) => {
+            error!(error = %e, "an undecodable message on the events stream; terminating it");
+            let _ = work.term().await;
+            None
         }
     }
 }

@@ -11,9 +11,9 @@
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use tocsin_bus::{Bus, DeliveryJob, jobs::JOB_SCHEMA};
+use tocsin_bus::{Bus, DeliveryJob};
 use tocsin_runtime::Shutdown;
-use tocsin_store::{NewDelivery, Store};
+use tocsin_store::Store;
 
 use crate::ResolveError;
 
@@ -38,21 +38,6 @@ impl Default for RequeueConfig {
     }
 }
 
-/// The job that carries `delivery`: the one shape of a job, for the fan-out, the requeue
-/// sweep and dead-letter replays alike.
-pub fn job_for(delivery: &NewDelivery) -> DeliveryJob {
-    DeliveryJob {
-        schema: JOB_SCHEMA,
-        delivery_key: delivery.delivery_key.clone(),
-        incident_id: *delivery.incident_id.as_uuid(),
-        event_id: *delivery.event_id.as_uuid(),
-        event_version: delivery.event_version,
-        subscriber_id: *delivery.subscriber_id.as_uuid(),
-        channel: delivery.channel,
-        send_after: delivery.send_after,
-    }
-}
-
 /// One sweep: republishes the jobs of every stale delivery. Returns how many.
 pub async fn requeue_stale(
     store: &Store,
@@ -71,7 +56,7 @@ pub async fn requeue_stale(
         if stale.is_empty() {
             break;
         }
-        let jobs: Vec<DeliveryJob> = stale.iter().map(job_for).collect();
+        let jobs: Vec<DeliveryJob> = stale.iter().map(DeliveryJob::from).collect();
         // A failed publish leaves its row marked: the next sweep after `stale_after` retries.
         for published in bus.republish_jobs(&jobs, &tag).await {
             published?;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use sqlx::types::Json;
 use time::OffsetDateTime;
-use tocsin_core::{Channel, EventId, Incident, IncidentId, Preferences, SubscriberId};
+use tocsin_core::{Channel, Delivery, EventId, Incident, IncidentId, Preferences, SubscriberId};
 use tracing::instrument;
 use uuid::Uuid;
 
@@ -25,18 +25,6 @@ pub struct Candidate {
     pub webhook_disabled: bool,
 }
 
-/// One row for the delivery ledger.
-#[derive(Debug, Clone)]
-pub struct NewDelivery {
-    pub delivery_key: String,
-    pub incident_id: IncidentId,
-    pub event_id: EventId,
-    pub event_version: u64,
-    pub subscriber_id: SubscriberId,
-    pub channel: Channel,
-    pub send_after: Option<OffsetDateTime>,
-}
-
 /// A ledger row as `revive_dead_letters` and `requeue_stale_deliveries` read it back.
 #[derive(sqlx::FromRow)]
 pub(crate) struct DeliveryRow {
@@ -49,11 +37,11 @@ pub(crate) struct DeliveryRow {
     send_after: Option<OffsetDateTime>,
 }
 
-impl TryFrom<DeliveryRow> for NewDelivery {
+impl TryFrom<DeliveryRow> for Delivery {
     type Error = StoreError;
 
     fn try_from(row: DeliveryRow) -> Result<Self, StoreError> {
-        Ok(NewDelivery {
+        Ok(Delivery {
             channel: row
                 .channel
                 .parse()
@@ -155,7 +143,7 @@ impl Store {
     /// Writes ledger rows in one statement, state `pending`. Rows whose key exists are left
     /// as they are, so a replayed fan-out never resets a delivery that moved on.
     #[instrument(skip_all, fields(deliveries = deliveries.len()))]
-    pub async fn record_deliveries(&self, deliveries: &[NewDelivery]) -> Result<u64, StoreError> {
+    pub async fn record_deliveries(&self, deliveries: &[Delivery]) -> Result<u64, StoreError> {
         if deliveries.is_empty() {
             return Ok(0);
         }

@@ -30,10 +30,13 @@ pub struct Claimed {
     pub channel: Channel,
     /// This attempt's number, 1 for the first.
     pub attempt: u32,
-    /// The previous holder's lease expired mid-send: that attempt's fate is unknown.
+    /// The previous holder's lease expired after its send had begun: that attempt's fate is
+    /// unknown. (A holder lost before its send began leaves nothing unknown.)
     pub after_lost_attempt: bool,
     /// The delivery was `unknown` and the channel's policy allows another try.
     pub after_unknown: bool,
+    /// Attempts so far whose outcome is unknown, a lost one included.
+    pub unknowns: u32,
     pub created_at: OffsetDateTime,
 }
 
@@ -46,11 +49,12 @@ pub enum ClaimResult {
     Finished {
         state: String,
     },
-    /// Not due yet (quiet hours, a scheduled retry), or waiting for an earlier message to the
-    /// same recipient, or claimed by a live worker: ask again after `wait`.
-    NotYet {
-        wait: Duration,
-    },
+    /// Not due yet (quiet hours, a scheduled retry, an earlier message to the same recipient
+    /// still on its way): parked in the ledger, where the channel's dispatcher publishes it
+    /// again when it comes due. The job in hand is done with.
+    Parked,
+    /// Another live worker holds it: the job in hand is a copy, and done with.
+    Held,
     /// No such delivery: a job without a ledger row (should not happen; the resolver writes
     /// the row first).
     Missing,
@@ -60,7 +64,7 @@ pub enum ClaimResult {
 #[derive(Debug, Clone, Copy)]
 pub struct ClaimPolicy {
     pub channel: Channel,
-    /// How long a claim holds before another worker may take the delivery over.
+    /// How long a claim holds unless its worker extends it.
     pub lease: Duration,
     /// Supersede older unsent messages to the same recipient (channels read by people).
     pub supersede_stale: bool,
@@ -78,10 +82,26 @@ pub struct AttemptOutcome {
     /// The new state: delivered, retrying, unknown, failed, dead, skipped.
     pub state: &'static str,
     pub next_attempt_at: Option<OffsetDateTime>,
+    /// Whether the job is done with and the delivery waits, parked, for `next_attempt_at`
+    /// (the channel's dispatcher publishes it then). False when the job goes back to
+    /// JetStream as it is (handed back at shutdown) or nothing more is due.
+    pub parked: bool,
+    /// The attempt's outcome is unknown (counted toward the channel's cap on blind resends).
+    pub unknown: bool,
     pub provider_id: Option<String>,
     pub error: Option<String>,
     /// The trail entry's data: attempt number, outcome detail, latency.
     pub detail: serde_json::Value,
+}
+
+/// What recording a batch of outcomes did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// Outcomes written (rows this worker still held).
+    pub recorded: u64,
+    /// Settled deliveries with a later message to the same recipient parked behind them:
+    /// the channel's dispatcher should look now rather than at its next tick.
+    pub unblocked: u64,
 }
 
 /// States after which nothing more happens to a delivery.
@@ -103,7 +123,9 @@ struct ClaimRow {
     subscriber_id: Uuid,
     channel: String,
     attempts: i32,
+    unknowns: i32,
     previous_state: String,
+    lost: bool,
     created_at: OffsetDateTime,
 }
 
@@ -113,12 +135,14 @@ struct StateRow {
     state: String,
     /// An unknown outcome with one resend scheduled (the channel's policy allows it).
     resend_due: bool,
-    wait_ms: Option<f64>,
+    /// Claimed by a worker whose lease still runs.
+    held: bool,
 }
 
 impl Store {
     /// Claims what it can of `keys` for `owner`, superseding stale messages first when the
-    /// policy says so. Returns one result per key, in input order, and the keys superseded.
+    /// policy says so, and parks what is not due yet. Returns one result per key, in input
+    /// order, and how many messages were superseded.
     #[instrument(skip_all, fields(channel = %policy.channel, keys = keys.len()))]
     pub async fn claim_deliveries(
         &self,
@@ -147,7 +171,7 @@ impl Store {
                                        AND e.kind IN ('resolved', 'maintenance_completed'))
                  ), marked AS (
                      UPDATE deliveries d SET state = 'superseded', finished_at = now(),
-                         updated_at = now()
+                         updated_at = now(), parked = false
                      FROM stale WHERE d.delivery_key = stale.delivery_key
                      RETURNING d.delivery_key, d.incident_id, d.event_id
                  )
@@ -165,9 +189,13 @@ impl Store {
         };
 
         let lease_ms = policy.lease.as_millis() as f64;
+        // A previous holder whose lease expired counts as an attempt only if its send had
+        // begun; one lost before that leaves its attempt number to this claim.
         let claimed: Vec<ClaimRow> = sqlx::query_as(
             "WITH due AS (
-                 SELECT d.delivery_key, d.state AS previous_state FROM deliveries d
+                 SELECT d.delivery_key, d.state AS previous_state,
+                        (d.state = 'sending' AND d.send_started_at IS NOT NULL) AS lost
+                 FROM deliveries d
                  WHERE d.delivery_key = ANY($1)
                    AND (d.state IN ('pending', 'retrying')
                         OR (d.state = 'sending' AND d.lease_expires_at < now())
@@ -183,10 +211,14 @@ impl Store {
              )
              UPDATE deliveries d SET state = 'sending', lease_owner = $2,
                  lease_expires_at = now() + make_interval(secs => $3 / 1000.0),
-                 attempts = d.attempts + 1, updated_at = now()
+                 attempts = d.attempts
+                     + CASE WHEN due.previous_state = 'sending' AND NOT due.lost THEN 0 ELSE 1 END,
+                 unknowns = d.unknowns + CASE WHEN due.lost THEN 1 ELSE 0 END,
+                 send_started_at = NULL, parked = false, updated_at = now()
              FROM due WHERE d.delivery_key = due.delivery_key
              RETURNING d.delivery_key, d.incident_id, d.event_id, d.event_version,
-                 d.subscriber_id, d.channel, d.attempts, due.previous_state, d.created_at",
+                 d.subscriber_id, d.channel, d.attempts, d.unknowns, due.previous_state,
+                 due.lost, d.created_at",
         )
         .bind(keys)
         .bind(owner)
@@ -210,8 +242,9 @@ impl Store {
                     subscriber_id: row.subscriber_id.into(),
                     channel,
                     attempt: u32::try_from(row.attempts).unwrap_or(u32::MAX),
-                    after_lost_attempt: row.previous_state == "sending",
+                    after_lost_attempt: row.lost,
                     after_unknown: row.previous_state == "unknown",
+                    unknowns: u32::try_from(row.unknowns).unwrap_or_default(),
                     created_at: row.created_at,
                 }),
             );
@@ -220,29 +253,39 @@ impl Store {
         if !others.is_empty() {
             let rows: Vec<StateRow> = sqlx::query_as(
                 "SELECT delivery_key, state, next_attempt_at IS NOT NULL AS resend_due,
-                        (extract(epoch FROM greatest(next_attempt_at, send_after,
-                            CASE WHEN state = 'sending' THEN lease_expires_at END) - now())
-                            * 1000)::float8 AS wait_ms
+                        (state = 'sending' AND lease_expires_at >= now()) AS held
                  FROM deliveries WHERE delivery_key = ANY($1)",
             )
             .bind(&others)
             .fetch_all(&mut *tx)
             .await?;
+            let mut to_park = Vec::new();
             for row in rows {
                 let resendable = row.state == "unknown" && policy.resend_unknown && row.resend_due;
                 let result = if FINAL_STATES.contains(&row.state.as_str()) && !resendable {
                     ClaimResult::Finished { state: row.state }
+                } else if row.held {
+                    ClaimResult::Held
                 } else {
-                    // Due later, or behind an earlier message, or another worker's.
-                    let wait = row
-                        .wait_ms
-                        .filter(|ms| *ms > 0.0)
-                        .map_or(Duration::from_millis(500), |ms| {
-                            Duration::from_millis(ms as u64 + 10)
-                        });
-                    ClaimResult::NotYet { wait }
+                    // Due later, behind an earlier message, or locked by a claim or a
+                    // dispatch running right now: the ledger brings it back when due.
+                    to_park.push(row.delivery_key.clone());
+                    ClaimResult::Parked
                 };
                 by_key.insert(row.delivery_key, result);
+            }
+            if !to_park.is_empty() {
+                // A row that a concurrent claim took meanwhile is `sending` by the time this
+                // update gets its lock, and is left alone.
+                sqlx::query(
+                    "UPDATE deliveries SET parked = true
+                     WHERE delivery_key = ANY($1) AND NOT parked
+                       AND (state IN ('pending', 'retrying', 'unknown')
+                            OR (state = 'sending' AND lease_expires_at < now()))",
+                )
+                .bind(&to_park)
+                .execute(&mut *tx)
+                .await?;
             }
         }
         tx.commit().await?;
@@ -254,57 +297,108 @@ impl Store {
         ))
     }
 
+    /// Marks the sends of `keys` as begun, just before the provider is called, and returns
+    /// the keys `owner` still holds: only those may be sent. From here on, losing the worker
+    /// leaves the attempt's outcome unknown; before it, nothing can have gone out.
+    #[instrument(skip_all, fields(keys = keys.len()))]
+    pub async fn start_sends(&self, owner: &str, keys: &[&str]) -> Result<Vec<String>, StoreError> {
+        let started: Vec<(String,)> = sqlx::query_as(
+            "UPDATE deliveries SET send_started_at = now()
+             WHERE delivery_key = ANY($1) AND lease_owner = $2 AND state = 'sending'
+             RETURNING delivery_key",
+        )
+        .bind(keys)
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(started.into_iter().map(|(key,)| key).collect())
+    }
+
+    /// Extends every lease `owner` holds to `lease` from now: a live worker keeps its claims
+    /// however long its sends take, and a dead one's lapse within one lease.
+    pub async fn extend_leases(&self, owner: &str, lease: Duration) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE deliveries
+             SET lease_expires_at = now() + make_interval(secs => $2 / 1000.0)
+             WHERE lease_owner = $1 AND state = 'sending'",
+        )
+        .bind(owner)
+        .bind(lease.as_millis() as f64)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Records outcomes and their trail entries in one statement. Only rows still leased by
-    /// `owner` change: a worker whose lease expired and was taken over records nothing.
+    /// `owner` change: a worker whose lease expired and was taken over records nothing, and
+    /// neither does one whose delivery a provider's callback settled meanwhile.
     #[instrument(skip_all, fields(outcomes = outcomes.len()))]
     pub async fn record_attempts(
         &self,
         owner: &str,
         outcomes: &[AttemptOutcome],
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Recorded, StoreError> {
         if outcomes.is_empty() {
-            return Ok(0);
+            return Ok(Recorded::default());
         }
         let keys: Vec<&str> = outcomes.iter().map(|o| o.delivery_key.as_str()).collect();
         let states: Vec<&str> = outcomes.iter().map(|o| o.state).collect();
         let next: Vec<Option<OffsetDateTime>> =
             outcomes.iter().map(|o| o.next_attempt_at).collect();
+        let parked: Vec<bool> = outcomes.iter().map(|o| o.parked).collect();
+        let unknown: Vec<i32> = outcomes.iter().map(|o| i32::from(o.unknown)).collect();
         let providers: Vec<Option<&str>> =
             outcomes.iter().map(|o| o.provider_id.as_deref()).collect();
         let errors: Vec<Option<&str>> = outcomes.iter().map(|o| o.error.as_deref()).collect();
         let details: Vec<Json<&serde_json::Value>> =
             outcomes.iter().map(|o| Json(&o.detail)).collect();
-        let done = sqlx::query(
+        let (recorded, unblocked): (i64, i64) = sqlx::query_as(
             "WITH o AS (
-                 SELECT * FROM UNNEST($2::text[], $3::text[], $4::timestamptz[], $5::text[],
-                     $6::text[], $7::jsonb[]) AS o(delivery_key, state, next_at, provider_id,
-                     error, detail)
+                 SELECT * FROM UNNEST($2::text[], $3::text[], $4::timestamptz[], $5::bool[],
+                     $6::int4[], $7::text[], $8::text[], $9::jsonb[])
+                     AS o(delivery_key, state, next_at, parked, unknown, provider_id, error,
+                          detail)
              ), updated AS (
                  UPDATE deliveries d SET state = o.state, next_attempt_at = o.next_at,
+                     parked = o.parked, unknowns = d.unknowns + o.unknown,
                      provider_id = coalesce(o.provider_id, d.provider_id), last_error = o.error,
                      lease_owner = NULL, lease_expires_at = NULL, updated_at = now(),
                      finished_at = CASE WHEN o.next_at IS NOT NULL THEN NULL ELSE now() END
                  FROM o
                  WHERE d.delivery_key = o.delivery_key AND d.lease_owner = $1
                    AND d.state = 'sending'
-                 RETURNING d.delivery_key, d.incident_id, d.event_id, d.channel, d.attempts,
-                     o.state, o.detail
+                 RETURNING d.delivery_key, d.incident_id, d.event_id, d.event_version,
+                     d.subscriber_id, d.channel, d.attempts, o.state, o.detail
+             ), trail AS (
+                 INSERT INTO delivery_trail (incident_id, event_id, kind, delivery_key, data)
+                 SELECT incident_id, event_id, state, delivery_key,
+                        detail || jsonb_build_object('channel', channel, 'attempt', attempts)
+                 FROM updated
+                 RETURNING 1
              )
-             INSERT INTO delivery_trail (incident_id, event_id, kind, delivery_key, data)
-             SELECT incident_id, event_id, state, delivery_key,
-                    detail || jsonb_build_object('channel', channel, 'attempt', attempts)
-             FROM updated",
+             SELECT (SELECT count(*) FROM trail),
+                    (SELECT count(*) FROM updated u
+                     WHERE u.state NOT IN ('retrying', 'sending') AND EXISTS (
+                         SELECT 1 FROM deliveries s
+                         WHERE s.parked AND s.incident_id = u.incident_id
+                           AND s.subscriber_id = u.subscriber_id AND s.channel = u.channel
+                           AND s.event_version > u.event_version))",
         )
         .bind(owner)
         .bind(&keys)
         .bind(&states)
         .bind(&next)
+        .bind(&parked)
+        .bind(&unknown)
         .bind(&providers)
         .bind(&errors)
         .bind(&details)
-        .execute(&self.pool)
+        .fetch_one(&self.pool)
         .await?;
-        Ok(done.rows_affected())
+        Ok(Recorded {
+            recorded: u64::try_from(recorded).unwrap_or_default(),
+            unblocked: u64::try_from(unblocked).unwrap_or_default(),
+        })
     }
 
     /// Dead letters back to pending, with their attempts reset: for an operator who fixed the
@@ -314,11 +408,11 @@ impl Store {
         &self,
         incident_id: Option<IncidentId>,
         channel: Option<Channel>,
-    ) -> Result<Vec<crate::NewDelivery>, StoreError> {
+    ) -> Result<Vec<tocsin_core::Delivery>, StoreError> {
         let rows: Vec<crate::fanout::DeliveryRow> = sqlx::query_as(
             "WITH revived AS (
                  UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = NULL,
-                     finished_at = NULL, updated_at = now()
+                     unknowns = 0, parked = false, finished_at = NULL, updated_at = now()
                  WHERE state = 'dead' AND ($1::uuid IS NULL OR incident_id = $1)
                    AND ($2::text IS NULL OR channel = $2)
                  RETURNING delivery_key, incident_id, event_id, event_version, subscriber_id,
@@ -340,13 +434,19 @@ impl Store {
         .bind(channel.map(|c| c.as_str()))
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter().map(crate::NewDelivery::try_from).collect()
+        rows.into_iter()
+            .map(tocsin_core::Delivery::try_from)
+            .collect()
     }
 
-    /// Records a provider's later word on a delivery (a Twilio status callback): delivered,
-    /// or failed with a reason. The delivery is found by its key (carried in the callback
-    /// URL, so even an attempt whose reply was lost is reconciled) or else by the provider's
-    /// id. Returns false when no such delivery awaits news.
+    /// Records a provider's final word on a delivery (a Twilio status callback): delivered,
+    /// or failed with a reason. It settles the delivery whatever state the row is in when it
+    /// arrives: a worker still recording its attempt (`sending`), a retry scheduled after a
+    /// lost reply, or an outcome recorded as `unknown` all yield to the provider, who knows.
+    /// The worker's own record then finds the row no longer `sending` and changes nothing.
+    /// The delivery is found by its key (carried in the callback URL, so even an attempt
+    /// whose reply was lost is reconciled) or else by the provider's id. Returns false when
+    /// no such delivery exists.
     #[instrument(skip(self, detail))]
     pub async fn record_provider_status(
         &self,
@@ -360,12 +460,11 @@ impl Store {
                  SELECT delivery_key, incident_id, event_id, channel, state FROM deliveries
                  WHERE delivery_key = $1 OR ($1 IS NULL AND provider_id = $4)
              ), updated AS (
-                 -- A delivery still being sent keeps its state: its worker records the
-                 -- attempt in a moment, and the provider's word stays in the trail below.
                  UPDATE deliveries d SET state = $2, updated_at = now(), finished_at = now(),
-                     provider_id = coalesce(d.provider_id, $4)
+                     provider_id = coalesce(d.provider_id, $4), lease_owner = NULL,
+                     lease_expires_at = NULL, next_attempt_at = NULL, parked = false
                  FROM target t
-                 WHERE d.delivery_key = t.delivery_key AND t.state IN ('delivered', 'unknown')
+                 WHERE d.delivery_key = t.delivery_key AND d.state <> $2
              )
              INSERT INTO delivery_trail (incident_id, event_id, kind, delivery_key, data)
              SELECT incident_id, event_id, $2, delivery_key,

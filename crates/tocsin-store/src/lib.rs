@@ -8,6 +8,8 @@
 //! - [`outbox`]: what the relay needs: unpublished events, marking them published, waking up.
 //! - [`projection`]: recomputing every projection from the log.
 //! - [`ledger`]: the workers' side of the ledger: claims with leases, outcomes, dead letters.
+//! - [`dispatch`]: parked deliveries coming due for the channels' dispatchers, and the
+//!   incarnations of the JetStream streams (a stream created anew is refilled from here).
 //! - [`progress`]: what operators read of the ledger: progress, fan-out, listings.
 //! - [`subscribers`]: subscribers, their contact details (kept apart) and preference history.
 //! - [`fanout`]: what the resolver reads and writes: candidates, the delivery ledger, the
@@ -17,6 +19,7 @@
 
 mod announce;
 mod batch;
+pub mod dispatch;
 mod error;
 pub mod fanout;
 pub mod ledger;
@@ -35,9 +38,10 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 pub use batch::Appender;
+pub use dispatch::DueDeliveries;
 pub use error::StoreError;
-pub use fanout::{Candidate, FanoutRecord, NewDelivery, TrailEntry};
-pub use ledger::{AttemptOutcome, ClaimPolicy, ClaimResult, Claimed};
+pub use fanout::{Candidate, FanoutRecord, TrailEntry};
+pub use ledger::{AttemptOutcome, ClaimPolicy, ClaimResult, Claimed, Recorded};
 pub use log::Appended;
 pub use outbox::{LogNotification, LogNotifications, RelayLease};
 pub use progress::{ChannelProgress, DeliveryCursor, DeliveryFilter, DeliveryView};

@@ -6,7 +6,9 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::fanout::DeliveryRow;
-use crate::{NewDelivery, Store, StoreError};
+use tocsin_core::Delivery;
+
+use crate::{Store, StoreError};
 
 impl Store {
     /// The instant before which a delivery untouched is `stale_after` late, by the
@@ -30,7 +32,7 @@ impl Store {
         &self,
         cutoff: OffsetDateTime,
         limit: u32,
-    ) -> Result<Vec<NewDelivery>, StoreError> {
+    ) -> Result<Vec<Delivery>, StoreError> {
         let rows: Vec<DeliveryRow> = sqlx::query_as(
             "WITH stale AS (
                  SELECT delivery_key FROM deliveries
@@ -61,6 +63,6 @@ impl Store {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter().map(NewDelivery::try_from).collect()
+        rows.into_iter().map(Delivery::try_from).collect()
     }
 }

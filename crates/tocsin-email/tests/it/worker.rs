@@ -88,15 +88,25 @@ async fn harness(pool: PgPool, retry: RetryPolicy) -> Harness {
 }
 
 impl Harness {
-    /// Pulls up to `n` jobs (waiting at most 3 s for them) and handles them.
+    /// Pulls up to `n` jobs (waiting at most 3 s for them, with the dispatcher publishing
+    /// parked deliveries as they come due meanwhile) and handles them.
     async fn step(&self, n: usize) -> Vec<Handled> {
-        let works = self
-            .queue
-            .fetch(n, Duration::from_secs(3))
-            .await
-            .expect("fetch jobs");
-        assert!(!works.is_empty(), "no job arrived within 3 s");
-        self.worker.process(works).await.expect("process a batch")
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            self.worker.dispatch_due().await.expect("dispatch");
+            let works = self
+                .queue
+                .fetch(n, Duration::from_millis(200))
+                .await
+                .expect("fetch jobs");
+            if !works.is_empty() {
+                return self.worker.process(works).await.expect("process a batch");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no job arrived within 3 s"
+            );
+        }
     }
 
     /// Pulls the next job, keeps its decoded payload, and handles it.
@@ -116,9 +126,15 @@ impl Harness {
 
     /// Asserts that no job is waiting (for as long as a retry would take to come back).
     async fn assert_no_more_jobs(&self) {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert_eq!(
+            self.worker.dispatch_due().await.expect("dispatch"),
+            0,
+            "nothing parked is due"
+        );
         let works = self
             .queue
-            .fetch(1, Duration::from_millis(800))
+            .fetch(1, Duration::from_millis(200))
             .await
             .expect("fetch jobs");
         assert!(works.is_empty(), "{} unexpected job(s)", works.len());

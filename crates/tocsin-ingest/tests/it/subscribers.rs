@@ -351,8 +351,8 @@ async fn get_incident_shows_delivery_progress_and_dead_letters_replay(pool: PgPo
     let opened = app.open("k").await;
     let incident_id: tocsin_core::IncidentId = opened.incident_id.parse().unwrap();
     let event_id: tocsin_core::EventId = opened.event_id.parse().unwrap();
-    let deliveries: Vec<tocsin_store::NewDelivery> = (0..3)
-        .map(|i| tocsin_store::NewDelivery {
+    let deliveries: Vec<tocsin_core::Delivery> = (0..3)
+        .map(|i| tocsin_core::Delivery {
             delivery_key: format!("dlv_{i}"),
             incident_id,
             event_id,

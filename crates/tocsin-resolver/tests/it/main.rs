@@ -448,7 +448,7 @@ async fn a_resolver_killed_mid_fan_out_resumes_with_exactly_one_job_per_key(pool
     let bus = h.bus.clone();
     let event = open.clone();
     let fanout = tokio::spawn(async move {
-        tocsin_resolver::fanout::resolve(
+        tocsin_resolver::fanout::resolve_paged(
             &store,
             &bus,
             FanoutConfig { page_size: 10 },

@@ -2,8 +2,9 @@
 
 use sqlx::PgPool;
 use time::{Duration, OffsetDateTime};
+use tocsin_core::Delivery;
 use tocsin_core::{Channel, DeliveryState, Severity};
-use tocsin_store::{DeliveryFilter, FanoutRecord, NewDelivery, Store};
+use tocsin_store::{DeliveryFilter, FanoutRecord, Store};
 
 use super::open_request;
 use super::subscribers::write;
@@ -37,7 +38,7 @@ async fn progress_listings_and_the_fanout_watermark_read_the_ledger(pool: PgPool
     let mut deliveries = Vec::new();
     for (i, up) in subscribers.iter().enumerate() {
         for channel in [Channel::Email, Channel::Webhook] {
-            deliveries.push(NewDelivery {
+            deliveries.push(Delivery {
                 delivery_key: format!("dlv_{}_{i}", channel.as_str()),
                 incident_id: event.incident_id,
                 event_id: event.event_id,

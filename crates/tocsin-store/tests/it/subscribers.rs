@@ -4,10 +4,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sqlx::PgPool;
 use time::OffsetDateTime;
+use tocsin_core::Delivery;
 use tocsin_core::{
     Channel, ComponentFilter, Contacts, EventId, Incident, Preferences, Severity, SubscriberId,
 };
-use tocsin_store::{FanoutRecord, NewDelivery, Store, SubscriberFilter, SubscriberWrite};
+use tocsin_store::{FanoutRecord, Store, SubscriberFilter, SubscriberWrite};
 
 use super::open_request;
 
@@ -130,7 +131,7 @@ async fn deleting_erases_contact_details_and_keeps_an_anonymised_trail(pool: PgP
         .remove(0);
     let id = up.subscriber.id;
     store
-        .record_deliveries(&[NewDelivery {
+        .record_deliveries(&[Delivery {
             delivery_key: "dlv_test".into(),
             incident_id: tocsin_core::IncidentId::new(),
             event_id: EventId::new(),
@@ -338,7 +339,7 @@ async fn candidates_filter_on_severity_and_components_and_include_those_told_bef
     // "api-major" was told; a downgrade to minor on another component still includes them.
     let told: SubscriberId = up[1].subscriber.id;
     store
-        .record_deliveries(&[NewDelivery {
+        .record_deliveries(&[Delivery {
             delivery_key: "dlv_told".into(),
             incident_id: incident.id,
             event_id: appended.event.event_id,
@@ -368,7 +369,7 @@ async fn ledger_and_trail_are_idempotent_and_the_trail_is_append_only(pool: PgPo
         .await
         .unwrap();
     let event = appended.event;
-    let delivery = NewDelivery {
+    let delivery = Delivery {
         delivery_key: "dlv_1".into(),
         incident_id: event.incident_id,
         event_id: event.event_id,
