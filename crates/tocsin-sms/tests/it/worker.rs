@@ -524,6 +524,70 @@ async fn a_claim_lost_before_its_send_began_is_sent_by_the_next_worker(pool: PgP
     assert_eq!(attempts, (1, 0), "the lost claim's attempt never happened");
 }
 
+/// Twilio's `delivered` can come before the worker has recorded its attempt (a slow
+/// database, a lost reply): the provider's word settles the delivery at once, and the
+/// worker's own record, arriving later, changes nothing.
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn a_callback_while_the_attempt_is_still_sending_settles_it(pool: PgPool) {
+    let f = fixture(pool, Options::default()).await;
+    lost_worker(&f, true).await;
+    // The lease lapsed, yet the row is still `sending`: nobody took it over.
+    assert_eq!(f.state().await, "sending");
+
+    let params = [
+        ("MessageSid", "SM0123456789abcdef0123456789abcdef"),
+        ("MessageStatus", "delivered"),
+        ("AccountSid", f.twilio.account_sid()),
+    ];
+    let token = f.twilio.auth_token().to_owned();
+    assert_eq!(
+        f.post_callback(&f.key, &params, &token).await,
+        reqwest::StatusCode::OK
+    );
+    assert_eq!(f.state().await, "delivered");
+    assert_eq!(
+        f.provider_id().await.as_deref(),
+        Some("SM0123456789abcdef0123456789abcdef")
+    );
+
+    // The lost worker's record (its reply timed out: unknown) comes too late to matter.
+    let (incident_id, event_id): (sqlx::types::Uuid, sqlx::types::Uuid) =
+        sqlx::query_as("SELECT incident_id, event_id FROM deliveries WHERE delivery_key = $1")
+            .bind(&f.key)
+            .fetch_one(f.pipeline.store.pool())
+            .await
+            .unwrap();
+    let late = tocsin_store::AttemptOutcome {
+        delivery_key: f.key.clone(),
+        incident_id: incident_id.into(),
+        event_id: event_id.into(),
+        state: "unknown",
+        next_attempt_at: None,
+        parked: false,
+        unknown: true,
+        provider_id: None,
+        error: Some("timed out".into()),
+        detail: serde_json::json!({ "outcome": "unknown" }),
+    };
+    let recorded = f
+        .pipeline
+        .store
+        .record_attempts("lost-worker", &[late])
+        .await
+        .unwrap();
+    assert_eq!(recorded.recorded, 0);
+    assert_eq!(f.state().await, "delivered");
+    // And its job, taken now, finds it finished: nothing is sent.
+    assert_eq!(
+        f.process(Duration::from_secs(2)).await,
+        vec![Handled::AlreadyDone {
+            key: f.key.clone(),
+            state: "delivered".into()
+        }]
+    );
+    assert!(f.twilio.messages().is_empty());
+}
+
 #[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
 async fn an_undelivered_callback_fails_the_delivery(pool: PgPool) {
     let f = fixture(pool, Options::default()).await;

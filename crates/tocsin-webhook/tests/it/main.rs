@@ -10,3 +10,4 @@ mod server;
 mod shutdown;
 mod signatures;
 mod worker;
+mod restart;

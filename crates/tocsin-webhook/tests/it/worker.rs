@@ -35,7 +35,7 @@ pub(crate) struct Harness {
     pub(crate) pipeline: Pipeline,
     pub(crate) receiver: WebhookReceiver,
     pub(crate) worker: Worker<WebhookCourier>,
-    queue: WorkQueue,
+    pub(crate) queue: WorkQueue,
 }
 
 impl Harness {
@@ -127,7 +127,7 @@ impl Harness {
 
     /// One round: the dispatcher's step (parked deliveries come due go back on the queue),
     /// then whatever the queue has within `wait`, processed as one batch.
-    async fn process_once(&self, wait: Duration) -> Vec<Handled> {
+    pub(crate) async fn process_once(&self, wait: Duration) -> Vec<Handled> {
         self.worker.dispatch_due().await.unwrap();
         let works = self.queue.fetch(16, wait).await.unwrap();
         if works.is_empty() {
