@@ -1,13 +1,14 @@
 //! System tests: the real `tocsin-ingest` binary as a separate process, killed and restarted,
 //! against a per-test PostgreSQL database and a private NATS server; `shutdown` stops the
 //! resolver and a worker with SIGTERM mid-work; `readiness` stops a private PostgreSQL under a
-//! running resolver; `compose` checks
+//! running resolver; `heal` wipes the private NATS server mid-fan-out; `compose` checks
 //! docker-compose.yml and deploy/ against the built binaries (no Docker needed).
 //!
 //! The binaries must be built first (`cargo xtask test` does it).
 
 mod compose;
 mod ctl;
+mod heal;
 mod readiness;
 mod shutdown;
 mod workers;

@@ -24,8 +24,9 @@ pub struct WorkerArgs {
     /// Sends per second to the provider from this process; 0 means unlimited.
     #[arg(long, env = "TOCSIN_WORKER_RATE_PER_SECOND", default_value_t = 0)]
     pub rate_per_second: u32,
-    /// Seconds a claim holds; long sends keep reporting progress.
-    #[arg(long, env = "TOCSIN_WORKER_LEASE_SECONDS", default_value_t = 60)]
+    /// Seconds a claim holds unless renewed; a live worker renews its claims every third of
+    /// this, so it is how soon a dead worker's deliveries are taken over.
+    #[arg(long, env = "TOCSIN_WORKER_LEASE_SECONDS", default_value_t = 15)]
     pub lease_seconds: u64,
     /// First retry delay in seconds; each later one doubles, with jitter.
     #[arg(long, env = "TOCSIN_RETRY_BASE_SECONDS", default_value_t = 5)]

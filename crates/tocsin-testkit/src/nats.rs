@@ -83,6 +83,18 @@ impl NatsServer {
         }
     }
 
+    /// Deletes the JetStream store (every stream, consumer and message), as a server that
+    /// lost its disk; [`NatsServer::start_again`] then starts it empty. Stops it first.
+    pub async fn wipe_store(&mut self) -> anyhow::Result<()> {
+        self.stop().await;
+        let jetstream = self.store_dir.join("jetstream");
+        if jetstream.exists() {
+            std::fs::remove_dir_all(&jetstream)
+                .with_context(|| format!("wiping {}", jetstream.display()))?;
+        }
+        Ok(())
+    }
+
     /// Starts the server again on the same port with the same JetStream store; streams and
     /// messages written before [`NatsServer::stop`] are still there. Stops it first if running.
     pub async fn start_again(&mut self) -> anyhow::Result<()> {

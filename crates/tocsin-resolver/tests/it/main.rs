@@ -663,3 +663,117 @@ async fn a_page_with_more_jobs_than_acks_in_flight_is_published_whole(pool: PgPo
     let keys: BTreeSet<&str> = jobs.iter().map(|j| j.delivery_key.as_str()).collect();
     assert_eq!(keys.len(), 3_000);
 }
+
+/// A burst: three incidents, eight events, published at once, fanned out by the resolver's
+/// own loop with a publish window far smaller than one page of jobs. Every event is fanned
+/// out, each incident's in order, and every job is published once: concurrent fan-outs
+/// never wait on one another for the window, and an incident's later events wait behind its
+/// running one without taking the slots the others need.
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn a_burst_of_events_across_incidents_is_fanned_out_by_the_loop(pool: PgPool) {
+    let store = Store::from_pool(pool);
+    let mut bus_config = BusConfig::new(tocsin_testkit::nats::unique_prefix()).unwrap();
+    bus_config.max_ack_inflight = 8;
+    let bus = Bus::connect(&tocsin_testkit::nats::nats_url(), bus_config)
+        .await
+        .unwrap();
+    bus.ensure_events_stream().await.unwrap();
+    let config = ResolverConfig {
+        fanout: FanoutConfig { page_size: 40 },
+        concurrency: 2,
+        ..ResolverConfig::default()
+    };
+    let h = Harness {
+        store: store.clone(),
+        bus: bus.clone(),
+        resolver: Resolver::new(store.clone(), bus.clone(), config),
+    };
+    let names: Vec<String> = (0..150).map(|i| format!("s{i:03}")).collect();
+    h.subscribe(
+        names
+            .iter()
+            .map(|n| {
+                let channels = [Channel::Email, Channel::Sms, Channel::Webhook];
+                (n.as_str(), prefs(&channels, Severity::Minor, None))
+            })
+            .collect(),
+    )
+    .await;
+
+    let mut events = Vec::new();
+    let first = h
+        .publish("a1", None, opened(Severity::Major, &["api"]))
+        .await;
+    events.push(first.clone());
+    for (i, kind) in [EventKind::Updated, EventKind::Updated, EventKind::Resolved]
+        .into_iter()
+        .enumerate()
+    {
+        let key = format!("a{}", i + 2);
+        events.push(
+            h.publish(&key, Some(first.incident_id), update(kind, None, &[]))
+                .await,
+        );
+    }
+    for incident in ["b", "c"] {
+        let open = h
+            .publish(
+                &format!("{incident}1"),
+                None,
+                opened(Severity::Critical, &["db"]),
+            )
+            .await;
+        let resolve = update(EventKind::Resolved, None, &[]);
+        let resolved = h
+            .publish(&format!("{incident}2"), Some(open.incident_id), resolve)
+            .await;
+        events.extend([open, resolved]);
+    }
+
+    let shutdown = tocsin_runtime::Shutdown::new();
+    let running = tokio::spawn(h.resolver.clone().run(shutdown.clone()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut done = 0;
+        for event in &events {
+            if h.store
+                .fanout_record(event.event_id)
+                .await
+                .unwrap()
+                .is_some()
+            {
+                done += 1;
+            }
+        }
+        if done == events.len() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{done} of {} events fanned out after a minute",
+            events.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shutdown.trigger();
+    running.await.unwrap().unwrap();
+
+    // SMS takes opened and resolved only: 8 events to email and webhook, 6 to SMS.
+    let jobs = h.jobs().await;
+    let keys: BTreeSet<&str> = jobs.iter().map(|j| j.delivery_key.as_str()).collect();
+    assert_eq!(jobs.len(), 150 * (8 + 8 + 6));
+    assert_eq!(keys.len(), jobs.len(), "no job twice");
+    // Each incident's fan-outs were recorded in version order.
+    let order: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT incident_id::text, (data->>'event_version')::int8 FROM delivery_trail
+         WHERE kind = 'recipients_resolved' ORDER BY position",
+    )
+    .fetch_all(h.store.pool())
+    .await
+    .unwrap();
+    let mut last: HashMap<String, i64> = HashMap::new();
+    for (incident, version) in order {
+        let previous = last.insert(incident, version).unwrap_or(0);
+        assert_eq!(version, previous + 1, "fanned out in order");
+    }
+}

@@ -5,9 +5,9 @@
 
 mod guard;
 mod ops;
+mod restart;
 mod sender;
 mod server;
 mod shutdown;
 mod signatures;
 mod worker;
-mod restart;
