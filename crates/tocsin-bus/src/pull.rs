@@ -209,6 +209,7 @@ mod tests {
             redelivered, handed_back,
             "each handed-back message was delivered twice"
         );
+        bus.delete_deliveries_stream().await.unwrap();
     }
 
     #[tokio::test]
@@ -226,5 +227,6 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+        bus.delete_deliveries_stream().await.unwrap();
     }
 }

@@ -28,6 +28,7 @@ pub mod courier;
 mod decision;
 pub mod dispatch;
 mod instruments;
+mod leases;
 pub mod readiness;
 mod record;
 mod run;

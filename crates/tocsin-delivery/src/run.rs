@@ -66,17 +66,22 @@ impl<C: Courier> Worker<C> {
         Ok(())
     }
 
-    /// Renews every lease this process holds, every third of a lease, until aborted once
-    /// the batches in progress are done (through the grace period, too): a live worker keeps
-    /// its claims however long its sends take, and a dead one's lapse within one lease.
+    /// Renews the leases of the claims batches in progress hold, every third of a lease,
+    /// until aborted once those batches are done (through the grace period, too): a live
+    /// worker keeps its claims however long its sends take, and a dead one's lapse within one
+    /// lease.
     async fn keep_leases(self) {
         let mut ticks = tokio::time::interval(self.config.lease / 3);
         ticks.tick().await;
         loop {
             ticks.tick().await;
+            let keys = self.held.keys();
+            if keys.is_empty() {
+                continue;
+            }
             if let Err(e) = self
                 .store
-                .extend_leases(&self.config.owner, self.config.lease)
+                .extend_leases(&self.config.owner, &keys, self.config.lease)
                 .await
             {
                 warn!(error = %e, "could not renew this worker's leases");

@@ -84,7 +84,8 @@ pub enum Handled {
     /// Not due, or behind an earlier message: parked in the ledger, and published again by
     /// the dispatcher when due.
     Parked { key: String },
-    /// Another live worker holds the delivery; this job was a copy.
+    /// A worker holds the delivery; this job was a copy. The delivery is parked, for the
+    /// dispatcher to publish should the holder die before settling it.
     Held { key: String },
     /// Not sent and never will be: superseded, subscriber deleted, endpoint disabled.
     Skipped { key: String, reason: String },
@@ -113,6 +114,8 @@ pub struct Worker<C: Courier> {
     /// Wakes this process's dispatcher when a settled delivery had a later one parked
     /// behind it, so that the next message to that recipient leaves now.
     pub(crate) unblocked: Arc<Notify>,
+    /// The claims batches in progress hold, whose leases this process renews.
+    pub(crate) held: crate::leases::Held,
 }
 
 impl<C: Courier> std::fmt::Debug for Worker<C> {
@@ -134,6 +137,7 @@ impl<C: Courier> Clone for Worker<C> {
             limiter: self.limiter.clone(),
             instruments: self.instruments.clone(),
             unblocked: self.unblocked.clone(),
+            held: self.held.clone(),
         }
     }
 }
@@ -153,6 +157,7 @@ impl<C: Courier> Worker<C> {
             limiter,
             instruments,
             unblocked: Arc::default(),
+            held: crate::leases::Held::default(),
         }
     }
 
@@ -267,6 +272,13 @@ impl<C: Courier> Worker<C> {
         if to_send.is_empty() {
             return Ok(handled);
         }
+        // Renewed while this batch works on them, let go however it ends.
+        let _holding = self.held.hold(
+            to_send
+                .iter()
+                .map(|(_, job, _)| job.delivery_key.clone())
+                .collect(),
+        );
         handled.extend(self.send_claimed(to_send, deadline).await?);
         Ok(handled)
     }

@@ -21,8 +21,6 @@ ALTER TABLE deliveries
 -- The dispatchers' queue: parked deliveries of one channel, by when they come due.
 CREATE INDEX deliveries_parked ON deliveries (channel, coalesce(next_attempt_at, send_after, created_at))
     WHERE parked;
--- A worker extends the leases it holds in one statement.
-CREATE INDEX deliveries_leased ON deliveries (lease_owner) WHERE state = 'sending';
 
 -- Which incarnation of each JetStream stream the ledger and the log were last published to.
 -- A stream created anew (the server lost its store) has another creation time: whoever

@@ -53,7 +53,9 @@ pub enum ClaimResult {
     /// still on its way): parked in the ledger, where the channel's dispatcher publishes it
     /// again when it comes due. The job in hand is done with.
     Parked,
-    /// Another live worker holds it: the job in hand is a copy, and done with.
+    /// A worker holds it (its lease has not lapsed): the job in hand is a copy, and done
+    /// with. The delivery is parked, so that the dispatcher publishes it should the lease
+    /// lapse unsettled (its holder died).
     Held,
     /// No such delivery: a job without a ledger row (should not happen; the resolver writes
     /// the row first).
@@ -264,24 +266,28 @@ impl Store {
                 let resendable = row.state == "unknown" && policy.resend_unknown && row.resend_due;
                 let result = if FINAL_STATES.contains(&row.state.as_str()) && !resendable {
                     ClaimResult::Finished { state: row.state }
-                } else if row.held {
-                    ClaimResult::Held
                 } else {
-                    // Due later, behind an earlier message, or locked by a claim or a
-                    // dispatch running right now: the ledger brings it back when due.
+                    // Due later, behind an earlier message, locked by a claim or a dispatch
+                    // running right now, or held by a worker (whose lease may be about to
+                    // lapse: its job came back because the worker died): the ledger brings
+                    // it back when due, or when the lease lapses.
                     to_park.push(row.delivery_key.clone());
-                    ClaimResult::Parked
+                    if row.held {
+                        ClaimResult::Held
+                    } else {
+                        ClaimResult::Parked
+                    }
                 };
                 by_key.insert(row.delivery_key, result);
             }
             if !to_park.is_empty() {
-                // A row that a concurrent claim took meanwhile is `sending` by the time this
-                // update gets its lock, and is left alone.
+                // A row that a concurrent claim took meanwhile is `sending` by then and parked
+                // too: if its holder lives, its record unparks it; if not, the dispatcher
+                // publishes it once the lease lapses.
                 sqlx::query(
                     "UPDATE deliveries SET parked = true
                      WHERE delivery_key = ANY($1) AND NOT parked
-                       AND (state IN ('pending', 'retrying', 'unknown')
-                            OR (state = 'sending' AND lease_expires_at < now()))",
+                       AND state IN ('pending', 'retrying', 'unknown', 'sending')",
                 )
                 .bind(&to_park)
                 .execute(&mut *tx)
@@ -314,15 +320,22 @@ impl Store {
         Ok(started.into_iter().map(|(key,)| key).collect())
     }
 
-    /// Extends every lease `owner` holds to `lease` from now: a live worker keeps its claims
-    /// however long its sends take, and a dead one's lapse within one lease.
-    pub async fn extend_leases(&self, owner: &str, lease: Duration) -> Result<u64, StoreError> {
+    /// Extends the leases `owner` holds on `keys` to `lease` from now: a live worker keeps
+    /// the claims it is working on however long its sends take, and a dead one's lapse within
+    /// one lease.
+    pub async fn extend_leases(
+        &self,
+        owner: &str,
+        keys: &[String],
+        lease: Duration,
+    ) -> Result<u64, StoreError> {
         let done = sqlx::query(
             "UPDATE deliveries
-             SET lease_expires_at = now() + make_interval(secs => $2 / 1000.0)
-             WHERE lease_owner = $1 AND state = 'sending'",
+             SET lease_expires_at = now() + make_interval(secs => $3 / 1000.0)
+             WHERE delivery_key = ANY($2) AND lease_owner = $1 AND state = 'sending'",
         )
         .bind(owner)
+        .bind(keys)
         .bind(lease.as_millis() as f64)
         .execute(&self.pool)
         .await?;

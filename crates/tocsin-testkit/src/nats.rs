@@ -16,8 +16,16 @@ pub fn nats_url() -> String {
 }
 
 /// A prefix no other test uses: valid as a subject token and, upper-cased, in a stream name.
+/// Under `cargo xtask test` it carries the run's tag (`t_<tag>_<random>`), by which xtask
+/// removes the run's streams from the shared server afterwards.
 pub fn unique_prefix() -> String {
-    format!("t_{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    match std::env::var("TOCSIN_TEST_RUN") {
+        Ok(tag) if tag.len() == 8 && tag.chars().all(|c| c.is_ascii_hexdigit()) => {
+            format!("t_{}_{}", tag.to_ascii_lowercase(), &random[..8])
+        }
+        _ => format!("t_{}", &random[..12]),
+    }
 }
 
 fn server_binary() -> anyhow::Result<PathBuf> {
@@ -227,7 +235,9 @@ mod tests {
     fn prefixes_are_unique_and_well_formed() {
         let (a, b) = (unique_prefix(), unique_prefix());
         assert_ne!(a, b);
-        assert_eq!(a.len(), 14);
+        // `t_<12 hex>`, or `t_<run tag>_<8 hex>` under `cargo xtask test`.
+        assert!(a.len() == 14 || a.len() == 19, "{a}");
+        assert!(a.len() <= 32, "a bus prefix has at most 32 characters");
         assert!(a.starts_with("t_"));
         assert!(
             a.chars()

@@ -9,6 +9,7 @@
 #![allow(clippy::print_stdout)]
 
 mod bench;
+mod cleanup;
 mod demo;
 mod pipeline;
 mod services;

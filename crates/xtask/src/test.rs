@@ -6,6 +6,7 @@ use std::process::{ExitStatus, Stdio};
 
 use anyhow::Context;
 
+use crate::cleanup;
 use crate::services::{build_binaries, cargo, ensure_services};
 
 /// The test runner failed; xtask exits with the runner's own code.
@@ -35,10 +36,12 @@ pub(crate) async fn run(extra: &[String]) -> anyhow::Result<()> {
         command.args(["test", "--workspace", "--no-fail-fast"]);
     }
     // The children get the URLs that were just checked; xtask's own environment is untouched.
+    let tag = cleanup::run_tag();
     command
         .args(extra)
         .env("DATABASE_URL", &services.database_url)
-        .env("NATS_URL", &services.nats_url);
+        .env("NATS_URL", &services.nats_url)
+        .env(cleanup::RUN_TAG_VAR, &tag);
     let runner = if nextest {
         "cargo nextest"
     } else {
@@ -49,6 +52,8 @@ pub(crate) async fn run(extra: &[String]) -> anyhow::Result<()> {
         .status()
         .await
         .with_context(|| format!("running {runner}"))?;
+    let removed = cleanup::test_streams(&services.nats_url, &tag).await;
+    println!("removed {removed} test streams from {}", services.nats_url);
     if !status.success() {
         return Err(TestsFailed { status }.into());
     }
