@@ -46,7 +46,50 @@ pub(crate) fn target_bin(profile: &str, name: &str) -> PathBuf {
 pub(crate) fn cargo() -> Command {
     let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     command.current_dir(workspace_root());
+    // `cargo xtask` runs xtask through `cargo run`, which hands it the package's variables
+    // and a library path into target/. Passed on, they change what the nested build sees
+    // (fingerprints included), so it rebuilt the whole tree that a plain `cargo build` had
+    // just built, and the next plain build rebuilt it again.
+    for (name, value) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if is_run_variable(&name) {
+            command.env_remove(name.as_ref());
+        } else if name == "LD_LIBRARY_PATH" {
+            match outer_library_path(&value) {
+                Some(path) => command.env("LD_LIBRARY_PATH", path),
+                None => command.env_remove("LD_LIBRARY_PATH"),
+            };
+        }
+    }
     command
+}
+
+/// Variables `cargo run` sets for the program it runs, which a nested cargo must not inherit.
+fn is_run_variable(name: &str) -> bool {
+    [
+        "CARGO_PKG_",
+        "CARGO_MANIFEST_",
+        "CARGO_CRATE_",
+        "CARGO_BIN_",
+    ]
+    .iter()
+    .any(|prefix| name.starts_with(prefix))
+        || name == "CARGO_PRIMARY_PACKAGE"
+}
+
+/// `LD_LIBRARY_PATH` without what `cargo run` put in front of it (the target directory's and
+/// the toolchain's library directories); `None` when nothing else is left.
+fn outer_library_path(value: &std::ffi::OsStr) -> Option<std::ffi::OsString> {
+    let target = workspace_root().join("target");
+    let outer: Vec<_> = std::env::split_paths(value)
+        .filter(|dir| {
+            !dir.starts_with(&target) && !dir.components().any(|c| c.as_os_str() == "toolchains")
+        })
+        .collect();
+    if outer.is_empty() {
+        return None;
+    }
+    std::env::join_paths(outer).ok()
 }
 
 /// Builds every binary (debug, or release for benchmarks).
