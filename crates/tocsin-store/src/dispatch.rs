@@ -102,10 +102,13 @@ impl Store {
         if !note_incarnation(&mut tx, stream, created).await? {
             return Ok(None);
         }
+        // Every such row, parked already or not: a dispatch committing right now may have
+        // published into the stream that was lost (a condition on `parked` would be judged
+        // on the snapshot and skip it).
         let parked = sqlx::query(
             "UPDATE deliveries SET parked = true
-             WHERE NOT parked AND (state IN ('pending', 'retrying', 'sending')
-                                   OR (state = 'unknown' AND next_attempt_at IS NOT NULL))",
+             WHERE state IN ('pending', 'retrying', 'sending')
+                OR (state = 'unknown' AND next_attempt_at IS NOT NULL)",
         )
         .execute(&mut *tx)
         .await?

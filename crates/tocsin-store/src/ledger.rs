@@ -281,12 +281,17 @@ impl Store {
                 by_key.insert(row.delivery_key, result);
             }
             if !to_park.is_empty() {
-                // A row that a concurrent claim took meanwhile is `sending` by then and parked
-                // too: if its holder lives, its record unparks it; if not, the dispatcher
-                // publishes it once the lease lapses.
+                // Unconditional on `parked`: a dispatcher that published this very job may
+                // still hold the row, about to commit `parked = false`. A condition on the
+                // flag would be judged on the snapshot (still parked), skip the row without
+                // waiting, and leave it unparked with its job answered: lost. Without one,
+                // this waits for the dispatcher's commit and parks the row after it. A row a
+                // concurrent claim took meanwhile is `sending` by then and parked too: if its
+                // holder lives, its record unparks it; if not, the dispatcher publishes it
+                // once the lease lapses.
                 sqlx::query(
                     "UPDATE deliveries SET parked = true
-                     WHERE delivery_key = ANY($1) AND NOT parked
+                     WHERE delivery_key = ANY($1)
                        AND state IN ('pending', 'retrying', 'unknown', 'sending')",
                 )
                 .bind(&to_park)

@@ -1,0 +1,123 @@
+//! Parked deliveries and the dispatchers: due selection, and the races between a dispatch
+//! committing and a worker meeting the job it just published.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tocsin_core::{Channel, Delivery, EventId, IncidentId, SubscriberId};
+use tocsin_store::{ClaimPolicy, ClaimResult, Store};
+
+fn delivery(key: &str, incident: IncidentId, version: u64, subscriber: SubscriberId) -> Delivery {
+    Delivery {
+        delivery_key: key.to_owned(),
+        incident_id: incident,
+        event_id: EventId::new(),
+        event_version: version,
+        subscriber_id: subscriber,
+        channel: Channel::Webhook,
+        send_after: None,
+    }
+}
+
+async fn parked(store: &Store, key: &str) -> bool {
+    sqlx::query_scalar("SELECT parked FROM deliveries WHERE delivery_key = $1")
+        .bind(key)
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+const POLICY: ClaimPolicy = ClaimPolicy {
+    channel: Channel::Webhook,
+    lease: Duration::from_secs(10),
+    supersede_stale: false,
+    resend_unknown: false,
+};
+
+/// A dispatcher publishes a job before it commits the delivery as dispatched; a worker can
+/// meet the job first, find the row locked, and park it. The park must win: the job is
+/// answered, so a delivery left unparked would never be published again.
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn a_job_met_while_its_dispatch_commits_stays_parked(pool: PgPool) {
+    let store = Store::from_pool(pool);
+    let row = delivery("dlv_a", IncidentId::new(), 1, SubscriberId::new());
+    store
+        .record_deliveries(std::slice::from_ref(&row))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE deliveries SET parked = true")
+        .execute(store.pool())
+        .await
+        .unwrap();
+
+    let due = store
+        .due_deliveries(Channel::Webhook, false, 10)
+        .await
+        .unwrap();
+    assert_eq!(due.deliveries.len(), 1);
+    assert_eq!(due.deliveries[0].1, 1, "the first dispatch");
+    let claiming = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .claim_deliveries(&["dlv_a".to_owned()], "worker", POLICY)
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(due.dispatched().await.unwrap(), 1);
+    let (claims, _) = claiming.await.unwrap();
+    assert!(matches!(claims[..], [ClaimResult::Parked]), "{claims:?}");
+    assert!(
+        parked(&store, "dlv_a").await,
+        "parked again, for the next dispatch"
+    );
+
+    let again = store
+        .due_deliveries(Channel::Webhook, false, 10)
+        .await
+        .unwrap();
+    assert_eq!(again.deliveries.len(), 1);
+    assert_eq!(again.deliveries[0].1, 2, "a new message id");
+}
+
+/// Only what may go now is due: not a message behind an earlier one still on its way to the
+/// same recipient, and not one whose retry time has not come.
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn due_deliveries_wait_for_their_time_and_their_turn(pool: PgPool) {
+    let store = Store::from_pool(pool);
+    let (incident, subscriber) = (IncidentId::new(), SubscriberId::new());
+    let rows = [
+        delivery("dlv_first", incident, 1, subscriber),
+        delivery("dlv_second", incident, 2, subscriber),
+        delivery("dlv_later", IncidentId::new(), 1, subscriber),
+    ];
+    store.record_deliveries(&rows).await.unwrap();
+    sqlx::query(
+        "UPDATE deliveries SET parked = true,
+             next_attempt_at = CASE WHEN delivery_key = 'dlv_later'
+                                    THEN now() + interval '1 hour' END",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let due = store
+        .due_deliveries(Channel::Webhook, false, 10)
+        .await
+        .unwrap();
+    let keys: Vec<&str> = due
+        .deliveries
+        .iter()
+        .map(|(d, _)| d.delivery_key.as_str())
+        .collect();
+    assert_eq!(keys, ["dlv_first"]);
+    drop(due);
+    // For a channel that supersedes, a pending earlier message holds nothing back: claiming
+    // the later one supersedes it.
+    let due = store
+        .due_deliveries(Channel::Webhook, true, 10)
+        .await
+        .unwrap();
+    assert_eq!(due.deliveries.len(), 2);
+}
