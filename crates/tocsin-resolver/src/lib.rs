@@ -252,7 +252,13 @@ impl Resolver {
                     let Some(event) = decode(&work).await else { continue };
                     in_hand += 1;
                     if let Some(first) = self.chains.join((work, event)) {
-                        chains.push(self.clone().chain(first, slots.clone(), deadline.clone()));
+                        let chain = self.clone().chain(
+                            first,
+                            slots.clone(),
+                            shutdown.clone(),
+                            deadline.clone(),
+                        );
+                        chains.push(chain);
                     }
                 }
             }
@@ -278,20 +284,34 @@ impl Resolver {
     }
 
     /// One incident's events in hand, one after the other, each taking a concurrency slot
-    /// only while it runs. Returns how many it handled.
-    async fn chain(self, first: order::Pulled, slots: Arc<Semaphore>, deadline: Shutdown) -> usize {
+    /// only while it runs. Once `shutdown` triggers it starts no further event (the run loop
+    /// hands the rest back); the one running gets until `deadline`. Returns how many it
+    /// handled.
+    async fn chain(
+        self,
+        first: order::Pulled,
+        slots: Arc<Semaphore>,
+        shutdown: Shutdown,
+        deadline: Shutdown,
+    ) -> usize {
         let incident = first.1.incident_id;
         let mut handled = 0;
         let mut next = Some(first);
         while let Some((work, event)) = next {
-            let slot = self
-                .keep_in_hand(&work, incident, slots.acquire())
-                .await
-                .expect("the slots are never closed");
+            let waiting = shutdown.unless_triggered(slots.acquire());
+            let Some(slot) = self.keep_in_hand(&work, incident, waiting).await else {
+                // Stopping before its turn came: never started, so handed back at once.
+                if let Err(e) = work.release().await {
+                    warn!(error = %e, "could not hand an event back; it returns after its ack wait");
+                }
+                handled += 1;
+                break;
+            };
+            let slot = slot.expect("the slots are never closed");
             self.handle_until(work, &event, &deadline).await;
             drop(slot);
             handled += 1;
-            next = if deadline.is_triggered() {
+            next = if shutdown.is_triggered() {
                 None
             } else {
                 self.chains.next(incident)
