@@ -154,26 +154,40 @@ impl Store {
     ) -> Result<(Vec<ClaimResult>, u64), StoreError> {
         let mut tx = self.pool.begin().await?;
         let superseded = if policy.supersede_stale {
-            // Older messages to the same recipients that have not gone out, and messages
-            // about an incident that has since closed (other than the closing one itself).
+            // A message that has not gone out yet (pending, retrying, or unknown with a resend
+            // scheduled) is stale when the same recipient has a newer message about the same
+            // incident in this batch or already on its way (sent, being sent, or perhaps sent),
+            // or when the incident has since closed (the closing message itself excepted).
+            // Nobody should read "we are investigating" after "resolved".
             let done = sqlx::query(
                 "WITH batch AS (
                      SELECT incident_id, subscriber_id, channel, max(event_version) AS version
                      FROM deliveries WHERE delivery_key = ANY($1) GROUP BY 1, 2, 3
+                 ), unsent AS (
+                     SELECT * FROM deliveries d
+                     WHERE d.state IN ('pending', 'retrying')
+                        OR (d.state = 'unknown' AND d.next_attempt_at IS NOT NULL)
                  ), stale AS (
-                     SELECT d.delivery_key, d.incident_id, d.event_id FROM deliveries d
+                     SELECT d.delivery_key, d.incident_id, d.event_id FROM unsent d
                      JOIN batch b USING (incident_id, subscriber_id, channel)
-                     WHERE d.event_version < b.version AND d.state IN ('pending', 'retrying')
+                     WHERE d.event_version < b.version
                      UNION
-                     SELECT d.delivery_key, d.incident_id, d.event_id FROM deliveries d
+                     SELECT d.delivery_key, d.incident_id, d.event_id FROM unsent d
+                     WHERE d.delivery_key = ANY($1) AND EXISTS (
+                         SELECT 1 FROM deliveries n
+                         WHERE n.incident_id = d.incident_id AND n.subscriber_id = d.subscriber_id
+                           AND n.channel = d.channel AND n.event_version > d.event_version
+                           AND n.state IN ('delivered', 'sending', 'unknown'))
+                     UNION
+                     SELECT d.delivery_key, d.incident_id, d.event_id FROM unsent d
                      JOIN incidents i USING (incident_id)
-                     WHERE d.delivery_key = ANY($1) AND d.state IN ('pending', 'retrying')
+                     WHERE d.delivery_key = ANY($1)
                        AND i.status IN ('resolved', 'completed') AND i.version > d.event_version
                        AND NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = d.event_id
                                        AND e.kind IN ('resolved', 'maintenance_completed'))
                  ), marked AS (
                      UPDATE deliveries d SET state = 'superseded', finished_at = now(),
-                         updated_at = now(), parked = false
+                         updated_at = now(), parked = false, next_attempt_at = NULL
                      FROM stale WHERE d.delivery_key = stale.delivery_key
                      RETURNING d.delivery_key, d.incident_id, d.event_id
                  )

@@ -121,3 +121,40 @@ async fn due_deliveries_wait_for_their_time_and_their_turn(pool: PgPool) {
         .unwrap();
     assert_eq!(due.deliveries.len(), 2);
 }
+
+/// An email whose first attempt's outcome was unknown is due for its one resend, but a newer
+/// message about the incident has reached the same person meanwhile: resending the old one
+/// now would tell them stale news after the fresh, so it is superseded instead.
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn an_old_message_due_again_after_a_newer_one_went_out_is_superseded(pool: PgPool) {
+    let store = Store::from_pool(pool);
+    let (incident, subscriber) = (IncidentId::new(), SubscriberId::new());
+    let mut old = delivery("dlv_old", incident, 1, subscriber);
+    let mut new = delivery("dlv_new", incident, 3, subscriber);
+    old.channel = Channel::Email;
+    new.channel = Channel::Email;
+    store.record_deliveries(&[old, new]).await.unwrap();
+    sqlx::query(
+        "UPDATE deliveries SET
+             state = CASE delivery_key WHEN 'dlv_old' THEN 'unknown' ELSE 'delivered' END,
+             next_attempt_at = CASE delivery_key WHEN 'dlv_old' THEN now() END",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let policy = ClaimPolicy {
+        channel: Channel::Email,
+        supersede_stale: true,
+        resend_unknown: true,
+        ..POLICY
+    };
+    let (claims, superseded) = store
+        .claim_deliveries(&["dlv_old".to_owned()], "worker", policy)
+        .await
+        .unwrap();
+    assert_eq!(superseded, 1);
+    assert!(
+        matches!(&claims[..], [ClaimResult::Finished { state }] if state == "superseded"),
+        "{claims:?}"
+    );
+}
