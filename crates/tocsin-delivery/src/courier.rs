@@ -2,6 +2,8 @@
 
 use std::future::Future;
 
+use time::OffsetDateTime;
+
 use tocsin_core::{
     Channel, DeliveryKey, EventId, Incident, Notice, RecordedEvent, RetryPolicy, SendOutcome,
     Subscriber,
@@ -15,8 +17,10 @@ pub enum UnknownPolicy {
     /// Retry once, with the same identity (email: the same Message-ID); a second unknown is
     /// final.
     ResendOnce,
-    /// Never resend blindly; record it as unknown and let the provider's callback settle it
-    /// (SMS: Twilio's status callback carries the delivery key).
+    /// Never resend blindly. The provider's callback settles it when it comes (SMS: Twilio's
+    /// status callback carries the delivery key); meanwhile the worker asks the provider, on
+    /// the retry schedule, whether it has the message ([`Courier::reconcile`]): found, its
+    /// status settles the delivery; not found, nothing went out and it is sent.
     Reconcile,
 }
 
@@ -56,4 +60,27 @@ pub trait Courier: Send + Sync + 'static {
     /// Sends one message. Never panics on a provider's answer: every answer maps to a
     /// [`SendOutcome`].
     fn send(&self, message: &Message) -> impl Future<Output = SendOutcome> + Send;
+
+    /// For [`UnknownPolicy::Reconcile`]: whether the provider got `message` from an attempt
+    /// that began at `since` (or later) and whose answer was lost. Channels without a way to
+    /// ask keep the outcome unknown.
+    fn reconcile(
+        &self,
+        message: &Message,
+        since: OffsetDateTime,
+    ) -> impl Future<Output = Reconciled> + Send {
+        let _ = (message, since);
+        async { Reconciled::Unsure("this channel cannot ask its provider".into()) }
+    }
+}
+
+/// What a provider said about an earlier attempt whose outcome was unknown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reconciled {
+    /// It has the message: this outcome settles the delivery (delivered, or failed).
+    Found(SendOutcome),
+    /// It never got the message: sending now cannot make a second copy.
+    NotFound,
+    /// It could not be asked (unreachable, an error): ask again later.
+    Unsure(String),
 }

@@ -13,6 +13,10 @@ use tracing::{debug, info, warn};
 use crate::courier::{Courier, UnknownPolicy};
 use crate::worker::{Handled, Worker};
 
+/// The least wait before asking a provider about an attempt whose answer was lost: a request
+/// still being processed at the provider has finished by then, so "not found" means never.
+const RECONCILE_AFTER: Duration = Duration::from_secs(10);
+
 /// How JetStream is answered after the ledger is written.
 pub(crate) enum Reply {
     Ack,
@@ -101,9 +105,17 @@ impl<C: Courier> Worker<C> {
                     Retry::After(delay) => ("unknown", Some(now + delay), Reply::Park),
                     Retry::GiveUp => ("unknown", None, Reply::Ack),
                 },
-                UnknownPolicy::ResendOnce | UnknownPolicy::Reconcile => {
-                    ("unknown", None, Reply::Ack)
-                }
+                // Asked again on the retry schedule, until the provider can say (or its
+                // callback does), within the schedule's attempts and age.
+                UnknownPolicy::Reconcile => match retry(None) {
+                    Retry::After(delay) => (
+                        "unknown",
+                        Some(now + delay.max(RECONCILE_AFTER)),
+                        Reply::Park,
+                    ),
+                    Retry::GiveUp => ("unknown", None, Reply::Ack),
+                },
+                UnknownPolicy::ResendOnce => ("unknown", None, Reply::Ack),
             },
         };
         if let Some(next) = next {

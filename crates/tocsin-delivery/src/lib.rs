@@ -38,7 +38,7 @@ pub mod worker;
 use tocsin_bus::BusError;
 use tocsin_store::StoreError;
 
-pub use courier::{ChannelPolicy, Courier, Message, UnknownPolicy};
+pub use courier::{ChannelPolicy, Courier, Message, Reconciled, UnknownPolicy};
 pub use readiness::WorkerReadiness;
 pub use worker::{Handled, Worker, WorkerConfig};
 

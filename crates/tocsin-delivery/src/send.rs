@@ -19,7 +19,7 @@ use tocsin_store::{Claimed, IncidentAsOf};
 use tracing::warn;
 
 use crate::DeliveryError;
-use crate::courier::{Courier, Message, UnknownPolicy};
+use crate::courier::{Courier, Message, Reconciled, UnknownPolicy};
 use crate::worker::{Handled, Worker};
 
 /// What became of one claimed job's send.
@@ -43,6 +43,14 @@ pub(crate) struct Sent {
     pub(crate) claim: Claimed,
     pub(crate) attempt: Attempt,
     pub(crate) elapsed: Duration,
+}
+
+/// What a claimed job needs before it can be settled.
+enum Prepared {
+    Send(Message),
+    /// An earlier attempt's outcome is unknown and the channel reconciles: ask the provider.
+    Reconcile(Message),
+    Settled(Result<SendOutcome, String>),
 }
 
 /// A claimed job whose message is ready to send.
@@ -79,16 +87,23 @@ impl<C: Courier> Worker<C> {
 
         let mut results = Vec::with_capacity(claimed.len());
         let mut ready = Vec::new();
+        let mut to_reconcile = Vec::new();
         for (work, job, claim) in claimed {
             let subscriber = subscribers.get(&claim.subscriber_id);
             match self.prepare(&claim, subscriber, &incidents[&claim.event_id]) {
-                Ok(message) => ready.push(Ready {
+                Prepared::Send(message) => ready.push(Ready {
                     work,
                     job,
                     claim,
                     message,
                 }),
-                Err(outcome) => results.push(Sent {
+                Prepared::Reconcile(message) => to_reconcile.push(Ready {
+                    work,
+                    job,
+                    claim,
+                    message,
+                }),
+                Prepared::Settled(outcome) => results.push(Sent {
                     work,
                     job,
                     claim,
@@ -97,46 +112,71 @@ impl<C: Courier> Worker<C> {
                 }),
             }
         }
+        for (asked, reconciled) in self.reconcile(to_reconcile).await {
+            match reconciled {
+                Reconciled::NotFound => ready.push(asked),
+                Reconciled::Found(outcome) => {
+                    results.push(asked.not_sent(Attempt::Done(Ok(outcome))))
+                }
+                Reconciled::Unsure(reason) => {
+                    results.push(asked.not_sent(Attempt::Done(Ok(SendOutcome::Unknown {
+                        reason: format!(
+                            "could not ask the provider about the earlier attempt: {reason}"
+                        ),
+                    }))))
+                }
+            }
+        }
         results.extend(self.send_ready(ready, deadline).await);
         self.finish(results, deadline).await
     }
 
-    /// The message to send for `claim`, or the outcome of a claim that must not be sent
-    /// (`Ok`: the channel's policy after a lost attempt; `Err`: skipped, and why).
+    /// What to do with `claim`: send it, ask the provider about an earlier attempt first,
+    /// or settle it without a send (`Ok`: the channel's policy after a lost attempt; `Err`:
+    /// skipped, and why).
     fn prepare(
         &self,
         claim: &Claimed,
         subscriber: Option<&(Subscriber, Option<String>)>,
         as_of: &IncidentAsOf,
-    ) -> Result<Message, Result<SendOutcome, String>> {
+    ) -> Prepared {
         let Some((subscriber, secret)) = subscriber else {
-            return Err(Err(
+            return Prepared::Settled(Err(
                 "the subscriber was deleted; their contact details are gone".to_owned(),
             ));
         };
         if claim.channel == Channel::Webhook
             && let Some(reason) = &subscriber.webhook_disabled
         {
-            return Err(Err(format!("the webhook endpoint is disabled: {reason}")));
+            return Prepared::Settled(Err(format!("the webhook endpoint is disabled: {reason}")));
         }
-        if claim.after_lost_attempt {
-            let reason = match self.courier.policy().unknown {
-                UnknownPolicy::Resend => None,
-                UnknownPolicy::ResendOnce if claim.unknowns <= 1 => None,
-                UnknownPolicy::ResendOnce => {
-                    Some("a second attempt was lost mid-send too; not resent again")
-                }
-                UnknownPolicy::Reconcile => {
-                    Some("a worker stopped mid-send; awaiting the provider's status callback")
-                }
-            };
-            if let Some(reason) = reason {
-                return Err(Ok(SendOutcome::Unknown {
-                    reason: reason.into(),
-                }));
+        let message = self.message(claim, as_of.clone(), subscriber.clone(), secret.clone());
+        let earlier_unknown = claim.after_lost_attempt || claim.after_unknown;
+        match self.courier.policy().unknown {
+            UnknownPolicy::Reconcile if earlier_unknown => Prepared::Reconcile(message),
+            UnknownPolicy::ResendOnce if claim.after_lost_attempt && claim.unknowns > 1 => {
+                Prepared::Settled(Ok(SendOutcome::Unknown {
+                    reason: "a second attempt was lost mid-send too; not resent again".into(),
+                }))
             }
+            _ => Prepared::Send(message),
         }
-        Ok(self.message(claim, as_of.clone(), subscriber.clone(), secret.clone()))
+    }
+
+    /// Asks the provider about each earlier attempt whose outcome is unknown.
+    async fn reconcile(&self, asking: Vec<Ready>) -> Vec<(Ready, Reconciled)> {
+        let asks = asking.into_iter().map(|ready| async move {
+            let since = ready
+                .claim
+                .previous_send_started_at
+                .unwrap_or(ready.claim.created_at);
+            let reconciled = self.courier.reconcile(&ready.message, since).await;
+            (ready, reconciled)
+        });
+        stream::iter(asks)
+            .buffer_unordered(self.config.send_concurrency.max(1))
+            .collect()
+            .await
     }
 
     /// Sends `ready` in groups: each group waits for the rate limiter, is marked begun in

@@ -234,7 +234,7 @@ impl<C: Courier> Worker<C> {
             channel: self.courier.channel(),
             lease: self.config.lease,
             supersede_stale: policy.supersede_stale,
-            resend_unknown: policy.unknown == UnknownPolicy::ResendOnce,
+            resend_unknown: policy.unknown != UnknownPolicy::Resend,
         };
         let (claims, superseded) = self
             .store

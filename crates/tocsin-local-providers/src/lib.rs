@@ -28,6 +28,10 @@
 //!   or clear the fault plan.
 //! - Webhooks only: `GET`/`POST /_control/endpoints` (`[{"name":…,"secret":"whsec_…"}]`).
 //! - Twilio only: `GET /_control/callbacks`, the status callbacks sent and their answers.
+//!
+//! The Twilio double also serves the Messages list (`GET …/Messages.json?To=&PageSize=&Page=`,
+//! newest first, only messages it created), which the SMS worker asks when an attempt's
+//! answer was lost.
 
 mod control;
 mod error;

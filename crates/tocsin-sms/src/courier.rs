@@ -3,13 +3,16 @@
 //! The policies follow from what an SMS is. A phone shows every text, so a stale one is noise
 //! and is superseded by a newer one to the same person. Twilio's Messages API has no
 //! idempotency key, so an attempt whose answer was lost is never resent blindly: it is
-//! recorded as unknown and the status callback, which carries the delivery key, settles it
-//! (see [`crate::callbacks`]).
+//! recorded as unknown; the status callback, which carries the delivery key, settles it (see
+//! [`crate::callbacks`]), and until then the worker asks Twilio's Messages list whether the
+//! message exists ([`SmsCourier::reconcile`]) and sends again only if it does not.
 
+use time::OffsetDateTime;
 use tocsin_core::{Channel, RetryPolicy, SendOutcome};
-use tocsin_delivery::{ChannelPolicy, Courier, Message, UnknownPolicy};
+use tocsin_delivery::{ChannelPolicy, Courier, Message, Reconciled, UnknownPolicy};
 use tracing::{error, instrument};
 
+use crate::status::{MessageStatus, Progress};
 use crate::templates::Templates;
 use crate::twilio::TwilioClient;
 
@@ -55,24 +58,71 @@ impl Courier for SmsCourier {
 
     #[instrument(skip_all, fields(delivery_key = %message.key, attempt = message.attempt))]
     async fn send(&self, message: &Message) -> SendOutcome {
+        let (phone, body) = match self.text(message) {
+            Ok(text) => text,
+            Err(outcome) => return outcome,
+        };
+        self.client.send(phone, &body, message.key.as_str()).await
+    }
+
+    #[instrument(skip_all, fields(delivery_key = %message.key))]
+    async fn reconcile(&self, message: &Message, since: OffsetDateTime) -> Reconciled {
+        let (phone, body) = match self.text(message) {
+            Ok(text) => text,
+            // Nothing could have been sent from a message that cannot be built.
+            Err(outcome) => return Reconciled::Found(outcome),
+        };
+        match self.client.find(phone, &body, since).await {
+            Ok(None) => Reconciled::NotFound,
+            Ok(Some(found)) => {
+                let outcome = match found.status.as_ref().map(MessageStatus::progress) {
+                    Some(Progress::Failed) => SendOutcome::Permanent {
+                        reason: format!(
+                            "Twilio has the message as {}{}",
+                            found
+                                .status
+                                .as_ref()
+                                .map_or("failed", MessageStatus::as_str),
+                            found
+                                .error_code
+                                .map(|code| format!(" (error {code})"))
+                                .unwrap_or_default()
+                        ),
+                    },
+                    // Delivered, or still on its way: accepted, as a 201 would have said; its
+                    // status callback confirms or fails it later.
+                    _ => SendOutcome::Delivered {
+                        provider_id: Some(found.sid),
+                    },
+                };
+                Reconciled::Found(outcome)
+            }
+            Err(reason) => Reconciled::Unsure(reason),
+        }
+    }
+}
+
+impl SmsCourier {
+    /// The number and the fitted text of `message`, or the outcome that settles a message
+    /// that cannot be built.
+    fn text<'m>(&self, message: &'m Message) -> Result<(&'m str, String), SendOutcome> {
         let Some(phone) = message.subscriber.contacts.phone.as_deref() else {
             // The resolver only plans SMS for subscribers with a number; one removed since
             // then will not come back by retrying.
-            return SendOutcome::Permanent {
+            return Err(SendOutcome::Permanent {
                 reason: "the subscriber has no phone number".into(),
-            };
+            });
         };
-        let body = match self.templates.render(&message.notice, self.max_segments) {
-            Ok(fitted) => fitted.text,
+        match self.templates.render(&message.notice, self.max_segments) {
+            Ok(fitted) => Ok((phone, fitted.text)),
             Err(e) => {
                 // A template that does not render for this notice will not render on retry
                 // either; an operator must fix the override.
                 error!(error = %e, "the SMS template failed to render");
-                return SendOutcome::Permanent {
+                Err(SendOutcome::Permanent {
                     reason: format!("rendering the SMS: {e}"),
-                };
+                })
             }
-        };
-        self.client.send(phone, &body, message.key.as_str()).await
+        }
     }
 }

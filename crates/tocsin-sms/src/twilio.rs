@@ -12,9 +12,10 @@
 //! text twice, and on a phone that is noise they cannot collapse. The SMS policy is therefore
 //! **never resend blindly**: the attempt is recorded as [`SendOutcome::Unknown`] and reconciled
 //! from the status callback, which carries our delivery key in its URL (`?delivery={key}`).
-//! A callback for the key proves the message exists and says how it fared. Without one the
-//! delivery stays `unknown`: it is never sent blind a second time (Tocsin does not yet poll
-//! Twilio's Messages list to settle such a delivery; an operator can see them by state).
+//! A callback for the key proves the message exists and says how it fared. Until one comes,
+//! the worker asks Twilio's Messages list on the retry schedule (`lookup`): a message found
+//! settles the delivery by its status; none found means the POST never created one, and only
+//! then is the text sent again.
 //!
 //! # Mapping
 //!
@@ -90,7 +91,7 @@ impl TwilioConfig {
 }
 
 /// The parts of Twilio's message resource we use.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct MessageResource {
     pub sid: String,
     pub status: Option<MessageStatus>,
@@ -291,6 +292,8 @@ pub fn retry_after(headers: &HeaderMap, now: OffsetDateTime) -> Option<Duration>
         .assume_utc();
     Some(Duration::try_from(at - now).unwrap_or(Duration::ZERO))
 }
+
+mod lookup;
 
 #[cfg(test)]
 mod tests;

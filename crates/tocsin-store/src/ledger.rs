@@ -37,6 +37,9 @@ pub struct Claimed {
     pub after_unknown: bool,
     /// Attempts so far whose outcome is unknown, a lost one included.
     pub unknowns: u32,
+    /// When the previous attempt's send began, if it did: a provider asked whether it has
+    /// the message looks from there.
+    pub previous_send_started_at: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
 }
 
@@ -70,8 +73,9 @@ pub struct ClaimPolicy {
     pub lease: Duration,
     /// Supersede older unsent messages to the same recipient (channels read by people).
     pub supersede_stale: bool,
-    /// Whether a delivery in state `unknown` may be claimed again (email resends once with
-    /// the same Message-ID; SMS never resends blindly).
+    /// Whether a delivery in state `unknown` with another attempt scheduled may be claimed
+    /// again (email resends once with the same Message-ID; SMS first asks Twilio whether it
+    /// has the message, and sends only if it does not).
     pub resend_unknown: bool,
 }
 
@@ -128,6 +132,7 @@ struct ClaimRow {
     unknowns: i32,
     previous_state: String,
     lost: bool,
+    previous_start: Option<OffsetDateTime>,
     created_at: OffsetDateTime,
 }
 
@@ -210,7 +215,8 @@ impl Store {
         let claimed: Vec<ClaimRow> = sqlx::query_as(
             "WITH due AS (
                  SELECT d.delivery_key, d.state AS previous_state,
-                        (d.state = 'sending' AND d.send_started_at IS NOT NULL) AS lost
+                        (d.state = 'sending' AND d.send_started_at IS NOT NULL) AS lost,
+                        d.send_started_at AS previous_start
                  FROM deliveries d
                  WHERE d.delivery_key = ANY($1)
                    AND (d.state IN ('pending', 'retrying')
@@ -234,7 +240,7 @@ impl Store {
              FROM due WHERE d.delivery_key = due.delivery_key
              RETURNING d.delivery_key, d.incident_id, d.event_id, d.event_version,
                  d.subscriber_id, d.channel, d.attempts, d.unknowns, due.previous_state,
-                 due.lost, d.created_at",
+                 due.lost, due.previous_start, d.created_at",
         )
         .bind(keys)
         .bind(owner)
@@ -261,6 +267,7 @@ impl Store {
                     after_lost_attempt: row.lost,
                     after_unknown: row.previous_state == "unknown",
                     unknowns: u32::try_from(row.unknowns).unwrap_or_default(),
+                    previous_send_started_at: row.previous_start,
                     created_at: row.created_at,
                 }),
             );

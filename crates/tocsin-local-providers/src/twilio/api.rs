@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -148,25 +148,29 @@ pub(crate) async fn create_message(
         }
         None => {}
     }
-    let reply = created_body(&sms);
+    let reply = message_body(&sms, "queued");
     callback::schedule(&shared, &sms, final_status);
     shared.inbox.push(sms);
     (StatusCode::CREATED, Json(reply)).into_response()
 }
 
-fn created_body(sms: &ReceivedSms) -> serde_json::Value {
-    let now = time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc2822)
-        .unwrap_or_default();
+/// Twilio's message resource for `sms`, in `status`.
+fn message_body(sms: &ReceivedSms, status: &str) -> serde_json::Value {
+    let created = time::OffsetDateTime::from_unix_timestamp_nanos(
+        i128::from(sms.received_at_unix_ms) * 1_000_000,
+    )
+    .unwrap_or_else(|_| time::OffsetDateTime::now_utc())
+    .format(&time::format_description::well_known::Rfc2822)
+    .unwrap_or_default();
     json!({
         "account_sid": sms.account_sid,
         "api_version": API_VERSION,
         "body": sms.body,
-        "date_created": now,
+        "date_created": created,
         "date_sent": null,
-        "date_updated": now,
+        "date_updated": created,
         "direction": "outbound-api",
-        "error_code": null,
+        "error_code": sms.error_code,
         "error_message": null,
         "from": sms.from,
         "messaging_service_sid": sms.messaging_service_sid,
@@ -175,13 +179,89 @@ fn created_body(sms: &ReceivedSms) -> serde_json::Value {
         "price": null,
         "price_unit": "USD",
         "sid": sms.sid,
-        "status": "queued",
+        "status": status,
         "subresource_uris": {
             "media": format!("/{API_VERSION}/Accounts/{}/Messages/{}/Media.json", sms.account_sid, sms.sid),
         },
         "to": sms.to,
         "uri": format!("/{API_VERSION}/Accounts/{}/Messages/{}.json", sms.account_sid, sms.sid),
     })
+}
+
+/// `GET …/Messages.json`: the account's messages (those Twilio created), newest first,
+/// filtered by `To`, a page at a time (`PageSize`, `Page`), with `next_page_uri`.
+pub(crate) async fn list_messages(
+    State(shared): State<Arc<Shared>>,
+    Path(account_sid): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Response {
+    if !authenticated(&shared, &headers) {
+        return twilio_error(StatusCode::UNAUTHORIZED, 20003, "Authenticate");
+    }
+    if account_sid != shared.config.account_sid {
+        return twilio_error(
+            StatusCode::NOT_FOUND,
+            20404,
+            "The requested resource was not found",
+        );
+    }
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let to = param("To");
+    let page_size = param("PageSize")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50usize)
+        .clamp(1, 1000);
+    let page = param("Page").and_then(|v| v.parse().ok()).unwrap_or(0usize);
+    let mut created: Vec<ReceivedSms> = shared
+        .inbox
+        .accepted()
+        .into_iter()
+        .filter(|sms| to.is_none_or(|to| sms.to == to))
+        .collect();
+    created.reverse();
+    let start = page * page_size;
+    let messages: Vec<serde_json::Value> = created
+        .iter()
+        .skip(start)
+        .take(page_size)
+        .map(|sms| {
+            let status = if sms.error_code.is_some() {
+                "undelivered"
+            } else {
+                "delivered"
+            };
+            message_body(sms, status)
+        })
+        .collect();
+    let uri = |page: usize| {
+        let mut uri = format!(
+            "/{API_VERSION}/Accounts/{account_sid}/Messages.json?PageSize={page_size}&Page={page}"
+        );
+        if let Some(to) = to {
+            uri.push_str("&To=");
+            uri.push_str(&url::form_urlencoded::byte_serialize(to.as_bytes()).collect::<String>());
+        }
+        uri
+    };
+    let next = (start + page_size < created.len()).then(|| uri(page + 1));
+    Json(json!({
+        "messages": messages,
+        "page": page,
+        "page_size": page_size,
+        "start": start,
+        "end": start + messages.len().saturating_sub(1),
+        "uri": uri(page),
+        "first_page_uri": uri(0),
+        "next_page_uri": next,
+        "previous_page_uri": (page > 0).then(|| uri(page - 1)),
+    }))
+    .into_response()
 }
 
 fn redirect(location: &str) -> Response {

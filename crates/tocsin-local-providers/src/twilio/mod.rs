@@ -163,7 +163,7 @@ impl TwilioServer {
         let router = Router::new()
             .route(
                 "/2010-04-01/Accounts/{account_sid}/Messages.json",
-                post(api::create_message),
+                post(api::create_message).get(api::list_messages),
             )
             .with_state(shared.clone())
             .route(

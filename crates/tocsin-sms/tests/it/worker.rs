@@ -163,6 +163,23 @@ impl Fixture {
         self.worker.process(works).await.unwrap()
     }
 
+    /// Waits until the unknown delivery is due to be reconciled, lets the dispatcher publish
+    /// it, and processes it.
+    async fn after_reconcile_delay(&self) -> Vec<Handled> {
+        let due = self
+            .next_attempt_at()
+            .await
+            .expect("a reconciliation is scheduled");
+        let wait = due - OffsetDateTime::now_utc();
+        assert!(
+            wait > time::Duration::seconds(5),
+            "not asked too soon: {wait}"
+        );
+        tokio::time::sleep(Duration::try_from(wait).unwrap_or_default()).await;
+        assert_eq!(self.worker.dispatch_due().await.unwrap(), 1);
+        self.process(Duration::from_secs(3)).await
+    }
+
     /// Puts the delivery's job on the stream again, as a redelivery would.
     async fn redeliver(&self, job: &DeliveryJob, tag: &str) {
         for published in self
@@ -442,18 +459,12 @@ async fn a_lost_reply_is_never_resent_and_the_callback_settles_it(pool: PgPool) 
     assert_eq!(f.state().await, "unknown");
     assert_eq!(f.provider_id().await, None, "we never saw the sid");
 
-    // Processing again sends nothing: the job was answered, and a redelivered copy finds the
-    // delivery settled as far as the worker is concerned.
+    // Processing again sends nothing: the job was answered, and a redelivered copy before the
+    // time to ask Twilio is parked, not sent.
     assert!(f.process(Duration::from_millis(300)).await.is_empty());
     f.redeliver(&job, "again").await;
     let handled = f.process(Duration::from_secs(2)).await;
-    assert_eq!(
-        handled,
-        vec![Handled::AlreadyDone {
-            key: f.key.clone(),
-            state: "unknown".into()
-        }]
-    );
+    assert_eq!(handled, vec![Handled::Parked { key: f.key.clone() }]);
     assert_eq!(f.twilio.messages().len(), 1, "still one SMS at Twilio");
 
     // Twilio had it after all: the callback names the delivery and settles it.
@@ -494,15 +505,82 @@ async fn lost_worker(f: &Fixture, send_begun: bool) {
     tokio::time::sleep(Duration::from_millis(400)).await;
 }
 
+/// A worker lost after its send began: the next holder asks Twilio before anything else,
+/// and sends only because Twilio has no such message.
 #[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
-async fn a_send_cut_short_by_a_lost_worker_is_not_repeated(pool: PgPool) {
+async fn a_send_cut_short_by_a_lost_worker_is_sent_only_once_twilio_says_it_has_none(pool: PgPool) {
     let f = fixture(pool, Options::default()).await;
     lost_worker(&f, true).await;
 
     let handled = f.process(Duration::from_secs(2)).await;
+    assert_eq!(handled, vec![attempted(&f.key, "delivered", "delivered")]);
+    assert_eq!(f.twilio.summary().received, 1, "one text in all");
+    let attempt = f
+        .trail()
+        .await
+        .into_iter()
+        .rfind(|e| e.kind == "delivered")
+        .unwrap();
+    assert_eq!(attempt.data["after_lost_attempt"], true);
+}
+
+/// The reply is lost after Twilio created the message, and its callbacks are slow: once it
+/// is time to ask, the worker finds the message in Twilio's list and settles the delivery
+/// from it, sending nothing again.
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn an_unknown_sms_twilio_has_is_settled_by_asking_without_a_second_text(pool: PgPool) {
+    let f = fixture(
+        pool,
+        Options {
+            callback_delay: Duration::from_secs(60),
+            timeout: Duration::from_millis(300),
+        },
+    )
+    .await;
+    f.twilio
+        .faults()
+        .push(FaultRule::for_target(PHONE, Fault::Drop).times(1));
+    let handled = f.process(Duration::from_secs(2)).await;
     assert_eq!(handled, vec![attempted(&f.key, "unknown", "unknown")]);
-    assert_eq!(f.state().await, "unknown");
-    assert!(f.twilio.messages().is_empty(), "no blind resend");
+
+    let handled = f.after_reconcile_delay().await;
+    assert_eq!(handled, vec![attempted(&f.key, "delivered", "delivered")]);
+    assert_eq!(f.twilio.messages().len(), 1, "one text at Twilio");
+    let sid = f.twilio.messages()[0].sid.clone();
+    assert_eq!(
+        f.provider_id().await,
+        Some(sid),
+        "the sid comes from Twilio's list"
+    );
+}
+
+/// The request hangs at Twilio, which never creates the message: once it is time to ask,
+/// the worker finds nothing in Twilio's list, so nothing went out, and sends it, once.
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn an_unknown_sms_twilio_never_got_is_sent_once_it_is_known_to_be_missing(pool: PgPool) {
+    let f = fixture(
+        pool,
+        Options {
+            timeout: Duration::from_millis(300),
+            ..Options::default()
+        },
+    )
+    .await;
+    f.twilio
+        .faults()
+        .push(FaultRule::for_target(PHONE, Fault::Hang).times(1));
+    let handled = f.process(Duration::from_secs(2)).await;
+    assert_eq!(handled, vec![attempted(&f.key, "unknown", "unknown")]);
+    assert!(f.twilio.messages().iter().all(|m| !m.accepted));
+
+    let handled = f.after_reconcile_delay().await;
+    assert_eq!(handled, vec![attempted(&f.key, "delivered", "delivered")]);
+    let summary = f.twilio.summary();
+    assert_eq!(
+        (summary.unique, summary.duplicates),
+        (1, 0),
+        "one text created"
+    );
 }
 
 /// A worker lost after claiming a batch but before its send began (waiting for the rate
