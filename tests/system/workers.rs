@@ -1,6 +1,7 @@
 //! Channel workers killed with SIGKILL in the middle of a send, then restarted: nothing is
 //! lost, and no key is sent twice except where the outcome was unknown and the channel's
-//! policy allows a resend (webhooks resend with the same `webhook-id`; SMS never resends).
+//! policy allows a resend (webhooks resend with the same `webhook-id`; SMS asks Twilio first and
+//! never resends blindly).
 
 use std::time::Duration;
 
@@ -127,7 +128,7 @@ async fn a_webhook_worker_killed_mid_send_resends_with_the_same_webhook_id() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_sms_worker_killed_mid_send_never_resends_blindly() {
+async fn an_sms_worker_killed_mid_send_is_reconciled_never_resent_blindly() {
     let db = TestDatabase::create_migrated(&tocsin_store::MIGRATOR)
         .await
         .unwrap();
@@ -174,20 +175,34 @@ async fn an_sms_worker_killed_mid_send_never_resends_blindly() {
     let mut restarted = ServiceProcess::spawn("tocsin-sms", &[], &env)
         .await
         .unwrap();
-    // The lost attempt may have reached Twilio: it is marked unknown, not sent again.
-    wait_for_state(&pipeline, key.as_str(), "unknown", Duration::from_secs(30)).await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The lost attempt may have reached Twilio: the next holder asks Twilio before anything
+    // else, and sends only if Twilio has no such message. Either way one text exists.
+    wait_for_state(
+        &pipeline,
+        key.as_str(),
+        "delivered",
+        Duration::from_secs(30),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     restarted.terminate().await.unwrap();
-    assert!(
-        twilio.messages().len() <= 1,
+    let summary = twilio.summary();
+    assert_eq!(
+        (summary.unique, summary.duplicates),
+        (1, 0),
         "no blind resend: {:?}",
         twilio.messages()
     );
-    assert_eq!(
-        pipeline.delivery_state(key.as_str()).await.as_deref(),
-        Some("unknown")
+    let lost: Vec<serde_json::Value> = sqlx::query_scalar(
+        "SELECT data FROM delivery_trail WHERE delivery_key = $1 AND kind = 'delivered'",
+    )
+    .bind(key.as_str())
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    assert!(
+        lost.iter().any(|data| data["after_lost_attempt"] == true),
+        "settled after the lost attempt: {lost:?}"
     );
-    let trail = pipeline.trail_kinds(event.incident_id).await;
-    assert!(trail.contains(&"unknown".to_owned()), "{trail:?}");
     db.drop_database().await.unwrap();
 }
