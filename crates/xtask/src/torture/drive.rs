@@ -200,9 +200,9 @@ async fn run_actions(
                 });
                 last = Instant::now();
             }
-            Action::Postgres { incident, step, delay, immediate, pause } => {
-                wait_for_step(rig, progress, *incident, *step).await;
-                tokio::time::sleep(*delay).await;
+            Action::Postgres { incident, step, deliveries, immediate, pause } => {
+                let seen = mid_fan_out(rig, progress, *incident, *step, *deliveries).await;
+                log.lock().await.push(format!("{} {seen}", stamp()));
                 let mode = if *immediate { "immediate" } else { "fast" };
                 log.lock().await.push(format!("{} PostgreSQL stop -m {mode}", stamp()));
                 if *immediate {
@@ -216,9 +216,9 @@ async fn run_actions(
                 faults += 1;
                 last = Instant::now();
             }
-            Action::NatsWipe { incident, step, delay } => {
-                wait_for_step(rig, progress, *incident, *step).await;
-                tokio::time::sleep(*delay).await;
+            Action::NatsWipe { incident, step, deliveries } => {
+                let seen = mid_fan_out(rig, progress, *incident, *step, *deliveries).await;
+                log.lock().await.push(format!("{} {seen}", stamp()));
                 log.lock().await.push(format!("{} nats-server SIGKILL, store wiped", stamp()));
                 servers.nats.start_empty().await?;
                 log.lock().await.push(format!("{} nats-server started again, empty", stamp()));
@@ -247,9 +247,39 @@ async fn sleep_watching(rig: &Rig, deadline: Instant) {
     }
 }
 
-async fn wait_for_step(rig: &Rig, progress: &Progress, incident: usize, step: usize) {
+/// Waits until step `step` of incident `incident` is published and the providers have then
+/// taken `deliveries` more messages: its fan-out is under way. Says what it saw.
+async fn mid_fan_out(
+    rig: &Rig,
+    progress: &Progress,
+    incident: usize,
+    step: usize,
+    deliveries: u64,
+) -> String {
     while !progress.reached(incident, step) && !progress.finished() {
         rig.supervisor.lock().await.watch();
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let http = reqwest::Client::new();
+    let taken = async || -> u64 {
+        let mut total = 0;
+        for channel in tocsin_core::Channel::ALL {
+            if let Ok(summary) = crate::stack::provider_summary(&http, rig.ports.control(channel)).await {
+                total += summary.unique + summary.duplicates;
+            }
+        }
+        total
+    };
+    let base = taken().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = taken().await;
+        if now >= base + deliveries || Instant::now() > deadline {
+            return format!(
+                "step {step} of incident {incident} published; providers took {} messages since",
+                now - base
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

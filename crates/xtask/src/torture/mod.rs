@@ -250,12 +250,14 @@ async fn exercise(
         &exits,
         rig.api.retries(),
     );
+    let bus = rig.bus_state().await;
     let evidence = report::Evidence {
         expected: &expected,
         plan: &plan,
         driven: &driven,
         people,
         exits: &exits,
+        bus: &bus,
     };
     report::diagnose(&rig.db, dir, &report, &verdict, &evidence).await;
     Ok(report)

@@ -186,6 +186,8 @@ pub(super) struct Evidence<'a> {
     pub(super) driven: &'a Driven,
     pub(super) people: &'a [Subscriber],
     pub(super) exits: &'a [Exit],
+    /// JetStream's streams and consumers at the end.
+    pub(super) bus: &'a [String],
 }
 
 /// How many examples of each kind of failure are printed; the file has them all.
@@ -204,6 +206,12 @@ pub(super) async fn diagnose(
     let _ = writeln!(out, "{}", serde_json::to_string(report).unwrap_or_default());
     for line in &evidence.driven.log {
         let _ = writeln!(out, "{line}");
+    }
+    for line in evidence.bus {
+        if !report.pass {
+            println!("  bus: {line}");
+        }
+        let _ = writeln!(out, "bus: {line}");
     }
     for exit in evidence.exits {
         let line = format!(

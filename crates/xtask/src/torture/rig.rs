@@ -86,6 +86,8 @@ pub(super) struct Rig {
     /// The Tocsin services a kill may hit, in a fixed order.
     pub(super) killable: Vec<String>,
     pub(super) specs: Vec<Spec>,
+    nats_url: String,
+    prefix: String,
 }
 
 impl Rig {
@@ -149,25 +151,20 @@ impl Rig {
             db,
             killable,
             specs,
+            nats_url,
+            prefix,
         };
-        rig.wait_ready(&nats_url, &prefix).await?;
+        rig.wait_ready().await?;
         Ok(rig)
     }
 
     /// Waits for the providers, the API and every JetStream consumer, failing early (with
     /// the log to read) when a process exits instead.
-    async fn wait_ready(&self, nats_url: &str, prefix: &str) -> anyhow::Result<()> {
+    async fn wait_ready(&self) -> anyhow::Result<()> {
         stack::wait_for_providers(self.ports).await?;
         let deadline = Instant::now() + Duration::from_secs(60);
         self.api.wait_ready(Duration::from_secs(60)).await?;
-        let config = BusConfig::new(prefix)?;
-        let mut consumers = vec![(config.events_stream(), config.resolver_consumer())];
-        consumers.extend(Channel::ALL.map(|c| (config.deliveries_stream(), config.worker_consumer(c))));
-        let js = async_nats::jetstream::new(
-            async_nats::connect(nats_url)
-                .await
-                .context("connecting the harness to NATS")?,
-        );
+        let (js, consumers) = self.consumers().await?;
         for (stream, consumer) in consumers {
             loop {
                 self.check_started().await?;
@@ -183,6 +180,56 @@ impl Rig {
             }
         }
         Ok(())
+    }
+
+    /// The JetStream context and the (stream, consumer) pairs the services use.
+    async fn consumers(
+        &self,
+    ) -> anyhow::Result<(async_nats::jetstream::Context, Vec<(String, String)>)> {
+        let config = BusConfig::new(&self.prefix)?;
+        let mut consumers = vec![(config.events_stream(), config.resolver_consumer())];
+        consumers
+            .extend(Channel::ALL.map(|c| (config.deliveries_stream(), config.worker_consumer(c))));
+        let js = async_nats::jetstream::new(
+            async_nats::connect(&self.nats_url)
+                .await
+                .context("connecting the harness to NATS")?,
+        );
+        Ok((js, consumers))
+    }
+
+    /// What JetStream holds for this scenario's prefix at the end, for the diagnosis: each
+    /// stream's messages and each consumer's backlog, or why it could not be read.
+    pub(super) async fn bus_state(&self) -> Vec<String> {
+        let (js, consumers) = match self.consumers().await {
+            Ok(found) => found,
+            Err(e) => return vec![format!("JetStream unreadable: {e:#}")],
+        };
+        let mut lines = Vec::new();
+        for (stream, consumer) in consumers {
+            let mut handle = match js.get_stream(&stream).await {
+                Ok(handle) => handle,
+                Err(e) => {
+                    lines.push(format!("stream {stream}: {e}"));
+                    continue;
+                }
+            };
+            let messages = handle
+                .info()
+                .await
+                .map_or_else(|e| e.to_string(), |i| i.state.messages.to_string());
+            let consumer_state = match handle.consumer_info(&consumer).await {
+                Ok(info) => format!(
+                    "pending {} ack_pending {} redelivered {} waiting pulls {}",
+                    info.num_pending, info.num_ack_pending, info.num_redelivered, info.num_waiting
+                ),
+                Err(e) => format!("missing ({e})"),
+            };
+            lines.push(format!(
+                "stream {stream} ({messages} messages), consumer {consumer}: {consumer_state}"
+            ));
+        }
+        lines
     }
 
     async fn check_started(&self) -> anyhow::Result<()> {

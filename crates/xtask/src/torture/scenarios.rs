@@ -100,19 +100,20 @@ pub(super) enum Action {
         target: usize,
         pause: Duration,
     },
-    /// Restart PostgreSQL `delay` after step `step` of incident `incident` was published.
+    /// Restart PostgreSQL (down for `pause`) once step `step` of incident `incident` was
+    /// published and the providers have taken `deliveries` more messages since: mid-fan-out.
     Postgres {
         incident: usize,
         step: usize,
-        delay: Duration,
+        deliveries: u64,
         immediate: bool,
         pause: Duration,
     },
-    /// SIGKILL nats-server, wipe its store and start it empty, `delay` after that step.
+    /// SIGKILL nats-server, wipe its store and start it empty, at the same kind of moment.
     NatsWipe {
         incident: usize,
         step: usize,
-        delay: Duration,
+        deliveries: u64,
     },
 }
 
@@ -210,8 +211,8 @@ fn kill_storm(rng: &mut StdRng, kills: usize, killable: usize) -> Plan {
     }
 }
 
-/// Two incidents with a big fan-out each; PostgreSQL restarted (fast) shortly after the
-/// first opens and (immediate: a crash) shortly after the second opens.
+/// Two incidents with a big fan-out each; PostgreSQL restarted (fast) while the first one's
+/// opening goes out, and (immediate: a crash) while the second one's does.
 fn postgres(rng: &mut StdRng) -> Plan {
     let wide = |rng: &mut StdRng, label: &str, start| {
         IncidentPlan::lifecycle(
@@ -232,14 +233,14 @@ fn postgres(rng: &mut StdRng) -> Plan {
         Action::Postgres {
             incident: 0,
             step: 0,
-            delay: ms(rng.random_range(200..600)),
+            deliveries: rng.random_range(20..120),
             immediate: false,
             pause: ms(rng.random_range(500..2000)),
         },
         Action::Postgres {
             incident: 1,
             step: 0,
-            delay: ms(rng.random_range(200..600)),
+            deliveries: rng.random_range(20..120),
             immediate: true,
             pause: ms(rng.random_range(500..2000)),
         },
@@ -251,8 +252,8 @@ fn postgres(rng: &mut StdRng) -> Plan {
     }
 }
 
-/// A wide incident opened; nats-server killed shortly after, its store wiped, started empty;
-/// the incident goes on and a second one opens afterwards.
+/// A wide incident opened; nats-server killed while its opening goes out, its store wiped,
+/// started empty; the incident goes on and a second one opens afterwards.
 fn nats(rng: &mut StdRng) -> Plan {
     let incidents = vec![
         IncidentPlan::lifecycle(
@@ -268,7 +269,7 @@ fn nats(rng: &mut StdRng) -> Plan {
     let actions = vec![Action::NatsWipe {
         incident: 0,
         step: 0,
-        delay: ms(rng.random_range(200..600)),
+        deliveries: rng.random_range(20..120),
     }];
     Plan {
         incidents,
