@@ -227,7 +227,10 @@ pub(crate) async fn wait_for_providers(ports: Ports) -> anyhow::Result<()> {
 }
 
 /// What every Tocsin service is told: where the database and NATS are, whose company it is.
-pub(crate) fn common_env(urls: &Urls<'_>, tuning: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
+pub(crate) fn common_env(
+    urls: &Urls<'_>,
+    tuning: &[(&'static str, String)],
+) -> Vec<(&'static str, String)> {
     [
         ("DATABASE_URL", urls.database.to_owned()),
         ("NATS_URL", urls.nats.to_owned()),

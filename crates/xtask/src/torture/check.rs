@@ -79,7 +79,10 @@ async fn messages<T: for<'de> Deserialize<'de>>(
 
 /// Every accepted message at the three providers. A refused request (a fault, a hang) is no
 /// delivery; a `drop` fault's request was taken, so it counts.
-pub(super) async fn received(http: &reqwest::Client, ports: Ports) -> anyhow::Result<Vec<Received>> {
+pub(super) async fn received(
+    http: &reqwest::Client,
+    ports: Ports,
+) -> anyhow::Result<Vec<Received>> {
     let mut all = Vec::new();
     let mails: Vec<MailRecord> = messages(http, ports.smtp_control).await?;
     for (seq, mail) in mails.into_iter().enumerate().filter(|(_, m)| m.accepted) {
@@ -134,7 +137,10 @@ async fn provider_counts(http: &reqwest::Client, ports: Ports) -> anyhow::Result
     }
     let mut counts = Vec::new();
     for channel in Channel::ALL {
-        let url = format!("http://127.0.0.1:{}/_control/summary", ports.control(channel));
+        let url = format!(
+            "http://127.0.0.1:{}/_control/summary",
+            ports.control(channel)
+        );
         let summary: Summary = http
             .get(&url)
             .send()
@@ -280,7 +286,10 @@ pub(super) async fn judge(
             Some(want) => {
                 let contact = subscribers[want.subscriber].contact(want.channel);
                 if record.channel != want.channel
-                    || !record.recipients.iter().any(|r| r.eq_ignore_ascii_case(&contact))
+                    || !record
+                        .recipients
+                        .iter()
+                        .any(|r| r.eq_ignore_ascii_case(&contact))
                 {
                     verdict.misaddressed.push(format!(
                         "{key}: expected {} to {contact}, got {} to {:?}",
@@ -290,7 +299,10 @@ pub(super) async fn judge(
             }
         }
     }
-    verdict.delivered = expected.keys().filter(|k| first.contains_key(k.as_str())).count();
+    verdict.delivered = expected
+        .keys()
+        .filter(|k| first.contains_key(k.as_str()))
+        .count();
 
     // Missing: every webhook counts; for email and SMS only the final message, or an
     // intermediate one the ledger does not say was superseded.

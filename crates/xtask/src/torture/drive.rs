@@ -62,7 +62,8 @@ pub(super) async fn drive(
         let progress = progress.clone();
         let key_prefix = format!("{run_id}-{}", incident.label);
         publishers.spawn(async move {
-            let published = publish_incident(&api, &incident, index, &key_prefix, t0, &progress).await;
+            let published =
+                publish_incident(&api, &incident, index, &key_prefix, t0, &progress).await;
             (index, published)
         });
     }
@@ -88,7 +89,9 @@ pub(super) async fn drive(
     let (published, actions) = tokio::join!(collect, actions);
     let (published, last_publish) = published?;
     let (last_action, kills, faults) = actions?;
-    let mut log = Arc::try_unwrap(log).map(Mutex::into_inner).unwrap_or_default();
+    let mut log = Arc::try_unwrap(log)
+        .map(Mutex::into_inner)
+        .unwrap_or_default();
     log.push(format!(
         "t={:.2}s all {} events published ({} publish retries)",
         last_publish.duration_since(t0).as_secs_f64(),
@@ -104,10 +107,18 @@ pub(super) async fn drive(
     })
 }
 
-fn request(incident: &IncidentPlan, step: usize, key: String, incident_id: &str) -> v1::PublishEventRequest {
+fn request(
+    incident: &IncidentPlan,
+    step: usize,
+    key: String,
+    incident_id: &str,
+) -> v1::PublishEventRequest {
     let kind = incident.steps[step].kind;
     let message = match kind {
-        EventKind::Opened => format!("{}: some requests fail. We are investigating.", incident.label),
+        EventKind::Opened => format!(
+            "{}: some requests fail. We are investigating.",
+            incident.label
+        ),
         EventKind::Resolved => format!("{}: resolved. Everything works again.", incident.label),
         _ => format!("{}: update {step}.", incident.label),
     };
@@ -124,8 +135,16 @@ fn request(incident: &IncidentPlan, step: usize, key: String, incident_id: &str)
         kind: kind.into(),
         status: status.into(),
         severity: if opening { incident.severity.into() } else { 0 },
-        components: if opening { incident.components.clone() } else { Vec::new() },
-        title: if opening { format!("Torture incident {}", incident.label) } else { String::new() },
+        components: if opening {
+            incident.components.clone()
+        } else {
+            Vec::new()
+        },
+        title: if opening {
+            format!("Torture incident {}", incident.label)
+        } else {
+            String::new()
+        },
         message,
         ..Default::default()
     }
@@ -143,7 +162,12 @@ async fn publish_incident(
     for (step, planned) in incident.steps.iter().enumerate() {
         tokio::time::sleep_until((t0 + planned.at).into()).await;
         let reply = api
-            .publish(request(incident, step, format!("{key_prefix}-{step}"), &done.incident_id))
+            .publish(request(
+                incident,
+                step,
+                format!("{key_prefix}-{step}"),
+                &done.incident_id,
+            ))
             .await
             .with_context(|| format!("publishing step {step} of {}", incident.label))?;
         done.incident_id = reply.incident_id;
@@ -190,7 +214,11 @@ async fn run_actions(
                 supervisor.kill(&name).await?;
                 drop(supervisor);
                 kills += 1;
-                log.lock().await.push(format!("{} SIGKILL {name}, restart in {} ms", stamp(), pause.as_millis()));
+                log.lock().await.push(format!(
+                    "{} SIGKILL {name}, restart in {} ms",
+                    stamp(),
+                    pause.as_millis()
+                ));
                 let supervisor = rig.supervisor.clone();
                 let pause = *pause;
                 restarts.spawn(async move {
@@ -200,11 +228,19 @@ async fn run_actions(
                 });
                 last = Instant::now();
             }
-            Action::Postgres { incident, step, deliveries, immediate, pause } => {
+            Action::Postgres {
+                incident,
+                step,
+                deliveries,
+                immediate,
+                pause,
+            } => {
                 let seen = mid_fan_out(rig, progress, *incident, *step, *deliveries).await;
                 log.lock().await.push(format!("{} {seen}", stamp()));
                 let mode = if *immediate { "immediate" } else { "fast" };
-                log.lock().await.push(format!("{} PostgreSQL stop -m {mode}", stamp()));
+                log.lock()
+                    .await
+                    .push(format!("{} PostgreSQL stop -m {mode}", stamp()));
                 if *immediate {
                     servers.postgres.stop_immediate().await?;
                 } else {
@@ -212,16 +248,26 @@ async fn run_actions(
                 }
                 tokio::time::sleep(*pause).await;
                 servers.postgres.start_again().await?;
-                log.lock().await.push(format!("{} PostgreSQL started again", stamp()));
+                log.lock()
+                    .await
+                    .push(format!("{} PostgreSQL started again", stamp()));
                 faults += 1;
                 last = Instant::now();
             }
-            Action::NatsWipe { incident, step, deliveries } => {
+            Action::NatsWipe {
+                incident,
+                step,
+                deliveries,
+            } => {
                 let seen = mid_fan_out(rig, progress, *incident, *step, *deliveries).await;
                 log.lock().await.push(format!("{} {seen}", stamp()));
-                log.lock().await.push(format!("{} nats-server SIGKILL, store wiped", stamp()));
+                log.lock()
+                    .await
+                    .push(format!("{} nats-server SIGKILL, store wiped", stamp()));
                 servers.nats.start_empty().await?;
-                log.lock().await.push(format!("{} nats-server started again, empty", stamp()));
+                log.lock()
+                    .await
+                    .push(format!("{} nats-server started again, empty", stamp()));
                 faults += 1;
                 last = Instant::now();
             }
@@ -264,7 +310,9 @@ async fn mid_fan_out(
     let taken = async || -> u64 {
         let mut total = 0;
         for channel in tocsin_core::Channel::ALL {
-            if let Ok(summary) = crate::stack::provider_summary(&http, rig.ports.control(channel)).await {
+            if let Ok(summary) =
+                crate::stack::provider_summary(&http, rig.ports.control(channel)).await
+            {
                 total += summary.unique + summary.duplicates;
             }
         }

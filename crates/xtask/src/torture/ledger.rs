@@ -105,7 +105,10 @@ pub(super) async fn trail(
     .context("reading the delivery trail")?;
     let mut trail: HashMap<String, Vec<TrailEntry>> = HashMap::new();
     for (key, kind, data) in rows {
-        trail.entry(key).or_default().push(TrailEntry { kind, data });
+        trail
+            .entry(key)
+            .or_default()
+            .push(TrailEntry { kind, data });
     }
     Ok(trail)
 }

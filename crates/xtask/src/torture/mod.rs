@@ -77,7 +77,9 @@ pub(crate) async fn run(args: TortureArgs, build: bool) -> anyhow::Result<()> {
         "{}-{seed}",
         time::OffsetDateTime::now_utc().unix_timestamp()
     );
-    let run_dir = crate::services::target_dir().join("torture").join(&run_name);
+    let run_dir = crate::services::target_dir()
+        .join("torture")
+        .join(&run_name);
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     println!(
         "torture: {} form, seed {seed}, {subscribers} subscribers, {kills} kills, {profile} binaries",
@@ -136,7 +138,11 @@ pub(crate) async fn run(args: TortureArgs, build: bool) -> anyhow::Result<()> {
     for r in &reports {
         println!("{}", serde_json::to_string(r)?);
     }
-    let failed: Vec<&str> = reports.iter().filter(|r| !r.pass).map(|r| r.torture.as_str()).collect();
+    let failed: Vec<&str> = reports
+        .iter()
+        .filter(|r| !r.pass)
+        .map(|r| r.torture.as_str())
+        .collect();
     if !failed.is_empty() {
         bail!(
             "torture failed: {} (seed {seed}; logs and diagnosis in {})",
@@ -181,7 +187,9 @@ async fn run_scenario(
         }
         println!(
             "    private PostgreSQL: fsync=off (testkit), {}",
-            rig::POSTGRES_SETTINGS.map(|(k, v)| format!("{k}={v}")).join(" ")
+            rig::POSTGRES_SETTINGS
+                .map(|(k, v)| format!("{k}={v}"))
+                .join(" ")
         );
         *printed_settings = true;
     }
@@ -220,7 +228,14 @@ async fn exercise(
     }
     println!("  {} subscribers imported", people.len());
 
-    let plan = scenarios::plan(scenario, options.form, options.kills, rng, people, rig.killable.len());
+    let plan = scenarios::plan(
+        scenario,
+        options.form,
+        options.kills,
+        rng,
+        people,
+        rig.killable.len(),
+    );
     install_provider_faults(&http, rig, &plan).await?;
     let run_id = format!("{}-{}", options.run_name, scenario.name());
     let driven = drive::drive(rig, servers, &plan, &run_id).await?;
@@ -231,9 +246,16 @@ async fn exercise(
     let keys: Vec<String> = expected.keys().cloned().collect();
     println!("  {} deliveries expected; settling", keys.len());
     let supervisor = rig.supervisor.clone();
-    let settled = check::settle(&rig.db, &http, rig.ports, &keys, driven.quiet_since, async || {
-        supervisor.lock().await.watch();
-    })
+    let settled = check::settle(
+        &rig.db,
+        &http,
+        rig.ports,
+        &keys,
+        driven.quiet_since,
+        async || {
+            supervisor.lock().await.watch();
+        },
+    )
     .await;
     let received = check::received(&http, rig.ports).await?;
     let verdict = check::judge(&rig.db, &expected, people, &received).await?;
@@ -279,7 +301,10 @@ async fn install_provider_faults(
         if rules.is_empty() {
             continue;
         }
-        let url = format!("http://127.0.0.1:{}/_control/faults", rig.ports.control(channel));
+        let url = format!(
+            "http://127.0.0.1:{}/_control/faults",
+            rig.ports.control(channel)
+        );
         http.post(&url)
             .json(&rules)
             .send()
@@ -304,7 +329,10 @@ async fn faults_fired(http: &reqwest::Client, rig: &Rig, plan: &scenarios::Plan)
         .sum();
     let mut left = 0;
     for channel in tocsin_core::Channel::ALL {
-        let url = format!("http://127.0.0.1:{}/_control/faults", rig.ports.control(channel));
+        let url = format!(
+            "http://127.0.0.1:{}/_control/faults",
+            rig.ports.control(channel)
+        );
         let rules: Vec<serde_json::Value> = http.get(&url).send().await.ok()?.json().await.ok()?;
         left += rules
             .iter()

@@ -250,9 +250,11 @@ pub(super) async fn diagnose(
                 missing += usize::from(lost.contains(key.as_str()));
             }
             let (relayed, fanned) = match &progress {
-                Ok(p) => p.get(&event.event_id).map_or(("?".into(), "?".into()), |p| {
-                    (p.relayed.to_string(), p.fanned_out.to_string())
-                }),
+                Ok(p) => p
+                    .get(&event.event_id)
+                    .map_or(("?".into(), "?".into()), |p| {
+                        (p.relayed.to_string(), p.fanned_out.to_string())
+                    }),
                 Err(e) => (format!("? ({e})"), "?".into()),
             };
             let line = format!(
@@ -270,22 +272,29 @@ pub(super) async fn diagnose(
     let mut keys: Vec<String> = verdict.lost.clone();
     keys.extend(verdict.duplicates.iter().cloned());
     keys.extend(verdict.duplicates_allowed.iter().cloned());
+    for (late, before) in &verdict.order_violations {
+        keys.push(late.clone());
+        keys.push(before.clone());
+    }
     let rows = ledger::rows(db, &keys).await.unwrap_or_default();
     let trails = ledger::trail(db, &keys).await.unwrap_or_default();
     let describe = |key: &str| -> String {
-        let what = evidence.expected.get(key).map_or("not expected".to_owned(), |d| {
-            let person = &evidence.people[d.subscriber];
-            format!(
-                "{} v{} {:?} {} to {} ({}){}",
-                evidence.plan.incidents[d.incident].label,
-                d.version,
-                d.kind,
-                d.channel,
-                person.external_id(),
-                person.contact(d.channel),
-                if d.is_final { " final" } else { "" }
-            )
-        });
+        let what = evidence
+            .expected
+            .get(key)
+            .map_or("not expected".to_owned(), |d| {
+                let person = &evidence.people[d.subscriber];
+                format!(
+                    "{} v{} {:?} {} to {} ({}){}",
+                    evidence.plan.incidents[d.incident].label,
+                    d.version,
+                    d.kind,
+                    d.channel,
+                    person.external_id(),
+                    person.contact(d.channel),
+                    if d.is_final { " final" } else { "" }
+                )
+            });
         let row = rows.get(key).map_or("no ledger row".to_owned(), |r| {
             format!(
                 "ledger {} after {} attempts{}",
@@ -308,7 +317,11 @@ pub(super) async fn diagnose(
         format!("{key}: {what}; received {copies}x; {row}; trail: {trail}")
     };
     section(&mut out, "lost", verdict.lost.iter().map(|k| describe(k)));
-    section(&mut out, "duplicates", verdict.duplicates.iter().map(|k| describe(k)));
+    section(
+        &mut out,
+        "duplicates",
+        verdict.duplicates.iter().map(|k| describe(k)),
+    );
     section(
         &mut out,
         "duplicates_allowed",
@@ -325,12 +338,19 @@ pub(super) async fn diagnose(
                 r.event_version,
                 r.state,
                 r.attempts,
-                r.last_error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+                r.last_error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
             )
         }),
     );
     section(&mut out, "unexpected", verdict.unexpected.iter().cloned());
-    section(&mut out, "misaddressed", verdict.misaddressed.iter().cloned());
+    section(
+        &mut out,
+        "misaddressed",
+        verdict.misaddressed.iter().cloned(),
+    );
     section(
         &mut out,
         "order_violations",

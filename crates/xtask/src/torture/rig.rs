@@ -210,7 +210,7 @@ impl Rig {
             let mut handle = match js.get_stream(&stream).await {
                 Ok(handle) => handle,
                 Err(e) => {
-                    lines.push(format!("stream {stream}: {e}"));
+                    lines.push(format!("stream {stream} (for consumer {consumer}): {e}"));
                     continue;
                 }
             };
@@ -249,7 +249,12 @@ impl Rig {
 
 /// Every process of a scenario: providers, ingest, resolver, `replicas` workers per channel
 /// (each SMS worker with a callback port of its own).
-fn specs(ingest: &Ingest, ports: Ports, urls: &Urls<'_>, replicas: usize) -> anyhow::Result<Vec<Spec>> {
+fn specs(
+    ingest: &Ingest,
+    ports: Ports,
+    urls: &Urls<'_>,
+    replicas: usize,
+) -> anyhow::Result<Vec<Spec>> {
     let tuning: Vec<(&'static str, String)> = WORKER_TUNING
         .iter()
         .map(|&(name, value)| (name, value.to_owned()))

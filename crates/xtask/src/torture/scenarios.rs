@@ -13,8 +13,7 @@ use tocsin_proto::v1::Severity;
 
 use super::Form;
 use super::world::{
-    self, BUSY_COMPONENT, IncidentPlan, Population, Subscriber, random_components,
-    random_severity,
+    self, BUSY_COMPONENT, IncidentPlan, Population, Subscriber, random_components, random_severity,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,7 +134,13 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-fn mixed(rng: &mut StdRng, label: String, start: Duration, updates: usize, gap: Duration) -> IncidentPlan {
+fn mixed(
+    rng: &mut StdRng,
+    label: String,
+    start: Duration,
+    updates: usize,
+    gap: Duration,
+) -> IncidentPlan {
     IncidentPlan::lifecycle(
         label,
         random_severity(rng),
@@ -304,7 +309,9 @@ fn providers(rng: &mut StdRng, subscribers: &[Subscriber]) -> Plan {
                 (0, Channel::Sms) => {
                     json!({"target": target, "times": 2, "kind": "status", "status": 429, "retry_after_secs": 1})
                 }
-                (0 | 1, _) => json!({"target": target, "times": 2, "kind": "status", "status": 503}),
+                (0 | 1, _) => {
+                    json!({"target": target, "times": 2, "kind": "status", "status": 503})
+                }
                 (2, _) => json!({"target": target, "times": 1, "kind": "hang"}),
                 _ => json!({"target": target, "times": 1, "kind": "drop"}),
             };

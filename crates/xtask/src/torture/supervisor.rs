@@ -228,7 +228,10 @@ impl Supervisor {
         let waits = running.into_iter().map(|(name, mut child)| async move {
             match tokio::time::timeout(grace, child.wait()).await {
                 Ok(Ok(status)) if status.success() => None,
-                Ok(Ok(status)) => Some(format!("{name} exited with {} after SIGTERM", describe(status))),
+                Ok(Ok(status)) => Some(format!(
+                    "{name} exited with {} after SIGTERM",
+                    describe(status)
+                )),
                 Ok(Err(e)) => Some(format!("{name}: waiting for it failed: {e}")),
                 Err(_) => {
                     let _ = child.kill().await;

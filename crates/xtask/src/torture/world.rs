@@ -80,7 +80,11 @@ impl Subscriber {
             external_id: self.external_id(),
             contacts: Some(contacts),
             preferences: Some(v1::Preferences {
-                channels: self.channels.iter().map(|&c| wire_channel(c).into()).collect(),
+                channels: self
+                    .channels
+                    .iter()
+                    .map(|&c| wire_channel(c).into())
+                    .collect(),
                 components: self.components.clone().unwrap_or_default(),
                 min_severity: self.min_severity.into(),
                 kinds: Vec::new(),
@@ -110,7 +114,11 @@ pub(super) enum Population {
 }
 
 /// `count` subscribers `s0..`, drawn from `rng`.
-pub(super) fn subscribers(rng: &mut StdRng, count: usize, population: Population) -> Vec<Subscriber> {
+pub(super) fn subscribers(
+    rng: &mut StdRng,
+    count: usize,
+    population: Population,
+) -> Vec<Subscriber> {
     (0..count)
         .map(|n| {
             let busy_role = match population {
@@ -365,8 +373,12 @@ mod tests {
     fn severity_and_components_decide_who_follows() {
         let api_major = incident(Severity::Major, &["api", "auth"]);
         assert!(subscriber(&[Channel::Email], None, Severity::Minor).follows(&api_major));
-        assert!(subscriber(&[Channel::Email], Some(&["auth"]), Severity::Major).follows(&api_major));
-        assert!(!subscriber(&[Channel::Email], Some(&["billing"]), Severity::Minor).follows(&api_major));
+        assert!(
+            subscriber(&[Channel::Email], Some(&["auth"]), Severity::Major).follows(&api_major)
+        );
+        assert!(
+            !subscriber(&[Channel::Email], Some(&["billing"]), Severity::Minor).follows(&api_major)
+        );
         assert!(!subscriber(&[Channel::Email], None, Severity::Critical).follows(&api_major));
     }
 
@@ -399,7 +411,11 @@ mod tests {
         assert_eq!(count(Channel::Sms), 2);
         let finals: Vec<_> = expected.values().filter(|d| d.is_final).collect();
         assert_eq!(finals.len(), 3, "one resolution per channel");
-        assert!(finals.iter().all(|d| d.version == 4 && d.kind == EventKind::Resolved));
+        assert!(
+            finals
+                .iter()
+                .all(|d| d.version == 4 && d.kind == EventKind::Resolved)
+        );
     }
 
     #[test]
@@ -416,7 +432,13 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(1);
         let busy = subscribers(&mut rng, 20, Population::Busy { followers: 3 });
         assert_eq!(busy[0].channels, Channel::ALL.to_vec());
-        assert!(busy.iter().all(|s| s.components.is_some()), "nobody follows everything");
-        assert!(busy.iter().all(|s| s.channels.iter().all(|&c| !s.contact(c).is_empty())));
+        assert!(
+            busy.iter().all(|s| s.components.is_some()),
+            "nobody follows everything"
+        );
+        assert!(
+            busy.iter()
+                .all(|s| s.channels.iter().all(|&c| !s.contact(c).is_empty()))
+        );
     }
 }
