@@ -59,6 +59,23 @@ pub(super) async fn rows(db: &PgPool, keys: &[String]) -> anyhow::Result<HashMap
         .collect())
 }
 
+/// The whole ledger row of each of `keys` as JSON, whatever columns today's schema has: the
+/// diagnosis shows what the pipeline itself knows about a failing delivery.
+pub(super) async fn raw_rows(
+    db: &PgPool,
+    keys: &[String],
+) -> anyhow::Result<HashMap<String, serde_json::Value>> {
+    let rows: Vec<(String, serde_json::Value)> = sqlx::query_as(
+        "SELECT delivery_key, to_jsonb(d) - 'delivery_key' - 'incident_id' - 'event_id'
+         FROM deliveries d WHERE delivery_key = ANY($1)",
+    )
+    .bind(keys)
+    .fetch_all(db)
+    .await
+    .context("reading whole ledger rows")?;
+    Ok(rows.into_iter().collect())
+}
+
 /// Every row still unsettled.
 pub(super) async fn unsettled(db: &PgPool) -> anyhow::Result<Vec<Row>> {
     sqlx::query_as(

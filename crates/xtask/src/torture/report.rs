@@ -276,7 +276,9 @@ pub(super) async fn diagnose(
         keys.push(late.clone());
         keys.push(before.clone());
     }
+    keys.extend(verdict.stuck.iter().map(|r| r.delivery_key.clone()));
     let rows = ledger::rows(db, &keys).await.unwrap_or_default();
+    let raw = ledger::raw_rows(db, &keys).await.unwrap_or_default();
     let trails = ledger::trail(db, &keys).await.unwrap_or_default();
     let describe = |key: &str| -> String {
         let what = evidence
@@ -316,22 +318,33 @@ pub(super) async fn diagnose(
         let copies = verdict.copies.get(key).copied().unwrap_or(0);
         format!("{key}: {what}; received {copies}x; {row}; trail: {trail}")
     };
-    section(&mut out, "lost", verdict.lost.iter().map(|k| describe(k)));
+    // The file gets the whole row too; the terminal only the summary.
+    let describe_fully = |key: &str| -> String {
+        match raw.get(key) {
+            Some(row) => format!("{}\n    row: {row}", describe(key)),
+            None => describe(key),
+        }
+    };
+    section(
+        &mut out,
+        "lost",
+        verdict.lost.iter().map(|k| describe_fully(k)),
+    );
     section(
         &mut out,
         "duplicates",
-        verdict.duplicates.iter().map(|k| describe(k)),
+        verdict.duplicates.iter().map(|k| describe_fully(k)),
     );
     section(
         &mut out,
         "duplicates_allowed",
-        verdict.duplicates_allowed.iter().map(|k| describe(k)),
+        verdict.duplicates_allowed.iter().map(|k| describe_fully(k)),
     );
     section(
         &mut out,
         "stuck",
         verdict.stuck.iter().map(|r| {
-            format!(
+            let summary = format!(
                 "{} {} v{} {} after {} attempts{}",
                 r.delivery_key,
                 r.channel,
@@ -342,7 +355,11 @@ pub(super) async fn diagnose(
                     .as_deref()
                     .map(|e| format!(" ({e})"))
                     .unwrap_or_default()
-            )
+            );
+            match raw.get(&r.delivery_key) {
+                Some(row) => format!("{summary}\n    row: {row}"),
+                None => summary,
+            }
         }),
     );
     section(&mut out, "unexpected", verdict.unexpected.iter().cloned());
@@ -354,10 +371,13 @@ pub(super) async fn diagnose(
     section(
         &mut out,
         "order_violations",
-        verdict
-            .order_violations
-            .iter()
-            .map(|(late, before)| format!("{} arrived after {}", describe(late), describe(before))),
+        verdict.order_violations.iter().map(|(late, before)| {
+            format!(
+                "{} arrived after {}",
+                describe_fully(late),
+                describe(before)
+            )
+        }),
     );
     let path = dir.join("diagnosis.txt");
     match std::fs::write(&path, out) {
@@ -377,7 +397,8 @@ fn section(out: &mut String, title: &str, lines: impl Iterator<Item = String>) {
     let _ = writeln!(out, "\n{title}: {}", lines.len());
     for (i, line) in lines.iter().enumerate() {
         if i < SHOWN {
-            println!("    {line}");
+            // The first line only: whole ledger rows are for the file.
+            println!("    {}", line.lines().next().unwrap_or_default());
         }
         let _ = writeln!(out, "{line}");
     }
