@@ -179,7 +179,9 @@ pub(super) async fn settle(
     since: Instant,
     mut tick: impl AsyncFnMut(),
 ) -> Settled {
-    let mut last: Option<(BTreeMap<String, i64>, i64, Vec<(u64, u64)>)> = None;
+    /// Ledger counts by state, expected keys with a row, providers' (taken, refused).
+    type Snapshot = (BTreeMap<String, i64>, i64, Vec<(u64, u64)>);
+    let mut last: Option<Snapshot> = None;
     let mut last_change = Instant::now();
     let mut last_report = Instant::now();
     loop {
@@ -352,7 +354,9 @@ pub(super) async fn judge(
     verdict.stuck = ledger::unsettled(db).await?;
 
     // Order: per incident, recipient and channel, first arrivals in event-version order.
-    let mut streams: HashMap<(usize, usize, Channel), Vec<(usize, u64, &str)>> = HashMap::new();
+    // (incident, subscriber, channel) -> (arrival, version, key) of each first arrival.
+    type Arrival<'k> = (usize, u64, &'k str);
+    let mut streams: HashMap<(usize, usize, Channel), Vec<Arrival<'_>>> = HashMap::new();
     for (key, record) in &first {
         if let Some(want) = expected.get(*key) {
             streams

@@ -25,7 +25,8 @@ pub(super) struct Driven {
     /// What the harness did, one line each, with times from the start.
     pub(super) log: Vec<String>,
     pub(super) kills: usize,
-    pub(super) faults: usize,
+    /// PostgreSQL restarts and NATS wipes, as short labels (`pg fast`, `nats wipe`).
+    pub(super) faults: Vec<&'static str>,
 }
 
 /// Steps published so far, as (incident, step), for actions that wait on one; and whether
@@ -190,11 +191,11 @@ async fn run_actions(
     t0: Instant,
     progress: &Progress,
     log: &Mutex<Vec<String>>,
-) -> anyhow::Result<(Instant, usize, usize)> {
+) -> anyhow::Result<(Instant, usize, Vec<&'static str>)> {
     let stamp = || format!("t={:.2}s", t0.elapsed().as_secs_f64());
     let mut last = t0;
     let mut kills = 0;
-    let mut faults = 0;
+    let mut faults = Vec::new();
     let mut restarts: JoinSet<anyhow::Result<Instant>> = JoinSet::new();
     for action in &plan.actions {
         match action {
@@ -251,7 +252,11 @@ async fn run_actions(
                 log.lock()
                     .await
                     .push(format!("{} PostgreSQL started again", stamp()));
-                faults += 1;
+                faults.push(if *immediate {
+                    "pg immediate"
+                } else {
+                    "pg fast"
+                });
                 last = Instant::now();
             }
             Action::NatsWipe {
@@ -268,7 +273,7 @@ async fn run_actions(
                 log.lock()
                     .await
                     .push(format!("{} nats-server started again, empty", stamp()));
-                faults += 1;
+                faults.push("nats wipe");
                 last = Instant::now();
             }
         }

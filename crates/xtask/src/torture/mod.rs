@@ -95,43 +95,25 @@ pub(crate) async fn run(args: TortureArgs, build: bool) -> anyhow::Result<()> {
 
     let mut servers = Servers::start().await?;
     let mut reports = Vec::new();
-    let mut printed_settings = false;
-    for scenario in scenarios {
-        let dir = run_dir.join(scenario.name());
-        println!("\n== {} ==", scenario.name());
-        let started = Instant::now();
-        let report = match run_scenario(
-            &mut servers,
-            scenario,
-            &Options {
-                form,
-                subscribers,
-                kills,
-                seed,
-                profile,
-                run_name: &run_name,
-            },
-            &dir,
-            &mut printed_settings,
-        )
-        .await
-        {
-            Ok(report) => report,
-            Err(e) => {
-                println!("  ✗ {} could not run: {e:#}", scenario.name());
-                ScenarioReport::errored(scenario.name(), seed, format!("{e:#}"))
-            }
-        };
-        println!(
-            "  {} in {:.0} s; logs in {}",
-            if report.pass { "passed" } else { "FAILED" },
-            started.elapsed().as_secs_f64(),
-            dir.display()
-        );
-        reports.push(report);
-    }
+    let options = Options {
+        form,
+        subscribers,
+        kills,
+        seed,
+        profile,
+        run_name: &run_name,
+    };
+    // A Ctrl-C ends the run through the normal path, so that the private servers (PostgreSQL
+    // runs as a daemon) are stopped and their directories removed.
+    let interrupted = tokio::select! {
+        () = run_all(&mut servers, &scenarios, &options, &run_dir, &mut reports) => false,
+        _ = tokio::signal::ctrl_c() => true,
+    };
     servers.keep_logs(&run_dir);
     drop(servers);
+    if interrupted {
+        bail!("interrupted; logs so far in {}", run_dir.display());
+    }
 
     println!();
     report::print_table(&reports);
@@ -151,6 +133,38 @@ pub(crate) async fn run(args: TortureArgs, build: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Runs `scenarios` one after the other, each on a fresh database and bus prefix; a scenario
+/// that cannot run is reported as an error and the next one still runs.
+async fn run_all(
+    servers: &mut Servers,
+    scenarios: &[Scenario],
+    options: &Options<'_>,
+    run_dir: &Path,
+    reports: &mut Vec<ScenarioReport>,
+) {
+    let mut printed_settings = false;
+    for &scenario in scenarios {
+        let dir = run_dir.join(scenario.name());
+        println!("\n== {} ==", scenario.name());
+        let started = Instant::now();
+        let report =
+            match run_scenario(servers, scenario, options, &dir, &mut printed_settings).await {
+                Ok(report) => report,
+                Err(e) => {
+                    println!("  ✗ {} could not run: {e:#}", scenario.name());
+                    ScenarioReport::errored(scenario.name(), options.seed, format!("{e:#}"))
+                }
+            };
+        println!(
+            "  {} in {:.0} s; logs in {}",
+            if report.pass { "passed" } else { "FAILED" },
+            started.elapsed().as_secs_f64(),
+            dir.display()
+        );
+        reports.push(report);
+    }
 }
 
 struct Options<'a> {
@@ -264,13 +278,15 @@ async fn exercise(
     let report = ScenarioReport::new(
         scenario.name(),
         options.seed,
-        &verdict,
-        settled,
-        &driven,
-        plan.provider_faults.len(),
-        fired,
-        &exits,
-        rig.api.retries(),
+        &report::Measured {
+            verdict: &verdict,
+            settled,
+            driven: &driven,
+            provider_rules: plan.provider_faults.len(),
+            faults_fired: fired,
+            exits: &exits,
+            publish_retries: rig.api.retries(),
+        },
     );
     let bus = rig.bus_state().await;
     let evidence = report::Evidence {

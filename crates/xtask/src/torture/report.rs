@@ -16,6 +16,18 @@ use super::scenarios::Plan;
 use super::supervisor::Exit;
 use super::world::{ExpectedDelivery, Subscriber};
 
+/// What a scenario measured, for its report.
+pub(super) struct Measured<'a> {
+    pub(super) verdict: &'a Verdict,
+    pub(super) settled: Settled,
+    pub(super) driven: &'a Driven,
+    /// Provider fault rules installed.
+    pub(super) provider_rules: usize,
+    pub(super) faults_fired: Option<u64>,
+    pub(super) exits: &'a [Exit],
+    pub(super) publish_retries: u64,
+}
+
 /// One scenario's outcome; the field order is the JSON line's.
 #[derive(Debug, Clone, Serialize)]
 pub(super) struct ScenarioReport {
@@ -34,8 +46,10 @@ pub(super) struct ScenarioReport {
     pub(super) settled: bool,
     pub(super) settle_s: f64,
     pub(super) kills: usize,
-    /// PostgreSQL restarts, NATS wipes, or provider fault rules installed.
+    /// PostgreSQL restarts and NATS wipes, plus provider fault rules installed.
     pub(super) faults: usize,
+    #[serde(skip)]
+    fault_labels: Vec<&'static str>,
     /// Uses of the provider fault rules that were consumed by a request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) faults_fired: Option<u64>,
@@ -50,17 +64,8 @@ pub(super) struct ScenarioReport {
 }
 
 impl ScenarioReport {
-    pub(super) fn new(
-        name: &str,
-        seed: u64,
-        verdict: &Verdict,
-        settled: Settled,
-        driven: &Driven,
-        provider_rules: usize,
-        faults_fired: Option<u64>,
-        exits: &[Exit],
-        publish_retries: u64,
-    ) -> Self {
+    pub(super) fn new(name: &str, seed: u64, m: &Measured<'_>) -> Self {
+        let (verdict, settled, driven) = (m.verdict, m.settled, m.driven);
         let mut report = ScenarioReport {
             torture: name.to_owned(),
             seed,
@@ -76,10 +81,11 @@ impl ScenarioReport {
             settled: settled.settled,
             settle_s: (settled.settle_s * 10.0).round() / 10.0,
             kills: driven.kills,
-            faults: driven.faults + provider_rules,
-            faults_fired,
-            unexpected_exits: exits.len(),
-            publish_retries,
+            faults: driven.faults.len() + m.provider_rules,
+            fault_labels: driven.faults.clone(),
+            faults_fired: m.faults_fired,
+            unexpected_exits: m.exits.len(),
+            publish_retries: m.publish_retries,
             pass: false,
             error: None,
             notes: Vec::new(),
@@ -112,6 +118,7 @@ impl ScenarioReport {
             settle_s: 0.0,
             kills: 0,
             faults: 0,
+            fault_labels: Vec::new(),
             faults_fired: None,
             unexpected_exits: 0,
             publish_retries: 0,
@@ -126,10 +133,10 @@ impl ScenarioReport {
         if self.kills > 0 {
             parts.push(format!("{} kills", self.kills));
         }
-        match (self.faults, self.faults_fired) {
-            (n, Some(fired)) => parts.push(format!("{n} rules/{fired} fired")),
-            (0, None) => {}
-            (n, None) => parts.push(format!("{n} faults")),
+        parts.extend(self.fault_labels.iter().map(|l| (*l).to_owned()));
+        if let Some(fired) = self.faults_fired {
+            let rules = self.faults - self.fault_labels.len();
+            parts.push(format!("{rules} rules/{fired} fired"));
         }
         if self.unexpected_exits > 0 {
             parts.push(format!("{} exits", self.unexpected_exits));
