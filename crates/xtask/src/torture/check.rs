@@ -128,6 +128,52 @@ pub(super) async fn received(
     Ok(all)
 }
 
+/// The Twilio double's status callbacks by delivery key, each as `status -> answer`, for the
+/// diagnosis of SMS deliveries the ledger never settled.
+pub(super) async fn sms_callbacks(
+    http: &reqwest::Client,
+    ports: Ports,
+) -> anyhow::Result<HashMap<String, Vec<String>>> {
+    #[derive(Deserialize)]
+    struct Attempt {
+        status: String,
+        url: String,
+        response_status: Option<u16>,
+        error: Option<String>,
+    }
+    let url = format!("http://127.0.0.1:{}/_control/callbacks", ports.twilio);
+    let attempts: Vec<Attempt> = http
+        .get(&url)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .with_context(|| format!("asking {url}"))?
+        .json()
+        .await?;
+    let mut by_key: HashMap<String, Vec<String>> = HashMap::new();
+    for attempt in attempts {
+        let key = url::Url::parse(&attempt.url).ok().and_then(|u| {
+            u.query_pairs()
+                .find(|(name, _)| name == "delivery")
+                .map(|(_, v)| v.into_owned())
+        });
+        let answer = match (attempt.response_status, attempt.error) {
+            (Some(status), _) => status.to_string(),
+            (None, Some(error)) => format!("failed: {error}"),
+            (None, None) => "no answer".to_owned(),
+        };
+        let port = url::Url::parse(&attempt.url)
+            .ok()
+            .and_then(|u| u.port())
+            .map_or_else(String::new, |p| format!(" to :{p}"));
+        by_key
+            .entry(key.unwrap_or_default())
+            .or_default()
+            .push(format!("{}{port} -> {answer}", attempt.status));
+    }
+    Ok(by_key)
+}
+
 /// What the providers' summaries say, for the settle loop: (accepted, refused) per channel.
 async fn provider_counts(http: &reqwest::Client, ports: Ports) -> anyhow::Result<Vec<(u64, u64)>> {
     #[derive(Deserialize, PartialEq)]

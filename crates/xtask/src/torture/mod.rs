@@ -289,6 +289,9 @@ async fn exercise(
         },
     );
     let bus = rig.bus_state().await;
+    let callbacks = check::sms_callbacks(&http, rig.ports)
+        .await
+        .unwrap_or_default();
     let evidence = report::Evidence {
         expected: &expected,
         plan: &plan,
@@ -296,6 +299,7 @@ async fn exercise(
         people,
         exits: &exits,
         bus: &bus,
+        callbacks: &callbacks,
     };
     report::diagnose(&rig.db, dir, &report, &verdict, &evidence).await;
     Ok(report)

@@ -195,6 +195,8 @@ pub(super) struct Evidence<'a> {
     pub(super) exits: &'a [Exit],
     /// JetStream's streams and consumers at the end.
     pub(super) bus: &'a [String],
+    /// The Twilio double's status callbacks, by delivery key.
+    pub(super) callbacks: &'a HashMap<String, Vec<String>>,
 }
 
 /// How many examples of each kind of failure are printed; the file has them all.
@@ -323,7 +325,12 @@ pub(super) async fn diagnose(
                 .join(" | ")
         });
         let copies = verdict.copies.get(key).copied().unwrap_or(0);
-        format!("{key}: {what}; received {copies}x; {row}; trail: {trail}")
+        let callbacks = evidence
+            .callbacks
+            .get(key)
+            .map(|c| format!("; status callbacks: {}", c.join(", ")))
+            .unwrap_or_default();
+        format!("{key}: {what}; received {copies}x; {row}; trail: {trail}{callbacks}")
     };
     // The file gets the whole row too; the terminal only the summary.
     let describe_fully = |key: &str| -> String {
@@ -369,6 +376,11 @@ pub(super) async fn diagnose(
             }
         }),
     );
+    section(
+        &mut out,
+        "stuck by shape",
+        stuck_shapes(&verdict.stuck, &raw).into_iter(),
+    );
     section(&mut out, "unexpected", verdict.unexpected.iter().cloned());
     section(
         &mut out,
@@ -392,6 +404,42 @@ pub(super) async fn diagnose(
         Ok(()) => {}
         Err(e) => println!("  could not write {}: {e}", path.display()),
     }
+}
+
+/// Stuck rows grouped by what the ledger says of them (channel, state, parked, dispatched,
+/// send begun, attempts), most common first: one line per way of being stuck. The columns
+/// are read when the schema has them and shown as `?` otherwise.
+fn stuck_shapes(stuck: &[ledger::Row], raw: &HashMap<String, serde_json::Value>) -> Vec<String> {
+    let mut shapes: HashMap<String, usize> = HashMap::new();
+    for row in stuck {
+        let whole = raw.get(&row.delivery_key);
+        let field = |name: &str| {
+            whole
+                .and_then(|w| w.get(name))
+                .map_or("?".to_owned(), |v| match v {
+                    serde_json::Value::Null => "null".to_owned(),
+                    other => other.to_string(),
+                })
+        };
+        let begun = whole
+            .and_then(|w| w.get("send_started_at"))
+            .map_or("?", |v| if v.is_null() { "no" } else { "yes" });
+        let shape = format!(
+            "{} {} parked={} dispatches={} send_begun={begun} attempts={}",
+            row.channel,
+            row.state,
+            field("parked"),
+            field("dispatches"),
+            row.attempts
+        );
+        *shapes.entry(shape).or_default() += 1;
+    }
+    let mut shapes: Vec<(String, usize)> = shapes.into_iter().collect();
+    shapes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    shapes
+        .into_iter()
+        .map(|(shape, n)| format!("{n} x {shape}"))
+        .collect()
 }
 
 /// Appends a titled list to the file and prints its first few lines.
