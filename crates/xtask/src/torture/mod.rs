@@ -87,10 +87,16 @@ pub(crate) async fn run(args: TortureArgs, build: bool) -> anyhow::Result<()> {
     );
     println!("logs: {}", run_dir.display());
     println!(
-        "replay: cargo xtask torture --scenario {} --seed {seed}{}{}",
+        "replay: cargo xtask torture --scenario {} --seed {seed}{}{}{}{}",
         args.scenario,
         if args.short { " --short" } else { "" },
         if args.release { " --release" } else { "" },
+        args.subscribers
+            .map(|n| format!(" --subscribers {n}"))
+            .unwrap_or_default(),
+        args.kills
+            .map(|n| format!(" --kills {n}"))
+            .unwrap_or_default(),
     );
 
     let mut servers = Servers::start().await?;

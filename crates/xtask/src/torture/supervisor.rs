@@ -6,7 +6,7 @@
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -95,8 +95,10 @@ impl Supervisor {
             .with_context(|| format!("opening {}", log.display()))?;
         writeln!(
             file,
-            "=== torture: start #{} of {} at t={elapsed:.2}s ===",
-            managed.starts, managed.spec.name
+            "=== torture: start #{} of {} at t={elapsed:.2}s ({}) ===",
+            managed.starts,
+            managed.spec.name,
+            utc_now()
         )?;
         let mut command = Command::new(target_bin(self.profile, managed.spec.binary));
         command
@@ -144,7 +146,7 @@ impl Supervisor {
             .kill()
             .await
             .with_context(|| format!("killing {name}"))?;
-        self.note(name, &format!("SIGKILL at t={elapsed:.2}s"));
+        self.note(name, &format!("SIGKILL at t={elapsed:.2}s ({})", utc_now()));
         Ok(())
     }
 
@@ -228,10 +230,7 @@ impl Supervisor {
         let waits = running.into_iter().map(|(name, mut child)| async move {
             match tokio::time::timeout(grace, child.wait()).await {
                 Ok(Ok(status)) if status.success() => None,
-                Ok(Ok(status)) => Some(format!(
-                    "{name} exited with {} after SIGTERM",
-                    describe(status)
-                )),
+                Ok(Ok(status)) => Some(format!("{name} exited with {status} after SIGTERM")),
                 Ok(Err(e)) => Some(format!("{name}: waiting for it failed: {e}")),
                 Err(_) => {
                     let _ = child.kill().await;
@@ -250,6 +249,10 @@ impl Supervisor {
     }
 }
 
-fn describe(status: ExitStatus) -> String {
-    status.to_string()
+/// The wall-clock time, as the services' own log lines and the ledger's timestamps give it,
+/// so that the harness's markers can be read against both.
+fn utc_now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
