@@ -155,7 +155,17 @@ impl NatsServer {
         Ok(())
     }
 
-    fn log_path(&self) -> PathBuf {
+    /// SIGKILLs the server, deletes its JetStream store (streams, consumers and messages, as
+    /// a lost disk would) and starts it again, empty, on the same port: clients that reconnect
+    /// find a server that has never heard of their streams.
+    pub async fn start_empty(&mut self) -> anyhow::Result<()> {
+        self.wipe_store().await?;
+        self.start_again().await
+    }
+
+    /// The server's log file. It lives in the store directory, which drop removes: copy it
+    /// first to keep it.
+    pub fn log_path(&self) -> PathBuf {
         self.store_dir.join("nats-server.log")
     }
 
@@ -220,6 +230,36 @@ mod tests {
         );
         let message = stream.get_raw_message(1).await.unwrap();
         assert_eq!(&message.payload[..], b"before the crash");
+    }
+
+    #[tokio::test]
+    async fn starting_empty_forgets_every_stream_on_the_same_port() {
+        let mut server = NatsServer::start().await.unwrap();
+        let url = server.url();
+        let js = jetstream::new(async_nats::connect(&url).await.unwrap());
+        let stream = jetstream::stream::Config {
+            name: "WIPED".into(),
+            subjects: vec!["wiped.>".into()],
+            ..Default::default()
+        };
+        js.create_stream(stream).await.unwrap();
+        js.publish("wiped.a", "lost with the disk".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+
+        server.start_empty().await.unwrap();
+        assert_eq!(server.url(), url, "the same port");
+        let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+        assert!(
+            js.get_stream("WIPED").await.is_err(),
+            "the stream went with the store"
+        );
+        assert!(
+            server.log_path().exists(),
+            "the log survives the wipe, to explain what happened"
+        );
     }
 
     #[tokio::test]

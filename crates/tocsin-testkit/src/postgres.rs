@@ -23,11 +23,19 @@ pub struct PostgresServer {
     /// Run the server's commands as the `postgres` OS user (the tests run as root).
     as_postgres: bool,
     running: bool,
+    /// Extra `-c name=value` server settings, kept across restarts.
+    settings: Vec<(String, String)>,
 }
 
 impl PostgresServer {
     /// Initialises a cluster and starts it; returns once it accepts connections.
     pub async fn start() -> anyhow::Result<PostgresServer> {
+        Self::start_with_settings(&[]).await
+    }
+
+    /// [`PostgresServer::start`] with extra server settings (`("max_connections", "300")`),
+    /// which every later start keeps.
+    pub async fn start_with_settings(settings: &[(&str, &str)]) -> anyhow::Result<PostgresServer> {
         let bin_dir = bin_dir()?;
         let as_postgres = running_as_root()?;
         let dir = std::env::temp_dir().join(format!("tocsin-pg-{}", uuid::Uuid::new_v4().simple()));
@@ -39,6 +47,10 @@ impl PostgresServer {
             dir,
             as_postgres,
             running: false,
+            settings: settings
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+                .collect(),
         };
         if as_postgres {
             server.run_plain("chown", &["-R", "postgres:postgres", &server.dir_str()])?;
@@ -83,15 +95,36 @@ impl PostgresServer {
         Ok(())
     }
 
+    /// Stops the server as a crash would (`pg_ctl stop -m immediate`: every process quits at
+    /// once, without a checkpoint, so the next start runs crash recovery from the WAL) and
+    /// waits until it is down.
+    pub async fn stop_immediate(&mut self) -> anyhow::Result<()> {
+        let data = self.data_dir();
+        self.run_blocking("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"])
+            .await
+            .context("pg_ctl stop -m immediate")?;
+        self.running = false;
+        Ok(())
+    }
+
+    /// The server's log file. It lives in the server's directory, which drop removes: copy
+    /// it first to keep it.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("postgres.log")
+    }
+
     /// Starts the server (again) with the same data, and waits until it accepts connections.
     pub async fn start_again(&mut self) -> anyhow::Result<()> {
         let data = self.data_dir();
-        let log = self.dir.join("postgres.log");
-        let options = format!(
+        let log = self.log_path();
+        let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
             self.port,
             self.dir_str()
         );
+        for (name, value) in &self.settings {
+            options.push_str(&format!(" -c {name}={value}"));
+        }
         let started = self
             .run_blocking(
                 "pg_ctl",
@@ -279,5 +312,44 @@ mod tests {
         let dir = server.dir.clone();
         drop(server);
         assert!(!dir.exists(), "dropping the server removes its directory");
+    }
+
+    #[tokio::test]
+    async fn an_immediate_stop_keeps_committed_data_and_the_settings() {
+        let mut server = PostgresServer::start_with_settings(&[("max_connections", "123")])
+            .await
+            .expect("a private PostgreSQL server starts; see the error for what to install");
+        let mut conn = sqlx::PgConnection::connect(&server.url("postgres"))
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE crashed (n int)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO crashed VALUES (11)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+
+        server.stop_immediate().await.unwrap();
+        assert!(
+            sqlx::query("SELECT 1").execute(&mut conn).await.is_err(),
+            "an open session is cut by the crash"
+        );
+        server.start_again().await.unwrap();
+        let mut conn = sqlx::PgConnection::connect(&server.url("postgres"))
+            .await
+            .unwrap();
+        let (n,): (i32,) = sqlx::query_as("SELECT n FROM crashed")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(n, 11, "crash recovery replays the committed insert");
+        let (max,): (String,) = sqlx::query_as("SHOW max_connections")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(max, "123", "the settings survive a restart");
+        assert!(server.log_path().exists());
     }
 }

@@ -5,6 +5,8 @@
 //! - `cargo xtask bench ingest`: publish throughput, call latency and relay lag.
 //! - `cargo xtask bench fanout-plan`: one incident fanned out to many subscribers by the
 //!   resolver: time to every job recorded and published, and the resolver's peak memory.
+//! - `cargo xtask torture`: the whole stack as processes under kills, database restarts, a
+//!   wiped bus, provider faults and one very busy recipient, judged from the providers' side.
 
 #![allow(clippy::print_stdout)]
 
@@ -15,6 +17,7 @@ mod pipeline;
 mod services;
 mod stack;
 mod test;
+mod torture;
 
 use std::process::ExitCode;
 
@@ -58,6 +61,27 @@ enum Task {
         #[arg(long)]
         rate: Option<u32>,
     },
+    /// Run the torture scenarios against private PostgreSQL and NATS servers, and report.
+    Torture {
+        /// burst, kills, postgres, nats, providers, busy, or all.
+        #[arg(long, default_value = "all")]
+        scenario: String,
+        /// Subscribers to import (500 in the short form, 2,000 in the long one).
+        #[arg(long)]
+        subscribers: Option<usize>,
+        /// SIGKILLs in the kills scenario (6 in the short form, 40 in the long one).
+        #[arg(long)]
+        kills: Option<usize>,
+        /// The seed of everything the harness draws; random (and printed) by default.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// The CI form: fewer subscribers, kills and messages.
+        #[arg(long)]
+        short: bool,
+        /// Run release builds of the services.
+        #[arg(long)]
+        release: bool,
+    },
 }
 
 #[tokio::main]
@@ -86,6 +110,24 @@ async fn main() -> ExitCode {
                 rate,
             })
             .await
+        }
+        Task::Torture {
+            scenario,
+            subscribers,
+            kills,
+            seed,
+            short,
+            release,
+        } => {
+            let args = torture::TortureArgs {
+                scenario,
+                subscribers,
+                kills,
+                seed,
+                short,
+                release,
+            };
+            torture::run(args, true).await
         }
     };
     match result {

@@ -92,28 +92,34 @@ pub(crate) struct Ingest {
 }
 
 impl Ingest {
+    /// Every setting `tocsin-ingest` is started with (besides `RUST_LOG`).
+    pub(crate) fn env(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![
+            ("DATABASE_URL", self.database_url.clone()),
+            ("NATS_URL", self.nats_url.clone()),
+            ("TOCSIN_BUS_PREFIX", self.bus_prefix.clone()),
+            ("TOCSIN_GRPC_ADDR", format!("127.0.0.1:{}", self.port)),
+            ("TOCSIN_PUBLISHER_TOKENS", format!("xtask={TOKEN}")),
+            (
+                "TOCSIN_OPERATOR_TOKENS",
+                format!("xtask-operator={OPERATOR_TOKEN}"),
+            ),
+            ("TOCSIN_METRICS_ADDR", "127.0.0.1:0".to_owned()),
+        ];
+        env.extend(self.env.iter().cloned());
+        env
+    }
+
     fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(target_bin(self.profile, "tocsin-ingest"));
         command
             .args(args)
-            .env("DATABASE_URL", &self.database_url)
-            .env("NATS_URL", &self.nats_url)
-            .env("TOCSIN_BUS_PREFIX", &self.bus_prefix)
-            .env("TOCSIN_GRPC_ADDR", format!("127.0.0.1:{}", self.port))
-            .env("TOCSIN_PUBLISHER_TOKENS", format!("xtask={TOKEN}"))
-            .env(
-                "TOCSIN_OPERATOR_TOKENS",
-                format!("xtask-operator={OPERATOR_TOKEN}"),
-            )
-            .env("TOCSIN_METRICS_ADDR", "127.0.0.1:0")
+            .envs(self.env())
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
             )
             .kill_on_drop(true);
-        for (name, value) in &self.env {
-            command.env(name, value);
-        }
         command
     }
 

@@ -33,13 +33,17 @@ pub(crate) fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// `target/`, honouring `CARGO_TARGET_DIR` as cargo does.
+pub(crate) fn target_dir() -> PathBuf {
+    // A relative CARGO_TARGET_DIR is relative to where cargo runs, which is the workspace root.
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(|dir| workspace_root().join(dir))
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
 /// `target/<profile>/<name>`, honouring `CARGO_TARGET_DIR` as cargo does.
 pub(crate) fn target_bin(profile: &str, name: &str) -> PathBuf {
-    // A relative CARGO_TARGET_DIR is relative to where cargo runs, which is the workspace root.
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(|dir| workspace_root().join(dir))
-        .unwrap_or_else(|| workspace_root().join("target"));
-    target.join(profile).join(name)
+    target_dir().join(profile).join(name)
 }
 
 /// The cargo that runs xtask (`CARGO`), so toolchain overrides carry over, in the workspace root.

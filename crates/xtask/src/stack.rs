@@ -198,17 +198,23 @@ pub(crate) async fn start(
 
 /// `tocsin-local-providers all` on `ports`, waited for until each server listens.
 pub(crate) async fn start_providers(stack: &mut Stack, ports: Ports) -> anyhow::Result<()> {
+    stack.spawn("tocsin-local-providers", &["all"], &providers_env(ports))?;
+    wait_for_providers(ports).await
+}
+
+/// The environment of `tocsin-local-providers all` listening on `ports`.
+pub(crate) fn providers_env(ports: Ports) -> Vec<(&'static str, String)> {
     let addr = |port: u16| format!("127.0.0.1:{port}");
-    stack.spawn(
-        "tocsin-local-providers",
-        &["all"],
-        &[
-            ("TOCSIN_LOCAL_SMTP_ADDR", addr(ports.smtp)),
-            ("TOCSIN_LOCAL_SMTP_CONTROL_ADDR", addr(ports.smtp_control)),
-            ("TOCSIN_LOCAL_TWILIO_ADDR", addr(ports.twilio)),
-            ("TOCSIN_LOCAL_WEBHOOK_ADDR", addr(ports.webhook)),
-        ],
-    )?;
+    vec![
+        ("TOCSIN_LOCAL_SMTP_ADDR", addr(ports.smtp)),
+        ("TOCSIN_LOCAL_SMTP_CONTROL_ADDR", addr(ports.smtp_control)),
+        ("TOCSIN_LOCAL_TWILIO_ADDR", addr(ports.twilio)),
+        ("TOCSIN_LOCAL_WEBHOOK_ADDR", addr(ports.webhook)),
+    ]
+}
+
+/// Waits until each provider server listens on its port.
+pub(crate) async fn wait_for_providers(ports: Ports) -> anyhow::Result<()> {
     for (port, what) in [
         (ports.smtp, "the local SMTP server"),
         (ports.smtp_control, "the local SMTP server's control API"),
@@ -221,7 +227,10 @@ pub(crate) async fn start_providers(stack: &mut Stack, ports: Ports) -> anyhow::
 }
 
 /// What every Tocsin service is told: where the database and NATS are, whose company it is.
-fn common_env(urls: &Urls<'_>, tuning: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
+pub(crate) fn common_env(
+    urls: &Urls<'_>,
+    tuning: &[(&'static str, String)],
+) -> Vec<(&'static str, String)> {
     [
         ("DATABASE_URL", urls.database.to_owned()),
         ("NATS_URL", urls.nats.to_owned()),
@@ -255,16 +264,39 @@ pub(crate) async fn start_workers(
     urls: &Urls<'_>,
     tuning: &[(&'static str, String)],
 ) -> anyhow::Result<()> {
+    for channel in tocsin_core::Channel::ALL {
+        stack.spawn(
+            worker_binary(channel),
+            &[],
+            &worker_env(channel, ports, urls, tuning, ports.sms_callbacks),
+        )?;
+    }
+    wait_for_port(ports.sms_callbacks, "the SMS worker's callback endpoint").await?;
+    stack.check_alive()
+}
+
+/// The worker binary of `channel`.
+pub(crate) fn worker_binary(channel: tocsin_core::Channel) -> &'static str {
+    match channel {
+        tocsin_core::Channel::Email => "tocsin-email",
+        tocsin_core::Channel::Sms => "tocsin-sms",
+        tocsin_core::Channel::Webhook => "tocsin-webhook",
+    }
+}
+
+/// The environment of `channel`'s worker, pointed at the local providers on `ports`. Each SMS
+/// worker serves Twilio's status callbacks on its own `sms_callback_port`.
+pub(crate) fn worker_env(
+    channel: tocsin_core::Channel,
+    ports: Ports,
+    urls: &Urls<'_>,
+    tuning: &[(&'static str, String)],
+    sms_callback_port: u16,
+) -> Vec<(&'static str, String)> {
     let addr = |port: u16| format!("127.0.0.1:{port}");
-    let with = |extra: &[(&'static str, String)]| -> Vec<(&'static str, String)> {
-        let mut env = common_env(urls, tuning);
-        env.extend(extra.iter().cloned());
-        env
-    };
-    stack.spawn(
-        "tocsin-email",
-        &[],
-        &with(&[
+    let mut env = common_env(urls, tuning);
+    match channel {
+        tocsin_core::Channel::Email => env.extend([
             ("TOCSIN_SMTP_HOST", "127.0.0.1".to_owned()),
             ("TOCSIN_SMTP_PORT", ports.smtp.to_string()),
             (
@@ -280,11 +312,7 @@ pub(crate) async fn start_workers(
                 "https://status.acme.example/unsubscribe/{subscriber_id}".to_owned(),
             ),
         ]),
-    )?;
-    stack.spawn(
-        "tocsin-sms",
-        &[],
-        &with(&[
+        tocsin_core::Channel::Sms => env.extend([
             (
                 "TOCSIN_TWILIO_BASE_URL",
                 format!("http://{}", addr(ports.twilio)),
@@ -292,16 +320,13 @@ pub(crate) async fn start_workers(
             ("TOCSIN_TWILIO_ACCOUNT_SID", TWILIO_ACCOUNT_SID.to_owned()),
             ("TOCSIN_TWILIO_AUTH_TOKEN", TWILIO_AUTH_TOKEN.to_owned()),
             ("TOCSIN_TWILIO_FROM", "+15005550006".to_owned()),
-            ("TOCSIN_SMS_CALLBACK_ADDR", addr(ports.sms_callbacks)),
+            ("TOCSIN_SMS_CALLBACK_ADDR", addr(sms_callback_port)),
         ]),
-    )?;
-    // The receiver is on loopback, which the SSRF guard refuses unless allow-listed: the
-    // development allow-list exists for exactly this.
-    stack.spawn(
-        "tocsin-webhook",
-        &[],
-        &with(&[("TOCSIN_WEBHOOK_ALLOW", "127.0.0.1".to_owned())]),
-    )?;
-    wait_for_port(ports.sms_callbacks, "the SMS worker's callback endpoint").await?;
-    stack.check_alive()
+        // The receiver is on loopback, which the SSRF guard refuses unless allow-listed: the
+        // development allow-list exists for exactly this.
+        tocsin_core::Channel::Webhook => {
+            env.push(("TOCSIN_WEBHOOK_ALLOW", "127.0.0.1".to_owned()));
+        }
+    }
+    env
 }

@@ -1,5 +1,6 @@
 //! `cargo xtask test`: services checked, binaries built (system tests spawn them), then the
-//! whole suite with cargo-nextest when installed, `cargo test` otherwise.
+//! whole suite with cargo-nextest when installed, `cargo test` otherwise, and once it passes
+//! the short torture (`cargo xtask torture --short --scenario all`) on the same debug binaries.
 
 use std::fmt;
 use std::process::{ExitStatus, Stdio};
@@ -57,7 +58,19 @@ pub(crate) async fn run(extra: &[String]) -> anyhow::Result<()> {
     if !status.success() {
         return Err(TestsFailed { status }.into());
     }
-    Ok(())
+    println!("\nthe test suite passed; running the short torture");
+    crate::torture::run(
+        crate::torture::TortureArgs {
+            scenario: "all".into(),
+            subscribers: None,
+            kills: None,
+            seed: None,
+            short: true,
+            release: false,
+        },
+        false,
+    )
+    .await
 }
 
 async fn nextest_installed() -> bool {
