@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tocsin_core::{Channel, IncidentId};
+use tocsin_core::{Channel, IncidentId, Lane};
 
 use crate::BusError;
 
@@ -72,9 +72,15 @@ impl BusConfig {
         format!("{}_DELIVERIES", self.prefix.to_ascii_uppercase())
     }
 
-    /// The subject of one channel's delivery jobs.
-    pub fn delivery_subject(&self, channel: Channel) -> String {
-        format!("{}.deliveries.{}", self.prefix, channel)
+    /// The subject of one channel's delivery jobs in one lane. The bulk lane keeps the
+    /// subject jobs had before lanes existed (`<prefix>.deliveries.<channel>`); the others add
+    /// the lane (`….<channel>.small`). Neither filter overlaps another, as a work-queue stream
+    /// requires of its consumers.
+    pub fn delivery_subject(&self, channel: Channel, lane: Lane) -> String {
+        match lane {
+            Lane::Bulk => format!("{}.deliveries.{}", self.prefix, channel),
+            _ => format!("{}.deliveries.{}.{}", self.prefix, channel, lane),
+        }
     }
 
     /// Matches every channel's delivery jobs.
@@ -98,9 +104,28 @@ impl BusConfig {
         "resolver".to_owned()
     }
 
-    /// The durable consumer every worker replica of one channel shares.
-    pub fn worker_consumer(&self, channel: Channel) -> String {
-        format!("{channel}-worker")
+    /// Every durable consumer the services create, with its stream: the resolver's, and
+    /// each channel's workers' in each lane.
+    pub fn consumers(&self) -> Vec<(String, String)> {
+        let mut consumers = vec![(self.events_stream(), self.resolver_consumer())];
+        for channel in Channel::ALL {
+            for lane in Lane::ALL {
+                consumers.push((
+                    self.deliveries_stream(),
+                    self.worker_consumer(channel, lane),
+                ));
+            }
+        }
+        consumers
+    }
+
+    /// The durable consumer every worker replica of one channel shares for one lane
+    /// (`email-worker` for bulk, as before lanes; `email-worker-small`, …).
+    pub fn worker_consumer(&self, channel: Channel, lane: Lane) -> String {
+        match lane {
+            Lane::Bulk => format!("{channel}-worker"),
+            _ => format!("{channel}-worker-{lane}"),
+        }
     }
 }
 
@@ -116,7 +141,19 @@ mod tests {
         let id = IncidentId::new();
         assert_eq!(c.event_subject(id), format!("t_1.events.{id}"));
         assert_eq!(c.deliveries_stream(), "T_1_DELIVERIES");
-        assert_eq!(c.delivery_subject(Channel::Sms), "t_1.deliveries.sms");
+        assert_eq!(
+            c.delivery_subject(Channel::Sms, Lane::Bulk),
+            "t_1.deliveries.sms"
+        );
+        assert_eq!(
+            c.delivery_subject(Channel::Sms, Lane::Small),
+            "t_1.deliveries.sms.small"
+        );
+        assert_eq!(c.worker_consumer(Channel::Sms, Lane::Bulk), "sms-worker");
+        assert_eq!(
+            c.worker_consumer(Channel::Sms, Lane::Critical),
+            "sms-worker-critical"
+        );
         assert_eq!(c.deliveries_subjects(), "t_1.deliveries.>");
     }
 

@@ -5,7 +5,7 @@ use async_nats::jetstream::{self, stream};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use tocsin_core::{Channel, Delivery};
+use tocsin_core::{Channel, Delivery, Lane};
 use tracing::instrument;
 use uuid::Uuid;
 
@@ -28,6 +28,9 @@ pub struct DeliveryJob {
     /// Quiet hours: not to be sent before this instant.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub send_after: Option<OffsetDateTime>,
+    /// The queue it waits in (jobs from before lanes are bulk).
+    #[serde(default)]
+    pub lane: Lane,
 }
 
 impl DeliveryJob {
@@ -63,6 +66,7 @@ impl From<&Delivery> for DeliveryJob {
             subscriber_id: *delivery.subscriber_id.as_uuid(),
             channel: delivery.channel,
             send_after: delivery.send_after,
+            lane: delivery.lane,
         }
     }
 }
@@ -197,25 +201,30 @@ impl Bus {
         let message = jetstream::message::PublishMessage::build()
             .message_id(message_id)
             .payload(job.encode());
-        (self.config.delivery_subject(job.channel), message)
+        (self.config.delivery_subject(job.channel, job.lane), message)
     }
 
-    /// Takes every job waiting on one channel's subject, in stream order. For tests and the
-    /// fan-out benchmark only: it removes them from the work queue, and fails while the
-    /// channel's workers hold their consumer.
+    /// Takes every job waiting for one channel, lane by lane, each in stream order. For tests
+    /// and the fan-out benchmark only: it removes them from the work queue, and fails while
+    /// the channel's workers hold their consumers.
     pub async fn take_jobs(&self, channel: Channel) -> Result<Vec<DeliveryJob>, BusError> {
-        self.read_subject(
-            self.config.deliveries_stream(),
-            self.config.delivery_subject(channel),
-            true,
-        )
-        .await?
-        .iter()
-        .map(|stored| DeliveryJob::decode(&stored.payload))
-        .collect()
+        let mut jobs = Vec::new();
+        for lane in Lane::ALL {
+            for stored in self
+                .read_subject(
+                    self.config.deliveries_stream(),
+                    self.config.delivery_subject(channel, lane),
+                    true,
+                )
+                .await?
+            {
+                jobs.push(DeliveryJob::decode(&stored.payload)?);
+            }
+        }
+        Ok(jobs)
     }
 
-    /// Jobs waiting on one channel's subject (for benchmarks, tests and readiness).
+    /// Jobs waiting for one channel, in every lane (for benchmarks, tests and readiness).
     pub async fn pending_jobs(&self, channel: Channel) -> Result<u64, BusError> {
         let unavailable = |e: &dyn std::fmt::Display| BusError::Unavailable(e.to_string());
         let stream = self
@@ -223,15 +232,17 @@ impl Bus {
             .get_stream(self.config.deliveries_stream())
             .await
             .map_err(|e| unavailable(&e))?;
-        let subject = self.config.delivery_subject(channel);
-        let mut counts = stream
-            .info_with_subjects(&subject)
-            .await
-            .map_err(|e| unavailable(&e))?;
         let mut pending = 0;
-        while let Some((name, count)) = counts.try_next().await.map_err(|e| unavailable(&e))? {
-            if name == subject {
-                pending += count as u64;
+        for lane in Lane::ALL {
+            let subject = self.config.delivery_subject(channel, lane);
+            let mut counts = stream
+                .info_with_subjects(&subject)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            while let Some((name, count)) = counts.try_next().await.map_err(|e| unavailable(&e))? {
+                if name == subject {
+                    pending += count as u64;
+                }
             }
         }
         Ok(pending)

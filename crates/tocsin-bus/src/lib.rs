@@ -186,6 +186,7 @@ mod tests {
             subscriber_id: Uuid::new_v4(),
             channel: Channel::Webhook,
             send_after: None,
+            lane: tocsin_core::Lane::Small,
         }
     }
 

@@ -147,7 +147,7 @@ async fn pull_loop(
 
 #[cfg(test)]
 mod tests {
-    use tocsin_core::Channel;
+    use tocsin_core::{Channel, Lane};
     use uuid::Uuid;
 
     use super::*;
@@ -174,6 +174,7 @@ mod tests {
             subscriber_id: Uuid::new_v4(),
             channel: Channel::Email,
             send_after: None,
+            lane: Lane::Bulk,
         }
     }
 
@@ -191,7 +192,10 @@ mod tests {
             max_deliver: None,
             max_ack_pending: 100,
         };
-        let queue = bus.worker_queue(Channel::Email, settings).await.unwrap();
+        let queue = bus
+            .worker_queue(Channel::Email, Lane::Bulk, settings)
+            .await
+            .unwrap();
         let mut pull = queue.pull(4);
         let taken = pull.next().await.unwrap().unwrap();
         taken.ack().await.unwrap();
@@ -216,7 +220,7 @@ mod tests {
     async fn an_idle_pull_stops_within_one_request() {
         let bus = bus().await;
         let queue = bus
-            .worker_queue(Channel::Sms, QueueSettings::resolver())
+            .worker_queue(Channel::Sms, Lane::Small, QueueSettings::resolver())
             .await
             .unwrap();
         let pull = queue.pull(8);

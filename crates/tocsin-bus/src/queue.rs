@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, AckKind, consumer};
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use tocsin_core::Channel;
+use tocsin_core::{Channel, Lane};
 use tracing::instrument;
 
 use crate::{Bus, BusError};
@@ -67,17 +67,19 @@ impl Bus {
         .await
     }
 
-    /// One channel's workers' consumer of its delivery jobs. Creates it if missing.
+    /// One channel's workers' consumer of its delivery jobs in one lane. Creates it if
+    /// missing.
     pub async fn worker_queue(
         &self,
         channel: Channel,
+        lane: Lane,
         settings: QueueSettings,
     ) -> Result<WorkQueue, BusError> {
         self.ensure_deliveries_stream().await?;
         self.durable(
             self.config.deliveries_stream(),
-            self.config.worker_consumer(channel),
-            self.config.delivery_subject(channel),
+            self.config.worker_consumer(channel, lane),
+            self.config.delivery_subject(channel, lane),
             settings,
         )
         .await
@@ -90,11 +92,12 @@ impl Bus {
             .await
     }
 
-    /// Jobs one channel's workers' consumer has not yet handed out; an error as above.
-    pub async fn worker_pending(&self, channel: Channel) -> Result<u64, BusError> {
+    /// Jobs one channel's workers' consumer for one lane has not yet handed out; an error as
+    /// above.
+    pub async fn worker_pending(&self, channel: Channel, lane: Lane) -> Result<u64, BusError> {
         self.pending(
             self.config.deliveries_stream(),
-            self.config.worker_consumer(channel),
+            self.config.worker_consumer(channel, lane),
         )
         .await
     }

@@ -135,4 +135,6 @@ pub struct Delivery {
     pub channel: crate::Channel,
     /// Quiet hours: not to be sent before this instant.
     pub send_after: Option<time::OffsetDateTime>,
+    /// The queue its job waits in, decided by its fan-out.
+    pub lane: crate::Lane,
 }

@@ -14,7 +14,9 @@
 //! - [`preferences`]: what a subscriber wants to hear about, and their quiet hours.
 //! - [`subscriber`]: a subscriber and their contact points, kept apart as personal data.
 //! - [`fanout`]: the deliveries one event causes for one subscriber, and their keys.
-//! - [`delivery`]: where one delivery stands in the ledger.
+//! - [`delivery`]: a delivery as the ledger records it, and where it stands.
+//! - [`lane`]: which queue a delivery waits in, so small or critical work never queues behind
+//!   a big fan-out.
 //! - [`outcome`]: what one attempt to hand a message to a provider came to.
 //! - [`retry`]: the retry schedule: backoff with jitter, provider floors, limits.
 //! - [`notice`]: the customer-facing facts of one event for one recipient, which channels render.
@@ -29,6 +31,7 @@ pub mod fanout;
 pub mod idempotency;
 pub mod ids;
 pub mod incident;
+pub mod lane;
 pub mod network;
 pub mod notice;
 pub mod outcome;
@@ -44,6 +47,7 @@ pub use event::RecordedEvent;
 pub use fanout::{DeliveryKey, Planned, Timing, plan};
 pub use ids::{EventId, IncidentId, SubscriberId};
 pub use incident::{Incident, IncidentKind};
+pub use lane::Lane;
 pub use notice::Notice;
 pub use outcome::SendOutcome;
 pub use preferences::{ComponentFilter, Preferences, QuietHours, default_kinds};

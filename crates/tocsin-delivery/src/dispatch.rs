@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 use tocsin_bus::DeliveryJob;
+use tocsin_core::Lane;
 use tocsin_runtime::Shutdown;
 use tracing::{debug, info, warn};
 
@@ -69,8 +70,8 @@ impl<C: Courier> Worker<C> {
         }
     }
 
-    /// Makes sure the deliveries stream, the dead-letter stream and this channel's consumer
-    /// exist (creating what is missing: NATS may have come back empty), and records the
+    /// Makes sure the deliveries stream, the dead-letter stream and this channel's consumers
+    /// (one per lane) exist (creating what is missing: NATS may have come back empty), and records the
     /// deliveries stream's incarnation in the ledger when it is not the one `known`. A new
     /// incarnation parks every delivery still to be worked on; returns how many, if this call
     /// was the one to find it.
@@ -78,7 +79,9 @@ impl<C: Courier> Worker<C> {
         &self,
         known: &mut Option<OffsetDateTime>,
     ) -> Result<Option<u64>, DeliveryError> {
-        self.queue().await?;
+        for lane in Lane::ALL {
+            self.queue(lane).await?;
+        }
         let created = self.bus.ensure_deliveries_stream().await?;
         if *known == Some(created) {
             return Ok(None);

@@ -15,7 +15,7 @@ use std::time::Duration;
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use time::OffsetDateTime;
 use tocsin_bus::Bus;
-use tocsin_core::{Channel, Severity};
+use tocsin_core::{Channel, Lane, Severity};
 use tocsin_runtime::Shutdown;
 use tracing::debug;
 
@@ -93,11 +93,12 @@ pub(crate) struct Instruments {
     retries: Counter,
     dead_letters: Counter,
     ingest_to_delivery: [Histogram; SEVERITIES.len()],
-    pending: Gauge,
+    /// One per lane, in [`Lane::ALL`] order.
+    pending: [Gauge; Lane::ALL.len()],
 }
 
 impl Instruments {
-    pub(crate) fn new(channel: Channel, consumer: String) -> Self {
+    pub(crate) fn new(channel: Channel, consumer: impl Fn(Lane) -> String) -> Self {
         // A handle taken before the recorder exists would stay a no-op for good.
         tocsin_runtime::recorder::install();
         let channel = channel.as_str();
@@ -112,7 +113,7 @@ impl Instruments {
                 histogram!("tocsin_ingest_to_delivery_seconds",
                     "channel" => channel, "severity" => severity.as_str())
             }),
-            pending: gauge!("tocsin_consumer_pending", "consumer" => consumer),
+            pending: Lane::ALL.map(|lane| gauge!("tocsin_consumer_pending", "consumer" => consumer(lane))),
         }
     }
 
@@ -143,17 +144,21 @@ impl Instruments {
         self.dead_letters.increment(1);
     }
 
-    /// Sets `tocsin_consumer_pending` from the consumer's `num_pending` every few seconds
-    /// until `shutdown`.
+    /// Sets `tocsin_consumer_pending` from each lane's consumer's `num_pending` every few
+    /// seconds until `shutdown`.
     pub(crate) async fn report_pending(self, bus: Bus, channel: Channel, shutdown: Shutdown) {
         let mut ticks = tokio::time::interval(PENDING_INTERVAL);
         loop {
             tokio::select! {
                 _ = shutdown.wait() => return,
-                _ = ticks.tick() => match bus.worker_pending(channel).await {
-                    Ok(pending) => self.pending.set(pending as f64),
-                    Err(e) => debug!(error = %e, "could not read the consumer's pending count"),
-                },
+                _ = ticks.tick() => {
+                    for (lane, gauge) in Lane::ALL.into_iter().zip(&self.pending) {
+                        match bus.worker_pending(channel, lane).await {
+                            Ok(pending) => gauge.set(pending as f64),
+                            Err(e) => debug!(error = %e, "could not read a consumer's pending count"),
+                        }
+                    }
+                }
             }
         }
     }

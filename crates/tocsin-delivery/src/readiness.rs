@@ -1,8 +1,8 @@
 //! What a worker's `/readyz` checks: PostgreSQL answers, NATS is connected, and the
-//! channel's durable consumer exists (the worker creates it when it starts running).
+//! channel's durable consumers, one per lane, exist (the worker creates them when it starts).
 
 use tocsin_bus::Bus;
-use tocsin_core::Channel;
+use tocsin_core::{Channel, Lane};
 use tocsin_runtime::Readiness;
 use tocsin_runtime::ops::dependency;
 use tocsin_store::Store;
@@ -22,12 +22,14 @@ impl Readiness for WorkerReadiness {
         if !self.bus.is_connected() {
             return Err("NATS is not connected".into());
         }
-        if let Err(e) = self.bus.worker_pending(self.channel).await {
-            debug!(error = %e, "not ready: no consumer");
-            return Err(format!(
-                "the JetStream consumer {} is not there",
-                self.bus.config().worker_consumer(self.channel)
-            ));
+        for lane in Lane::ALL {
+            if let Err(e) = self.bus.worker_pending(self.channel, lane).await {
+                debug!(error = %e, "not ready: no consumer");
+                return Err(format!(
+                    "the JetStream consumer {} is not there",
+                    self.bus.config().worker_consumer(self.channel, lane)
+                ));
+            }
         }
         Ok(())
     }

@@ -1,4 +1,6 @@
-//! The worker's loop: pull batches, handle several at once, and stop in two steps.
+//! The worker's loops, one per lane: pull batches, handle several at once, and stop in two
+//! steps. Each lane has batch slots of its own, so a small incident's jobs never wait for a
+//! big fan-out's.
 //!
 //! On the shutdown signal the worker pulls no more, and hands back at once the jobs it
 //! pulled but had not started, so that another replica takes them now rather than an ack
@@ -11,7 +13,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use tocsin_bus::{BusError, Work};
+use tocsin_bus::{BusError, Work, WorkQueue};
+use tocsin_core::Lane;
 use tocsin_runtime::Shutdown;
 use tracing::{error, info, warn};
 
@@ -23,7 +26,10 @@ impl<C: Courier> Worker<C> {
     /// [`WorkerConfig::shutdown_grace`](crate::WorkerConfig::shutdown_grace) (plus the end of
     /// the open pull request and the last batch's recording).
     pub async fn run(self, shutdown: Shutdown) -> Result<(), DeliveryError> {
-        let queue = self.queue().await?;
+        let mut queues = Vec::with_capacity(Lane::ALL.len());
+        for lane in Lane::ALL {
+            queues.push((lane, self.queue(lane).await?));
+        }
         let channel = self.courier.channel();
         info!(%channel, batch = self.config.batch, parallel = self.config.parallel_batches,
             rate = ?self.config.rate_per_second, "worker started");
@@ -35,27 +41,11 @@ impl<C: Courier> Worker<C> {
         tokio::spawn(self.clone().dispatch(shutdown.clone()));
         let keep_leases = tokio::spawn(self.clone().keep_leases());
         let deadline = shutdown.deadline(self.config.shutdown_grace);
-        let mut pull = queue.pull(self.config.batch);
-        let mut running = FuturesUnordered::new();
-        loop {
-            tokio::select! {
-                biased;
-                _ = shutdown.wait() => break,
-                Some(()) = running.next(), if !running.is_empty() => {}
-                pulled = pull.next_batch(self.config.batch),
-                    if running.len() < self.config.parallel_batches =>
-                {
-                    if pulled.is_empty() {
-                        error!(%channel, "the pull loop ended; stopping");
-                        break;
-                    }
-                    running.push(self.clone().serve(pulled, deadline.clone()));
-                }
-            }
-        }
-        info!(%channel, batches = running.len(),
-            "worker stopping: handing back what it pulled, finishing batches in progress");
-        let (handed_back, ()) = tokio::join!(pull.hand_back(), running.collect::<()>());
+        let lanes = queues.into_iter().map(|(lane, queue)| {
+            self.clone()
+                .lane(lane, queue, shutdown.clone(), deadline.clone())
+        });
+        let handed_back: usize = futures::future::join_all(lanes).await.into_iter().sum();
         // Batches are done: leases still held (a send abandoned at the deadline) may lapse.
         keep_leases.abort();
         if let Err(e) = self.bus.flush().await {
@@ -64,6 +54,40 @@ impl<C: Courier> Worker<C> {
         }
         info!(%channel, handed_back, "worker stopped");
         Ok(())
+    }
+
+    /// One lane's loop: pulls its jobs and handles up to its share of batches at once until
+    /// `shutdown`, then hands back what it pulled and finishes its batches. Returns how many
+    /// jobs it handed back.
+    async fn lane(
+        self,
+        lane: Lane,
+        queue: WorkQueue,
+        shutdown: Shutdown,
+        deadline: Shutdown,
+    ) -> usize {
+        let channel = self.courier.channel();
+        let batches = self.lane_batches(lane);
+        let mut pull = queue.pull(self.config.batch);
+        let mut running = FuturesUnordered::new();
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.wait() => break,
+                Some(()) = running.next(), if !running.is_empty() => {}
+                pulled = pull.next_batch(self.config.batch), if running.len() < batches => {
+                    if pulled.is_empty() {
+                        error!(%channel, %lane, "the pull loop ended; stopping");
+                        break;
+                    }
+                    running.push(self.clone().serve(pulled, deadline.clone()));
+                }
+            }
+        }
+        info!(%channel, %lane, batches = running.len(),
+            "worker stopping: handing back what it pulled, finishing batches in progress");
+        let (handed_back, ()) = tokio::join!(pull.hand_back(), running.collect::<()>());
+        handed_back
     }
 
     /// Renews the leases of the claims batches in progress hold, every third of a lease,

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tocsin_bus::{Bus, DeliveryJob, QueueSettings, Work, WorkQueue};
-use tocsin_core::{DeliveryKey, Notice};
+use tocsin_core::{DeliveryKey, Lane, Notice};
 use tocsin_runtime::Shutdown;
 use tocsin_store::{ClaimPolicy, ClaimResult, Claimed, IncidentAsOf, Store};
 use tokio::sync::Notify;
@@ -35,7 +35,8 @@ use crate::readiness::WorkerReadiness;
 pub struct WorkerConfig {
     /// Jobs claimed and recorded together.
     pub batch: usize,
-    /// Batches in progress at once.
+    /// Batches in progress at once in the bulk lane; the small and critical lanes each run
+    /// half as many more, so that their work never waits for the bulk lane's.
     pub parallel_batches: usize,
     /// Sends in flight at once within a batch.
     pub send_concurrency: usize,
@@ -148,7 +149,8 @@ impl<C: Courier> Worker<C> {
             .rate_per_second
             .map(|rate| Arc::new(RateLimiter::direct(Quota::per_second(rate))));
         let channel = courier.channel();
-        let instruments = Instruments::new(channel, bus.config().worker_consumer(channel));
+        let instruments =
+            Instruments::new(channel, |lane| bus.config().worker_consumer(channel, lane));
         Self {
             store,
             bus,
@@ -171,8 +173,18 @@ impl<C: Courier> Worker<C> {
         }
     }
 
-    fn queue_settings(&self) -> QueueSettings {
-        let in_flight = self.config.batch * self.config.parallel_batches;
+    /// Batches one lane runs at once: the bulk lane the configured number, the small and
+    /// critical lanes half as many each, on top (never taken from the bulk lane's share, and
+    /// never given to it).
+    pub(crate) fn lane_batches(&self, lane: Lane) -> usize {
+        match lane {
+            Lane::Bulk => self.config.parallel_batches,
+            Lane::Small | Lane::Critical => self.config.parallel_batches.div_ceil(2),
+        }
+    }
+
+    fn queue_settings(&self, lane: Lane) -> QueueSettings {
+        let in_flight = self.config.batch * self.lane_batches(lane);
         QueueSettings {
             ack_wait: self.config.lease,
             // The ledger's attempts and age decide when a delivery dies, never JetStream.
@@ -181,12 +193,13 @@ impl<C: Courier> Worker<C> {
         }
     }
 
-    /// The channel's durable consumer, shared by every replica.
-    pub async fn queue(&self) -> Result<WorkQueue, DeliveryError> {
+    /// The channel's durable consumer of one lane, shared by every replica (created if
+    /// missing, with the dead-letter stream).
+    pub async fn queue(&self, lane: Lane) -> Result<WorkQueue, DeliveryError> {
         self.bus.ensure_dead_letters_stream().await?;
         Ok(self
             .bus
-            .worker_queue(self.courier.channel(), self.queue_settings())
+            .worker_queue(self.courier.channel(), lane, self.queue_settings(lane))
             .await?)
     }
 

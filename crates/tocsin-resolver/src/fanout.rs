@@ -16,7 +16,8 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tocsin_bus::{Bus, DeliveryJob};
 use tocsin_core::{
-    Channel, Delivery, DeliveryKey, Incident, Planned, RecordedEvent, SubscriberId, Timing, plan,
+    Channel, Delivery, DeliveryKey, Incident, Lane, Planned, RecordedEvent, SubscriberId, Timing,
+    plan,
 };
 use tocsin_store::{Candidate, FanoutRecord, Store};
 use tracing::{debug, info, instrument};
@@ -28,11 +29,17 @@ use crate::ResolveError;
 pub struct FanoutConfig {
     /// Subscribers read, planned, recorded and published per round.
     pub page_size: u32,
+    /// The first round's size: a fan-out to no more subscribers than this is small, goes to
+    /// the small lane, and never waits for a slot a big fan-out holds.
+    pub small_page: u32,
 }
 
 impl Default for FanoutConfig {
     fn default() -> Self {
-        Self { page_size: 20_000 }
+        Self {
+            page_size: 20_000,
+            small_page: 1_000,
+        }
     }
 }
 
@@ -123,7 +130,6 @@ pub async fn resolve(
 
 /// [`resolve`], calling `on_page` after each page is recorded and published: a fan-out can
 /// then be watched, or stopped part-way as a crash would stop it.
-#[instrument(skip_all, fields(incident_id = %event.incident_id, event_id = %event.event_id, version = event.version))]
 pub async fn resolve_paged<F, Fut>(
     store: &Store,
     bus: &Bus,
@@ -135,40 +141,117 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    if store.fanout_record(event.event_id).await?.is_some() {
-        return Ok(Resolution::AlreadyResolved);
-    }
-    let earlier = store
-        .unresolved_before(event.incident_id, event.version)
-        .await?;
-    if earlier > 0 {
-        return Ok(Resolution::Waiting { earlier });
-    }
-    let incident = store
-        .incident_as_of(event.incident_id, event.version)
-        .await?
-        .filter(|as_of| as_of.event.event_id == event.event_id)
-        .ok_or_else(|| ResolveError::UnknownEvent(event.event_id.to_string()))?
-        .incident;
-    let started = std::time::Instant::now();
-    let mut record = FanoutRecord {
-        event_version: event.version,
-        ..FanoutRecord::default()
+    let mut fanout = match Fanout::begin(store, bus, event).await? {
+        Begun::Ready(fanout) => fanout,
+        Begun::Done(resolution) => return Ok(resolution),
     };
-    let mut after = None;
-    loop {
-        let candidates = store
-            .fanout_candidates(&incident, after, config.page_size)
+    let mut page_size = config.small_page;
+    while !fanout.page(page_size).await? {
+        on_page().await;
+        page_size = config.page_size;
+    }
+    on_page().await;
+    Ok(Resolution::Resolved(fanout.finish().await?))
+}
+
+/// How [`Fanout::begin`] found an event.
+#[derive(Debug)]
+pub enum Begun<'a> {
+    /// To be walked, page by page.
+    Ready(Box<Fanout<'a>>),
+    /// Nothing to walk: fanned out before, or an earlier event of the incident is not yet.
+    Done(Resolution),
+}
+
+/// One event's fan-out in progress: the subscribers are walked page by page in id order.
+/// The first page decides the lane of every job: a walk that ends within a small first page
+/// is small; a longer one is big, critical or bulk by the incident's severity. The resolver
+/// walks a big one in a slot of its own once its first page shows it is big.
+#[derive(Debug)]
+pub struct Fanout<'a> {
+    store: &'a Store,
+    bus: &'a Bus,
+    event: &'a RecordedEvent,
+    incident: Incident,
+    record: FanoutRecord,
+    after: Option<SubscriberId>,
+    lane: Option<Lane>,
+    started: std::time::Instant,
+}
+
+impl<'a> Fanout<'a> {
+    /// Starts `event`'s fan-out, unless it was done before or must wait for an earlier event
+    /// of its incident.
+    #[instrument(skip_all, fields(incident_id = %event.incident_id, event_id = %event.event_id, version = event.version))]
+    pub async fn begin(
+        store: &'a Store,
+        bus: &'a Bus,
+        event: &'a RecordedEvent,
+    ) -> Result<Begun<'a>, ResolveError> {
+        if store.fanout_record(event.event_id).await?.is_some() {
+            return Ok(Begun::Done(Resolution::AlreadyResolved));
+        }
+        let earlier = store
+            .unresolved_before(event.incident_id, event.version)
             .await?;
-        let Some(last) = candidates.last() else { break };
-        after = Some(last.subscriber_id);
+        if earlier > 0 {
+            return Ok(Begun::Done(Resolution::Waiting { earlier }));
+        }
+        let incident = store
+            .incident_as_of(event.incident_id, event.version)
+            .await?
+            .filter(|as_of| as_of.event.event_id == event.event_id)
+            .ok_or_else(|| ResolveError::UnknownEvent(event.event_id.to_string()))?
+            .incident;
+        Ok(Begun::Ready(Box::new(Fanout {
+            store,
+            bus,
+            event,
+            incident,
+            record: FanoutRecord {
+                event_version: event.version,
+                ..FanoutRecord::default()
+            },
+            after: None,
+            lane: None,
+            started: std::time::Instant::now(),
+        })))
+    }
+
+    /// The lane its jobs go to, once the first page has decided it.
+    pub fn lane(&self) -> Option<Lane> {
+        self.lane
+    }
+
+    /// Reads, plans, records and publishes the next `page_size` subscribers; true once the
+    /// walk is over.
+    #[instrument(skip_all, fields(incident_id = %self.event.incident_id, version = self.event.version))]
+    pub async fn page(&mut self, page_size: u32) -> Result<bool, ResolveError> {
+        let (event, record) = (self.event, &mut self.record);
+        let candidates = self
+            .store
+            .fanout_candidates(&self.incident, self.after, page_size)
+            .await?;
+        let last_page = candidates.len() < page_size as usize;
+        let lane = *self
+            .lane
+            .get_or_insert_with(|| Lane::of_fanout(last_page, self.incident.severity));
+        let Some(last) = candidates.last() else {
+            return Ok(true);
+        };
+        self.after = Some(last.subscriber_id);
         record.considered += candidates.len() as u64;
         record.preferences_revision = candidates
             .iter()
             .map(|c| c.revision)
             .fold(record.preferences_revision, i64::max);
 
-        let page = plan_page(&candidates, &incident, event, OffsetDateTime::now_utc());
+        let page = plan_page(
+            &candidates,
+            &self.incident,
+            event,
+            OffsetDateTime::now_utc(),
+        );
         record.recipients += page.recipients;
         record.follow_ups += page.follow_ups;
         record.webhook_disabled += page.webhook_disabled;
@@ -193,6 +276,7 @@ where
                     subscriber_id: *subscriber_id,
                     channel: planned.channel,
                     send_after,
+                    lane,
                 };
                 let job = DeliveryJob::from(&delivery);
                 (delivery, job)
@@ -200,40 +284,46 @@ where
             .unzip();
         // The ledger first: a job on the bus always has its row, so a worker never meets a
         // job it cannot claim.
-        store.record_deliveries(&deliveries).await?;
-        for published in bus.publish_jobs(&jobs).await {
+        self.store.record_deliveries(&deliveries).await?;
+        for published in self.bus.publish_jobs(&jobs).await {
             published?;
         }
         debug!(
             candidates = candidates.len(),
             jobs = jobs.len(),
+            %lane,
             "page fanned out"
         );
-        on_page().await;
-        if candidates.len() < config.page_size as usize {
-            break;
+        Ok(last_page)
+    }
+
+    /// Records the fan-out in the trail (once: a concurrent resolver may have recorded it
+    /// meanwhile, both having planned the same keys) and returns the record.
+    pub async fn finish(self) -> Result<FanoutRecord, ResolveError> {
+        let (event, record) = (self.event, self.record);
+        self.store
+            .record_fanout(event.incident_id, event.event_id, &record)
+            .await?;
+        let elapsed = self.started.elapsed();
+        for channel in Channel::ALL {
+            let jobs = record.jobs.get(&channel).copied().unwrap_or(0);
+            metrics::histogram!("tocsin_fanout_jobs", "channel" => channel.as_str())
+                .record(jobs as f64);
         }
+        metrics::histogram!("tocsin_fanout_duration_seconds").record(elapsed.as_secs_f64());
+        info!(
+            incident_id = %event.incident_id,
+            version = event.version,
+            recipients = record.recipients,
+            jobs = record.jobs.values().sum::<u64>(),
+            held = record.held.values().sum::<u64>(),
+            follow_ups = record.follow_ups,
+            lane = self.lane.map(Lane::as_str),
+            elapsed_ms = elapsed.as_millis() as u64,
+            "event fanned out"
+        );
+        Ok(record)
     }
-    // A concurrent resolver may have recorded it meanwhile; both planned the same keys.
-    store
-        .record_fanout(event.incident_id, event.event_id, &record)
-        .await?;
-    let elapsed = started.elapsed();
-    for channel in Channel::ALL {
-        let jobs = record.jobs.get(&channel).copied().unwrap_or(0);
-        metrics::histogram!("tocsin_fanout_jobs", "channel" => channel.as_str())
-            .record(jobs as f64);
-    }
-    metrics::histogram!("tocsin_fanout_duration_seconds").record(elapsed.as_secs_f64());
-    info!(
-        recipients = record.recipients,
-        jobs = record.jobs.values().sum::<u64>(),
-        held = record.held.values().sum::<u64>(),
-        follow_ups = record.follow_ups,
-        elapsed_ms = elapsed.as_millis() as u64,
-        "event fanned out"
-    );
-    Ok(Resolution::Resolved(record))
 }
 
 /// What `event` would reach if it happened to `incident` now: counts per channel and per

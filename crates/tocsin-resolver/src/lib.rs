@@ -34,19 +34,24 @@ use tocsin_bus::{Bus, EventEnvelope, QueueSettings, Work, WorkQueue};
 use tocsin_core::{IncidentId, RecordedEvent};
 use tocsin_runtime::{Readiness, Shutdown};
 use tocsin_store::Store;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tracing::{debug, error, info, warn};
 
 pub use error::ResolveError;
+use fanout::{Begun, Fanout};
 pub use fanout::{FanoutConfig, Reach, Resolution};
 
 /// How a resolver process behaves.
 #[derive(Debug, Clone, Copy)]
 pub struct ResolverConfig {
     pub fanout: FanoutConfig,
-    /// Events fanned out at once by this replica (different incidents only). Up to four
-    /// times as many may be in hand, queued behind their incident's running event.
+    /// Events fanned out at once by this replica (different incidents only), a big fan-out
+    /// counting only for its first, small page. Up to four times as many may be in hand,
+    /// queued behind their incident's running event.
     pub concurrency: usize,
+    /// Big fan-outs walked at once past their first page, in slots of their own: a burst of
+    /// big fan-outs never takes the slots a small incident needs.
+    pub bulk_concurrency: usize,
     /// Delay before an event that arrived ahead of an earlier one is offered again.
     pub ordering_delay: Duration,
     pub queue: QueueSettings,
@@ -59,6 +64,7 @@ impl Default for ResolverConfig {
         Self {
             fanout: FanoutConfig::default(),
             concurrency: 4,
+            bulk_concurrency: 2,
             ordering_delay: Duration::from_millis(250),
             queue: QueueSettings::resolver(),
             shutdown_grace: Duration::from_secs(20),
@@ -130,24 +136,40 @@ impl Resolver {
     /// Handles one message: decode, fan out, then ack, nak with a delay, or terminate.
     pub async fn handle(&self, work: Work) -> Handled {
         match decode(&work).await {
-            Some(event) => self.handle_until(work, &event, &Shutdown::new()).await,
+            Some(event) => {
+                let slots = Slots::new(&self.config);
+                let never = Shutdown::new();
+                self.handle_until(work, &event, &slots, &never, &never)
+                    .await
+            }
             None => Handled::Poison,
         }
     }
 
-    /// Fans out `event` (the content of `work`), unless `deadline` triggers first: then the
-    /// fan-out is dropped where it stands and the event handed back (redelivered at once).
-    /// That is safe at any point, because a replay rewrites the same ledger rows (kept as
-    /// they are), republishes the same jobs (dropped by JetStream as duplicates) and appends
-    /// the trail entry once. Progress is reported to JetStream while it runs, and for the
-    /// events of the same incident queued behind it.
+    /// Fans out `event` (the content of `work`) in the slots it needs, unless `deadline`
+    /// triggers first: then the fan-out is dropped where it stands and the event handed back
+    /// (redelivered at once). That is safe at any point, because a replay rewrites the same
+    /// ledger rows (kept as they are), republishes the same jobs (dropped by JetStream as
+    /// duplicates) and appends the trail entry once. An event whose slot has not come when
+    /// `shutdown` triggers is handed back unstarted. Progress is reported to JetStream
+    /// throughout, and for the events of the same incident queued behind it.
     async fn handle_until(
         &self,
         work: Work,
         event: &RecordedEvent,
+        slots: &Slots,
+        shutdown: &Shutdown,
         deadline: &Shutdown,
     ) -> Handled {
-        let fanout = fanout::resolve(&self.store, &self.bus, self.config.fanout, event);
+        let waiting = shutdown.unless_triggered(slots.express.acquire());
+        let Some(express) = self.keep_in_hand(&work, event.incident_id, waiting).await else {
+            if let Err(e) = work.release().await {
+                warn!(error = %e, "could not hand an event back; it returns after its ack wait");
+            }
+            return Handled::HandedBack;
+        };
+        let express = express.expect("the slots are never closed");
+        let fanout = self.fan_out(event, express, &slots.bulk);
         let outcome = self
             .keep_in_hand(&work, event.incident_id, deadline.unless_triggered(fanout))
             .await;
@@ -226,7 +248,7 @@ impl Resolver {
         tokio::spawn(report_pending(self.bus.clone(), shutdown.clone()));
         tokio::spawn(self.clone().keep_streams(shutdown.clone()));
         let deadline = shutdown.deadline(self.config.shutdown_grace);
-        let slots = Arc::new(Semaphore::new(self.config.concurrency));
+        let slots = Slots::new(&self.config);
         // Events in hand: running, waiting for a slot, or queued behind their incident.
         let most_in_hand = self.config.concurrency * 4;
         let mut in_hand = 0;
@@ -283,14 +305,33 @@ impl Resolver {
         Ok(())
     }
 
-    /// One incident's events in hand, one after the other, each taking a concurrency slot
-    /// only while it runs. Once `shutdown` triggers it starts no further event (the run loop
-    /// hands the rest back); the one running gets until `deadline`. Returns how many it
-    /// handled.
+    /// One event's fan-out: its first, small page in an express slot; if that shows a big
+    /// fan-out, the rest in a bulk slot, the express slot given back for the next small one.
+    async fn fan_out(
+        &self,
+        event: &RecordedEvent,
+        express: SemaphorePermit<'_>,
+        bulk: &Semaphore,
+    ) -> Result<Resolution, ResolveError> {
+        let mut fanout = match Fanout::begin(&self.store, &self.bus, event).await? {
+            Begun::Ready(fanout) => fanout,
+            Begun::Done(resolution) => return Ok(resolution),
+        };
+        if !fanout.page(self.config.fanout.small_page).await? {
+            drop(express);
+            let _bulk = bulk.acquire().await.expect("the slots are never closed");
+            while !fanout.page(self.config.fanout.page_size).await? {}
+        }
+        Ok(Resolution::Resolved(fanout.finish().await?))
+    }
+
+    /// One incident's events in hand, one after the other, each taking a slot only while it
+    /// runs. Once `shutdown` triggers it starts no further event (the run loop hands the rest
+    /// back); the one running gets until `deadline`. Returns how many it handled.
     async fn chain(
         self,
         first: order::Pulled,
-        slots: Arc<Semaphore>,
+        slots: Slots,
         shutdown: Shutdown,
         deadline: Shutdown,
     ) -> usize {
@@ -298,20 +339,11 @@ impl Resolver {
         let mut handled = 0;
         let mut next = Some(first);
         while let Some((work, event)) = next {
-            let waiting = shutdown.unless_triggered(slots.acquire());
-            let Some(slot) = self.keep_in_hand(&work, incident, waiting).await else {
-                // Stopping before its turn came: never started, so handed back at once.
-                if let Err(e) = work.release().await {
-                    warn!(error = %e, "could not hand an event back; it returns after its ack wait");
-                }
-                handled += 1;
-                break;
-            };
-            let slot = slot.expect("the slots are never closed");
-            self.handle_until(work, &event, &deadline).await;
-            drop(slot);
+            let outcome = self
+                .handle_until(work, &event, &slots, &shutdown, &deadline)
+                .await;
             handled += 1;
-            next = if shutdown.is_triggered() {
+            next = if shutdown.is_triggered() || outcome == Handled::HandedBack {
                 None
             } else {
                 self.chains.next(incident)
@@ -334,6 +366,23 @@ impl Resolver {
                     }
                 }
             }
+        }
+    }
+}
+
+/// A replica's concurrency: express slots every fan-out starts in, bulk slots for the rest of
+/// a big one.
+#[derive(Debug, Clone)]
+struct Slots {
+    express: Arc<Semaphore>,
+    bulk: Arc<Semaphore>,
+}
+
+impl Slots {
+    fn new(config: &ResolverConfig) -> Slots {
+        Slots {
+            express: Arc::new(Semaphore::new(config.concurrency.max(1))),
+            bulk: Arc::new(Semaphore::new(config.bulk_concurrency.max(1))),
         }
     }
 }

@@ -28,9 +28,18 @@ struct Cli {
     /// Subscribers read, planned, recorded and published per round of a fan-out.
     #[arg(long, env = "TOCSIN_RESOLVER_PAGE_SIZE", default_value_t = 20_000)]
     page_size: u32,
-    /// Events this replica fans out at once (of different incidents).
+    /// Events this replica fans out at once (of different incidents), counting a big
+    /// fan-out only for its first, small page.
     #[arg(long, env = "TOCSIN_RESOLVER_CONCURRENCY", default_value_t = 4)]
     concurrency: usize,
+    /// Big fan-outs this replica walks at once past their first page; they never hold the
+    /// slots small ones need.
+    #[arg(long, env = "TOCSIN_RESOLVER_BULK_CONCURRENCY", default_value_t = 2)]
+    bulk_concurrency: usize,
+    /// A fan-out to at most this many candidate subscribers is small: its jobs go to the
+    /// small lane, which workers serve apart from big fan-outs.
+    #[arg(long, env = "TOCSIN_RESOLVER_SMALL_FANOUT", default_value_t = 1_000)]
+    small_fanout: u32,
     /// Delay, in milliseconds, before an event that overtook an earlier one is offered again.
     #[arg(long, env = "TOCSIN_RESOLVER_ORDERING_DELAY_MS", default_value_t = 250)]
     ordering_delay_ms: u64,
@@ -67,8 +76,10 @@ async fn main() -> anyhow::Result<()> {
     let config = ResolverConfig {
         fanout: FanoutConfig {
             page_size: cli.page_size.clamp(1, 50_000),
+            small_page: cli.small_fanout.clamp(1, 50_000),
         },
         concurrency: cli.concurrency.max(1),
+        bulk_concurrency: cli.bulk_concurrency.max(1),
         ordering_delay: Duration::from_millis(cli.ordering_delay_ms),
         shutdown_grace: cli.shutdown.grace(),
         ..ResolverConfig::default()

@@ -72,6 +72,11 @@ pub struct SmsArgs {
     /// A directory of template overrides (same file names as the built-in templates).
     #[arg(long, env = "TOCSIN_SMS_TEMPLATES_DIR")]
     pub templates_dir: Option<PathBuf>,
+    /// Seconds allowed for one request to Twilio; past it, after the request went out, the
+    /// outcome is unknown (and reconciled with Twilio later).
+    #[arg(long, env = "TOCSIN_TWILIO_TIMEOUT_SECONDS", default_value_t = 15,
+        value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub twilio_timeout_seconds: u64,
 }
 
 impl SmsArgs {
@@ -109,6 +114,8 @@ impl SmsArgs {
         );
         config.base_url = self.twilio_base_url.clone();
         config.status_callback = Some(self.public_callback_url()?);
+        config.timeout = std::time::Duration::from_secs(self.twilio_timeout_seconds);
+        config.connect_timeout = config.connect_timeout.min(config.timeout);
         Ok(config)
     }
 }

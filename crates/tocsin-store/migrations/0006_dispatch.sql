@@ -12,11 +12,14 @@
 --   claim whose lease expired with it NULL never began sending: nothing can have gone out.
 -- unknowns: attempts whose outcome is unknown (a timeout after the request went out, or a
 --   worker lost mid-send); the channel's policy caps blind resends with it.
+-- lane: the queue its job waits in (small, critical, bulk), decided by its fan-out, so that a
+--   small or critical incident never queues behind a big fan-out. Older rows are bulk.
 ALTER TABLE deliveries
     ADD COLUMN parked          boolean     NOT NULL DEFAULT false,
     ADD COLUMN dispatches      integer     NOT NULL DEFAULT 0,
     ADD COLUMN send_started_at timestamptz,
-    ADD COLUMN unknowns        integer     NOT NULL DEFAULT 0;
+    ADD COLUMN unknowns        integer     NOT NULL DEFAULT 0,
+    ADD COLUMN lane            text        NOT NULL DEFAULT 'bulk';
 
 -- The dispatchers' queue: parked deliveries of one channel, by when they come due.
 CREATE INDEX deliveries_parked ON deliveries (channel, coalesce(next_attempt_at, send_after, created_at))

@@ -55,7 +55,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let rows: Vec<DueRow> = sqlx::query_as(
             "SELECT d.delivery_key, d.incident_id, d.event_id, d.event_version, d.subscriber_id,
-                    d.channel, d.send_after, d.dispatches + 1 AS dispatch
+                    d.channel, d.send_after, d.lane, d.dispatches + 1 AS dispatch
              FROM deliveries d
              WHERE d.parked AND d.channel = $1
                AND coalesce(d.next_attempt_at, d.send_after, d.created_at) <= now()

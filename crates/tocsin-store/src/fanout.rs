@@ -35,6 +35,7 @@ pub(crate) struct DeliveryRow {
     subscriber_id: Uuid,
     channel: String,
     send_after: Option<OffsetDateTime>,
+    lane: String,
 }
 
 impl TryFrom<DeliveryRow> for Delivery {
@@ -52,6 +53,10 @@ impl TryFrom<DeliveryRow> for Delivery {
             event_version: u64::try_from(row.event_version).unwrap_or_default(),
             subscriber_id: row.subscriber_id.into(),
             send_after: row.send_after,
+            lane: row
+                .lane
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("unknown lane {:?}", row.lane)))?,
         })
     }
 }
@@ -164,11 +169,12 @@ impl Store {
         let channels: Vec<&str> = deliveries.iter().map(|d| d.channel.as_str()).collect();
         let send_after: Vec<Option<OffsetDateTime>> =
             deliveries.iter().map(|d| d.send_after).collect();
+        let lanes: Vec<&str> = deliveries.iter().map(|d| d.lane.as_str()).collect();
         let inserted = sqlx::query(
             "INSERT INTO deliveries (delivery_key, incident_id, event_id, event_version,
-                 subscriber_id, channel, send_after)
+                 subscriber_id, channel, send_after, lane)
              SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::uuid[], $4::int8[], $5::uuid[],
-                 $6::text[], $7::timestamptz[])
+                 $6::text[], $7::timestamptz[], $8::text[])
              ON CONFLICT (delivery_key) DO NOTHING",
         )
         .bind(&keys)
@@ -178,6 +184,7 @@ impl Store {
         .bind(&subscribers)
         .bind(&channels)
         .bind(&send_after)
+        .bind(&lanes)
         .execute(&self.pool)
         .await?;
         Ok(inserted.rows_affected())

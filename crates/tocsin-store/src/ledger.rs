@@ -455,7 +455,7 @@ impl Store {
                  WHERE state = 'dead' AND ($1::uuid IS NULL OR incident_id = $1)
                    AND ($2::text IS NULL OR channel = $2)
                  RETURNING delivery_key, incident_id, event_id, event_version, subscriber_id,
-                     channel, send_after
+                     channel, send_after, lane
              ), trail AS (
                  INSERT INTO delivery_trail (incident_id, event_id, kind, delivery_key, data)
                  SELECT incident_id, event_id, 'replayed', delivery_key, '{}' FROM revived

@@ -48,7 +48,7 @@ impl Store {
                  UPDATE deliveries d SET requeued_at = now()
                  FROM stale s WHERE d.delivery_key = s.delivery_key
                  RETURNING d.delivery_key, d.incident_id, d.event_id, d.event_version,
-                     d.subscriber_id, d.channel, d.send_after, d.state
+                     d.subscriber_id, d.channel, d.send_after, d.lane, d.state
              ), trail AS (
                  INSERT INTO delivery_trail (incident_id, event_id, kind, delivery_key, data)
                  SELECT incident_id, event_id, 'requeued', delivery_key,
@@ -56,7 +56,7 @@ impl Store {
                  FROM requeued
              )
              SELECT delivery_key, incident_id, event_id, event_version, subscriber_id, channel,
-                    send_after
+                    send_after, lane
              FROM requeued ORDER BY event_version",
         )
         .bind(cutoff)

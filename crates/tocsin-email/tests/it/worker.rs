@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tocsin_bus::jobs::JOB_SCHEMA;
 use tocsin_bus::{DeliveryJob, WorkQueue};
 use tocsin_core::{
-    Channel, Contacts, DeliveryKey, EventKind, IncidentId, RecordedEvent, RetryPolicy, Subscriber,
+    Channel, Contacts, DeliveryKey, EventKind, IncidentId, Lane, RecordedEvent, RetryPolicy,
+    Subscriber,
 };
 use tocsin_delivery::{Handled, Worker, WorkerConfig};
 use tocsin_email::{EmailCourier, EmailSettings, SmtpConfig, SmtpSender, Templates, TlsMode};
@@ -69,7 +69,8 @@ async fn harness(pool: PgPool, retry: RetryPolicy) -> Harness {
         courier,
         config,
     );
-    let queue = worker.queue().await.expect("the email consumer");
+    // A test fan-out is small: its jobs are in the small lane.
+    let queue = worker.queue(Lane::Small).await.expect("the email consumer");
     let contacts = Contacts {
         email: Some(ADA.into()),
         phone: None,
@@ -319,19 +320,7 @@ async fn a_dead_letter_is_replayed_once_the_cause_is_fixed(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(revived.len(), 1);
-    let jobs: Vec<DeliveryJob> = revived
-        .into_iter()
-        .map(|d| DeliveryJob {
-            schema: JOB_SCHEMA,
-            delivery_key: d.delivery_key,
-            incident_id: *d.incident_id.as_uuid(),
-            event_id: *d.event_id.as_uuid(),
-            event_version: d.event_version,
-            subscriber_id: *d.subscriber_id.as_uuid(),
-            channel: d.channel,
-            send_after: d.send_after,
-        })
-        .collect();
+    let jobs: Vec<DeliveryJob> = revived.iter().map(DeliveryJob::from).collect();
     for published in h.pipeline.bus.republish_jobs(&jobs, "replay1").await {
         published.expect("republish");
     }

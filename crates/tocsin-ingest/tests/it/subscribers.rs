@@ -364,6 +364,7 @@ async fn get_incident_shows_delivery_progress_and_dead_letters_replay(pool: PgPo
                 tocsin_core::Channel::Email
             },
             send_after: None,
+            lane: tocsin_core::Lane::Small,
         })
         .collect();
     app.store.record_deliveries(&deliveries).await.unwrap();

@@ -31,7 +31,10 @@ async fn harness(pool: PgPool, page_size: u32) -> Harness {
     .unwrap();
     bus.ensure_events_stream().await.unwrap();
     let config = ResolverConfig {
-        fanout: FanoutConfig { page_size },
+        fanout: FanoutConfig {
+            page_size,
+            small_page: page_size,
+        },
         ordering_delay: Duration::from_millis(50),
         queue: QueueSettings {
             ack_wait: Duration::from_secs(1),
@@ -451,7 +454,10 @@ async fn a_resolver_killed_mid_fan_out_resumes_with_exactly_one_job_per_key(pool
         tocsin_resolver::fanout::resolve_paged(
             &store,
             &bus,
-            FanoutConfig { page_size: 10 },
+            FanoutConfig {
+                page_size: 10,
+                small_page: 10,
+            },
             &event,
             || {
                 let pages_tx = pages_tx.clone();
@@ -679,7 +685,10 @@ async fn a_burst_of_events_across_incidents_is_fanned_out_by_the_loop(pool: PgPo
         .unwrap();
     bus.ensure_events_stream().await.unwrap();
     let config = ResolverConfig {
-        fanout: FanoutConfig { page_size: 40 },
+        fanout: FanoutConfig {
+            page_size: 40,
+            small_page: 40,
+        },
         concurrency: 2,
         ..ResolverConfig::default()
     };
@@ -776,4 +785,79 @@ async fn a_burst_of_events_across_incidents_is_fanned_out_by_the_loop(pool: PgPo
         let previous = last.insert(incident, version).unwrap_or(0);
         assert_eq!(version, previous + 1, "fanned out in order");
     }
+}
+
+/// The first page decides the lane of every job of a fan-out: one that fits in the small
+/// first page goes to the small lane whatever its severity; a bigger one goes to `critical`
+/// or `bulk` by the incident's severity, its first page included.
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn a_fan_out_s_size_and_severity_choose_its_lane(pool: PgPool) {
+    let h = harness(pool, 10).await;
+    let names: Vec<String> = (0..25).map(|i| format!("s{i:02}")).collect();
+    h.subscribe(
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                // Five follow billing; everyone follows api.
+                let components: &[&str] = if i < 5 { &["api", "billing"] } else { &["api"] };
+                (
+                    n.as_str(),
+                    prefs(&[Channel::Email], Severity::Minor, Some(components)),
+                )
+            })
+            .collect(),
+    )
+    .await;
+    let small = h
+        .publish("small", None, opened(Severity::Minor, &["billing"]))
+        .await;
+    let big_critical = h
+        .publish("critical", None, opened(Severity::Critical, &["api"]))
+        .await;
+    let big_major = h
+        .publish("major", None, opened(Severity::Major, &["api"]))
+        .await;
+    h.drain().await;
+
+    let jobs = h.jobs().await;
+    let lanes = |event: &RecordedEvent| -> BTreeSet<tocsin_core::Lane> {
+        jobs.iter()
+            .filter(|j| j.event_id == *event.event_id.as_uuid())
+            .map(|j| j.lane)
+            .collect()
+    };
+    assert_eq!(lanes(&small), BTreeSet::from([tocsin_core::Lane::Small]));
+    assert_eq!(
+        lanes(&big_critical),
+        BTreeSet::from([tocsin_core::Lane::Critical])
+    );
+    assert_eq!(lanes(&big_major), BTreeSet::from([tocsin_core::Lane::Bulk]));
+    let per_event = |event: &RecordedEvent| {
+        jobs.iter()
+            .filter(|j| j.event_id == *event.event_id.as_uuid())
+            .count()
+    };
+    assert_eq!(
+        (
+            per_event(&small),
+            per_event(&big_critical),
+            per_event(&big_major)
+        ),
+        (5, 25, 25)
+    );
+    // The ledger keeps the lane, for the dispatchers and replays.
+    let ledger: Vec<(String, i64)> =
+        sqlx::query_as("SELECT lane, count(*) FROM deliveries GROUP BY lane ORDER BY lane")
+            .fetch_all(h.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        ledger,
+        [
+            ("bulk".to_owned(), 25),
+            ("critical".to_owned(), 25),
+            ("small".to_owned(), 5)
+        ]
+    );
 }

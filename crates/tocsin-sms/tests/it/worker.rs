@@ -117,7 +117,7 @@ async fn fixture(pool: PgPool, options: Options) -> Fixture {
             ..WorkerConfig::default()
         },
     );
-    let queue = worker.queue().await.unwrap();
+    let queue = worker.queue(tocsin_core::Lane::Small).await.unwrap();
 
     let (subscriber, _) = pipeline
         .subscribe(

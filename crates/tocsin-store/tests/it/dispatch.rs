@@ -16,6 +16,7 @@ fn delivery(key: &str, incident: IncidentId, version: u64, subscriber: Subscribe
         subscriber_id: subscriber,
         channel: Channel::Webhook,
         send_after: None,
+        lane: tocsin_core::Lane::Small,
     }
 }
 

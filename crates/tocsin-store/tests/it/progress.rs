@@ -48,6 +48,7 @@ async fn progress_listings_and_the_fanout_watermark_read_the_ledger(pool: PgPool
                 // cat's webhook waits for quiet hours to end.
                 send_after: (i == 2 && channel == Channel::Webhook)
                     .then(|| OffsetDateTime::now_utc() + Duration::hours(3)),
+                lane: tocsin_core::Lane::Bulk,
             });
         }
     }

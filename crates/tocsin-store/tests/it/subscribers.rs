@@ -139,6 +139,7 @@ async fn deleting_erases_contact_details_and_keeps_an_anonymised_trail(pool: PgP
             subscriber_id: id,
             channel: Channel::Email,
             send_after: None,
+            lane: tocsin_core::Lane::Small,
         }])
         .await
         .unwrap();
@@ -347,6 +348,7 @@ async fn candidates_filter_on_severity_and_components_and_include_those_told_bef
             subscriber_id: told,
             channel: Channel::Email,
             send_after: None,
+            lane: tocsin_core::Lane::Small,
         }])
         .await
         .unwrap();
@@ -377,6 +379,7 @@ async fn ledger_and_trail_are_idempotent_and_the_trail_is_append_only(pool: PgPo
         subscriber_id: SubscriberId::new(),
         channel: Channel::Sms,
         send_after: None,
+        lane: tocsin_core::Lane::Small,
     };
     assert_eq!(
         store

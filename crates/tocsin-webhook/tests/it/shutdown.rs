@@ -57,7 +57,7 @@ async fn at_the_deadline_unsent_jobs_are_handed_back_and_a_send_in_flight_stays_
             ..WorkerConfig::default()
         },
     );
-    let queue = worker.queue().await.unwrap();
+    let queue = worker.queue(tocsin_core::Lane::Small).await.unwrap();
     let works = queue.fetch(3, Duration::from_secs(2)).await.unwrap();
     assert_eq!(works.len(), 3);
 

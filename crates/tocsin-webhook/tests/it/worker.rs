@@ -66,7 +66,7 @@ impl Harness {
             courier,
             config,
         );
-        let queue = worker.queue().await.unwrap();
+        let queue = worker.queue(tocsin_core::Lane::Small).await.unwrap();
         Harness {
             pipeline,
             receiver,
@@ -201,6 +201,7 @@ fn job_for(event: &RecordedEvent, subscriber: &Subscriber) -> DeliveryJob {
         subscriber_id: subscriber.id,
         channel: Channel::Webhook,
         send_after: None,
+        lane: tocsin_core::Lane::Small,
     })
 }
 

@@ -152,9 +152,7 @@ async fn measure(fresh: &Fresh, recipients: usize) -> anyhow::Result<Measured> {
         stack::start_resolver(&mut stack, &fresh.urls(), &[])?;
         stack::start_workers(&mut stack, ports, &fresh.urls(), &[]).await?;
         let config = bus.config();
-        let mut consumers = vec![(config.events_stream(), config.resolver_consumer())];
-        consumers
-            .extend(Channel::ALL.map(|c| (config.deliveries_stream(), config.worker_consumer(c))));
+        let consumers = config.consumers();
         wait_for_consumers(&bus, &mut stack, &consumers).await?;
 
         let (_, t0) = open_incident(&store, &bus, "bench-fanout").await?;

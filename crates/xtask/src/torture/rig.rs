@@ -25,12 +25,17 @@ use crate::stack::{self, Ports, Urls};
 pub(super) const POSTGRES_SETTINGS: [(&str, &str); 1] = [("max_connections", "400")];
 
 /// What the workers run with besides the stack's usual settings: short retry delays, so a
-/// provider's transient faults clear within the settle limit, and the shortest lease the
-/// brief allows, so a killed worker's claims come back within it.
-pub(super) const WORKER_TUNING: [(&str, &str); 3] = [
+/// provider's transient faults clear within the settle limit; the shortest lease the brief
+/// allows, so a killed worker's claims come back within it; and provider timeouts of 10 s
+/// (defaults 30 s for SMTP, 15 s for Twilio and webhooks), so a provider that hangs is given
+/// up on, and its message settled, well within the limit even on a loaded machine.
+pub(super) const WORKER_TUNING: [(&str, &str); 6] = [
     ("TOCSIN_RETRY_BASE_SECONDS", "1"),
     ("TOCSIN_RETRY_CAP_SECONDS", "5"),
     ("TOCSIN_WORKER_LEASE_SECONDS", "15"),
+    ("TOCSIN_SMTP_TIMEOUT_SECONDS", "10"),
+    ("TOCSIN_TWILIO_TIMEOUT_SECONDS", "10"),
+    ("TOCSIN_WEBHOOK_TIMEOUT_SECONDS", "10"),
 ];
 
 /// The run's private servers.
@@ -187,9 +192,7 @@ impl Rig {
         &self,
     ) -> anyhow::Result<(async_nats::jetstream::Context, Vec<(String, String)>)> {
         let config = BusConfig::new(&self.prefix)?;
-        let mut consumers = vec![(config.events_stream(), config.resolver_consumer())];
-        consumers
-            .extend(Channel::ALL.map(|c| (config.deliveries_stream(), config.worker_consumer(c))));
+        let consumers = config.consumers();
         let js = async_nats::jetstream::new(
             async_nats::connect(&self.nats_url)
                 .await
