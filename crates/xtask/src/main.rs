@@ -14,6 +14,7 @@ mod bench;
 mod cleanup;
 mod demo;
 mod pipeline;
+mod received;
 mod services;
 mod stack;
 mod test;
@@ -52,9 +53,14 @@ enum Task {
         /// Stop after this many measured events, or after --seconds if that comes first.
         #[arg(long)]
         events: Option<u64>,
-        /// fanout-plan: subscribers of the incident.
+        /// fanout-plan, fanout: subscribers of the incident.
         #[arg(long, default_value_t = 100_000)]
         recipients: usize,
+        /// fanout: also publish this many small critical incidents (three recipients each,
+        /// one per channel), one a second from 2 s into the big fan-out, and report how long
+        /// their messages took (`small_incident_p99_ms`).
+        #[arg(long, default_value_t = 0)]
+        small_incidents: usize,
         /// ingest: offer this many events per second in all (open loop: each client keeps its
         /// own schedule and latency counts from when a call was due), instead of publishing
         /// as fast as the service answers.
@@ -99,6 +105,7 @@ async fn main() -> ExitCode {
             seconds,
             events,
             recipients,
+            small_incidents,
             rate,
         } => {
             bench::run(bench::BenchArgs {
@@ -107,6 +114,7 @@ async fn main() -> ExitCode {
                 seconds,
                 events,
                 recipients,
+                small_incidents,
                 rate,
             })
             .await

@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use tocsin_bus::{Bus, BusConfig};
-use tocsin_core::{Channel, Contacts};
+use tocsin_core::{Channel, ComponentFilter, Contacts};
 use tocsin_store::{Store, SubscriberWrite};
 
-use super::scenario::{everything_on, open_incident, peak_rss_mib, seed, wait_for_consumers};
+use super::scenario::{following, open_incident, peak_rss_mib, seed, wait_for_consumers};
+use super::small;
 use super::{BenchArgs, Fresh, round2};
 use crate::stack::{self, Ports, Stack};
 
@@ -42,6 +43,8 @@ const SERVICES: [&str; 4] = [
 ];
 
 struct Measured {
+    /// The small incidents' message latencies in ms (sorted), and how many never arrived.
+    small: Option<(Vec<f64>, usize)>,
     expected: BTreeMap<Channel, u64>,
     received: BTreeMap<Channel, stack::ProviderSummary>,
     /// From the publish until every expected message was at its provider (or the timeout).
@@ -75,7 +78,7 @@ impl Measured {
 pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     ensure!(args.recipients > 0, "--recipients must be at least 1");
     let fresh = Fresh::create().await?;
-    let outcome = measure(&fresh, args.recipients).await;
+    let outcome = measure(&fresh, args.recipients, args.small_incidents).await;
     fresh.cleanup().await;
     let m = outcome?;
 
@@ -97,19 +100,40 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for (service, mib) in &m.peak_rss_mib {
         println!("| {service} peak RSS | {mib:.1} MiB |");
     }
-    println!(
-        "{}",
-        serde_json::json!({
-            "bench": "fanout",
-            "recipients": args.recipients,
-            "deliveries": m.total(),
-            "seconds": round2(m.seconds),
-            "deliveries_per_s": deliveries_per_s.round(),
-            "duplicates": m.duplicates(),
-            "missing": m.missing(),
-            "peak_rss_mb": round2(peak),
-        })
-    );
+    let mut json = serde_json::json!({
+        "bench": "fanout",
+        "recipients": args.recipients,
+        "deliveries": m.total(),
+        "seconds": round2(m.seconds),
+        "deliveries_per_s": deliveries_per_s.round(),
+        "duplicates": m.duplicates(),
+        "missing": m.missing(),
+        "peak_rss_mb": round2(peak),
+    });
+    if let Some((latencies, missing)) = &m.small {
+        let at = |q: f64| {
+            latencies
+                .get(((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1))
+                .copied()
+                .unwrap_or(f64::NAN)
+        };
+        println!("| small incidents | {} |", args.small_incidents);
+        println!(
+            "| small-incident messages | {} arrived, {missing} missing |",
+            latencies.len()
+        );
+        println!(
+            "| small-incident p50 / p99 / max | {:.0} / {:.0} / {:.0} ms |",
+            at(0.5),
+            at(0.99),
+            at(1.0)
+        );
+        json["small_incidents"] = args.small_incidents.into();
+        json["small_incident_p50_ms"] = at(0.5).round().into();
+        json["small_incident_p99_ms"] = at(0.99).round().into();
+        json["small_incident_missing"] = (*missing).into();
+    }
+    println!("{json}");
     if m.duplicates() > 0 || m.missing() > 0 {
         bail!(
             "{} duplicates and {} missing: every message must arrive exactly once",
@@ -123,7 +147,11 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn measure(fresh: &Fresh, recipients: usize) -> anyhow::Result<Measured> {
+async fn measure(
+    fresh: &Fresh,
+    recipients: usize,
+    small_incidents: usize,
+) -> anyhow::Result<Measured> {
     let store = Store::connect(&fresh.database_url, 4)
         .await
         .context("connecting to the benchmark database")?;
@@ -133,6 +161,7 @@ async fn measure(fresh: &Fresh, recipients: usize) -> anyhow::Result<Measured> {
         .context("migrating the benchmark database")?;
     let ports = Ports::pick()?;
     let expected = seed(&store, recipients, |n| subscriber(n, ports.webhook)).await?;
+    let small_subscribers = small::seed(&store, ports.webhook, SECRET).await?;
 
     let bus = Bus::connect(&fresh.services.nats_url, BusConfig::new(&fresh.prefix)?)
         .await
@@ -147,7 +176,8 @@ async fn measure(fresh: &Fresh, recipients: usize) -> anyhow::Result<Measured> {
         stack::start_providers(&mut stack, ports).await?;
         let endpoints = (0..recipients)
             .filter(|n| n % 3 == 2)
-            .map(|n| (endpoint(n), SECRET.to_owned()));
+            .map(|n| (endpoint(n), SECRET.to_owned()))
+            .chain([(small::ENDPOINT.to_owned(), SECRET.to_owned())]);
         stack::register_webhook_endpoints(&http, ports.webhook, endpoints).await?;
         stack::start_resolver(&mut stack, &fresh.urls(), &[])?;
         stack::start_workers(&mut stack, ports, &fresh.urls(), &[]).await?;
@@ -156,8 +186,20 @@ async fn measure(fresh: &Fresh, recipients: usize) -> anyhow::Result<Measured> {
         wait_for_consumers(&bus, &mut stack, &consumers).await?;
 
         let (_, t0) = open_incident(&store, &bus, "bench-fanout").await?;
+        let smalls = tokio::spawn(small::publish(
+            store.clone(),
+            bus.clone(),
+            small_incidents,
+            t0,
+        ));
         let seconds = wait_for_providers(&http, &mut stack, ports, &expected, t0).await?;
+        let published = smalls.await.context("the small incidents' task")??;
         tokio::time::sleep(SETTLE).await;
+        let small = if small_incidents > 0 {
+            Some(small::latencies(&http, ports, &small_subscribers, &published).await?)
+        } else {
+            None
+        };
         let mut received = BTreeMap::new();
         for channel in Channel::ALL {
             received.insert(
@@ -173,6 +215,7 @@ async fn measure(fresh: &Fresh, recipients: usize) -> anyhow::Result<Measured> {
             peak_rss.insert(service, peak_rss_mib(pid)?);
         }
         Ok(Measured {
+            small,
             expected: expected.clone(),
             received,
             seconds,
@@ -266,7 +309,8 @@ fn subscriber(n: usize, webhook_port: u16) -> SubscriberWrite {
     };
     SubscriberWrite {
         external_id: format!("bench-{n:07}"),
-        preferences: everything_on(&[channel]),
+        // The big incident is on `api`; the small ones, on `payments`, reach none of these.
+        preferences: following(&[channel], ComponentFilter::Only(["api".to_owned()].into())),
         contacts,
         candidate_webhook_secret: SECRET.into(),
     }

@@ -3,7 +3,8 @@
 //!
 //! - [`ingest`]: sustained durable publishes with many concurrent gRPC clients.
 //! - [`fanout_plan`]: one incident opened for many subscribers, through the resolver.
-//! - [`fanout`]: the same, all the way through the workers to the local provider servers.
+//! - [`fanout`]: the same, all the way through the workers to the local provider servers;
+//!   with `--small-incidents`, [`small`] critical incidents published meanwhile and timed.
 
 mod cpu;
 mod disk;
@@ -11,6 +12,7 @@ mod fanout;
 mod fanout_plan;
 mod ingest;
 mod scenario;
+mod small;
 
 use anyhow::{Context, bail};
 
@@ -27,8 +29,10 @@ pub(crate) struct BenchArgs {
     pub(crate) seconds: u64,
     /// Stop after about this many measured events (in-flight calls still finish).
     pub(crate) events: Option<u64>,
-    /// Subscribers of the incident `fanout-plan` opens.
+    /// Subscribers of the incident `fanout-plan` and `fanout` open.
     pub(crate) recipients: usize,
+    /// `fanout`: small critical incidents published during the big fan-out.
+    pub(crate) small_incidents: usize,
     /// `ingest`: the offered load in events per second (open loop); `None` publishes as fast
     /// as the service answers (closed loop).
     pub(crate) rate: Option<u32>,

@@ -23,9 +23,14 @@ const SEED_PROGRESS: usize = 20_000;
 
 /// Preferences that make an opening of a minor incident on `api` reach `channels`.
 pub(super) fn everything_on(channels: &[Channel]) -> Preferences {
+    following(channels, ComponentFilter::All)
+}
+
+/// Preferences for every incident, of any severity, on `components`, by `channels`.
+pub(super) fn following(channels: &[Channel], components: ComponentFilter) -> Preferences {
     Preferences {
         channels: channels.iter().copied().collect(),
-        components: ComponentFilter::All,
+        components,
         min_severity: Severity::Minor,
         kinds: BTreeMap::new(),
         quiet_hours: None,
@@ -101,14 +106,27 @@ pub(super) async fn open_incident(
     bus: &Bus,
     idempotency_key: &str,
 ) -> anyhow::Result<(RecordedEvent, Instant)> {
+    eprintln!("publishing the opening event");
+    open(store, bus, idempotency_key, Severity::Minor, "api").await
+}
+
+/// Appends the opening of an incident of `severity` on `component` and publishes it as the
+/// relay would. Returns the event and the instant just before the publish.
+pub(super) async fn open(
+    store: &Store,
+    bus: &Bus,
+    idempotency_key: &str,
+    severity: Severity,
+    component: &str,
+) -> anyhow::Result<(RecordedEvent, Instant)> {
     let request = PublishRequest {
         idempotency_key: idempotency_key.into(),
         incident_id: None,
         change: Change {
             kind: EventKind::Opened,
             status: None,
-            severity: Some(Severity::Minor),
-            components: vec!["api".into()],
+            severity: Some(severity),
+            components: vec![component.into()],
             title: Some("Benchmark incident".into()),
             message: "A benchmark incident, opened by cargo xtask bench.".into(),
             labels: BTreeMap::new(),
@@ -122,7 +140,6 @@ pub(super) async fn open_incident(
         .await
         .context("appending the opening event")?
         .event;
-    eprintln!("publishing the opening event");
     let t0 = Instant::now();
     for published in bus.publish_events(std::slice::from_ref(&event)).await {
         published.context("publishing the opening event")?;

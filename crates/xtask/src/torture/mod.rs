@@ -277,7 +277,7 @@ async fn exercise(
         },
     )
     .await;
-    let received = check::received(&http, rig.ports).await?;
+    let received = crate::received::received(&http, rig.ports).await?;
     let verdict = check::judge(&rig.db, &expected, people, &received).await?;
     let fired = faults_fired(&http, rig, &plan).await;
     let exits = rig.supervisor.lock().await.exits().to_vec();

@@ -1,0 +1,144 @@
+//! The small incident first: critical incidents for a handful of subscribers, published while
+//! a big fan-out is under way, and how long their messages took to reach the providers.
+//!
+//! Three subscribers (one per channel) follow only `payments`; the big fan-out's subscribers
+//! follow only `api`. From 2 s into the big fan-out, one critical `payments` incident a second
+//! is opened; each of its three messages is timed from the moment before its event was put on
+//! JetStream to the provider's receipt (both on this machine's clock).
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use tocsin_bus::Bus;
+use tocsin_core::{
+    Channel, ComponentFilter, Contacts, DeliveryKey, EventId, Severity, SubscriberId,
+};
+use tocsin_store::{Store, SubscriberWrite};
+
+use super::scenario::{following, open};
+use crate::received::received;
+use crate::stack::Ports;
+
+/// The component only the small incidents touch.
+const COMPONENT: &str = "payments";
+/// The first small incident this long after the big one.
+const FIRST_AFTER: Duration = Duration::from_secs(2);
+/// And one more every this often.
+const EVERY: Duration = Duration::from_secs(1);
+
+/// The receiver's endpoint name of the small incidents' webhook subscriber.
+pub(super) const ENDPOINT: &str = "bench-small";
+
+/// The three small-incident subscribers, one per channel.
+pub(super) async fn seed(
+    store: &Store,
+    webhook_port: u16,
+    secret: &str,
+) -> anyhow::Result<Vec<(SubscriberId, Channel)>> {
+    let writes: Vec<SubscriberWrite> = Channel::ALL
+        .into_iter()
+        .map(|channel| {
+            let contacts = match channel {
+                Channel::Email => Contacts {
+                    email: Some("small@example.com".into()),
+                    ..Contacts::default()
+                },
+                Channel::Sms => Contacts {
+                    phone: Some("+14159990000".into()),
+                    ..Contacts::default()
+                },
+                Channel::Webhook => Contacts {
+                    webhook_url: Some(format!("http://127.0.0.1:{webhook_port}/hooks/{ENDPOINT}")),
+                    ..Contacts::default()
+                },
+            };
+            SubscriberWrite {
+                external_id: format!("bench-small-{channel}"),
+                preferences: following(
+                    &[channel],
+                    ComponentFilter::Only([COMPONENT.to_owned()].into()),
+                ),
+                contacts,
+                candidate_webhook_secret: secret.into(),
+            }
+        })
+        .collect();
+    let upserted = store
+        .upsert_subscribers(&writes)
+        .await
+        .context("seeding the small incidents' subscribers")?;
+    Ok(upserted
+        .iter()
+        .zip(Channel::ALL)
+        .map(|(u, channel)| (u.subscriber.id, channel))
+        .collect())
+}
+
+/// One small incident's opening, and when it was put on JetStream.
+pub(super) struct Published {
+    event: EventId,
+    at_unix_ms: u64,
+}
+
+/// Opens `count` small critical incidents, the first 2 s after `t0`, then one a second.
+pub(super) async fn publish(
+    store: Store,
+    bus: Bus,
+    count: usize,
+    t0: Instant,
+) -> anyhow::Result<Vec<Published>> {
+    let mut published = Vec::with_capacity(count);
+    for i in 0..count {
+        let due = t0 + FIRST_AFTER + EVERY * u32::try_from(i).unwrap_or(u32::MAX);
+        tokio::time::sleep_until(due.into()).await;
+        let at_unix_ms = now_unix_ms();
+        let (event, _) = open(
+            &store,
+            &bus,
+            &format!("bench-small-{i}"),
+            Severity::Critical,
+            COMPONENT,
+        )
+        .await
+        .context("opening a small incident")?;
+        published.push(Published {
+            event: event.event_id,
+            at_unix_ms,
+        });
+    }
+    Ok(published)
+}
+
+/// Each small-incident message's time from publish to the provider, in ms, and how many
+/// never arrived.
+pub(super) async fn latencies(
+    http: &reqwest::Client,
+    ports: Ports,
+    subscribers: &[(SubscriberId, Channel)],
+    published: &[Published],
+) -> anyhow::Result<(Vec<f64>, usize)> {
+    let arrived: std::collections::HashMap<String, u64> = received(http, ports)
+        .await?
+        .into_iter()
+        .filter_map(|r| r.key.map(|key| (key, r.received_at_unix_ms)))
+        .collect();
+    let mut latencies = Vec::new();
+    let mut missing = 0;
+    for incident in published {
+        for (subscriber, channel) in subscribers {
+            let key = DeliveryKey::derive(incident.event, *subscriber, *channel);
+            match arrived.get(key.as_str()) {
+                Some(at) => latencies.push(at.saturating_sub(incident.at_unix_ms) as f64),
+                None => missing += 1,
+            }
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    Ok((latencies, missing))
+}
+
+fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
