@@ -55,7 +55,7 @@ async fn nats_restarted_empty_mid_fan_out_heals_from_postgres() {
         ("TOCSIN_METRICS_ADDR", "127.0.0.1:0".to_owned()),
         ("TOCSIN_WEBHOOK_ALLOW", "127.0.0.1".to_owned()),
         ("TOCSIN_WORKER_BATCH", "4".to_owned()),
-        ("TOCSIN_WORKER_PARALLEL_BATCHES", "1".to_owned()),
+        ("TOCSIN_WORKER_CONCURRENCY", "4".to_owned()),
         ("RUST_LOG", "warn".to_owned()),
     ]
     .into_iter()

@@ -379,7 +379,7 @@ async fn sigterm_worker_mid_batch(channel: Channel) {
     let mut extra = provider.env();
     extra.extend([
         ("TOCSIN_WORKER_BATCH", "4".to_owned()),
-        ("TOCSIN_WORKER_PARALLEL_BATCHES", "1".to_owned()),
+        ("TOCSIN_WORKER_CONCURRENCY", "4".to_owned()),
         // A long lease, which is also the jobs' ack wait: a job stranded by the stop
         // rather than handed back would not come back within this test's limits.
         ("TOCSIN_WORKER_LEASE_SECONDS", "60".to_owned()),

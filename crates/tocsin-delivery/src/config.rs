@@ -12,15 +12,14 @@ use crate::WorkerConfig;
 /// same for every channel; set them per service.
 #[derive(Debug, Clone, clap::Args)]
 pub struct WorkerArgs {
-    /// Jobs claimed and recorded together.
+    /// Jobs claimed together (one statement).
     #[arg(long, env = "TOCSIN_WORKER_BATCH", default_value_t = 64)]
     pub batch: usize,
-    /// Batches in progress at once.
-    #[arg(long, env = "TOCSIN_WORKER_PARALLEL_BATCHES", default_value_t = 4)]
-    pub parallel_batches: usize,
-    /// Sends in flight at once within a batch.
-    #[arg(long, env = "TOCSIN_WORKER_SEND_CONCURRENCY", default_value_t = 64)]
-    pub send_concurrency: usize,
+    /// Sends in flight at once in the bulk lane; the small and critical lanes each get a
+    /// quarter as many (at least 4) on top. Default: 512 for webhooks, 16 for email (the
+    /// SMTP connection pool is sized to match), 32 for SMS.
+    #[arg(long, env = "TOCSIN_WORKER_CONCURRENCY")]
+    pub concurrency: Option<usize>,
     /// Sends per second to the provider from this process; 0 means unlimited.
     #[arg(long, env = "TOCSIN_WORKER_RATE_PER_SECOND", default_value_t = 0)]
     pub rate_per_second: u32,
@@ -52,11 +51,12 @@ pub struct WorkerArgs {
 }
 
 impl WorkerArgs {
-    pub fn worker_config(&self) -> WorkerConfig {
+    /// The worker's settings; `default_concurrency` is the channel's own default for
+    /// `TOCSIN_WORKER_CONCURRENCY`.
+    pub fn worker_config(&self, default_concurrency: usize) -> WorkerConfig {
         WorkerConfig {
             batch: self.batch.max(1),
-            parallel_batches: self.parallel_batches.max(1),
-            send_concurrency: self.send_concurrency.max(1),
+            concurrency: self.concurrency.unwrap_or(default_concurrency).max(1),
             rate_per_second: NonZeroU32::new(self.rate_per_second),
             lease: Duration::from_secs(self.lease_seconds.max(3)),
             company: self.company.clone(),

@@ -61,6 +61,14 @@ pub trait Courier: Send + Sync + 'static {
     /// [`SendOutcome`].
     fn send(&self, message: &Message) -> impl Future<Output = SendOutcome> + Send;
 
+    /// For [`UnknownPolicy::Reconcile`]: how long after an attempt began the provider may be
+    /// asked about it. A request still being processed at the provider when asked would be
+    /// missed, and the message sent a second time; so this is more than the client's own
+    /// timeout, plus a margin for a provider slower than it.
+    fn reconcile_after(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(30)
+    }
+
     /// For [`UnknownPolicy::Reconcile`]: whether the provider got `message` from an attempt
     /// that began at `since` (or later) and whose answer was lost. Channels without a way to
     /// ask keep the outcome unknown.

@@ -20,8 +20,6 @@ const RECONCILE_AFTER: Duration = Duration::from_secs(10);
 /// How JetStream is answered after the ledger is written.
 pub(crate) enum Reply {
     Ack,
-    /// Handed back unsent: redelivered at once.
-    Release,
     /// A retry is due later: the job is done with, and the delivery parked in the ledger.
     Park,
     /// Dead-lettered: published to the dead-letter subject, then acknowledged.

@@ -4,13 +4,14 @@
 //!
 //! - [`courier`]: the trait, the [`Message`] a channel renders, and each channel's policies
 //!   (what an unknown outcome means for it, whether stale messages are superseded, retries).
-//! - [`worker`]: pull jobs from the channel's durable consumer (shared by every replica),
-//!   claim them in the ledger with a lease, send under a rate limit with progress reports,
-//!   record each attempt in the ledger and the delivery trail, then ack, nak with the retry
-//!   delay, or dead-letter. Its loop (`run`) stops in two steps on SIGTERM: no more pulls,
-//!   then a grace period for the batches in progress. `send` marks each send begun just
-//!   before it starts; `record` writes outcomes (retrying until PostgreSQL answers, never
-//!   dropping a known outcome); `decision` maps outcomes to answers.
+//! - [`worker`]: pull jobs from the channel's durable consumers (one per lane, shared by
+//!   every replica), claim them in the ledger with a lease a batch at a time, then run each
+//!   delivery on its own (`send`): a send slot of its lane, the rate limiter, the send marked
+//!   begun just before it starts, progress reports, the outcome recorded (`record`, retrying
+//!   until PostgreSQL answers, never dropping a known outcome), then ack, park or
+//!   dead-letter (`decision`). `coalesce` groups the per-delivery writes into shared
+//!   statements. The loops (`run`) stop in two steps on SIGTERM: no more pulls, then a grace
+//!   period for the deliveries in progress.
 //! - [`dispatch`]: the channel's dispatcher, which publishes parked deliveries (retries,
 //!   quiet hours, later messages to a recipient, everything after a lost stream) when due,
 //!   and recreates the stream and consumer when NATS comes back empty.
@@ -23,6 +24,7 @@
 //! a claim is granted only while the ledger says it is not finished. The one exception is an
 //! attempt whose outcome is unknown, where the channel's policy decides.
 
+mod coalesce;
 pub mod config;
 pub mod courier;
 mod decision;

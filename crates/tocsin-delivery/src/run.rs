@@ -1,12 +1,15 @@
-//! The worker's loops, one per lane: pull batches, handle several at once, and stop in two
-//! steps. Each lane has batch slots of its own, so a small incident's jobs never wait for a
-//! big fan-out's.
+//! The worker's loops, one per lane: take jobs as the lane's capacity allows, claim them a
+//! batch at a time, and let each delivery run on its own; stop in two steps.
+//!
+//! A lane pulls only as many jobs as it has room for in hand (twice its sends in flight), so
+//! a backlog waits on JetStream, not in the process. Each lane has capacity of its own, so a
+//! small incident's jobs never wait for a big fan-out's.
 //!
 //! On the shutdown signal the worker pulls no more, and hands back at once the jobs it
-//! pulled but had not started, so that another replica takes them now rather than an ack
-//! wait later. Batches in progress get the grace period to send, record and answer. At its
-//! end a send not yet started is handed back (recorded as due again, redelivered at once)
-//! and a send in progress is dropped: its outcome is unknown, so it stays leased and
+//! pulled but had not claimed, so that another replica takes them now rather than an ack
+//! wait later. Deliveries in progress get the grace period to send, record and answer. At
+//! its end a send not yet started is handed back (recorded as due again, redelivered at
+//! once) and a send in progress is dropped: its outcome is unknown, so it stays leased and
 //! unanswered and comes back when the lease expires, exactly as after a crash.
 
 use std::time::Duration;
@@ -16,10 +19,15 @@ use futures::stream::FuturesUnordered;
 use tocsin_bus::{BusError, Work, WorkQueue};
 use tocsin_core::Lane;
 use tocsin_runtime::Shutdown;
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::{error, info, warn};
 
 use crate::courier::Courier;
 use crate::{DeliveryError, Worker};
+
+/// Batches a lane claims at once. A claim is one short statement; more at once would only
+/// hold more connections, while the sends, not the claims, take the time.
+const CLAIMS_AT_ONCE: usize = 2;
 
 impl<C: Courier> Worker<C> {
     /// Pulls and handles jobs until `shutdown`, then stops as the module says, within
@@ -31,7 +39,7 @@ impl<C: Courier> Worker<C> {
             queues.push((lane, self.queue(lane).await?));
         }
         let channel = self.courier.channel();
-        info!(%channel, batch = self.config.batch, parallel = self.config.parallel_batches,
+        info!(%channel, batch = self.config.batch, concurrency = self.config.concurrency,
             rate = ?self.config.rate_per_second, "worker started");
         tokio::spawn(self.instruments.clone().report_pending(
             self.bus.clone(),
@@ -46,7 +54,7 @@ impl<C: Courier> Worker<C> {
                 .lane(lane, queue, shutdown.clone(), deadline.clone())
         });
         let handed_back: usize = futures::future::join_all(lanes).await.into_iter().sum();
-        // Batches are done: leases still held (a send abandoned at the deadline) may lapse.
+        // Deliveries are done: leases still held (a send abandoned at the deadline) may lapse.
         keep_leases.abort();
         if let Err(e) = self.bus.flush().await {
             // Answers lost here come back after their ack wait and find their recorded outcome.
@@ -56,9 +64,9 @@ impl<C: Courier> Worker<C> {
         Ok(())
     }
 
-    /// One lane's loop: pulls its jobs and handles up to its share of batches at once until
-    /// `shutdown`, then hands back what it pulled and finishes its batches. Returns how many
-    /// jobs it handed back.
+    /// One lane's loop: takes jobs while the lane has room in hand and claims them a batch at
+    /// a time until `shutdown`; then hands back what it pulled and waits for the deliveries
+    /// in progress. Returns how many jobs it handed back.
     async fn lane(
         self,
         lane: Lane,
@@ -67,26 +75,43 @@ impl<C: Courier> Worker<C> {
         deadline: Shutdown,
     ) -> usize {
         let channel = self.courier.channel();
-        let batches = self.lane_batches(lane);
+        let in_hand = self.slots(lane).in_hand.clone();
+        let room = self.slots(lane).capacity * 2;
         let mut pull = queue.pull(self.config.batch);
-        let mut running = FuturesUnordered::new();
+        let mut claiming = FuturesUnordered::new();
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.wait() => break,
-                Some(()) = running.next(), if !running.is_empty() => {}
-                pulled = pull.next_batch(self.config.batch), if running.len() < batches => {
+                Some(()) = claiming.next(), if !claiming.is_empty() => {}
+                first = in_hand.clone().acquire_owned(), if claiming.len() < CLAIMS_AT_ONCE => {
+                    let Ok(first) = first else { break };
+                    // Room for one at least: take as much of a batch as there is room for.
+                    let mut permits = vec![first];
+                    while permits.len() < self.config.batch {
+                        match in_hand.clone().try_acquire_owned() {
+                            Ok(permit) => permits.push(permit),
+                            Err(_) => break,
+                        }
+                    }
+                    let pulled = tokio::select! {
+                        _ = shutdown.wait() => break,
+                        pulled = pull.next_batch(permits.len()) => pulled,
+                    };
                     if pulled.is_empty() {
                         error!(%channel, %lane, "the pull loop ended; stopping");
                         break;
                     }
-                    running.push(self.clone().serve(pulled, deadline.clone()));
+                    permits.truncate(pulled.len());
+                    claiming.push(self.clone().serve(pulled, permits, deadline.clone()));
                 }
             }
         }
-        info!(%channel, %lane, batches = running.len(),
-            "worker stopping: handing back what it pulled, finishing batches in progress");
-        let (handed_back, ()) = tokio::join!(pull.hand_back(), running.collect::<()>());
+        info!(%channel, %lane, "worker stopping: handing back what it pulled, finishing deliveries in progress");
+        let (handed_back, ()) = tokio::join!(pull.hand_back(), claiming.collect::<()>());
+        // Every delivery gives its place back when it is done: all of them back, all done.
+        let all = u32::try_from(room).unwrap_or(u32::MAX);
+        let _ = in_hand.acquire_many(all).await;
         handed_back
     }
 
@@ -113,8 +138,13 @@ impl<C: Courier> Worker<C> {
         }
     }
 
-    /// One pulled batch in the run loop.
-    async fn serve(self, pulled: Vec<Result<Work, BusError>>, deadline: Shutdown) {
+    /// One pulled batch in a lane's loop: claimed, and its deliveries started on their own.
+    async fn serve(
+        self,
+        pulled: Vec<Result<Work, BusError>>,
+        mut permits: Vec<OwnedSemaphorePermit>,
+        deadline: Shutdown,
+    ) {
         let mut works = Vec::with_capacity(pulled.len());
         for item in pulled {
             match item {
@@ -122,11 +152,12 @@ impl<C: Courier> Worker<C> {
                 Err(e) => warn!(error = %e, "pulling jobs failed; retrying"),
             }
         }
+        permits.truncate(works.len());
         if works.is_empty() {
             tokio::time::sleep(Duration::from_secs(1)).await;
             return;
         }
-        if let Err(e) = self.process_until(works, &deadline).await {
+        if let Err(e) = self.take(works, permits, &deadline).await {
             // Unanswered jobs come back after their ack wait; leases expire.
             warn!(error = %e, "a batch failed; its jobs will be redelivered");
             tokio::time::sleep(Duration::from_secs(1)).await;

@@ -1,21 +1,25 @@
-//! Sending a batch's claimed deliveries: load what the messages need, settle those that need
-//! no send, and send the rest in groups the rate limiter lets through, each group marked as
-//! begun in the ledger just before its sends start.
+//! From a claimed batch to one task per delivery: load what the messages need, settle those
+//! that need no send, ask the provider about earlier attempts whose outcome was unknown, and
+//! send the rest, each once a send slot of its lane is free.
 //!
-//! The mark is what keeps a crash honest. A delivery whose worker dies before the mark was
-//! never sent, and the next holder simply sends it; one whose worker dies after it may have
-//! gone out, and the channel's policy for unknown outcomes decides (SMS: never blindly
-//! again). Claiming a whole batch and then waiting for the rate limiter no longer turns every
-//! job still waiting into an unknown outcome.
+//! Each send is marked begun in the ledger just before the provider is called (the marks of
+//! sends starting together share a statement). The mark is what keeps a crash honest: a
+//! delivery whose worker dies before it was never sent, and the next holder simply sends it;
+//! one whose worker dies after it may have gone out, and the channel's policy for unknown
+//! outcomes decides (SMS: never blindly again). Waiting for a slot or for the rate limiter
+//! never turns a job into an unknown outcome.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, stream};
+use time::OffsetDateTime;
 use tocsin_bus::{DeliveryJob, Work};
 use tocsin_core::{Channel, EventId, SendOutcome, Subscriber, SubscriberId};
 use tocsin_runtime::Shutdown;
 use tocsin_store::{Claimed, IncidentAsOf};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::task::JoinHandle;
 use tracing::warn;
 
 use crate::DeliveryError;
@@ -36,13 +40,13 @@ pub(crate) enum Attempt {
     Lost,
 }
 
-/// One claimed job and what became of it.
-pub(crate) struct Sent {
+/// One claimed delivery on its way.
+pub(crate) struct Ticket {
     pub(crate) work: Work,
     pub(crate) job: DeliveryJob,
     pub(crate) claim: Claimed,
-    pub(crate) attempt: Attempt,
-    pub(crate) elapsed: Duration,
+    /// Its place among the lane's jobs in hand, given back when it is answered.
+    pub(crate) in_hand: OwnedSemaphorePermit,
 }
 
 /// What a claimed job needs before it can be settled.
@@ -53,28 +57,21 @@ enum Prepared {
     Settled(Result<SendOutcome, String>),
 }
 
-/// A claimed job whose message is ready to send.
-struct Ready {
-    work: Work,
-    job: DeliveryJob,
-    claim: Claimed,
-    message: Message,
-}
-
 impl<C: Courier> Worker<C> {
-    /// Sends what was claimed, records every outcome, then answers JetStream.
-    pub(crate) async fn send_claimed(
+    /// Loads what the batch's messages need, asks the provider about earlier unknown
+    /// attempts, and starts one task per delivery.
+    pub(crate) async fn start_deliveries(
         &self,
-        claimed: Vec<(Work, DeliveryJob, Claimed)>,
+        claimed: Vec<(Work, DeliveryJob, Claimed, OwnedSemaphorePermit)>,
         deadline: &Shutdown,
-    ) -> Result<Vec<Handled>, DeliveryError> {
+    ) -> Result<Vec<JoinHandle<Handled>>, DeliveryError> {
         let subscriber_ids: Vec<SubscriberId> =
-            claimed.iter().map(|(_, _, c)| c.subscriber_id).collect();
+            claimed.iter().map(|(_, _, c, _)| c.subscriber_id).collect();
         // One entry per subscriber, read by every job of the batch addressed to them: a
         // batch often holds several messages to one recipient.
         let subscribers = self.store.subscribers_for_delivery(&subscriber_ids).await?;
         let mut incidents: HashMap<EventId, IncidentAsOf> = HashMap::new();
-        for (_, _, c) in &claimed {
+        for (_, _, c, _) in &claimed {
             if let std::collections::hash_map::Entry::Vacant(slot) = incidents.entry(c.event_id) {
                 let as_of = self
                     .store
@@ -85,50 +82,42 @@ impl<C: Courier> Worker<C> {
             }
         }
 
-        let mut results = Vec::with_capacity(claimed.len());
-        let mut ready = Vec::new();
+        let mut running = Vec::with_capacity(claimed.len());
         let mut to_reconcile = Vec::new();
-        for (work, job, claim) in claimed {
+        for (work, job, claim, in_hand) in claimed {
             let subscriber = subscribers.get(&claim.subscriber_id);
-            match self.prepare(&claim, subscriber, &incidents[&claim.event_id]) {
-                Prepared::Send(message) => ready.push(Ready {
-                    work,
-                    job,
-                    claim,
-                    message,
-                }),
-                Prepared::Reconcile(message) => to_reconcile.push(Ready {
-                    work,
-                    job,
-                    claim,
-                    message,
-                }),
-                Prepared::Settled(outcome) => results.push(Sent {
-                    work,
-                    job,
-                    claim,
-                    attempt: Attempt::Done(outcome),
-                    elapsed: Duration::ZERO,
-                }),
+            let prepared = self.prepare(&claim, subscriber, &incidents[&claim.event_id]);
+            let ticket = Ticket {
+                work,
+                job,
+                claim,
+                in_hand,
+            };
+            match prepared {
+                Prepared::Send(message) => running.push(self.spawn_send(ticket, message, deadline)),
+                Prepared::Reconcile(message) => to_reconcile.push((ticket, message)),
+                Prepared::Settled(outcome) => {
+                    running.push(self.spawn_settle(ticket, Attempt::Done(outcome), deadline));
+                }
             }
         }
-        for (asked, reconciled) in self.reconcile(to_reconcile).await {
-            match reconciled {
-                Reconciled::NotFound => ready.push(asked),
+        for ((ticket, message), reconciled) in self.reconcile(to_reconcile).await {
+            running.push(match reconciled {
+                Reconciled::NotFound => self.spawn_send(ticket, message, deadline),
                 Reconciled::Found(outcome) => {
-                    results.push(asked.not_sent(Attempt::Done(Ok(outcome))))
+                    self.spawn_settle(ticket, Attempt::Done(Ok(outcome)), deadline)
                 }
                 Reconciled::Unsure(reason) => {
-                    results.push(asked.not_sent(Attempt::Done(Ok(SendOutcome::Unknown {
+                    let outcome = SendOutcome::Unknown {
                         reason: format!(
                             "could not ask the provider about the earlier attempt: {reason}"
                         ),
-                    }))))
+                    };
+                    self.spawn_settle(ticket, Attempt::Done(Ok(outcome)), deadline)
                 }
-            }
+            });
         }
-        results.extend(self.send_ready(ready, deadline).await);
-        self.finish(results, deadline).await
+        Ok(running)
     }
 
     /// What to do with `claim`: send it, ask the provider about an earlier attempt first,
@@ -153,7 +142,19 @@ impl<C: Courier> Worker<C> {
         let message = self.message(claim, as_of.clone(), subscriber.clone(), secret.clone());
         let earlier_unknown = claim.after_lost_attempt || claim.after_unknown;
         match self.courier.policy().unknown {
-            UnknownPolicy::Reconcile if earlier_unknown => Prepared::Reconcile(message),
+            UnknownPolicy::Reconcile if earlier_unknown => {
+                let began = claim.previous_send_started_at.unwrap_or(claim.created_at);
+                if OffsetDateTime::now_utc() < began + self.courier.reconcile_after() {
+                    // The earlier request may still be in progress at the provider: asked now,
+                    // it would say "not found" and the message go out twice. Ask later.
+                    Prepared::Settled(Ok(SendOutcome::Unknown {
+                        reason: "the earlier attempt is too recent to ask the provider about"
+                            .into(),
+                    }))
+                } else {
+                    Prepared::Reconcile(message)
+                }
+            }
             UnknownPolicy::ResendOnce if claim.after_lost_attempt && claim.unknowns > 1 => {
                 Prepared::Settled(Ok(SendOutcome::Unknown {
                     reason: "a second attempt was lost mid-send too; not resent again".into(),
@@ -164,106 +165,106 @@ impl<C: Courier> Worker<C> {
     }
 
     /// Asks the provider about each earlier attempt whose outcome is unknown.
-    async fn reconcile(&self, asking: Vec<Ready>) -> Vec<(Ready, Reconciled)> {
-        let asks = asking.into_iter().map(|ready| async move {
-            let since = ready
+    async fn reconcile(
+        &self,
+        asking: Vec<(Ticket, Message)>,
+    ) -> Vec<((Ticket, Message), Reconciled)> {
+        let asks = asking.into_iter().map(|(ticket, message)| async move {
+            let since = ticket
                 .claim
                 .previous_send_started_at
-                .unwrap_or(ready.claim.created_at);
-            let reconciled = self.courier.reconcile(&ready.message, since).await;
-            (ready, reconciled)
+                .unwrap_or(ticket.claim.created_at);
+            let reconciled = self.courier.reconcile(&message, since).await;
+            ((ticket, message), reconciled)
         });
         stream::iter(asks)
-            .buffer_unordered(self.config.send_concurrency.max(1))
+            .buffer_unordered(self.config.batch.max(1))
             .collect()
             .await
     }
 
-    /// Sends `ready` in groups: each group waits for the rate limiter, is marked begun in
-    /// the ledger, then goes out concurrently.
-    async fn send_ready(&self, ready: Vec<Ready>, deadline: &Shutdown) -> Vec<Sent> {
-        let group_size = self.send_group_size();
-        let mut results = Vec::with_capacity(ready.len());
-        let mut ready = ready.into_iter().peekable();
-        while ready.peek().is_some() {
-            let group: Vec<Ready> = ready.by_ref().take(group_size).collect();
-            if !self.wait_for_rate(group.len(), deadline).await {
-                results.extend(group.into_iter().map(|r| r.not_sent(Attempt::NotStarted)));
-                continue;
-            }
-            let keys: Vec<&str> = group.iter().map(|r| r.job.delivery_key.as_str()).collect();
-            let started: HashSet<String> =
-                match self.store.start_sends(&self.config.owner, &keys).await {
-                    Ok(started) => started.into_iter().collect(),
-                    Err(e) => {
-                        warn!(error = %e, "could not mark sends as begun; not sending them now");
-                        results.extend(group.into_iter().map(|r| r.not_sent(Attempt::NotStarted)));
-                        continue;
-                    }
-                };
-            let (go, lost): (Vec<Ready>, Vec<Ready>) = group
-                .into_iter()
-                .partition(|r| started.contains(&r.job.delivery_key));
-            results.extend(lost.into_iter().map(|r| r.not_sent(Attempt::Lost)));
-            let sends = go.into_iter().map(|r| async move {
-                let started = Instant::now();
-                let attempt = self.send_with_progress(&r.work, &r.message, deadline).await;
-                if let Attempt::Done(Ok(SendOutcome::Delivered { .. })) = attempt {
-                    self.instruments
-                        .accepted(r.message.incident.severity, r.message.event.recorded_at);
-                }
-                Sent {
-                    work: r.work,
-                    job: r.job,
-                    claim: r.claim,
-                    attempt,
-                    elapsed: started.elapsed(),
-                }
-            });
-            results.extend(
-                stream::iter(sends)
-                    .buffer_unordered(group_size)
-                    .collect::<Vec<_>>()
-                    .await,
-            );
-        }
-        results
+    fn spawn_send(
+        &self,
+        ticket: Ticket,
+        message: Message,
+        deadline: &Shutdown,
+    ) -> JoinHandle<Handled> {
+        let worker = self.clone();
+        let deadline = deadline.clone();
+        tokio::spawn(async move { worker.deliver(ticket, message, &deadline).await })
     }
 
-    /// Sends begun together: as many as run concurrently, and no more than the rate
-    /// limiter's burst (one second's worth), so that a group never waits on itself.
-    fn send_group_size(&self) -> usize {
-        let burst = self
-            .config
-            .rate_per_second
-            .map_or(usize::MAX, |rate| rate.get() as usize);
-        self.config.send_concurrency.min(burst).max(1)
+    fn spawn_settle(
+        &self,
+        ticket: Ticket,
+        attempt: Attempt,
+        deadline: &Shutdown,
+    ) -> JoinHandle<Handled> {
+        let worker = self.clone();
+        let deadline = deadline.clone();
+        tokio::spawn(async move {
+            worker
+                .settle(ticket, attempt, Duration::ZERO, &deadline)
+                .await
+        })
     }
 
-    /// Waits until the rate limiter lets `count` sends through; false if the deadline came
-    /// first.
-    async fn wait_for_rate(&self, count: usize, deadline: &Shutdown) -> bool {
-        if deadline.is_triggered() {
-            return false;
-        }
-        let Some(limiter) = &self.limiter else {
-            return true;
+    /// One delivery: a send slot of its lane, the rate limiter, the mark, the send, then the
+    /// record and the answer. Its lease is renewed until it is settled.
+    async fn deliver(self, ticket: Ticket, message: Message, deadline: &Shutdown) -> Handled {
+        let _holding = self.held.hold(vec![ticket.job.delivery_key.clone()]);
+        let sending = self.slots(ticket.job.lane).sending.clone();
+        let waiting = deadline.unless_triggered(sending.acquire_owned());
+        let slot = ticket
+            .work
+            .in_progress(self.config.lease / 3, waiting)
+            .await;
+        let Some(Ok(_slot)) = slot else {
+            return self
+                .settle(ticket, Attempt::NotStarted, Duration::ZERO, deadline)
+                .await;
         };
-        let count = std::num::NonZeroU32::new(u32::try_from(count).unwrap_or(u32::MAX))
-            .unwrap_or(std::num::NonZeroU32::MIN);
-        match deadline
-            .unless_triggered(limiter.until_n_ready(count))
-            .await
-        {
-            None => false,
-            Some(Ok(())) => true,
-            // The group is never larger than the burst; were it, send without waiting
-            // rather than never.
-            Some(Err(e)) => {
-                warn!(error = %e, "a send group larger than the rate limiter's burst");
-                true
+        if let Some(limiter) = &self.limiter {
+            let waiting = deadline.unless_triggered(limiter.until_ready());
+            if ticket
+                .work
+                .in_progress(self.config.lease / 3, waiting)
+                .await
+                .is_none()
+            {
+                return self
+                    .settle(ticket, Attempt::NotStarted, Duration::ZERO, deadline)
+                    .await;
             }
         }
+        if deadline.is_triggered() {
+            return self
+                .settle(ticket, Attempt::NotStarted, Duration::ZERO, deadline)
+                .await;
+        }
+        let attempt = match self.starts.call(ticket.job.delivery_key.clone()).await {
+            Some(Ok(true)) => None,
+            Some(Ok(false)) => Some(Attempt::Lost),
+            Some(Err(e)) => {
+                warn!(error = %e, "could not mark the send begun; not sending it now");
+                Some(Attempt::NotStarted)
+            }
+            None => Some(Attempt::NotStarted),
+        };
+        if let Some(attempt) = attempt {
+            return self.settle(ticket, attempt, Duration::ZERO, deadline).await;
+        }
+        let started = Instant::now();
+        let attempt = self
+            .send_with_progress(&ticket.work, &message, deadline)
+            .await;
+        if let Attempt::Done(Ok(SendOutcome::Delivered { .. })) = attempt {
+            self.instruments
+                .accepted(message.incident.severity, message.event.recorded_at);
+        }
+        drop(_slot);
+        self.settle(ticket, attempt, started.elapsed(), deadline)
+            .await
     }
 
     /// Sends one message, telling JetStream the job is in progress while the send lasts. At
@@ -275,36 +276,17 @@ impl<C: Courier> Worker<C> {
         deadline: &Shutdown,
     ) -> Attempt {
         let started = Instant::now();
-        let send = self.courier.send(message);
-        tokio::pin!(send);
-        let mut ticks = tokio::time::interval(self.config.lease / 3);
-        ticks.tick().await;
-        loop {
-            tokio::select! {
-                biased;
-                outcome = &mut send => {
-                    self.instruments.attempt(started.elapsed());
-                    return Attempt::Done(Ok(outcome));
-                }
-                _ = deadline.wait() => return Attempt::Abandoned,
-                _ = ticks.tick() => {
-                    if let Err(e) = work.progress().await {
-                        warn!(error = %e, "could not report progress");
-                    }
-                }
-            }
-        }
-    }
-}
-
-impl Ready {
-    fn not_sent(self, attempt: Attempt) -> Sent {
-        Sent {
-            work: self.work,
-            job: self.job,
-            claim: self.claim,
-            attempt,
-            elapsed: Duration::ZERO,
+        let send = async {
+            let outcome = self.courier.send(message).await;
+            self.instruments.attempt(started.elapsed());
+            outcome
+        };
+        let sent = work
+            .in_progress(self.config.lease / 3, deadline.unless_triggered(send))
+            .await;
+        match sent {
+            Some(outcome) => Attempt::Done(Ok(outcome)),
+            None => Attempt::Abandoned,
         }
     }
 }

@@ -1,13 +1,16 @@
 //! The worker: pull jobs, claim them in the ledger, send, record, then answer JetStream.
 //!
-//! Jobs are handled in batches, because every step but the send itself is one statement per
-//! batch (claim, mark the sends begun, record). Several batches run at once, and within a
-//! batch the sends run concurrently under the channel's rate limiter. The order of the steps
-//! is what makes a crash harmless: the ledger is written before JetStream is answered, so a
-//! worker killed anywhere leaves either a lease that lapses or a recorded outcome that the
-//! redelivered job finds. A lapsed lease whose send had not begun is simply claimed again; one
-//! whose send had begun is a lost attempt, and the channel's policy for unknown outcomes
-//! applies.
+//! Jobs are claimed in batches (one statement per batch), and then each delivery goes its
+//! own way: it waits for a send slot of its lane, is marked begun, sent, recorded and
+//! answered on its own, so that one slow endpoint never holds its batch-mates, nor the
+//! capacity they stand for. The per-delivery writes (begun, outcome) are grouped into shared
+//! statements by [`crate::coalesce`], so under load they cost little more than per batch.
+//!
+//! The order of the steps is what makes a crash harmless: the ledger is written before
+//! JetStream is answered, so a worker killed anywhere leaves either a lease that lapses or a
+//! recorded outcome that the redelivered job finds. A lapsed lease whose send had not begun is
+//! simply claimed again; one whose send had begun is a lost attempt, and the channel's policy
+//! for unknown outcomes applies.
 //!
 //! A job that is not due (quiet hours, a scheduled retry, an earlier message to the same
 //! recipient still on its way) is acknowledged and its delivery parked in the ledger; the
@@ -21,11 +24,13 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tocsin_bus::{Bus, DeliveryJob, QueueSettings, Work, WorkQueue};
 use tocsin_core::{DeliveryKey, Lane, Notice};
 use tocsin_runtime::Shutdown;
-use tocsin_store::{ClaimPolicy, ClaimResult, Claimed, IncidentAsOf, Store};
-use tokio::sync::Notify;
+use tocsin_store::{AttemptOutcome, ClaimPolicy, ClaimResult, Claimed, IncidentAsOf, Store};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::DeliveryError;
+use crate::coalesce::Coalescer;
 use crate::courier::{Courier, Message, UnknownPolicy};
 use crate::instruments::{Instruments, Outcome};
 use crate::readiness::WorkerReadiness;
@@ -33,13 +38,12 @@ use crate::readiness::WorkerReadiness;
 /// How one worker process runs.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    /// Jobs claimed and recorded together.
+    /// Jobs claimed together (one statement).
     pub batch: usize,
-    /// Batches in progress at once in the bulk lane; the small and critical lanes each run
-    /// half as many more, so that their work never waits for the bulk lane's.
-    pub parallel_batches: usize,
-    /// Sends in flight at once within a batch.
-    pub send_concurrency: usize,
+    /// Sends in flight at once in the bulk lane. The small and critical lanes each have a
+    /// quarter as many (at least 4, unless this is less) of their own, never shared with the
+    /// bulk lane, so that their work never waits for its.
+    pub concurrency: usize,
     /// Sends per second to the provider, across this process; `None`: unlimited.
     pub rate_per_second: Option<NonZeroU32>,
     /// How long a claim holds unless renewed: the worker renews its leases every third of
@@ -55,12 +59,28 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
 }
 
+impl WorkerConfig {
+    /// Sends in flight at once in `lane`: the configured concurrency in the bulk lane, a
+    /// quarter of it in each of the others (at least 4, unless the bulk lane has fewer).
+    pub fn lane_capacity(&self, lane: Lane) -> usize {
+        let bulk = self.concurrency.max(1);
+        match lane {
+            Lane::Bulk => bulk,
+            Lane::Small | Lane::Critical => (bulk / 4).max(4).min(bulk),
+        }
+    }
+
+    /// Sends in flight at once in every lane together (the SMTP pool is sized by it).
+    pub fn total_concurrency(&self) -> usize {
+        Lane::ALL.map(|lane| self.lane_capacity(lane)).iter().sum()
+    }
+}
+
 impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
             batch: 64,
-            parallel_batches: 4,
-            send_concurrency: 64,
+            concurrency: 256,
             rate_per_second: None,
             lease: Duration::from_secs(15),
             company: "Tocsin".into(),
@@ -115,8 +135,35 @@ pub struct Worker<C: Courier> {
     /// Wakes this process's dispatcher when a settled delivery had a later one parked
     /// behind it, so that the next message to that recipient leaves now.
     pub(crate) unblocked: Arc<Notify>,
-    /// The claims batches in progress hold, whose leases this process renews.
+    /// The claims deliveries in progress hold, whose leases this process renews.
     pub(crate) held: crate::leases::Held,
+    /// Each lane's capacity: jobs in hand, sends in flight.
+    pub(crate) lanes: Arc<[LaneSlots; Lane::ALL.len()]>,
+    /// Marks sends begun, many in one statement.
+    pub(crate) starts: Coalescer<String, Result<bool, String>>,
+    /// Records outcomes, many in one statement.
+    pub(crate) records: Coalescer<AttemptOutcome, Result<(), String>>,
+}
+
+/// One lane's capacity in this process.
+#[derive(Debug)]
+pub(crate) struct LaneSlots {
+    /// Sends in flight at once.
+    pub(crate) capacity: usize,
+    /// Jobs in hand (claimed, waiting to send, sending or being recorded): twice the sends,
+    /// so that claims run ahead of the sends.
+    pub(crate) in_hand: Arc<Semaphore>,
+    pub(crate) sending: Arc<Semaphore>,
+}
+
+impl LaneSlots {
+    fn new(capacity: usize) -> LaneSlots {
+        LaneSlots {
+            capacity,
+            in_hand: Arc::new(Semaphore::new(capacity * 2)),
+            sending: Arc::new(Semaphore::new(capacity)),
+        }
+    }
 }
 
 impl<C: Courier> std::fmt::Debug for Worker<C> {
@@ -139,6 +186,9 @@ impl<C: Courier> Clone for Worker<C> {
             instruments: self.instruments.clone(),
             unblocked: self.unblocked.clone(),
             held: self.held.clone(),
+            lanes: self.lanes.clone(),
+            starts: self.starts.clone(),
+            records: self.records.clone(),
         }
     }
 }
@@ -151,6 +201,11 @@ impl<C: Courier> Worker<C> {
         let channel = courier.channel();
         let instruments =
             Instruments::new(channel, |lane| bus.config().worker_consumer(channel, lane));
+        let lanes = Lane::ALL.map(|lane| LaneSlots::new(config.lane_capacity(lane)));
+        let unblocked: Arc<Notify> = Arc::default();
+        let starts = crate::record::starter(store.clone(), config.owner.clone());
+        let records =
+            crate::record::recorder(store.clone(), config.owner.clone(), unblocked.clone());
         Self {
             store,
             bus,
@@ -158,8 +213,11 @@ impl<C: Courier> Worker<C> {
             config,
             limiter,
             instruments,
-            unblocked: Arc::default(),
+            unblocked,
             held: crate::leases::Held::default(),
+            lanes: Arc::new(lanes),
+            starts,
+            records,
         }
     }
 
@@ -173,23 +231,19 @@ impl<C: Courier> Worker<C> {
         }
     }
 
-    /// Batches one lane runs at once: the bulk lane the configured number, the small and
-    /// critical lanes half as many each, on top (never taken from the bulk lane's share, and
-    /// never given to it).
-    pub(crate) fn lane_batches(&self, lane: Lane) -> usize {
-        match lane {
-            Lane::Bulk => self.config.parallel_batches,
-            Lane::Small | Lane::Critical => self.config.parallel_batches.div_ceil(2),
-        }
+    /// One lane's slots.
+    pub(crate) fn slots(&self, lane: Lane) -> &LaneSlots {
+        &self.lanes[Lane::ALL.iter().position(|l| *l == lane).unwrap_or(0)]
     }
 
     fn queue_settings(&self, lane: Lane) -> QueueSettings {
-        let in_flight = self.config.batch * self.lane_batches(lane);
+        let in_hand = self.slots(lane).capacity * 2;
         QueueSettings {
             ack_wait: self.config.lease,
             // The ledger's attempts and age decide when a delivery dies, never JetStream.
             max_deliver: None,
-            max_ack_pending: i64::try_from(in_flight * 2).unwrap_or(i64::MAX),
+            // Room for the jobs in hand and a pull request's worth on its way.
+            max_ack_pending: i64::try_from(in_hand + self.config.batch * 2).unwrap_or(i64::MAX),
         }
     }
 
@@ -209,13 +263,42 @@ impl<C: Courier> Worker<C> {
     }
 
     /// [`Worker::process`], with sends given up at `deadline` (see [`Handled::HandedBack`]
-    /// and [`Handled::Abandoned`]). The claims and the recording are never cut short: they
-    /// are single statements, and cutting them would strand the whole batch.
+    /// and [`Handled::Abandoned`]); waits for every delivery of the batch to be settled.
     pub async fn process_until(
         &self,
         works: Vec<Work>,
         deadline: &Shutdown,
     ) -> Result<Vec<Handled>, DeliveryError> {
+        // The run loop takes slots before it pulls; here the batch brings its own.
+        let hand = Arc::new(Semaphore::new(works.len().max(1)));
+        let mut permits = Vec::with_capacity(works.len());
+        for _ in 0..works.len() {
+            permits.push(
+                hand.clone()
+                    .acquire_owned()
+                    .await
+                    .expect("a fresh semaphore"),
+            );
+        }
+        let (mut handled, running) = self.take(works, permits, deadline).await?;
+        for delivery in running {
+            match delivery.await {
+                Ok(outcome) => handled.push(outcome),
+                Err(e) => error!(error = %e, "a delivery task failed"),
+            }
+        }
+        Ok(handled)
+    }
+
+    /// Claims a batch and starts a task for each delivery claimed, each holding one of
+    /// `in_hand` until it is done. Returns what was settled at once (done, parked, held
+    /// elsewhere, poison) and the tasks.
+    pub(crate) async fn take(
+        &self,
+        works: Vec<Work>,
+        mut in_hand: Vec<OwnedSemaphorePermit>,
+        deadline: &Shutdown,
+    ) -> Result<(Vec<Handled>, Vec<JoinHandle<Handled>>), DeliveryError> {
         let policy = self.courier.policy();
         let mut handled = Vec::with_capacity(works.len());
         let mut jobs: Vec<(Work, DeliveryJob)> = Vec::with_capacity(works.len());
@@ -258,11 +341,19 @@ impl<C: Courier> Worker<C> {
             self.instruments.settled(Outcome::Superseded, superseded);
         }
 
-        let mut to_send: Vec<(Work, DeliveryJob, Claimed)> = Vec::new();
+        let mut claimed: Vec<(Work, DeliveryJob, Claimed, OwnedSemaphorePermit)> = Vec::new();
         for ((work, job), claim) in jobs.into_iter().zip(claims) {
             let key = job.delivery_key.clone();
             match claim {
-                ClaimResult::Claimed(claimed) => to_send.push((work, job, claimed)),
+                ClaimResult::Claimed(claim) => {
+                    // Every pulled job came with a slot; the claimed ones keep theirs.
+                    let Some(permit) = in_hand.pop() else {
+                        error!("a claimed job without a slot; handing it back");
+                        answer(work.release().await);
+                        continue;
+                    };
+                    claimed.push((work, job, claim, permit));
+                }
                 ClaimResult::Finished { state } => {
                     answer(work.ack().await);
                     handled.push(Handled::AlreadyDone { key, state });
@@ -282,18 +373,11 @@ impl<C: Courier> Worker<C> {
                 }
             }
         }
-        if to_send.is_empty() {
-            return Ok(handled);
+        if claimed.is_empty() {
+            return Ok((handled, Vec::new()));
         }
-        // Renewed while this batch works on them, let go however it ends.
-        let _holding = self.held.hold(
-            to_send
-                .iter()
-                .map(|(_, job, _)| job.delivery_key.clone())
-                .collect(),
-        );
-        handled.extend(self.send_claimed(to_send, deadline).await?);
-        Ok(handled)
+        let running = self.start_deliveries(claimed, deadline).await?;
+        Ok((handled, running))
     }
 
     pub(crate) fn message(

@@ -33,7 +33,11 @@ async fn run() -> anyhow::Result<()> {
     init_tracing(cli.connections.log_format);
 
     // Everything that can be wrong with the settings fails here, before any connection.
-    let smtp = cli.email.smtp_config().context("SMTP settings")?;
+    let config = cli.worker.worker_config(16);
+    let mut smtp = cli.email.smtp_config().context("SMTP settings")?;
+    // One connection per send in flight: a send that waited for a pooled connection would
+    // count its wait against the send timeout, behind a relay that stalls.
+    smtp.pool_max_size = u32::try_from(config.total_concurrency()).unwrap_or(u32::MAX);
     let settings = cli.email.settings(&cli.worker).context("email settings")?;
     let templates = cli.email.templates()?;
     let sender = SmtpSender::new(smtp).context("SMTP transport")?;
@@ -49,7 +53,7 @@ async fn run() -> anyhow::Result<()> {
         .context("connecting to NATS (NATS_URL)")?;
 
     let shutdown = Shutdown::on_signals();
-    let worker = Worker::new(store, bus, courier, cli.worker.worker_config());
+    let worker = Worker::new(store, bus, courier, config);
     let ops = cli.ops.spawn(worker.readiness(), shutdown.clone()).await?;
     worker
         .run(shutdown)

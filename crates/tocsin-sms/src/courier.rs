@@ -65,6 +65,12 @@ impl Courier for SmsCourier {
         self.client.send(phone, &body, message.key.as_str()).await
     }
 
+    /// Twilio is asked about an attempt no sooner than the client's timeout and 10 s more
+    /// after it began: a POST Twilio was still working on would not be in its list yet.
+    fn reconcile_after(&self) -> std::time::Duration {
+        self.client.timeout() + std::time::Duration::from_secs(10)
+    }
+
     #[instrument(skip_all, fields(delivery_key = %message.key))]
     async fn reconcile(&self, message: &Message, since: OffsetDateTime) -> Reconciled {
         let (phone, body) = match self.text(message) {

@@ -147,6 +147,11 @@ impl TwilioClient {
         })
     }
 
+    /// How long one request may take before it is given up on.
+    pub fn timeout(&self) -> Duration {
+        self.config.timeout
+    }
+
     /// The URL Twilio will call back for `delivery_key`.
     pub fn status_callback_url(&self, delivery_key: &str) -> Option<Url> {
         self.config.status_callback.clone().map(|mut url| {

@@ -154,6 +154,7 @@ impl DueDeliveries {
             .iter()
             .map(|(d, _)| d.delivery_key.as_str())
             .collect();
+        // The rows are locked already (the select that found them): no waiting here.
         let done = sqlx::query(
             "UPDATE deliveries SET parked = false, dispatches = dispatches + 1
              WHERE delivery_key = ANY($1)",

@@ -172,7 +172,7 @@ impl Store {
                      SELECT * FROM deliveries d
                      WHERE d.state IN ('pending', 'retrying')
                         OR (d.state = 'unknown' AND d.next_attempt_at IS NOT NULL)
-                 ), stale AS (
+                 ), stale_keys AS (
                      SELECT d.delivery_key, d.incident_id, d.event_id FROM unsent d
                      JOIN batch b USING (incident_id, subscriber_id, channel)
                      WHERE d.event_version < b.version
@@ -190,6 +190,14 @@ impl Store {
                        AND i.status IN ('resolved', 'completed') AND i.version > d.event_version
                        AND NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = d.event_id
                                        AND e.kind IN ('resolved', 'maintenance_completed'))
+                 ), stale AS (
+                     -- A row another transaction holds is being claimed or sent: not stale
+                     -- any more, and never waited for here (a claim waits for no lock).
+                     SELECT d.delivery_key FROM deliveries d
+                     JOIN stale_keys USING (delivery_key)
+                     WHERE d.state IN ('pending', 'retrying')
+                        OR (d.state = 'unknown' AND d.next_attempt_at IS NOT NULL)
+                     FOR UPDATE OF d SKIP LOCKED
                  ), marked AS (
                      UPDATE deliveries d SET state = 'superseded', finished_at = now(),
                          updated_at = now(), parked = false, next_attempt_at = NULL
@@ -273,6 +281,7 @@ impl Store {
             );
         }
         let others: Vec<&String> = keys.iter().filter(|k| !by_key.contains_key(*k)).collect();
+        let mut to_park = Vec::new();
         if !others.is_empty() {
             let rows: Vec<StateRow> = sqlx::query_as(
                 "SELECT delivery_key, state, next_attempt_at IS NOT NULL AS resend_due,
@@ -282,7 +291,6 @@ impl Store {
             .bind(&others)
             .fetch_all(&mut *tx)
             .await?;
-            let mut to_park = Vec::new();
             for row in rows {
                 let resendable = row.state == "unknown" && policy.resend_unknown && row.resend_due;
                 let result = if FINAL_STATES.contains(&row.state.as_str()) && !resendable {
@@ -301,26 +309,11 @@ impl Store {
                 };
                 by_key.insert(row.delivery_key, result);
             }
-            if !to_park.is_empty() {
-                // Unconditional on `parked`: a dispatcher that published this very job may
-                // still hold the row, about to commit `parked = false`. A condition on the
-                // flag would be judged on the snapshot (still parked), skip the row without
-                // waiting, and leave it unparked with its job answered: lost. Without one,
-                // this waits for the dispatcher's commit and parks the row after it. A row a
-                // concurrent claim took meanwhile is `sending` by then and parked too: if its
-                // holder lives, its record unparks it; if not, the dispatcher publishes it
-                // once the lease lapses.
-                sqlx::query(
-                    "UPDATE deliveries SET parked = true
-                     WHERE delivery_key = ANY($1)
-                       AND state IN ('pending', 'retrying', 'unknown', 'sending')",
-                )
-                .bind(&to_park)
-                .execute(&mut *tx)
-                .await?;
-            }
         }
         tx.commit().await?;
+        if !to_park.is_empty() {
+            self.park(&to_park).await?;
+        }
         Ok((
             keys.iter()
                 .map(|k| by_key.remove(k).unwrap_or(ClaimResult::Missing))
@@ -329,15 +322,51 @@ impl Store {
         ))
     }
 
+    /// Parks `keys` (not due, behind an earlier message, or held by another worker): the
+    /// dispatcher publishes each again when it comes due or its holder's lease lapses.
+    ///
+    /// Unconditional on `parked`: a dispatcher that published this very job may still hold
+    /// the row, about to commit `parked = false`. A condition on the flag would be judged on
+    /// the snapshot (still parked), skip the row without waiting, and leave it unparked with
+    /// its job answered: lost. Without one, this waits for the dispatcher's commit and parks
+    /// the row after it. A row a concurrent claim took meanwhile is `sending` by then and
+    /// parked too: if its holder lives, its record unparks it; if not, the dispatcher
+    /// publishes it once the lease lapses. Run outside the claim's transaction, so that a
+    /// claim never holds its rows while waiting for another's; rows are locked in key order,
+    /// as every multi-row write here does, so that two writers never wait for each other.
+    async fn park(&self, keys: &[String]) -> Result<(), StoreError> {
+        sqlx::query(
+            "WITH locked AS (
+                 SELECT delivery_key FROM deliveries
+                 WHERE delivery_key = ANY($1)
+                   AND state IN ('pending', 'retrying', 'unknown', 'sending')
+                 ORDER BY delivery_key
+                 FOR UPDATE
+             )
+             UPDATE deliveries d SET parked = true
+             FROM locked WHERE d.delivery_key = locked.delivery_key",
+        )
+        .bind(keys)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Marks the sends of `keys` as begun, just before the provider is called, and returns
     /// the keys `owner` still holds: only those may be sent. From here on, losing the worker
     /// leaves the attempt's outcome unknown; before it, nothing can have gone out.
     #[instrument(skip_all, fields(keys = keys.len()))]
     pub async fn start_sends(&self, owner: &str, keys: &[&str]) -> Result<Vec<String>, StoreError> {
         let started: Vec<(String,)> = sqlx::query_as(
-            "UPDATE deliveries SET send_started_at = now()
-             WHERE delivery_key = ANY($1) AND lease_owner = $2 AND state = 'sending'
-             RETURNING delivery_key",
+            "WITH locked AS (
+                 SELECT delivery_key FROM deliveries
+                 WHERE delivery_key = ANY($1) AND lease_owner = $2 AND state = 'sending'
+                 ORDER BY delivery_key
+                 FOR UPDATE
+             )
+             UPDATE deliveries d SET send_started_at = now()
+             FROM locked WHERE d.delivery_key = locked.delivery_key
+             RETURNING d.delivery_key",
         )
         .bind(keys)
         .bind(owner)
@@ -356,9 +385,15 @@ impl Store {
         lease: Duration,
     ) -> Result<u64, StoreError> {
         let done = sqlx::query(
-            "UPDATE deliveries
+            "WITH locked AS (
+                 SELECT delivery_key FROM deliveries
+                 WHERE delivery_key = ANY($2) AND lease_owner = $1 AND state = 'sending'
+                 ORDER BY delivery_key
+                 FOR UPDATE
+             )
+             UPDATE deliveries d
              SET lease_expires_at = now() + make_interval(secs => $3 / 1000.0)
-             WHERE delivery_key = ANY($2) AND lease_owner = $1 AND state = 'sending'",
+             FROM locked WHERE d.delivery_key = locked.delivery_key",
         )
         .bind(owner)
         .bind(keys)
@@ -397,15 +432,19 @@ impl Store {
                      $6::int4[], $7::text[], $8::text[], $9::jsonb[])
                      AS o(delivery_key, state, next_at, parked, unknown, provider_id, error,
                           detail)
+             ), locked AS (
+                 SELECT d.delivery_key FROM deliveries d JOIN o USING (delivery_key)
+                 WHERE d.lease_owner = $1 AND d.state = 'sending'
+                 ORDER BY d.delivery_key
+                 FOR UPDATE OF d
              ), updated AS (
                  UPDATE deliveries d SET state = o.state, next_attempt_at = o.next_at,
                      parked = o.parked, unknowns = d.unknowns + o.unknown,
                      provider_id = coalesce(o.provider_id, d.provider_id), last_error = o.error,
                      lease_owner = NULL, lease_expires_at = NULL, updated_at = now(),
                      finished_at = CASE WHEN o.next_at IS NOT NULL THEN NULL ELSE now() END
-                 FROM o
-                 WHERE d.delivery_key = o.delivery_key AND d.lease_owner = $1
-                   AND d.state = 'sending'
+                 FROM o JOIN locked USING (delivery_key)
+                 WHERE d.delivery_key = o.delivery_key
                  RETURNING d.delivery_key, d.incident_id, d.event_id, d.event_version,
                      d.subscriber_id, d.channel, d.attempts, o.state, o.detail
              ), trail AS (

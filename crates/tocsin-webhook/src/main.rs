@@ -100,7 +100,7 @@ async fn run() -> anyhow::Result<()> {
         .context("connecting to NATS (NATS_URL)")?;
 
     let shutdown = Shutdown::on_signals();
-    let worker = Worker::new(store, bus, courier, cli.worker.worker_config());
+    let worker = Worker::new(store, bus, courier, cli.worker.worker_config(512));
     let ops = cli.ops.spawn(worker.readiness(), shutdown.clone()).await?;
     worker
         .run(shutdown)

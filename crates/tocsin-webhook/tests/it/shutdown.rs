@@ -52,7 +52,7 @@ async fn at_the_deadline_unsent_jobs_are_handed_back_and_a_send_in_flight_stays_
         courier,
         WorkerConfig {
             batch: 3,
-            send_concurrency: 1,
+            concurrency: 1,
             lease: Duration::from_secs(10),
             ..WorkerConfig::default()
         },
