@@ -14,8 +14,6 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use tocsin_bus::{BusError, Work, WorkQueue};
 use tocsin_core::Lane;
 use tocsin_runtime::Shutdown;
@@ -78,12 +76,14 @@ impl<C: Courier> Worker<C> {
         let in_hand = self.slots(lane).in_hand.clone();
         let room = self.slots(lane).capacity * 2;
         let mut pull = queue.pull(self.config.batch);
-        let mut claiming = FuturesUnordered::new();
+        // Claims run as tasks of their own: a claim's transaction must never wait on this
+        // loop, which waits for jobs to arrive.
+        let mut claiming = tokio::task::JoinSet::new();
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.wait() => break,
-                Some(()) = claiming.next(), if !claiming.is_empty() => {}
+                Some(_) = claiming.join_next(), if !claiming.is_empty() => {}
                 first = in_hand.clone().acquire_owned(), if claiming.len() < CLAIMS_AT_ONCE => {
                     let Ok(first) = first else { break };
                     // Room for one at least: take as much of a batch as there is room for.
@@ -103,12 +103,14 @@ impl<C: Courier> Worker<C> {
                         break;
                     }
                     permits.truncate(pulled.len());
-                    claiming.push(self.clone().serve(pulled, permits, deadline.clone()));
+                    claiming.spawn(self.clone().serve(pulled, permits, deadline.clone()));
                 }
             }
         }
         info!(%channel, %lane, "worker stopping: handing back what it pulled, finishing deliveries in progress");
-        let (handed_back, ()) = tokio::join!(pull.hand_back(), claiming.collect::<()>());
+        let (handed_back, ()) = tokio::join!(pull.hand_back(), async {
+            while claiming.join_next().await.is_some() {}
+        });
         // Every delivery gives its place back when it is done: all of them back, all done.
         let all = u32::try_from(room).unwrap_or(u32::MAX);
         let _ = in_hand.acquire_many(all).await;
