@@ -42,7 +42,7 @@ enum Task {
     },
     /// Run a benchmark and print a results table and one JSON line.
     Bench {
-        /// Which benchmark: ingest, fanout-plan or fanout.
+        /// Which benchmark: ingest, fanout-plan, fanout or ordered.
         which: String,
         /// Concurrent publishers.
         #[arg(long, default_value_t = 64)]
@@ -61,6 +61,15 @@ enum Task {
         /// their messages took (`small_incident_p99_ms`).
         #[arg(long, default_value_t = 0)]
         small_incidents: usize,
+        /// fanout: every subscriber by webhook (one message to N endpoints).
+        #[arg(long)]
+        webhooks_only: bool,
+        /// fanout: every webhook endpoint answers after this many milliseconds.
+        #[arg(long, default_value_t = 0)]
+        endpoint_delay_ms: u64,
+        /// ordered: updates published to one incident, one subscriber by webhook.
+        #[arg(long, default_value_t = 100)]
+        updates: usize,
         /// ingest: offer this many events per second in all (open loop: each client keeps its
         /// own schedule and latency counts from when a call was due), instead of publishing
         /// as fast as the service answers.
@@ -106,6 +115,9 @@ async fn main() -> ExitCode {
             events,
             recipients,
             small_incidents,
+            webhooks_only,
+            endpoint_delay_ms,
+            updates,
             rate,
         } => {
             bench::run(bench::BenchArgs {
@@ -115,6 +127,9 @@ async fn main() -> ExitCode {
                 events,
                 recipients,
                 small_incidents,
+                webhooks_only,
+                endpoint_delay_ms,
+                updates,
                 rate,
             })
             .await

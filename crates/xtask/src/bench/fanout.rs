@@ -78,7 +78,13 @@ impl Measured {
 pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     ensure!(args.recipients > 0, "--recipients must be at least 1");
     let fresh = Fresh::create().await?;
-    let outcome = measure(&fresh, args.recipients, args.small_incidents).await;
+    let shape = Shape {
+        recipients: args.recipients,
+        small_incidents: args.small_incidents,
+        webhooks_only: args.webhooks_only,
+        endpoint_delay_ms: args.endpoint_delay_ms,
+    };
+    let outcome = measure(&fresh, &shape).await;
     fresh.cleanup().await;
     let m = outcome?;
 
@@ -100,8 +106,29 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for (service, mib) in &m.peak_rss_mib {
         println!("| {service} peak RSS | {mib:.1} MiB |");
     }
+    // The same number of rows through the bare ledger cycle, on the same database server.
+    let raw_fresh = Fresh::create().await?;
+    let raw = super::raw::ledger_cycle(&raw_fresh.database_url, m.total() as usize).await;
+    raw_fresh.cleanup().await;
+    let raw_ledger_seconds = raw?;
+    println!(
+        "| raw ledger cycle (insert, claim, record) in PostgreSQL | {raw_ledger_seconds:.2} s |"
+    );
+    println!(
+        "| ratio to the raw ledger cycle | {:.1} |",
+        m.seconds / raw_ledger_seconds
+    );
+    if args.endpoint_delay_ms > 0 {
+        println!(
+            "| every endpoint answers after | {} ms |",
+            args.endpoint_delay_ms
+        );
+    }
     let mut json = serde_json::json!({
         "bench": "fanout",
+        "webhooks_only": args.webhooks_only,
+        "endpoint_delay_ms": args.endpoint_delay_ms,
+        "raw_ledger_seconds": round2(raw_ledger_seconds),
         "recipients": args.recipients,
         "deliveries": m.total(),
         "seconds": round2(m.seconds),
@@ -147,11 +174,28 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn measure(
-    fresh: &Fresh,
+/// What one run of the benchmark fans out, and to what kind of endpoints.
+struct Shape {
     recipients: usize,
     small_incidents: usize,
-) -> anyhow::Result<Measured> {
+    /// Every subscriber by webhook, rather than a third on each channel.
+    webhooks_only: bool,
+    /// Every webhook endpoint answers after this long.
+    endpoint_delay_ms: u64,
+}
+
+impl Shape {
+    /// The channel subscriber `n` is reached on.
+    fn channel(&self, n: usize) -> Channel {
+        if self.webhooks_only {
+            return Channel::Webhook;
+        }
+        Channel::ALL[n % 3]
+    }
+}
+
+async fn measure(fresh: &Fresh, shape: &Shape) -> anyhow::Result<Measured> {
+    let (recipients, small_incidents) = (shape.recipients, shape.small_incidents);
     let store = Store::connect(&fresh.database_url, 4)
         .await
         .context("connecting to the benchmark database")?;
@@ -160,7 +204,10 @@ async fn measure(
         .await
         .context("migrating the benchmark database")?;
     let ports = Ports::pick()?;
-    let expected = seed(&store, recipients, |n| subscriber(n, ports.webhook)).await?;
+    let expected = seed(&store, recipients, |n| {
+        subscriber(n, shape.channel(n), ports.webhook)
+    })
+    .await?;
     let small_subscribers = small::seed(&store, ports.webhook, SECRET).await?;
 
     let bus = Bus::connect(&fresh.services.nats_url, BusConfig::new(&fresh.prefix)?)
@@ -175,10 +222,20 @@ async fn measure(
     let outcome: anyhow::Result<Measured> = async {
         stack::start_providers(&mut stack, ports).await?;
         let endpoints = (0..recipients)
-            .filter(|n| n % 3 == 2)
+            .filter(|n| shape.channel(*n) == Channel::Webhook)
             .map(|n| (endpoint(n), SECRET.to_owned()))
             .chain([(small::ENDPOINT.to_owned(), SECRET.to_owned())]);
         stack::register_webhook_endpoints(&http, ports.webhook, endpoints).await?;
+        if shape.endpoint_delay_ms > 0 {
+            // Every endpoint answers only after the delay: a customer's slow server, times N.
+            let url = format!("http://127.0.0.1:{}/_control/faults", ports.webhook);
+            http.post(&url)
+                .json(&serde_json::json!({ "kind": "delay", "ms": shape.endpoint_delay_ms }))
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status)
+                .with_context(|| format!("slowing the endpoints down at {url}"))?;
+        }
         stack::start_resolver(&mut stack, &fresh.urls(), &[])?;
         stack::start_workers(&mut stack, ports, &fresh.urls(), &[]).await?;
         let config = bus.config();
@@ -280,23 +337,23 @@ fn endpoint(n: usize) -> String {
 }
 
 /// Subscriber `n`: by email, by SMS or by webhook, in turn.
-fn subscriber(n: usize, webhook_port: u16) -> SubscriberWrite {
-    let (channel, contacts) = match n % 3 {
-        0 => (
+fn subscriber(n: usize, channel: Channel, webhook_port: u16) -> SubscriberWrite {
+    let (channel, contacts) = match channel {
+        Channel::Email => (
             Channel::Email,
             Contacts {
                 email: Some(format!("bench-{n}@example.com")),
                 ..Contacts::default()
             },
         ),
-        1 => (
+        Channel::Sms => (
             Channel::Sms,
             Contacts {
                 phone: Some(format!("+1415{:07}", n % 10_000_000)),
                 ..Contacts::default()
             },
         ),
-        _ => (
+        Channel::Webhook => (
             Channel::Webhook,
             Contacts {
                 webhook_url: Some(format!(

@@ -4,13 +4,18 @@
 //! - [`ingest`]: sustained durable publishes with many concurrent gRPC clients.
 //! - [`fanout_plan`]: one incident opened for many subscribers, through the resolver.
 //! - [`fanout`]: the same, all the way through the workers to the local provider servers;
-//!   with `--small-incidents`, [`small`] critical incidents published meanwhile and timed.
+//!   with `--small-incidents`, [`small`] critical incidents published meanwhile and timed;
+//!   with `--webhooks-only` and `--endpoint-delay-ms`, one message to N (slow) endpoints; and
+//!   the [`raw`] ledger cycle in PostgreSQL alone, for reference.
+//! - [`ordered`]: many updates of one incident to one webhook endpoint, in order.
 
 mod cpu;
 mod disk;
 mod fanout;
 mod fanout_plan;
 mod ingest;
+mod ordered;
+mod raw;
 mod scenario;
 mod small;
 
@@ -20,7 +25,7 @@ use crate::pipeline::{create_database, drop_database};
 use crate::services::{Services, build_binaries, ensure_services};
 
 /// The benchmarks `cargo xtask bench` knows, for its error message.
-const AVAILABLE: &str = "ingest, fanout-plan, fanout";
+const AVAILABLE: &str = "ingest, fanout-plan, fanout, ordered";
 
 #[derive(Debug, Clone)]
 pub(crate) struct BenchArgs {
@@ -33,6 +38,12 @@ pub(crate) struct BenchArgs {
     pub(crate) recipients: usize,
     /// `fanout`: small critical incidents published during the big fan-out.
     pub(crate) small_incidents: usize,
+    /// `fanout`: every subscriber by webhook.
+    pub(crate) webhooks_only: bool,
+    /// `fanout`: every webhook endpoint answers after this long.
+    pub(crate) endpoint_delay_ms: u64,
+    /// `ordered`: updates to one incident for one subscriber.
+    pub(crate) updates: usize,
     /// `ingest`: the offered load in events per second (open loop); `None` publishes as fast
     /// as the service answers (closed loop).
     pub(crate) rate: Option<u32>,
@@ -52,6 +63,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "ingest" => ingest::run(args).await,
         "fanout-plan" => fanout_plan::run(args).await,
         "fanout" => fanout::run(args).await,
+        "ordered" => ordered::run(args).await,
         other => bail!("unknown benchmark {other:?}; available: {AVAILABLE}"),
     }
 }
