@@ -136,6 +136,95 @@ struct ClaimRow {
     created_at: OffsetDateTime,
 }
 
+impl TryFrom<ClaimRow> for Claimed {
+    type Error = StoreError;
+
+    fn try_from(row: ClaimRow) -> Result<Self, StoreError> {
+        let channel = row
+            .channel
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("unknown channel {:?}", row.channel)))?;
+        Ok(Claimed {
+            delivery_key: row.delivery_key,
+            incident_id: row.incident_id.into(),
+            event_id: row.event_id.into(),
+            event_version: u64::try_from(row.event_version).unwrap_or_default(),
+            subscriber_id: row.subscriber_id.into(),
+            channel,
+            attempt: u32::try_from(row.attempts).unwrap_or(u32::MAX),
+            after_lost_attempt: row.lost,
+            after_unknown: row.previous_state == "unknown",
+            unknowns: u32::try_from(row.unknowns).unwrap_or_default(),
+            previous_send_started_at: row.previous_start,
+            created_at: row.created_at,
+        })
+    }
+}
+
+/// How a claim treats rows another transaction has locked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Locks {
+    /// Passes them by: for a claim inside a transaction that holds other rows.
+    Skip,
+    /// Waits for them, locking in key order like every multi-row write here: only for a
+    /// statement that holds nothing else.
+    Wait,
+}
+
+/// Claims for `owner` those of `keys` that are due and not behind an earlier message to the
+/// same recipient. A previous holder whose lease expired counts as an attempt only if its
+/// send had begun; one lost before that leaves its attempt number to this claim.
+async fn claim_rows(
+    db: impl sqlx::PgExecutor<'_>,
+    keys: &[String],
+    owner: &str,
+    policy: ClaimPolicy,
+    locks: Locks,
+) -> Result<Vec<ClaimRow>, StoreError> {
+    let lock = match locks {
+        Locks::Skip => "FOR UPDATE OF d SKIP LOCKED",
+        Locks::Wait => "ORDER BY d.delivery_key FOR UPDATE OF d",
+    };
+    let sql = format!(
+        "WITH due AS (
+             SELECT d.delivery_key, d.state AS previous_state,
+                    (d.state = 'sending' AND d.send_started_at IS NOT NULL) AS lost,
+                    d.send_started_at AS previous_start
+             FROM deliveries d
+             WHERE d.delivery_key = ANY($1)
+               AND (d.state IN ('pending', 'retrying')
+                    OR (d.state = 'sending' AND d.lease_expires_at < now())
+                    OR (d.state = 'unknown' AND $4 AND d.next_attempt_at IS NOT NULL))
+               AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= now())
+               AND (d.send_after IS NULL OR d.send_after <= now())
+               AND NOT EXISTS (
+                   SELECT 1 FROM deliveries e
+                   WHERE e.incident_id = d.incident_id AND e.subscriber_id = d.subscriber_id
+                     AND e.channel = d.channel AND e.event_version < d.event_version
+                     AND e.state IN ('pending', 'sending', 'retrying'))
+             {lock}
+         )
+         UPDATE deliveries d SET state = 'sending', lease_owner = $2,
+             lease_expires_at = now() + make_interval(secs => $3 / 1000.0),
+             attempts = d.attempts
+                 + CASE WHEN due.previous_state = 'sending' AND NOT due.lost THEN 0 ELSE 1 END,
+             unknowns = d.unknowns + CASE WHEN due.lost THEN 1 ELSE 0 END,
+             send_started_at = NULL, parked = false, updated_at = now()
+         FROM due WHERE d.delivery_key = due.delivery_key
+         RETURNING d.delivery_key, d.incident_id, d.event_id, d.event_version,
+             d.subscriber_id, d.channel, d.attempts, d.unknowns, due.previous_state,
+             due.lost, due.previous_start, d.created_at"
+    );
+    // Safe: the only text put in is one of the two fixed lock clauses above.
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(keys)
+        .bind(owner)
+        .bind(policy.lease.as_millis() as f64)
+        .bind(policy.resend_unknown)
+        .fetch_all(db)
+        .await?)
+}
+
 #[derive(sqlx::FromRow)]
 struct StateRow {
     delivery_key: String,
@@ -217,71 +306,16 @@ impl Store {
             0
         };
 
-        let lease_ms = policy.lease.as_millis() as f64;
-        // A previous holder whose lease expired counts as an attempt only if its send had
-        // begun; one lost before that leaves its attempt number to this claim.
-        let claimed: Vec<ClaimRow> = sqlx::query_as(
-            "WITH due AS (
-                 SELECT d.delivery_key, d.state AS previous_state,
-                        (d.state = 'sending' AND d.send_started_at IS NOT NULL) AS lost,
-                        d.send_started_at AS previous_start
-                 FROM deliveries d
-                 WHERE d.delivery_key = ANY($1)
-                   AND (d.state IN ('pending', 'retrying')
-                        OR (d.state = 'sending' AND d.lease_expires_at < now())
-                        OR (d.state = 'unknown' AND $4 AND d.next_attempt_at IS NOT NULL))
-                   AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= now())
-                   AND (d.send_after IS NULL OR d.send_after <= now())
-                   AND NOT EXISTS (
-                       SELECT 1 FROM deliveries e
-                       WHERE e.incident_id = d.incident_id AND e.subscriber_id = d.subscriber_id
-                         AND e.channel = d.channel AND e.event_version < d.event_version
-                         AND e.state IN ('pending', 'sending', 'retrying'))
-                 FOR UPDATE OF d SKIP LOCKED
-             )
-             UPDATE deliveries d SET state = 'sending', lease_owner = $2,
-                 lease_expires_at = now() + make_interval(secs => $3 / 1000.0),
-                 attempts = d.attempts
-                     + CASE WHEN due.previous_state = 'sending' AND NOT due.lost THEN 0 ELSE 1 END,
-                 unknowns = d.unknowns + CASE WHEN due.lost THEN 1 ELSE 0 END,
-                 send_started_at = NULL, parked = false, updated_at = now()
-             FROM due WHERE d.delivery_key = due.delivery_key
-             RETURNING d.delivery_key, d.incident_id, d.event_id, d.event_version,
-                 d.subscriber_id, d.channel, d.attempts, d.unknowns, due.previous_state,
-                 due.lost, due.previous_start, d.created_at",
-        )
-        .bind(keys)
-        .bind(owner)
-        .bind(lease_ms)
-        .bind(policy.resend_unknown)
-        .fetch_all(&mut *tx)
-        .await?;
+        let claimed = claim_rows(&mut *tx, keys, owner, policy, Locks::Skip).await?;
         let mut by_key: HashMap<String, ClaimResult> = HashMap::with_capacity(keys.len());
         for row in claimed {
-            let channel = row
-                .channel
-                .parse()
-                .map_err(|_| StoreError::Corrupt(format!("unknown channel {:?}", row.channel)))?;
             by_key.insert(
                 row.delivery_key.clone(),
-                ClaimResult::Claimed(Claimed {
-                    delivery_key: row.delivery_key,
-                    incident_id: row.incident_id.into(),
-                    event_id: row.event_id.into(),
-                    event_version: u64::try_from(row.event_version).unwrap_or_default(),
-                    subscriber_id: row.subscriber_id.into(),
-                    channel,
-                    attempt: u32::try_from(row.attempts).unwrap_or(u32::MAX),
-                    after_lost_attempt: row.lost,
-                    after_unknown: row.previous_state == "unknown",
-                    unknowns: u32::try_from(row.unknowns).unwrap_or_default(),
-                    previous_send_started_at: row.previous_start,
-                    created_at: row.created_at,
-                }),
+                ClaimResult::Claimed(row.try_into()?),
             );
         }
         let others: Vec<&String> = keys.iter().filter(|k| !by_key.contains_key(*k)).collect();
-        let mut to_park = Vec::new();
+        let mut unsettled = Vec::new();
         if !others.is_empty() {
             let rows: Vec<StateRow> = sqlx::query_as(
                 "SELECT delivery_key, state, next_attempt_at IS NOT NULL AS resend_due,
@@ -293,24 +327,46 @@ impl Store {
             .await?;
             for row in rows {
                 let resendable = row.state == "unknown" && policy.resend_unknown && row.resend_due;
-                let result = if FINAL_STATES.contains(&row.state.as_str()) && !resendable {
-                    ClaimResult::Finished { state: row.state }
+                if FINAL_STATES.contains(&row.state.as_str()) && !resendable {
+                    by_key.insert(row.delivery_key, ClaimResult::Finished { state: row.state });
+                } else if row.held {
+                    by_key.insert(row.delivery_key.clone(), ClaimResult::Held);
                 } else {
-                    // Due later, behind an earlier message, locked by a claim or a dispatch
-                    // running right now, or held by a worker (whose lease may be about to
-                    // lapse: its job came back because the worker died): the ledger brings
-                    // it back when due, or when the lease lapses.
-                    to_park.push(row.delivery_key.clone());
-                    if row.held {
-                        ClaimResult::Held
-                    } else {
-                        ClaimResult::Parked
-                    }
-                };
-                by_key.insert(row.delivery_key, result);
+                    unsettled.push(row.delivery_key);
+                }
             }
         }
         tx.commit().await?;
+        if !unsettled.is_empty() {
+            // Not claimed, yet still to be sent: due later, behind an earlier message, or
+            // locked a moment ago by another writer. The commonest such writer is the
+            // dispatcher that published this very job and has not committed yet; skipping its
+            // row would park it again, and the recipient's next message would wait a whole
+            // dispatch round. So these are claimed again, waiting for the locks this time,
+            // in a statement of their own that holds nothing else.
+            for row in claim_rows(&self.pool, &unsettled, owner, policy, Locks::Wait).await? {
+                by_key.insert(
+                    row.delivery_key.clone(),
+                    ClaimResult::Claimed(row.try_into()?),
+                );
+            }
+        }
+        let mut to_park = Vec::new();
+        for key in unsettled {
+            if let std::collections::hash_map::Entry::Vacant(slot) = by_key.entry(key) {
+                // Due later, or behind an earlier message: the ledger brings it back when due.
+                to_park.push(slot.key().clone());
+                slot.insert(ClaimResult::Parked);
+            }
+        }
+        for (key, result) in &by_key {
+            if matches!(result, ClaimResult::Held) {
+                // Held by a worker whose lease may be about to lapse (its job came back
+                // because the worker died): parked, for the dispatcher to publish should the
+                // lease lapse; a live holder's record unparks it.
+                to_park.push(key.clone());
+            }
+        }
         if !to_park.is_empty() {
             self.park(&to_park).await?;
         }
@@ -433,10 +489,12 @@ impl Store {
                      AS o(delivery_key, state, next_at, parked, unknown, provider_id, error,
                           detail)
              ), locked AS (
-                 SELECT d.delivery_key FROM deliveries d JOIN o USING (delivery_key)
-                 WHERE d.lease_owner = $1 AND d.state = 'sending'
-                 ORDER BY d.delivery_key
-                 FOR UPDATE OF d
+                 -- By primary key: a join with the unnested rows let the planner, misled by
+                 -- a fresh table's statistics, scan every unsettled row once per outcome.
+                 SELECT delivery_key FROM deliveries
+                 WHERE delivery_key = ANY($2::text[]) AND lease_owner = $1 AND state = 'sending'
+                 ORDER BY delivery_key
+                 FOR UPDATE
              ), updated AS (
                  UPDATE deliveries d SET state = o.state, next_attempt_at = o.next_at,
                      parked = o.parked, unknowns = d.unknowns + o.unknown,

@@ -36,10 +36,11 @@ const POLICY: ClaimPolicy = ClaimPolicy {
 };
 
 /// A dispatcher publishes a job before it commits the delivery as dispatched; a worker can
-/// meet the job first, find the row locked, and park it. The park must win: the job is
-/// answered, so a delivery left unparked would never be published again.
+/// meet the job first and find the row locked. The claim waits for the dispatcher's commit
+/// and takes the delivery: parking it again would answer the job and leave the recipient's
+/// message waiting for the next dispatch round.
 #[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
-async fn a_job_met_while_its_dispatch_commits_stays_parked(pool: PgPool) {
+async fn a_job_met_while_its_dispatch_commits_is_claimed_once_it_commits(pool: PgPool) {
     let store = Store::from_pool(pool);
     let row = delivery("dlv_a", IncidentId::new(), 1, SubscriberId::new());
     store
@@ -67,20 +68,41 @@ async fn a_job_met_while_its_dispatch_commits_stays_parked(pool: PgPool) {
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !claiming.is_finished(),
+        "the claim waits for the dispatcher's commit"
+    );
     assert_eq!(due.dispatched().await.unwrap(), 1);
     let (claims, _) = claiming.await.unwrap();
-    assert!(matches!(claims[..], [ClaimResult::Parked]), "{claims:?}");
     assert!(
-        parked(&store, "dlv_a").await,
-        "parked again, for the next dispatch"
+        matches!(claims[..], [ClaimResult::Claimed(_)]),
+        "{claims:?}"
     );
-
+    assert!(!parked(&store, "dlv_a").await, "claimed, not parked");
     let again = store
         .due_deliveries(Channel::Webhook, false, 10)
         .await
         .unwrap();
-    assert_eq!(again.deliveries.len(), 1);
-    assert_eq!(again.deliveries[0].1, 2, "a new message id");
+    assert!(again.deliveries.is_empty(), "nothing left to dispatch");
+}
+
+/// A job met while its delivery waits behind an earlier message to the same recipient is
+/// parked, whatever locks it met: the dispatcher publishes it again once its turn comes.
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn a_job_behind_an_earlier_message_is_parked(pool: PgPool) {
+    let store = Store::from_pool(pool);
+    let (incident, subscriber) = (IncidentId::new(), SubscriberId::new());
+    let rows = [
+        delivery("dlv_first", incident, 1, subscriber),
+        delivery("dlv_second", incident, 2, subscriber),
+    ];
+    store.record_deliveries(&rows).await.unwrap();
+    let (claims, _) = store
+        .claim_deliveries(&["dlv_second".to_owned()], "worker", POLICY)
+        .await
+        .unwrap();
+    assert!(matches!(claims[..], [ClaimResult::Parked]), "{claims:?}");
+    assert!(parked(&store, "dlv_second").await);
 }
 
 /// Only what may go now is due: not a message behind an earlier one still on its way to the

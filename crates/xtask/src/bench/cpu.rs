@@ -12,8 +12,18 @@ use std::collections::HashMap;
 const TICKS_PER_S: f64 = 100.0;
 
 /// The programs whose CPU time a report names, by their `/proc/<pid>/stat` command name
-/// (truncated by the kernel to 15 bytes).
-const PROGRAMS: [&str; 3] = ["postgres", "nats-server", "tocsin-ingest"];
+/// (truncated by the kernel to 15 bytes: `tocsin-local-pr` is `tocsin-local-providers`, the
+/// provider servers).
+const PROGRAMS: [&str; 8] = [
+    "postgres",
+    "nats-server",
+    "tocsin-ingest",
+    "tocsin-resolver",
+    "tocsin-email",
+    "tocsin-sms",
+    "tocsin-webhook",
+    "tocsin-local-pr",
+];
 
 /// One reading of the host's and the named programs' CPU counters.
 #[derive(Debug, Clone)]
@@ -104,13 +114,29 @@ pub(super) struct CpuUsage {
 }
 
 impl CpuUsage {
-    /// "postgres 412, nats-server 96, …" for the results table.
+    /// "postgres 412, nats-server 96, …" for the results table: the programs that ran.
     pub(super) fn breakdown(&self) -> String {
         self.ms_per_1000_events
             .iter()
+            .filter(|(name, ms)| *ms > 0.0 || PROGRAMS[..2].contains(&name.as_str()))
             .map(|(name, ms)| format!("{name} {ms:.0}"))
             .collect::<Vec<_>>()
             .join(", ")
+    }
+
+    /// The host's shares and the programs that ran, for a benchmark's JSON line.
+    pub(super) fn json(&self) -> serde_json::Value {
+        let per_program: serde_json::Map<String, serde_json::Value> = self
+            .ms_per_1000_events
+            .iter()
+            .filter(|(_, ms)| *ms > 0.0)
+            .map(|(name, ms)| (name.clone(), ms.round().into()))
+            .collect();
+        serde_json::json!({
+            "busy_pct": self.busy_pct.round(),
+            "steal_pct": super::round2(self.steal_pct),
+            "ms_per_1000": per_program,
+        })
     }
 }
 
@@ -200,7 +226,8 @@ mod tests {
         assert_eq!(ms("load generator"), Some(250.0));
         assert_eq!(
             usage.breakdown(),
-            "postgres 650, nats-server 0, tocsin-ingest 0, load generator 250"
+            "postgres 650, nats-server 0, load generator 250",
+            "PostgreSQL and NATS always, the others only where they ran"
         );
     }
 }

@@ -17,6 +17,7 @@ use tocsin_bus::{Bus, BusConfig};
 use tocsin_core::{Channel, ComponentFilter, Contacts};
 use tocsin_store::{Store, SubscriberWrite};
 
+use super::cpu::{CpuSample, CpuUsage};
 use super::scenario::{following, open_incident, peak_rss_mib, seed, wait_for_consumers};
 use super::small;
 use super::{BenchArgs, Fresh, round2};
@@ -50,6 +51,8 @@ struct Measured {
     /// From the publish until every expected message was at its provider (or the timeout).
     seconds: f64,
     peak_rss_mib: BTreeMap<&'static str, f64>,
+    /// Where the CPU went from the publish to the last arrival, per 1,000 deliveries.
+    cpu: Option<CpuUsage>,
 }
 
 impl Measured {
@@ -106,6 +109,13 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for (service, mib) in &m.peak_rss_mib {
         println!("| {service} peak RSS | {mib:.1} MiB |");
     }
+    if let Some(cpu) = &m.cpu {
+        println!(
+            "| host CPU busy / steal | {:.0} % / {:.1} % |",
+            cpu.busy_pct, cpu.steal_pct
+        );
+        println!("| CPU ms per 1,000 deliveries | {} |", cpu.breakdown());
+    }
     // The same number of rows through the bare ledger cycle, on the same database server.
     let raw_fresh = Fresh::create().await?;
     let raw = super::raw::ledger_cycle(&raw_fresh.database_url, m.total() as usize).await;
@@ -136,6 +146,7 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "duplicates": m.duplicates(),
         "missing": m.missing(),
         "peak_rss_mb": round2(peak),
+        "cpu": m.cpu.as_ref().map(CpuUsage::json),
     });
     if let Some((latencies, missing)) = &m.small {
         let at = |q: f64| {
@@ -242,6 +253,7 @@ async fn measure(fresh: &Fresh, shape: &Shape) -> anyhow::Result<Measured> {
         let consumers = config.consumers();
         wait_for_consumers(&bus, &mut stack, &consumers).await?;
 
+        let cpu_before = CpuSample::read();
         let (_, t0) = open_incident(&store, &bus, "bench-fanout").await?;
         let smalls = tokio::spawn(small::publish(
             store.clone(),
@@ -250,6 +262,9 @@ async fn measure(fresh: &Fresh, shape: &Shape) -> anyhow::Result<Measured> {
             t0,
         ));
         let seconds = wait_for_providers(&http, &mut stack, ports, &expected, t0).await?;
+        let cpu = cpu_before
+            .zip(CpuSample::read())
+            .map(|(before, after)| before.usage_until(&after, expected.values().sum()));
         let published = smalls.await.context("the small incidents' task")??;
         tokio::time::sleep(SETTLE).await;
         let small = if small_incidents > 0 {
@@ -277,6 +292,7 @@ async fn measure(fresh: &Fresh, shape: &Shape) -> anyhow::Result<Measured> {
             received,
             seconds,
             peak_rss_mib: peak_rss,
+            cpu,
         })
     }
     .await;

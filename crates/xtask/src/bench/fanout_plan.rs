@@ -17,6 +17,7 @@ use tocsin_bus::{Bus, BusConfig};
 use tocsin_core::{Channel, Contacts, RecordedEvent};
 use tocsin_store::{Store, SubscriberWrite};
 
+use super::cpu::{CpuSample, CpuUsage};
 use super::scenario::{everything_on, open_incident, peak_rss_mib, seed, wait_for_consumers};
 use super::{BenchArgs, Fresh, round2};
 use crate::stack::{self, Stack};
@@ -28,7 +29,7 @@ const POLL: Duration = Duration::from_millis(10);
 /// A fan-out still unfinished after this long is reported as a failure.
 const FANOUT_TIMEOUT: Duration = Duration::from_secs(300);
 /// The targets from the issue, on the project's 2-core machines.
-const TARGET_SECONDS: f64 = 5.0;
+const TARGET_SECONDS: f64 = 2.0;
 const TARGET_RSS_MIB: f64 = 256.0;
 
 /// What one run measured.
@@ -36,6 +37,8 @@ struct Measured {
     jobs: u64,
     seconds: f64,
     peak_rss_mib: f64,
+    /// Where the CPU went during the fan-out, per 1,000 jobs.
+    cpu: Option<CpuUsage>,
 }
 
 pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -59,6 +62,13 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     println!("| jobs/s | {jobs_per_s:.0} |");
     println!("| resolver peak RSS | {:.1} MiB |", measured.peak_rss_mib);
     println!("| resolver page size | {page_size} |");
+    if let Some(cpu) = &measured.cpu {
+        println!(
+            "| host CPU busy / steal | {:.0} % / {:.1} % |",
+            cpu.busy_pct, cpu.steal_pct
+        );
+        println!("| CPU ms per 1,000 jobs | {} |", cpu.breakdown());
+    }
     println!(
         "{}",
         serde_json::json!({
@@ -69,6 +79,7 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "jobs_per_s": jobs_per_s.round(),
             "peak_rss_mb": round2(measured.peak_rss_mib),
             "page_size": page_size,
+            "cpu": measured.cpu.as_ref().map(CpuUsage::json),
         })
     );
     if measured.seconds > TARGET_SECONDS || measured.peak_rss_mib > TARGET_RSS_MIB {
@@ -112,6 +123,7 @@ async fn measure(fresh: &Fresh, recipients: usize, page_size: u32) -> anyhow::Re
             &[(config.events_stream(), config.resolver_consumer())],
         )
         .await?;
+        let cpu_before = CpuSample::read();
         let (event, t0) = open_incident(&store, &bus, "bench-fanout-plan").await?;
         loop {
             if store.fanout_record(event.event_id).await?.is_some() {
@@ -127,6 +139,9 @@ async fn measure(fresh: &Fresh, recipients: usize, page_size: u32) -> anyhow::Re
             tokio::time::sleep(POLL).await;
         }
         let seconds = t0.elapsed().as_secs_f64();
+        let cpu = cpu_before
+            .zip(CpuSample::read())
+            .map(|(before, after)| before.usage_until(&after, total));
         let pid = stack
             .pid("tocsin-resolver")
             .context("the resolver has exited")?;
@@ -136,6 +151,7 @@ async fn measure(fresh: &Fresh, recipients: usize, page_size: u32) -> anyhow::Re
             jobs: total,
             seconds,
             peak_rss_mib,
+            cpu,
         })
     }
     .await;

@@ -154,7 +154,14 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let (lag_p50, lag_p99) = (lag_ms(0.5), lag_ms(0.99));
     terminate(child).await?;
     pool.close().await;
+    // The server's own durable commit rate, in the same minutes, for the ratio.
+    let pgbench_tps = super::pgbench::single_row_commits_per_s(
+        &database_url,
+        Duration::from_secs(args.seconds.clamp(5, 10)),
+    )
+    .await;
     fresh.cleanup().await;
+    let pgbench_tps = pgbench_tps?;
 
     let count = latency.len();
     let per_s = count as f64 / measured.as_secs_f64();
@@ -195,6 +202,14 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(disk) = &disk {
         println!("| PostgreSQL's disk | {} |", disk.summary());
     }
+    println!(
+        "| pgbench, one-row durable commits, {} clients | {pgbench_tps:.0} tx/s |",
+        super::pgbench::CLIENTS
+    );
+    println!(
+        "| events/s to pgbench's commits/s | {:.2} |",
+        per_s / pgbench_tps
+    );
     println!("| errors | {errors} |");
     println!(
         "{}",
@@ -208,6 +223,9 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "relay_lag_p50_ms": round2(lag_p50),
             "relay_lag_p99_ms": round2(lag_p99),
             "errors": errors,
+            "pgbench_tps": pgbench_tps.round(),
+            "ratio_to_pgbench": round2(per_s / pgbench_tps),
+            "cpu_ms_per_1000": cpu.as_ref().map(|c| c.json()["ms_per_1000"].clone()),
             "synchronous_commit": sync_commit,
             "cpu_busy_pct": cpu.as_ref().map(|c| c.busy_pct.round()),
             "cpu_iowait_pct": cpu.as_ref().map(|c| round2(c.iowait_pct)),

@@ -15,6 +15,7 @@ mod fanout;
 mod fanout_plan;
 mod ingest;
 mod ordered;
+mod pgbench;
 mod raw;
 mod scenario;
 mod small;

@@ -14,6 +14,7 @@ use tocsin_core::{
 };
 use tocsin_store::{Store, SubscriberWrite};
 
+use super::cpu::{CpuSample, CpuUsage};
 use super::scenario::{following, open, wait_for_consumers};
 use super::{BenchArgs, Fresh, round2};
 use crate::stack::{self, Ports, Stack};
@@ -27,13 +28,16 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let fresh = Fresh::create().await?;
     let outcome = measure(&fresh, args.updates).await;
     fresh.cleanup().await;
-    let (seconds, in_order) = outcome?;
+    let (seconds, in_order, cpu) = outcome?;
     let per_s = args.updates as f64 / seconds;
     println!("| metric | value |\n|---|---|");
     println!("| messages to one endpoint | {} |", args.updates);
     println!("| seconds, first publish to last arrival | {seconds:.2} |");
     println!("| messages/s | {per_s:.1} |");
     println!("| in order | {in_order} |");
+    if let Some(cpu) = &cpu {
+        println!("| CPU ms per 1,000 messages | {} |", cpu.breakdown());
+    }
     println!(
         "{}",
         serde_json::json!({
@@ -42,6 +46,7 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "seconds": round2(seconds),
             "messages_per_s": round2(per_s),
             "in_order": in_order,
+            "cpu": cpu.as_ref().map(CpuUsage::json),
         })
     );
     if !in_order {
@@ -50,8 +55,9 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Seconds from the first publish until every message arrived, and whether in order.
-async fn measure(fresh: &Fresh, updates: usize) -> anyhow::Result<(f64, bool)> {
+/// Seconds from the first publish until every message arrived, whether in order, and where
+/// the CPU went meanwhile.
+async fn measure(fresh: &Fresh, updates: usize) -> anyhow::Result<(f64, bool, Option<CpuUsage>)> {
     let store = Store::connect(&fresh.database_url, 4)
         .await
         .context("connecting to the benchmark database")?;
@@ -81,7 +87,7 @@ async fn measure(fresh: &Fresh, updates: usize) -> anyhow::Result<(f64, bool)> {
 
     let http = reqwest::Client::new();
     let mut stack = Stack::new("release");
-    let outcome: anyhow::Result<(f64, bool)> = async {
+    let outcome: anyhow::Result<(f64, bool, Option<CpuUsage>)> = async {
         stack::start_providers(&mut stack, ports).await?;
         stack::register_webhook_endpoints(
             &http,
@@ -93,6 +99,7 @@ async fn measure(fresh: &Fresh, updates: usize) -> anyhow::Result<(f64, bool)> {
         stack::start_workers(&mut stack, ports, &fresh.urls(), &[]).await?;
         wait_for_consumers(&bus, &mut stack, &bus.config().consumers()).await?;
 
+        let cpu_before = CpuSample::read();
         let (opening, t0) = open(
             &store,
             &bus,
@@ -147,6 +154,9 @@ async fn measure(fresh: &Fresh, updates: usize) -> anyhow::Result<(f64, bool)> {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let seconds = t0.elapsed().as_secs_f64();
+        let cpu = cpu_before
+            .zip(CpuSample::read())
+            .map(|(before, after)| before.usage_until(&after, updates as u64));
         let mut order: Vec<(usize, u64)> = crate::received::received(&http, ports)
             .await?
             .into_iter()
@@ -155,7 +165,7 @@ async fn measure(fresh: &Fresh, updates: usize) -> anyhow::Result<(f64, bool)> {
             .collect();
         order.sort_unstable();
         let in_order = order.windows(2).all(|pair| pair[0].1 < pair[1].1) && order.len() == updates;
-        Ok((seconds, in_order))
+        Ok((seconds, in_order, cpu))
     }
     .await;
     let stopped = stack.stop().await;
