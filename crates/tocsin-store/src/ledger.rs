@@ -254,38 +254,45 @@ impl Store {
             // or when the incident has since closed (the closing message itself excepted).
             // Nobody should read "we are investigating" after "resolved".
             let done = sqlx::query(
+                // Every lookup starts from the batch's keys and goes through an index: a
+                // scan of all unsent rows here made each claim cost as much as the fan-out
+                // had rows still to send, and a big fan-out quadratic.
                 "WITH batch AS (
                      SELECT incident_id, subscriber_id, channel, max(event_version) AS version
                      FROM deliveries WHERE delivery_key = ANY($1) GROUP BY 1, 2, 3
-                 ), unsent AS (
-                     SELECT * FROM deliveries d
+                 ), stale_keys AS (
+                     SELECT d.delivery_key FROM batch b
+                     JOIN deliveries d ON d.incident_id = b.incident_id
+                          AND d.subscriber_id = b.subscriber_id AND d.channel = b.channel
+                          AND d.event_version < b.version
                      WHERE d.state IN ('pending', 'retrying')
                         OR (d.state = 'unknown' AND d.next_attempt_at IS NOT NULL)
-                 ), stale_keys AS (
-                     SELECT d.delivery_key, d.incident_id, d.event_id FROM unsent d
-                     JOIN batch b USING (incident_id, subscriber_id, channel)
-                     WHERE d.event_version < b.version
                      UNION
-                     SELECT d.delivery_key, d.incident_id, d.event_id FROM unsent d
-                     WHERE d.delivery_key = ANY($1) AND EXISTS (
-                         SELECT 1 FROM deliveries n
-                         WHERE n.incident_id = d.incident_id AND n.subscriber_id = d.subscriber_id
-                           AND n.channel = d.channel AND n.event_version > d.event_version
-                           AND n.state IN ('delivered', 'sending', 'unknown'))
-                     UNION
-                     SELECT d.delivery_key, d.incident_id, d.event_id FROM unsent d
-                     JOIN incidents i USING (incident_id)
+                     SELECT d.delivery_key FROM deliveries d
                      WHERE d.delivery_key = ANY($1)
-                       AND i.status IN ('resolved', 'completed') AND i.version > d.event_version
-                       AND NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = d.event_id
-                                       AND e.kind IN ('resolved', 'maintenance_completed'))
+                       AND (d.state IN ('pending', 'retrying')
+                            OR (d.state = 'unknown' AND d.next_attempt_at IS NOT NULL))
+                       AND (EXISTS (
+                                SELECT 1 FROM deliveries n
+                                WHERE n.incident_id = d.incident_id
+                                  AND n.subscriber_id = d.subscriber_id
+                                  AND n.channel = d.channel AND n.event_version > d.event_version
+                                  AND n.state IN ('delivered', 'sending', 'unknown'))
+                            OR EXISTS (
+                                SELECT 1 FROM incidents i
+                                WHERE i.incident_id = d.incident_id
+                                  AND i.status IN ('resolved', 'completed')
+                                  AND i.version > d.event_version
+                                  AND NOT EXISTS (
+                                      SELECT 1 FROM events e WHERE e.event_id = d.event_id
+                                      AND e.kind IN ('resolved', 'maintenance_completed'))))
                  ), stale AS (
                      -- A row another transaction holds is being claimed or sent: not stale
                      -- any more, and never waited for here (a claim waits for no lock).
                      SELECT d.delivery_key FROM deliveries d
-                     JOIN stale_keys USING (delivery_key)
-                     WHERE d.state IN ('pending', 'retrying')
-                        OR (d.state = 'unknown' AND d.next_attempt_at IS NOT NULL)
+                     WHERE d.delivery_key = ANY (ARRAY(SELECT delivery_key FROM stale_keys))
+                       AND (d.state IN ('pending', 'retrying')
+                            OR (d.state = 'unknown' AND d.next_attempt_at IS NOT NULL))
                      FOR UPDATE OF d SKIP LOCKED
                  ), marked AS (
                      UPDATE deliveries d SET state = 'superseded', finished_at = now(),
