@@ -40,6 +40,12 @@ pub(crate) enum Attempt {
     Lost,
 }
 
+/// What a batch's messages need, read beside its claim.
+pub(crate) struct Loaded {
+    subscribers: HashMap<SubscriberId, (Subscriber, Option<String>)>,
+    incidents: HashMap<EventId, IncidentAsOf>,
+}
+
 /// One claimed delivery on its way.
 pub(crate) struct Ticket {
     pub(crate) work: Work,
@@ -58,30 +64,57 @@ enum Prepared {
 }
 
 impl<C: Courier> Worker<C> {
-    /// Loads what the batch's messages need, asks the provider about earlier unknown
-    /// attempts, and starts one task per delivery.
+    /// Reads what the messages of `jobs` need: their recipients and their incidents as of
+    /// their events. Run beside the batch's claim, as it needs only the jobs.
+    pub(crate) async fn load(&self, jobs: &[&DeliveryJob]) -> Result<Loaded, DeliveryError> {
+        let mut subscriber_ids: Vec<SubscriberId> =
+            jobs.iter().map(|job| job.subscriber_id.into()).collect();
+        subscriber_ids.sort_unstable();
+        subscriber_ids.dedup();
+        // One entry per subscriber, read by every job of the batch addressed to them: a
+        // batch often holds several messages to one recipient.
+        let subscribers = async {
+            Ok::<_, DeliveryError>(self.store.subscribers_for_delivery(&subscriber_ids).await?)
+        };
+        let incidents = async {
+            let mut incidents: HashMap<EventId, IncidentAsOf> = HashMap::new();
+            for job in jobs {
+                let event_id = EventId::from(job.event_id);
+                if let std::collections::hash_map::Entry::Vacant(slot) = incidents.entry(event_id) {
+                    let as_of = self
+                        .store
+                        .incident_as_of(job.incident_id.into(), job.event_version)
+                        .await?
+                        .ok_or_else(|| DeliveryError::UnknownEvent(event_id.to_string()))?;
+                    slot.insert(as_of);
+                }
+            }
+            Ok::<_, DeliveryError>(incidents)
+        };
+        let (subscribers, incidents) = tokio::try_join!(subscribers, incidents)?;
+        Ok(Loaded {
+            subscribers,
+            incidents,
+        })
+    }
+
+    /// Asks the provider about earlier unknown attempts, and starts one task per delivery,
+    /// with what [`Worker::load`] read for them.
     pub(crate) async fn start_deliveries(
         &self,
         claimed: Vec<(Work, DeliveryJob, Claimed, OwnedSemaphorePermit)>,
+        loaded: Loaded,
         deadline: &Shutdown,
     ) -> Result<Vec<JoinHandle<Handled>>, DeliveryError> {
-        let subscriber_ids: Vec<SubscriberId> =
-            claimed.iter().map(|(_, _, c, _)| c.subscriber_id).collect();
-        // One entry per subscriber, read by every job of the batch addressed to them: a
-        // batch often holds several messages to one recipient.
-        let subscribers = self.store.subscribers_for_delivery(&subscriber_ids).await?;
-        let mut incidents: HashMap<EventId, IncidentAsOf> = HashMap::new();
-        for (_, _, c, _) in &claimed {
-            if let std::collections::hash_map::Entry::Vacant(slot) = incidents.entry(c.event_id) {
-                let as_of = self
-                    .store
-                    .incident_as_of(c.incident_id, c.event_version)
-                    .await?
-                    .ok_or_else(|| DeliveryError::UnknownEvent(c.event_id.to_string()))?;
-                slot.insert(as_of);
+        let Loaded {
+            subscribers,
+            incidents,
+        } = loaded;
+        for (_, _, claim, _) in &claimed {
+            if !incidents.contains_key(&claim.event_id) {
+                return Err(DeliveryError::UnknownEvent(claim.event_id.to_string()));
             }
         }
-
         let mut running = Vec::with_capacity(claimed.len());
         let mut to_reconcile = Vec::new();
         for (work, job, claim, in_hand) in claimed {

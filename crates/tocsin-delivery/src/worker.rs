@@ -332,10 +332,14 @@ impl<C: Courier> Worker<C> {
             supersede_stale: policy.supersede_stale,
             resend_unknown: policy.unknown != UnknownPolicy::Resend,
         };
-        let (claims, superseded) = self
-            .store
-            .claim_deliveries(&keys, &self.config.owner, claim_policy)
-            .await?;
+        // The messages' reads need only the jobs: they run beside the claim, not after it.
+        let to_load: Vec<&DeliveryJob> = jobs.iter().map(|(_, job)| job).collect();
+        let (claimed, loaded) = tokio::join!(
+            self.store
+                .claim_deliveries(&keys, &self.config.owner, claim_policy),
+            self.load(&to_load)
+        );
+        let (claims, superseded) = claimed?;
         if superseded > 0 {
             info!(superseded, "stale messages superseded by newer ones");
             self.instruments.settled(Outcome::Superseded, superseded);
@@ -376,7 +380,7 @@ impl<C: Courier> Worker<C> {
         if claimed.is_empty() {
             return Ok((handled, Vec::new()));
         }
-        let running = self.start_deliveries(claimed, deadline).await?;
+        let running = self.start_deliveries(claimed, loaded?, deadline).await?;
         Ok((handled, running))
     }
 

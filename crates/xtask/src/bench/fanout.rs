@@ -44,8 +44,8 @@ const SERVICES: [&str; 4] = [
 ];
 
 struct Measured {
-    /// The small incidents' message latencies in ms (sorted), and how many never arrived.
-    small: Option<(Vec<f64>, usize)>,
+    /// The small incidents' messages: their times, and how many never arrived.
+    small: Option<small::Timings>,
     expected: BTreeMap<Channel, u64>,
     received: BTreeMap<Channel, stack::ProviderSummary>,
     /// From the publish until every expected message was at its provider (or the timeout).
@@ -148,28 +148,37 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "peak_rss_mb": round2(peak),
         "cpu": m.cpu.as_ref().map(CpuUsage::json),
     });
-    if let Some((latencies, missing)) = &m.small {
-        let at = |q: f64| {
-            latencies
-                .get(((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1))
-                .copied()
-                .unwrap_or(f64::NAN)
-        };
+    if let Some(small) = &m.small {
         println!("| small incidents | {} |", args.small_incidents);
         println!(
-            "| small-incident messages | {} arrived, {missing} missing |",
-            latencies.len()
+            "| small-incident messages | {} arrived, {} missing |",
+            small.arrived.len(),
+            small.missing
         );
         println!(
             "| small-incident p50 / p99 / max | {:.0} / {:.0} / {:.0} ms |",
-            at(0.5),
-            at(0.99),
-            at(1.0)
+            small.quantile(0.5, None),
+            small.quantile(0.99, None),
+            small.quantile(1.0, None)
+        );
+        for channel in Channel::ALL {
+            println!(
+                "| small-incident {channel} p50 / p99 | {:.0} / {:.0} ms |",
+                small.quantile(0.5, Some(channel)),
+                small.quantile(0.99, Some(channel))
+            );
+            json[format!("small_incident_{channel}_p50_ms")] =
+                small.quantile(0.5, Some(channel)).round().into();
+        }
+        let stages = small.median_stages();
+        println!(
+            "| small-incident median stages: publish to ledger row / to send start / to provider | {:.0} / {:.0} / {:.0} ms |",
+            stages.resolved, stages.claimed, stages.sent
         );
         json["small_incidents"] = args.small_incidents.into();
-        json["small_incident_p50_ms"] = at(0.5).round().into();
-        json["small_incident_p99_ms"] = at(0.99).round().into();
-        json["small_incident_missing"] = (*missing).into();
+        json["small_incident_p50_ms"] = small.quantile(0.5, None).round().into();
+        json["small_incident_p99_ms"] = small.quantile(0.99, None).round().into();
+        json["small_incident_missing"] = small.missing.into();
     }
     println!("{json}");
     if m.duplicates() > 0 || m.missing() > 0 {
@@ -268,7 +277,7 @@ async fn measure(fresh: &Fresh, shape: &Shape) -> anyhow::Result<Measured> {
         let published = smalls.await.context("the small incidents' task")??;
         tokio::time::sleep(SETTLE).await;
         let small = if small_incidents > 0 {
-            Some(small::latencies(&http, ports, &small_subscribers, &published).await?)
+            Some(small::latencies(&http, &store, ports, &small_subscribers, &published).await?)
         } else {
             None
         };

@@ -9,6 +9,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use time::OffsetDateTime;
 use tocsin_bus::Bus;
 use tocsin_core::{
     Channel, ComponentFilter, Contacts, DeliveryKey, EventId, Severity, SubscriberId,
@@ -109,32 +110,106 @@ pub(super) async fn publish(
     Ok(published)
 }
 
-/// Each small-incident message's time from publish to the provider, in ms, and how many
-/// never arrived.
+/// The small incidents' messages as they arrived: each one's time from publish to the
+/// provider and where that time went, with how many never arrived.
+pub(super) struct Timings {
+    /// (channel, ms from publish to the provider, its stages), sorted by the ms.
+    pub(super) arrived: Vec<(Channel, f64, Stages)>,
+    pub(super) missing: usize,
+}
+
+/// Where one message's time went, in ms, read from the ledger's own timestamps.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Stages {
+    /// From the publish to its ledger row (the resolver's fan-out).
+    pub(super) resolved: f64,
+    /// From the ledger row to the send's start (the job's way to a worker, and its claim).
+    pub(super) claimed: f64,
+    /// From the send's start to the provider's receipt.
+    pub(super) sent: f64,
+}
+
+impl Timings {
+    /// The `q` quantile of the total time, over every channel or one.
+    pub(super) fn quantile(&self, q: f64, channel: Option<Channel>) -> f64 {
+        let times: Vec<f64> = self
+            .arrived
+            .iter()
+            .filter(|(c, _, _)| channel.is_none_or(|want| *c == want))
+            .map(|(_, ms, _)| *ms)
+            .collect();
+        quantile(&times, q)
+    }
+
+    /// The median of each stage, over every channel.
+    pub(super) fn median_stages(&self) -> Stages {
+        let median = |stage: fn(&Stages) -> f64| {
+            let mut values: Vec<f64> = self.arrived.iter().map(|(_, _, s)| stage(s)).collect();
+            values.sort_by(f64::total_cmp);
+            quantile(&values, 0.5)
+        };
+        Stages {
+            resolved: median(|s| s.resolved),
+            claimed: median(|s| s.claimed),
+            sent: median(|s| s.sent),
+        }
+    }
+}
+
+/// The value at quantile `q` of sorted `values` (nearest rank); NaN when empty.
+fn quantile(values: &[f64], q: f64) -> f64 {
+    values
+        .get(((values.len() as f64 * q).ceil() as usize).saturating_sub(1))
+        .copied()
+        .unwrap_or(f64::NAN)
+}
+
+/// Each small-incident message's time from publish to the provider, and its stages.
 pub(super) async fn latencies(
     http: &reqwest::Client,
+    store: &Store,
     ports: Ports,
     subscribers: &[(SubscriberId, Channel)],
     published: &[Published],
-) -> anyhow::Result<(Vec<f64>, usize)> {
+) -> anyhow::Result<Timings> {
     let arrived: std::collections::HashMap<String, u64> = received(http, ports)
         .await?
         .into_iter()
         .filter_map(|r| r.key.map(|key| (key, r.received_at_unix_ms)))
         .collect();
-    let mut latencies = Vec::new();
-    let mut missing = 0;
+    let mut timings = Timings {
+        arrived: Vec::new(),
+        missing: 0,
+    };
     for incident in published {
         for (subscriber, channel) in subscribers {
             let key = DeliveryKey::derive(incident.event, *subscriber, *channel);
-            match arrived.get(key.as_str()) {
-                Some(at) => latencies.push(at.saturating_sub(incident.at_unix_ms) as f64),
-                None => missing += 1,
-            }
+            let Some(at) = arrived.get(key.as_str()) else {
+                timings.missing += 1;
+                continue;
+            };
+            let (created, started): (OffsetDateTime, Option<OffsetDateTime>) = sqlx::query_as(
+                "SELECT created_at, send_started_at FROM deliveries WHERE delivery_key = $1",
+            )
+            .bind(key.as_str())
+            .fetch_one(store.pool())
+            .await
+            .context("reading a small incident's delivery")?;
+            let ms = |t: OffsetDateTime| (t.unix_timestamp_nanos() / 1_000_000) as f64;
+            let (published_ms, at_ms) = (incident.at_unix_ms as f64, *at as f64);
+            let started = started.map_or(f64::NAN, ms);
+            let stages = Stages {
+                resolved: ms(created) - published_ms,
+                claimed: started - ms(created),
+                sent: at_ms - started,
+            };
+            timings
+                .arrived
+                .push((*channel, at_ms - published_ms, stages));
         }
     }
-    latencies.sort_by(f64::total_cmp);
-    Ok((latencies, missing))
+    timings.arrived.sort_by(|a, b| a.1.total_cmp(&b.1));
+    Ok(timings)
 }
 
 fn now_unix_ms() -> u64 {
