@@ -171,6 +171,80 @@ enum Locks {
     Wait,
 }
 
+/// Supersedes the messages `keys` make stale, and returns how many. A message that has not
+/// gone out yet (pending, retrying, or unknown with a resend scheduled) is stale when the
+/// same recipient has a newer message about the same incident in `keys` or already on its way
+/// (sent, being sent, or perhaps sent), or when the incident has since closed (the closing
+/// message itself excepted). Nobody should read "we are investigating" after "resolved".
+async fn supersede(
+    db: impl sqlx::PgExecutor<'_>,
+    keys: &[String],
+    locks: Locks,
+) -> Result<u64, StoreError> {
+    let lock = match locks {
+        // A row another transaction holds is being claimed or sent: not stale any more,
+        // and not waited for by a claim holding other rows.
+        Locks::Skip => "FOR UPDATE OF d SKIP LOCKED",
+        Locks::Wait => "ORDER BY d.delivery_key FOR UPDATE OF d",
+    };
+    // Every lookup starts from the batch's keys and goes through an index: a scan of all
+    // unsent rows here made each claim cost as much as the fan-out had rows still to send,
+    // and a big fan-out quadratic.
+    let sql = format!(
+        r#"WITH batch AS (
+             SELECT incident_id, subscriber_id, channel, max(event_version) AS version
+             FROM deliveries WHERE delivery_key = ANY($1) GROUP BY 1, 2, 3
+         ), stale_keys AS (
+             SELECT d.delivery_key FROM batch b
+             JOIN deliveries d ON d.incident_id = b.incident_id
+                  AND d.subscriber_id = b.subscriber_id AND d.channel = b.channel
+                  AND d.event_version < b.version
+             WHERE d.state IN ('pending', 'retrying')
+                OR (d.state = 'unknown' AND d.next_attempt_at IS NOT NULL)
+             UNION
+             SELECT d.delivery_key FROM deliveries d
+             WHERE d.delivery_key = ANY($1)
+               AND (d.state IN ('pending', 'retrying')
+                    OR (d.state = 'unknown' AND d.next_attempt_at IS NOT NULL))
+               AND (EXISTS (
+                        SELECT 1 FROM deliveries n
+                        WHERE n.incident_id = d.incident_id
+                          AND n.subscriber_id = d.subscriber_id
+                          AND n.channel = d.channel AND n.event_version > d.event_version
+                          AND n.state IN ('delivered', 'sending', 'unknown'))
+                    OR EXISTS (
+                        SELECT 1 FROM incidents i
+                        WHERE i.incident_id = d.incident_id
+                          AND i.status IN ('resolved', 'completed')
+                          AND i.version > d.event_version
+                          AND NOT EXISTS (
+                              SELECT 1 FROM events e WHERE e.event_id = d.event_id
+                              AND e.kind IN ('resolved', 'maintenance_completed'))))
+         ), stale AS (
+             SELECT d.delivery_key FROM deliveries d
+             WHERE d.delivery_key = ANY (ARRAY(SELECT delivery_key FROM stale_keys))
+               AND (d.state IN ('pending', 'retrying')
+                    OR (d.state = 'unknown' AND d.next_attempt_at IS NOT NULL))
+             {lock}
+         ), marked AS (
+             UPDATE deliveries d SET state = 'superseded', finished_at = now(),
+                 updated_at = now(), parked = false, next_attempt_at = NULL
+             FROM stale WHERE d.delivery_key = stale.delivery_key
+             RETURNING d.delivery_key, d.incident_id, d.event_id
+         )
+         INSERT INTO delivery_trail (incident_id, event_id, kind, delivery_key, data)
+         SELECT incident_id, event_id, 'superseded', delivery_key,
+                '{{"reason": "a newer message to the same recipient replaced it"}}'
+         FROM marked"#
+    );
+    // Safe: the only text put in is one of the two fixed lock clauses above.
+    let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(keys)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected())
+}
+
 /// Claims for `owner` those of `keys` that are due and not behind an earlier message to the
 /// same recipient. A previous holder whose lease expired counts as an attempt only if its
 /// send had begun; one lost before that leaves its attempt number to this claim.
@@ -202,6 +276,22 @@ async fn claim_rows(
                    WHERE e.incident_id = d.incident_id AND e.subscriber_id = d.subscriber_id
                      AND e.channel = d.channel AND e.event_version < d.event_version
                      AND e.state IN ('pending', 'sending', 'retrying'))
+               -- Never a stale message where messages supersede (the supersession that
+               -- should have caught it may have passed it by, locked at that moment).
+               AND NOT ($5 AND (
+                   EXISTS (
+                       SELECT 1 FROM deliveries n
+                       WHERE n.incident_id = d.incident_id AND n.subscriber_id = d.subscriber_id
+                         AND n.channel = d.channel AND n.event_version > d.event_version
+                         AND n.state IN ('delivered', 'sending', 'unknown'))
+                   OR EXISTS (
+                       SELECT 1 FROM incidents i
+                       WHERE i.incident_id = d.incident_id
+                         AND i.status IN ('resolved', 'completed')
+                         AND i.version > d.event_version
+                         AND NOT EXISTS (
+                             SELECT 1 FROM events x WHERE x.event_id = d.event_id
+                             AND x.kind IN ('resolved', 'maintenance_completed')))))
              {lock}
          )
          UPDATE deliveries d SET state = 'sending', lease_owner = $2,
@@ -221,6 +311,7 @@ async fn claim_rows(
         .bind(owner)
         .bind(policy.lease.as_millis() as f64)
         .bind(policy.resend_unknown)
+        .bind(policy.supersede_stale)
         .fetch_all(db)
         .await?)
 }
@@ -248,71 +339,10 @@ impl Store {
     ) -> Result<(Vec<ClaimResult>, u64), StoreError> {
         let mut tx = self.pool.begin().await?;
         let superseded = if policy.supersede_stale {
-            // A message that has not gone out yet (pending, retrying, or unknown with a resend
-            // scheduled) is stale when the same recipient has a newer message about the same
-            // incident in this batch or already on its way (sent, being sent, or perhaps sent),
-            // or when the incident has since closed (the closing message itself excepted).
-            // Nobody should read "we are investigating" after "resolved".
-            let done = sqlx::query(
-                // Every lookup starts from the batch's keys and goes through an index: a
-                // scan of all unsent rows here made each claim cost as much as the fan-out
-                // had rows still to send, and a big fan-out quadratic.
-                "WITH batch AS (
-                     SELECT incident_id, subscriber_id, channel, max(event_version) AS version
-                     FROM deliveries WHERE delivery_key = ANY($1) GROUP BY 1, 2, 3
-                 ), stale_keys AS (
-                     SELECT d.delivery_key FROM batch b
-                     JOIN deliveries d ON d.incident_id = b.incident_id
-                          AND d.subscriber_id = b.subscriber_id AND d.channel = b.channel
-                          AND d.event_version < b.version
-                     WHERE d.state IN ('pending', 'retrying')
-                        OR (d.state = 'unknown' AND d.next_attempt_at IS NOT NULL)
-                     UNION
-                     SELECT d.delivery_key FROM deliveries d
-                     WHERE d.delivery_key = ANY($1)
-                       AND (d.state IN ('pending', 'retrying')
-                            OR (d.state = 'unknown' AND d.next_attempt_at IS NOT NULL))
-                       AND (EXISTS (
-                                SELECT 1 FROM deliveries n
-                                WHERE n.incident_id = d.incident_id
-                                  AND n.subscriber_id = d.subscriber_id
-                                  AND n.channel = d.channel AND n.event_version > d.event_version
-                                  AND n.state IN ('delivered', 'sending', 'unknown'))
-                            OR EXISTS (
-                                SELECT 1 FROM incidents i
-                                WHERE i.incident_id = d.incident_id
-                                  AND i.status IN ('resolved', 'completed')
-                                  AND i.version > d.event_version
-                                  AND NOT EXISTS (
-                                      SELECT 1 FROM events e WHERE e.event_id = d.event_id
-                                      AND e.kind IN ('resolved', 'maintenance_completed'))))
-                 ), stale AS (
-                     -- A row another transaction holds is being claimed or sent: not stale
-                     -- any more, and never waited for here (a claim waits for no lock).
-                     SELECT d.delivery_key FROM deliveries d
-                     WHERE d.delivery_key = ANY (ARRAY(SELECT delivery_key FROM stale_keys))
-                       AND (d.state IN ('pending', 'retrying')
-                            OR (d.state = 'unknown' AND d.next_attempt_at IS NOT NULL))
-                     FOR UPDATE OF d SKIP LOCKED
-                 ), marked AS (
-                     UPDATE deliveries d SET state = 'superseded', finished_at = now(),
-                         updated_at = now(), parked = false, next_attempt_at = NULL
-                     FROM stale WHERE d.delivery_key = stale.delivery_key
-                     RETURNING d.delivery_key, d.incident_id, d.event_id
-                 )
-                 INSERT INTO delivery_trail (incident_id, event_id, kind, delivery_key, data)
-                 SELECT incident_id, event_id, 'superseded', delivery_key,
-                        '{\"reason\": \"a newer message to the same recipient replaced it\"}'
-                 FROM marked",
-            )
-            .bind(keys)
-            .execute(&mut *tx)
-            .await?;
-            done.rows_affected()
+            supersede(&mut *tx, keys, Locks::Skip).await?
         } else {
             0
         };
-
         let claimed = claim_rows(&mut *tx, keys, owner, policy, Locks::Skip).await?;
         let mut by_key: HashMap<String, ClaimResult> = HashMap::with_capacity(keys.len());
         for row in claimed {
@@ -344,26 +374,49 @@ impl Store {
             }
         }
         tx.commit().await?;
+        let mut superseded = superseded;
+        let mut to_park = Vec::new();
         if !unsettled.is_empty() {
             // Not claimed, yet still to be sent: due later, behind an earlier message, or
             // locked a moment ago by another writer. The commonest such writer is the
             // dispatcher that published this very job and has not committed yet; skipping its
             // row would park it again, and the recipient's next message would wait a whole
-            // dispatch round. So these are claimed again, waiting for the locks this time,
-            // in a statement of their own that holds nothing else.
+            // dispatch round. So these are superseded (where messages supersede) and claimed
+            // again, waiting for the locks this time, each in a statement of its own that
+            // holds nothing else.
+            if policy.supersede_stale {
+                superseded += supersede(&self.pool, &unsettled, Locks::Wait).await?;
+            }
             for row in claim_rows(&self.pool, &unsettled, owner, policy, Locks::Wait).await? {
                 by_key.insert(
                     row.delivery_key.clone(),
                     ClaimResult::Claimed(row.try_into()?),
                 );
             }
-        }
-        let mut to_park = Vec::new();
-        for key in unsettled {
-            if let std::collections::hash_map::Entry::Vacant(slot) = by_key.entry(key) {
-                // Due later, or behind an earlier message: the ledger brings it back when due.
-                to_park.push(slot.key().clone());
-                slot.insert(ClaimResult::Parked);
+            let left: Vec<&String> = unsettled
+                .iter()
+                .filter(|k| !by_key.contains_key(*k))
+                .collect();
+            if !left.is_empty() {
+                let states: Vec<(String, String, bool)> = sqlx::query_as(
+                    "SELECT delivery_key, state, next_attempt_at IS NOT NULL
+                     FROM deliveries WHERE delivery_key = ANY($1)",
+                )
+                .bind(&left)
+                .fetch_all(&self.pool)
+                .await?;
+                for (key, state, resend_due) in states {
+                    let resendable = state == "unknown" && policy.resend_unknown && resend_due;
+                    let result = if FINAL_STATES.contains(&state.as_str()) && !resendable {
+                        ClaimResult::Finished { state }
+                    } else {
+                        // Due later, or behind an earlier message (or one on its way): the
+                        // ledger brings it back when due.
+                        to_park.push(key.clone());
+                        ClaimResult::Parked
+                    };
+                    by_key.insert(key, result);
+                }
             }
         }
         for (key, result) in &by_key {

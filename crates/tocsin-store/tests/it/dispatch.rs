@@ -181,3 +181,63 @@ async fn an_old_message_due_again_after_a_newer_one_went_out_is_superseded(pool:
         "{claims:?}"
     );
 }
+
+/// Where messages supersede, a job met while its dispatch commits is superseded, not sent,
+/// when a newer message to the same recipient went out meanwhile: the claim that waits for
+/// the dispatcher's lock must not skip the supersession that the first pass skipped for the
+/// same lock. (The torture harness saw an opening text arrive after the resolution: the
+/// opening's first attempt was unknown, the resolution went out, then the opening's resend
+/// was claimed past its supersession.)
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn a_stale_message_met_while_its_dispatch_commits_is_superseded(pool: PgPool) {
+    let store = Store::from_pool(pool);
+    let (incident, subscriber) = (IncidentId::new(), SubscriberId::new());
+    let rows = [
+        delivery("dlv_opening", incident, 1, subscriber),
+        delivery("dlv_resolved", incident, 3, subscriber),
+    ];
+    store.record_deliveries(&rows).await.unwrap();
+    // The opening's attempt had an unknown outcome and a resend is due; the resolution has
+    // been delivered since.
+    sqlx::query(
+        "UPDATE deliveries SET channel = 'sms',
+             state = CASE delivery_key WHEN 'dlv_opening' THEN 'unknown' ELSE 'delivered' END,
+             next_attempt_at = CASE delivery_key WHEN 'dlv_opening' THEN now() END,
+             parked = (delivery_key = 'dlv_opening')",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let policy = ClaimPolicy {
+        channel: Channel::Sms,
+        supersede_stale: true,
+        resend_unknown: true,
+        ..POLICY
+    };
+
+    let due = store.due_deliveries(Channel::Sms, true, 10).await.unwrap();
+    assert_eq!(due.deliveries.len(), 1, "the opening's resend is due");
+    let claiming = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .claim_deliveries(&["dlv_opening".to_owned()], "worker", policy)
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(due.dispatched().await.unwrap(), 1);
+    let (claims, superseded) = claiming.await.unwrap();
+    assert!(
+        matches!(&claims[..], [ClaimResult::Finished { state }] if state == "superseded"),
+        "{claims:?}"
+    );
+    assert_eq!(superseded, 1);
+    let state: String =
+        sqlx::query_scalar("SELECT state FROM deliveries WHERE delivery_key = 'dlv_opening'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(state, "superseded");
+}
