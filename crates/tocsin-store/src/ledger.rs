@@ -276,9 +276,11 @@ async fn claim_rows(
                    WHERE e.incident_id = d.incident_id AND e.subscriber_id = d.subscriber_id
                      AND e.channel = d.channel AND e.event_version < d.event_version
                      AND e.state IN ('pending', 'sending', 'retrying'))
-               -- Never a stale message where messages supersede (the supersession that
-               -- should have caught it may have passed it by, locked at that moment).
-               AND NOT ($5 AND (
+               -- Never a stale unsent message where messages supersede (the supersession
+               -- that should have caught it may have passed it by, locked at that moment).
+               -- An attempt lost mid-send is no unsent message: the channel's policy for
+               -- unknown outcomes decides it, as supersession does not touch it either.
+               AND NOT ($5 AND d.state <> 'sending' AND (
                    EXISTS (
                        SELECT 1 FROM deliveries n
                        WHERE n.incident_id = d.incident_id AND n.subscriber_id = d.subscriber_id

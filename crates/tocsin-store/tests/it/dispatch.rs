@@ -241,3 +241,46 @@ async fn a_stale_message_met_while_its_dispatch_commits_is_superseded(pool: PgPo
             .unwrap();
     assert_eq!(state, "superseded");
 }
+
+/// An attempt lost mid-send (its worker died) is claimed again even where a newer message to
+/// the same recipient went out since: it is no unsent message to supersede, and the
+/// channel's policy for unknown outcomes decides it. (A guard that refused it left the row
+/// `sending` and parked, published and refused again, round after round, with every later
+/// message to that recipient stuck behind it.)
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn an_attempt_lost_mid_send_is_claimed_again_despite_a_newer_message(pool: PgPool) {
+    let store = Store::from_pool(pool);
+    let (incident, subscriber) = (IncidentId::new(), SubscriberId::new());
+    let rows = [
+        delivery("dlv_opening", incident, 1, subscriber),
+        delivery("dlv_update", incident, 2, subscriber),
+    ];
+    store.record_deliveries(&rows).await.unwrap();
+    sqlx::query(
+        "UPDATE deliveries SET channel = 'email',
+             state = CASE delivery_key WHEN 'dlv_opening' THEN 'sending' ELSE 'delivered' END,
+             lease_owner = CASE delivery_key WHEN 'dlv_opening' THEN 'dead-worker' END,
+             lease_expires_at = CASE delivery_key WHEN 'dlv_opening'
+                                THEN now() - interval '1 second' END,
+             send_started_at = CASE delivery_key WHEN 'dlv_opening'
+                               THEN now() - interval '20 seconds' END,
+             attempts = CASE delivery_key WHEN 'dlv_opening' THEN 1 ELSE 0 END",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let policy = ClaimPolicy {
+        channel: Channel::Email,
+        supersede_stale: true,
+        resend_unknown: true,
+        ..POLICY
+    };
+    let (claims, _) = store
+        .claim_deliveries(&["dlv_opening".to_owned()], "worker", policy)
+        .await
+        .unwrap();
+    match &claims[..] {
+        [ClaimResult::Claimed(claim)] => assert!(claim.after_lost_attempt, "{claim:?}"),
+        other => panic!("expected the lost attempt claimed, got {other:?}"),
+    }
+}
