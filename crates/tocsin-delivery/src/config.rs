@@ -16,7 +16,7 @@ pub struct WorkerArgs {
     #[arg(long, env = "TOCSIN_WORKER_BATCH", default_value_t = 64)]
     pub batch: usize,
     /// Sends in flight at once in the bulk lane; the small and critical lanes each get a
-    /// quarter as many (at least 4) on top. Default: 512 for webhooks, 16 for email (the
+    /// quarter as many (at least 4) on top. Default: 1,024 for webhooks, 16 for email (the
     /// SMTP connection pool is sized to match), 32 for SMS.
     #[arg(long, env = "TOCSIN_WORKER_CONCURRENCY")]
     pub concurrency: Option<usize>,

@@ -61,6 +61,11 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Sends in flight in the bulk lane unless `TOCSIN_WORKER_CONCURRENCY` says otherwise: an
+/// HTTP request in flight costs a socket and a few kilobytes, and 10,000 endpoints answering
+/// after 200 ms take 2 s at this width (4 s at 512).
+const DEFAULT_CONCURRENCY: usize = 1024;
+
 async fn run() -> anyhow::Result<()> {
     // reqwest is built without a provider of its own; install ring before any client.
     tocsin_runtime::tls::install_crypto_provider();
@@ -100,7 +105,19 @@ async fn run() -> anyhow::Result<()> {
         .context("connecting to NATS (NATS_URL)")?;
 
     let shutdown = Shutdown::on_signals();
-    let worker = Worker::new(store, bus, courier, cli.worker.worker_config(512));
+    let config = cli.worker.worker_config(DEFAULT_CONCURRENCY);
+    // A socket per send in flight, and room for the rest (PostgreSQL, NATS, the ops server).
+    let wanted = u64::try_from(config.total_concurrency()).unwrap_or(u64::MAX) + 256;
+    match tocsin_runtime::limits::raise_open_files() {
+        Ok(limit) if limit < wanted => tracing::warn!(
+            limit,
+            wanted,
+            "the open-files limit is below what the configured sends in flight need; raise it (ulimit -n) or lower TOCSIN_WORKER_CONCURRENCY"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not read or raise the open-files limit"),
+    }
+    let worker = Worker::new(store, bus, courier, config);
     let ops = cli.ops.spawn(worker.readiness(), shutdown.clone()).await?;
     worker
         .run(shutdown)
