@@ -109,8 +109,8 @@ impl Bus {
                 match self.window.clone().try_acquire_owned() {
                     Ok(slot) => break slot,
                     Err(_) => match in_flight.pop_front() {
-                        Some((slot, sent)) => {
-                            results.push(acknowledged(sent).await);
+                        Some((slot, sent, deadline)) => {
+                            results.push(acknowledged(sent, deadline).await);
                             drop(slot);
                         }
                         None => {
@@ -124,10 +124,16 @@ impl Bus {
                     },
                 }
             };
-            in_flight.push_back((slot, self.js.send_publish(subject, message).await));
+            // The acknowledgement is due within the ack timeout of the send, not of the
+            // moment it is awaited: the library starts its timer only when awaited, so after a
+            // lost connection (whose pending acknowledgements never come) a thousand of them
+            // awaited one after another would take a thousand timeouts, and the caller would
+            // hang for an hour where it should fail in seconds and retry.
+            let deadline = tokio::time::Instant::now() + self.config.ack_timeout;
+            in_flight.push_back((slot, self.js.send_publish(subject, message).await, deadline));
         }
-        for (_slot, sent) in in_flight {
-            results.push(acknowledged(sent).await);
+        for (_slot, sent, deadline) in in_flight {
+            results.push(acknowledged(sent, deadline).await);
         }
         results
     }
@@ -150,10 +156,14 @@ impl Bus {
 
 async fn acknowledged(
     sent: Result<jetstream::context::PublishAckFuture, jetstream::context::PublishError>,
+    deadline: tokio::time::Instant,
 ) -> Result<Published, BusError> {
-    let ack = sent
-        .map_err(|e| BusError::Unavailable(e.to_string()))?
-        .await;
+    let waiting = sent.map_err(|e| BusError::Unavailable(e.to_string()))?;
+    let Ok(ack) = tokio::time::timeout_at(deadline, waiting.into_future()).await else {
+        return Err(BusError::Unavailable(
+            "no publish acknowledgement within the ack timeout of the send".into(),
+        ));
+    };
     match ack {
         Ok(ack) => Ok(Published {
             stream_sequence: ack.sequence,
@@ -230,5 +240,49 @@ mod tests {
             "every slot was given back"
         );
         bus.delete_deliveries_stream().await.unwrap();
+    }
+
+    /// Acknowledgements that never come (a connection lost with publishes in flight) fail
+    /// each within the ack timeout of its send, not of when it is awaited: a fan-out that was
+    /// publishing when NATS died must fail in seconds and be retried, never wait out one
+    /// timeout after another (with a thousand in flight, more than an hour).
+    #[tokio::test]
+    async fn lost_acknowledgements_fail_within_one_timeout_of_their_send() {
+        let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+        let prefix = format!("t_{}", &Uuid::new_v4().simple().to_string()[..12]);
+        let mut config = BusConfig::new(prefix.clone()).unwrap();
+        config.ack_timeout = Duration::from_millis(200);
+        let bus = Bus::connect(&url, config)
+            .await
+            .unwrap_or_else(|e| panic!("NATS with JetStream must run at {url} (NATS_URL): {e}"));
+        // A plain subscriber takes the publishes and never answers, as a server that died
+        // with them would: no stream, yet a responder, so no quick "no responders" either.
+        let subject = format!("{prefix}.silent");
+        let silent = bus.client().subscribe(subject.clone()).await.unwrap();
+        bus.client().flush().await.unwrap();
+        let messages: Vec<(String, jetstream::message::PublishMessage)> = (0..50)
+            .map(|n| {
+                (
+                    subject.clone(),
+                    jetstream::message::PublishMessage::build().payload(format!("{n}").into()),
+                )
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let results = bus.publish_pipelined(messages).await;
+        let took = started.elapsed();
+        assert_eq!(results.len(), 50);
+        assert!(
+            results
+                .iter()
+                .all(|r| matches!(r, Err(BusError::Unavailable(_)))),
+            "every unanswered publish is an error"
+        );
+        // One after another they would take 50 x 200 ms = 10 s.
+        assert!(
+            took < Duration::from_secs(3),
+            "the timeouts ran one after another: {took:?}"
+        );
+        drop(silent);
     }
 }

@@ -188,18 +188,20 @@ impl<'a> Fanout<'a> {
         bus: &'a Bus,
         event: &'a RecordedEvent,
     ) -> Result<Begun<'a>, ResolveError> {
-        if store.fanout_record(event.event_id).await?.is_some() {
+        // Three independent reads, at once: each is a round trip to PostgreSQL, and an
+        // incident's first message waits for all of them.
+        let (record, earlier, as_of) = tokio::try_join!(
+            store.fanout_record(event.event_id),
+            store.unresolved_before(event.incident_id, event.version),
+            store.incident_as_of(event.incident_id, event.version),
+        )?;
+        if record.is_some() {
             return Ok(Begun::Done(Resolution::AlreadyResolved));
         }
-        let earlier = store
-            .unresolved_before(event.incident_id, event.version)
-            .await?;
         if earlier > 0 {
             return Ok(Begun::Done(Resolution::Waiting { earlier }));
         }
-        let incident = store
-            .incident_as_of(event.incident_id, event.version)
-            .await?
+        let incident = as_of
             .filter(|as_of| as_of.event.event_id == event.event_id)
             .ok_or_else(|| ResolveError::UnknownEvent(event.event_id.to_string()))?
             .incident;

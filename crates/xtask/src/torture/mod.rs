@@ -155,14 +155,24 @@ async fn run_all(
         let dir = run_dir.join(scenario.name());
         println!("\n== {} ==", scenario.name());
         let started = Instant::now();
-        let report =
-            match run_scenario(servers, scenario, options, &dir, &mut printed_settings).await {
-                Ok(report) => report,
-                Err(e) => {
-                    println!("  ✗ {} could not run: {e:#}", scenario.name());
-                    ScenarioReport::errored(scenario.name(), options.seed, format!("{e:#}"))
-                }
-            };
+        let mut attempt =
+            run_scenario(servers, scenario, options, &dir, &mut printed_settings).await;
+        if let Err(e) = &attempt
+            && format!("{e:#}").contains("exited at start")
+        {
+            // Free ports are picked by binding and letting go, so another process can take
+            // one in between ("Address already in use"): the rig, not the code under test.
+            // Once more, on fresh ports; a service that cannot start fails again.
+            println!("  a process could not start ({e:#}); once more, on fresh ports");
+            attempt = run_scenario(servers, scenario, options, &dir, &mut printed_settings).await;
+        }
+        let report = match attempt {
+            Ok(report) => report,
+            Err(e) => {
+                println!("  ✗ {} could not run: {e:#}", scenario.name());
+                ScenarioReport::errored(scenario.name(), options.seed, format!("{e:#}"))
+            }
+        };
         println!(
             "  {} in {:.0} s; logs in {}",
             if report.pass { "passed" } else { "FAILED" },
