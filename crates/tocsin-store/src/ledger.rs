@@ -171,6 +171,23 @@ enum Locks {
     Wait,
 }
 
+/// Whether the unsent message in row `d` has been overtaken: a newer message to the same
+/// recipient about the same incident is on its way (sent, being sent, or perhaps sent), or the
+/// incident has since closed and this is not the closing message. One definition for the
+/// supersession and for the claim's guard, which must never disagree.
+const SUPERSEDED_BY_LATER: &str = "(EXISTS (
+        SELECT 1 FROM deliveries n
+        WHERE n.incident_id = d.incident_id AND n.subscriber_id = d.subscriber_id
+          AND n.channel = d.channel AND n.event_version > d.event_version
+          AND n.state IN ('delivered', 'sending', 'unknown'))
+    OR EXISTS (
+        SELECT 1 FROM incidents i
+        WHERE i.incident_id = d.incident_id AND i.status IN ('resolved', 'completed')
+          AND i.version > d.event_version
+          AND NOT EXISTS (
+              SELECT 1 FROM events x WHERE x.event_id = d.event_id
+                AND x.kind IN ('resolved', 'maintenance_completed'))))";
+
 /// Supersedes the messages `keys` make stale, and returns how many. A message that has not
 /// gone out yet (pending, retrying, or unknown with a resend scheduled) is stale when the
 /// same recipient has a newer message about the same incident in `keys` or already on its way
@@ -206,20 +223,7 @@ async fn supersede(
              WHERE d.delivery_key = ANY($1)
                AND (d.state IN ('pending', 'retrying')
                     OR (d.state = 'unknown' AND d.next_attempt_at IS NOT NULL))
-               AND (EXISTS (
-                        SELECT 1 FROM deliveries n
-                        WHERE n.incident_id = d.incident_id
-                          AND n.subscriber_id = d.subscriber_id
-                          AND n.channel = d.channel AND n.event_version > d.event_version
-                          AND n.state IN ('delivered', 'sending', 'unknown'))
-                    OR EXISTS (
-                        SELECT 1 FROM incidents i
-                        WHERE i.incident_id = d.incident_id
-                          AND i.status IN ('resolved', 'completed')
-                          AND i.version > d.event_version
-                          AND NOT EXISTS (
-                              SELECT 1 FROM events e WHERE e.event_id = d.event_id
-                              AND e.kind IN ('resolved', 'maintenance_completed'))))
+               AND {SUPERSEDED_BY_LATER}
          ), stale AS (
              SELECT d.delivery_key FROM deliveries d
              WHERE d.delivery_key = ANY (ARRAY(SELECT delivery_key FROM stale_keys))
@@ -237,7 +241,7 @@ async fn supersede(
                 '{{"reason": "a newer message to the same recipient replaced it"}}'
          FROM marked"#
     );
-    // Safe: the only text put in is one of the two fixed lock clauses above.
+    // Safe: the only text put in is fixed: a lock clause above and a constant condition.
     let done = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(keys)
         .execute(db)
@@ -280,20 +284,7 @@ async fn claim_rows(
                -- that should have caught it may have passed it by, locked at that moment).
                -- An attempt lost mid-send is no unsent message: the channel's policy for
                -- unknown outcomes decides it, as supersession does not touch it either.
-               AND NOT ($5 AND d.state <> 'sending' AND (
-                   EXISTS (
-                       SELECT 1 FROM deliveries n
-                       WHERE n.incident_id = d.incident_id AND n.subscriber_id = d.subscriber_id
-                         AND n.channel = d.channel AND n.event_version > d.event_version
-                         AND n.state IN ('delivered', 'sending', 'unknown'))
-                   OR EXISTS (
-                       SELECT 1 FROM incidents i
-                       WHERE i.incident_id = d.incident_id
-                         AND i.status IN ('resolved', 'completed')
-                         AND i.version > d.event_version
-                         AND NOT EXISTS (
-                             SELECT 1 FROM events x WHERE x.event_id = d.event_id
-                             AND x.kind IN ('resolved', 'maintenance_completed')))))
+               AND NOT ($5 AND d.state <> 'sending' AND {SUPERSEDED_BY_LATER})
              {lock}
          )
          UPDATE deliveries d SET state = 'sending', lease_owner = $2,
@@ -307,7 +298,7 @@ async fn claim_rows(
              d.subscriber_id, d.channel, d.attempts, d.unknowns, due.previous_state,
              due.lost, due.previous_start, d.created_at"
     );
-    // Safe: the only text put in is one of the two fixed lock clauses above.
+    // Safe: the only text put in is fixed: a lock clause above and a constant condition.
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(keys)
         .bind(owner)
