@@ -124,6 +124,15 @@ impl CpuUsage {
             .join(", ")
     }
 
+    /// The results-table rows: the host's busy and steal shares, and CPU ms per 1,000 `of`.
+    pub(super) fn print_rows(&self, of: &str) {
+        println!(
+            "| host CPU busy / steal | {:.0} % / {:.1} % |",
+            self.busy_pct, self.steal_pct
+        );
+        println!("| CPU ms per 1,000 {of} | {} |", self.breakdown());
+    }
+
     /// The host's shares and the programs that ran, for a benchmark's JSON line.
     pub(super) fn json(&self) -> serde_json::Value {
         let per_program: serde_json::Map<String, serde_json::Value> = self

@@ -110,11 +110,7 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         println!("| {service} peak RSS | {mib:.1} MiB |");
     }
     if let Some(cpu) = &m.cpu {
-        println!(
-            "| host CPU busy / steal | {:.0} % / {:.1} % |",
-            cpu.busy_pct, cpu.steal_pct
-        );
-        println!("| CPU ms per 1,000 deliveries | {} |", cpu.breakdown());
+        cpu.print_rows("deliveries");
     }
     // The same number of rows through the bare ledger cycle, on the same database server.
     let raw_fresh = Fresh::create().await?;

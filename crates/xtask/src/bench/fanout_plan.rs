@@ -63,11 +63,7 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     println!("| resolver peak RSS | {:.1} MiB |", measured.peak_rss_mib);
     println!("| resolver page size | {page_size} |");
     if let Some(cpu) = &measured.cpu {
-        println!(
-            "| host CPU busy / steal | {:.0} % / {:.1} % |",
-            cpu.busy_pct, cpu.steal_pct
-        );
-        println!("| CPU ms per 1,000 jobs | {} |", cpu.breakdown());
+        cpu.print_rows("jobs");
     }
     println!(
         "{}",
