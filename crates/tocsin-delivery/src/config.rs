@@ -16,8 +16,10 @@ pub struct WorkerArgs {
     #[arg(long, env = "TOCSIN_WORKER_BATCH", default_value_t = 64)]
     pub batch: usize,
     /// Sends in flight at once in the bulk lane; the small and critical lanes each get a
-    /// quarter as many (at least 4) on top. Default: 1,024 for webhooks, 16 for email (the
-    /// SMTP connection pool is sized to match), 32 for SMS.
+    /// quarter as many (at least 4) on top. Default: 1,024 for webhooks, 32 for email (the
+    /// SMTP connection pool is sized to match: 48 in all, under Postfix's default limit of
+    /// 50 connections per client), 64 for SMS (96 in all, under Twilio's default limit of
+    /// 100 concurrent requests per account).
     #[arg(long, env = "TOCSIN_WORKER_CONCURRENCY")]
     pub concurrency: Option<usize>,
     /// Sends per second to the provider from this process; 0 means unlimited.

@@ -9,7 +9,7 @@
 //!   delivery on its own (`send`): a send slot of its lane, the rate limiter, the send marked
 //!   begun just before it starts, progress reports, the outcome recorded (`record`, retrying
 //!   until PostgreSQL answers, never dropping a known outcome), then ack, park or
-//!   dead-letter (`decision`). `coalesce` groups the per-delivery writes into shared
+//!   dead-letter (`decision`). `tocsin_runtime::coalesce` groups the per-delivery writes into shared
 //!   statements. The loops (`run`) stop in two steps on SIGTERM: no more pulls, then a grace
 //!   period for the deliveries in progress.
 //! - [`dispatch`]: the channel's dispatcher, which publishes parked deliveries (retries,
@@ -24,7 +24,6 @@
 //! a claim is granted only while the ledger says it is not finished. The one exception is an
 //! attempt whose outcome is unknown, where the channel's policy decides.
 
-mod coalesce;
 pub mod config;
 pub mod courier;
 mod decision;

@@ -22,22 +22,25 @@ use tocsin_store::{AttemptOutcome, Claimed, Store};
 use tokio::sync::Notify;
 use tracing::{error, warn};
 
-use crate::coalesce::Coalescer;
 use crate::courier::Courier;
 use crate::decision::Reply;
 use crate::instruments::Outcome;
 use crate::send::{Attempt, Ticket};
 use crate::worker::{Handled, Worker, answer};
+use tocsin_runtime::coalesce::Coalescer;
 
 /// The longest pause between two tries of a ledger write.
 const MAX_WRITE_BACKOFF: Duration = Duration::from_secs(2);
 /// Rows one shared statement writes at most.
 const MOST_PER_STATEMENT: usize = 512;
+/// Under load, the shortest time between two statements of one queue (see [`Coalescer`]):
+/// a few milliseconds more per send, against a statement per send finishing.
+const LINGER: Duration = Duration::from_millis(5);
 
 /// The queue that marks sends begun: each request answers whether `owner` still holds the
 /// delivery (only then may it be sent), or the error that kept the statement from running.
 pub(crate) fn starter(store: Store, owner: String) -> Coalescer<String, Result<bool, String>> {
-    Coalescer::spawn(MOST_PER_STATEMENT, move |keys: Vec<String>| {
+    Coalescer::spawn(MOST_PER_STATEMENT, LINGER, move |keys: Vec<String>| {
         let (store, owner) = (store.clone(), owner.clone());
         async move {
             let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
@@ -59,20 +62,24 @@ pub(crate) fn recorder(
     owner: String,
     unblocked: Arc<Notify>,
 ) -> Coalescer<AttemptOutcome, Result<(), String>> {
-    Coalescer::spawn(MOST_PER_STATEMENT, move |outcomes: Vec<AttemptOutcome>| {
-        let (store, owner, unblocked) = (store.clone(), owner.clone(), unblocked.clone());
-        async move {
-            match store.record_attempts(&owner, &outcomes).await {
-                Ok(recorded) => {
-                    if recorded.unblocked > 0 {
-                        unblocked.notify_one();
+    Coalescer::spawn(
+        MOST_PER_STATEMENT,
+        LINGER,
+        move |outcomes: Vec<AttemptOutcome>| {
+            let (store, owner, unblocked) = (store.clone(), owner.clone(), unblocked.clone());
+            async move {
+                match store.record_attempts(&owner, &outcomes).await {
+                    Ok(recorded) => {
+                        if recorded.unblocked > 0 {
+                            unblocked.notify_one();
+                        }
+                        outcomes.iter().map(|_| Ok(())).collect()
                     }
-                    outcomes.iter().map(|_| Ok(())).collect()
+                    Err(e) => outcomes.iter().map(|_| Err(e.to_string())).collect(),
                 }
-                Err(e) => outcomes.iter().map(|_| Err(e.to_string())).collect(),
             }
-        }
-    })
+        },
+    )
 }
 
 impl<C: Courier> Worker<C> {

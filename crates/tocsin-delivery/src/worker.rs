@@ -4,7 +4,7 @@
 //! own way: it waits for a send slot of its lane, is marked begun, sent, recorded and
 //! answered on its own, so that one slow endpoint never holds its batch-mates, nor the
 //! capacity they stand for. The per-delivery writes (begun, outcome) are grouped into shared
-//! statements by [`crate::coalesce`], so under load they cost little more than per batch.
+//! statements by [`tocsin_runtime::coalesce`], so under load they cost little more than per batch.
 //!
 //! The order of the steps is what makes a crash harmless: the ledger is written before
 //! JetStream is answered, so a worker killed anywhere leaves either a lease that lapses or a
@@ -30,10 +30,10 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::DeliveryError;
-use crate::coalesce::Coalescer;
 use crate::courier::{Courier, Message, UnknownPolicy};
 use crate::instruments::{Instruments, Outcome};
 use crate::readiness::WorkerReadiness;
+use tocsin_runtime::coalesce::Coalescer;
 
 /// How one worker process runs.
 #[derive(Debug, Clone)]

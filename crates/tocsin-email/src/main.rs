@@ -33,7 +33,7 @@ async fn run() -> anyhow::Result<()> {
     init_tracing(cli.connections.log_format);
 
     // Everything that can be wrong with the settings fails here, before any connection.
-    let config = cli.worker.worker_config(16);
+    let config = cli.worker.worker_config(32);
     let mut smtp = cli.email.smtp_config().context("SMTP settings")?;
     // One connection per send in flight: a send that waited for a pooled connection would
     // count its wait against the send timeout, behind a relay that stalls.

@@ -1,9 +1,11 @@
 //! Process plumbing shared by Tocsin's binaries: tracing set-up, a shutdown signal with its
 //! grace period ([`Shutdown::deadline`]), the process-wide TLS crypto provider ([`tls`]), and
 //! the ops HTTP server ([`ops`]: Prometheus `/metrics` from the [`recorder`], `/healthz`,
-//! `/readyz`), and the process's open-files limit ([`limits`]).
+//! `/readyz`), the process's open-files limit ([`limits`]), and group commit for writes
+//! requested one by one ([`coalesce`]).
 //! Nothing here knows about incidents.
 
+pub mod coalesce;
 mod connections;
 pub mod limits;
 pub mod ops;

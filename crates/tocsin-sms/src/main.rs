@@ -62,7 +62,7 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
         usize::from(sms.max_segments),
         cli.worker.retry_policy(),
     );
-    let worker = Worker::new(store.clone(), bus, courier, cli.worker.worker_config(32));
+    let worker = Worker::new(store.clone(), bus, courier, cli.worker.worker_config(64));
     let callbacks = Callbacks::new(store, public_url, sms.twilio_auth_token.clone());
     let shutdown = Shutdown::on_signals();
     let ops = cli.ops.spawn(worker.readiness(), shutdown.clone()).await?;

@@ -79,6 +79,19 @@ pub struct ClaimPolicy {
     pub resend_unknown: bool,
 }
 
+/// A provider's final word on a delivery (a Twilio status callback), to record.
+#[derive(Debug, Clone)]
+pub struct ProviderStatus {
+    /// The delivery's key, where the callback carries it.
+    pub delivery_key: Option<String>,
+    /// The provider's id for the message: how a callback without a key finds its delivery.
+    pub provider_id: Option<String>,
+    /// `delivered` or `failed`.
+    pub state: &'static str,
+    /// What the provider said, kept in the trail.
+    pub detail: serde_json::Value,
+}
+
 /// One attempt's outcome, to record.
 #[derive(Debug, Clone)]
 pub struct AttemptOutcome {
@@ -628,45 +641,79 @@ impl Store {
             .collect()
     }
 
-    /// Records a provider's final word on a delivery (a Twilio status callback): delivered,
-    /// or failed with a reason. It settles the delivery whatever state the row is in when it
+    /// Records providers' final words on deliveries (Twilio status callbacks): delivered, or
+    /// failed with a reason. Each settles its delivery whatever state the row is in when it
     /// arrives: a worker still recording its attempt (`sending`), a retry scheduled after a
     /// lost reply, or an outcome recorded as `unknown` all yield to the provider, who knows.
     /// The worker's own record then finds the row no longer `sending` and changes nothing.
-    /// The delivery is found by its key (carried in the callback URL, so even an attempt
-    /// whose reply was lost is reconciled) or else by the provider's id. Returns false when
-    /// no such delivery exists.
-    #[instrument(skip(self, detail))]
-    pub async fn record_provider_status(
+    /// A delivery is found by its key (carried in the callback URL, so even an attempt whose
+    /// reply was lost is reconciled) or else by the provider's id. Answers, for each status in
+    /// order, whether such a delivery exists. One statement for all: callbacks arrive one per
+    /// message, and a transaction each cost PostgreSQL more than the rest of an SMS.
+    #[instrument(skip_all, fields(statuses = statuses.len()))]
+    pub async fn record_provider_statuses(
         &self,
-        delivery_key: Option<&str>,
-        provider_id: Option<&str>,
-        state: &'static str,
-        detail: serde_json::Value,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "WITH target AS (
-                 SELECT delivery_key, incident_id, event_id, channel, state FROM deliveries
-                 WHERE delivery_key = $1 OR ($1 IS NULL AND provider_id = $4)
+        statuses: &[ProviderStatus],
+    ) -> Result<Vec<bool>, StoreError> {
+        if statuses.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<Option<&str>> = statuses.iter().map(|s| s.delivery_key.as_deref()).collect();
+        let providers: Vec<Option<&str>> =
+            statuses.iter().map(|s| s.provider_id.as_deref()).collect();
+        let states: Vec<&str> = statuses.iter().map(|s| s.state).collect();
+        let details: Vec<Json<&serde_json::Value>> =
+            statuses.iter().map(|s| Json(&s.detail)).collect();
+        let found: Vec<(i64,)> = sqlx::query_as(
+            "WITH s AS (
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::jsonb[])
+                     WITH ORDINALITY AS s(delivery_key, provider_id, state, detail, n)
+             ), target AS (
+                 SELECT s.n, d.delivery_key, d.incident_id, d.event_id, d.channel,
+                        d.state AS ledger_state, s.state, s.detail, s.provider_id
+                 FROM s JOIN deliveries d ON d.delivery_key = s.delivery_key
+                 UNION ALL
+                 SELECT s.n, d.delivery_key, d.incident_id, d.event_id, d.channel,
+                        d.state AS ledger_state, s.state, s.detail, s.provider_id
+                 FROM s JOIN deliveries d ON d.provider_id = s.provider_id
+                 WHERE s.delivery_key IS NULL
+             ), locked AS (
+                 -- In key order, as every multi-row write here locks: two callbacks of one
+                 -- batch and a worker's record must never wait on each other in a circle.
+                 SELECT delivery_key FROM deliveries
+                 WHERE delivery_key IN (SELECT delivery_key FROM target)
+                 ORDER BY delivery_key
+                 FOR UPDATE
+             ), last AS (
+                 -- Two words on one delivery in one batch: the later one stands, as it
+                 -- would have one statement after the other.
+                 SELECT DISTINCT ON (delivery_key) delivery_key, state, provider_id
+                 FROM target ORDER BY delivery_key, n DESC
              ), updated AS (
-                 UPDATE deliveries d SET state = $2, updated_at = now(), finished_at = now(),
-                     provider_id = coalesce(d.provider_id, $4), lease_owner = NULL,
-                     lease_expires_at = NULL, next_attempt_at = NULL, parked = false
-                 FROM target t
-                 WHERE d.delivery_key = t.delivery_key AND d.state <> $2
+                 UPDATE deliveries d SET state = t.state, updated_at = now(),
+                     finished_at = now(), provider_id = coalesce(d.provider_id, t.provider_id),
+                     lease_owner = NULL, lease_expires_at = NULL, next_attempt_at = NULL,
+                     parked = false
+                 FROM last t JOIN locked USING (delivery_key)
+                 WHERE d.delivery_key = t.delivery_key AND d.state <> t.state
+             ), trail AS (
+                 INSERT INTO delivery_trail (incident_id, event_id, kind, delivery_key, data)
+                 SELECT incident_id, event_id, state, delivery_key,
+                        detail || jsonb_build_object('channel', channel,
+                            'source', 'provider callback', 'ledger_state', ledger_state)
+                 FROM target ORDER BY n
              )
-             INSERT INTO delivery_trail (incident_id, event_id, kind, delivery_key, data)
-             SELECT incident_id, event_id, $2, delivery_key,
-                    $3 || jsonb_build_object('channel', channel, 'source', 'provider callback',
-                                             'ledger_state', state)
-             FROM target",
+             SELECT DISTINCT n FROM target",
         )
-        .bind(delivery_key)
-        .bind(state)
-        .bind(Json(detail))
-        .bind(provider_id)
-        .execute(&self.pool)
+        .bind(&keys)
+        .bind(&providers)
+        .bind(&states)
+        .bind(&details)
+        .fetch_all(&self.pool)
         .await?;
-        Ok(done.rows_affected() > 0)
+        let found: std::collections::HashSet<i64> = found.into_iter().map(|(n,)| n).collect();
+        Ok((1..=statuses.len() as i64)
+            .map(|n| found.contains(&n))
+            .collect())
     }
 }

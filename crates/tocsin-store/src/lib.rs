@@ -41,7 +41,7 @@ pub use batch::Appender;
 pub use dispatch::DueDeliveries;
 pub use error::StoreError;
 pub use fanout::{Candidate, FanoutRecord, TrailEntry};
-pub use ledger::{AttemptOutcome, ClaimPolicy, ClaimResult, Claimed, Recorded};
+pub use ledger::{AttemptOutcome, ClaimPolicy, ClaimResult, Claimed, ProviderStatus, Recorded};
 pub use log::Appended;
 pub use outbox::{LogNotification, LogNotifications, RelayLease};
 pub use progress::{ChannelProgress, DeliveryCursor, DeliveryFilter, DeliveryView};

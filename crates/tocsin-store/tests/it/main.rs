@@ -226,6 +226,7 @@ async fn one_relay_lease_at_a_time_and_freed_when_its_holder_goes(pool: PgPool) 
 
 mod dispatch;
 mod progress;
+mod provider_status;
 mod subscribers;
 
 #[sqlx::test(migrator = "tocsin_store::MIGRATOR")]

@@ -50,6 +50,8 @@ struct Measured {
     received: BTreeMap<Channel, stack::ProviderSummary>,
     /// From the publish until every expected message was at its provider (or the timeout).
     seconds: f64,
+    /// From the publish until each channel's provider had all its messages.
+    channel_seconds: BTreeMap<Channel, f64>,
     peak_rss_mib: BTreeMap<&'static str, f64>,
     /// Where the CPU went from the publish to the last arrival, per 1,000 deliveries.
     cpu: Option<CpuUsage>,
@@ -93,11 +95,17 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     let deliveries_per_s = m.delivered() as f64 / m.seconds;
     let peak = m.peak_rss_mib.values().copied().fold(0.0, f64::max);
-    println!("| channel | expected | at provider | duplicates |\n|---|---|---|---|");
+    println!(
+        "| channel | expected | at provider | duplicates | all there after |\n|---|---|---|---|---|"
+    );
     for (channel, want) in &m.expected {
         let got = m.received.get(channel);
+        let done = m
+            .channel_seconds
+            .get(channel)
+            .map_or("not all".to_owned(), |s| format!("{s:.2} s"));
         println!(
-            "| {channel} | {want} | {} | {} |",
+            "| {channel} | {want} | {} | {} | {done} |",
             got.map_or(0, |s| s.unique),
             got.map_or(0, |s| s.duplicates)
         );
@@ -138,6 +146,9 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "recipients": args.recipients,
         "deliveries": m.total(),
         "seconds": round2(m.seconds),
+        "channel_seconds": m.channel_seconds.iter()
+            .map(|(channel, s)| (channel.to_string(), round2(*s)))
+            .collect::<BTreeMap<_, _>>(),
         "deliveries_per_s": deliveries_per_s.round(),
         "duplicates": m.duplicates(),
         "missing": m.missing(),
@@ -266,7 +277,8 @@ async fn measure(fresh: &Fresh, shape: &Shape) -> anyhow::Result<Measured> {
             small_incidents,
             t0,
         ));
-        let seconds = wait_for_providers(&http, &mut stack, ports, &expected, t0).await?;
+        let (seconds, channel_seconds) =
+            wait_for_providers(&http, &mut stack, ports, &expected, t0).await?;
         let cpu = cpu_before
             .zip(CpuSample::read())
             .map(|(before, after)| before.usage_until(&after, expected.values().sum()));
@@ -296,6 +308,7 @@ async fn measure(fresh: &Fresh, shape: &Shape) -> anyhow::Result<Measured> {
             expected: expected.clone(),
             received,
             seconds,
+            channel_seconds,
             peak_rss_mib: peak_rss,
             cpu,
         })
@@ -309,16 +322,18 @@ async fn measure(fresh: &Fresh, shape: &Shape) -> anyhow::Result<Measured> {
 }
 
 /// Polls the providers until each has its expected count of distinct messages; returns the
-/// seconds since `t0` when that was first seen, or at the timeout.
+/// seconds since `t0` when that was first seen (or at the timeout), and when each channel's
+/// provider had all of its own.
 async fn wait_for_providers(
     http: &reqwest::Client,
     stack: &mut Stack,
     ports: Ports,
     expected: &BTreeMap<Channel, u64>,
     t0: Instant,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, BTreeMap<Channel, f64>)> {
     let total: u64 = expected.values().sum();
     let mut last_progress = Instant::now();
+    let mut channel_seconds = BTreeMap::new();
     loop {
         let mut arrived = 0;
         let mut complete = true;
@@ -328,17 +343,22 @@ async fn wait_for_providers(
                 .unique;
             arrived += unique.min(want);
             complete &= unique >= want;
+            if unique >= want {
+                channel_seconds
+                    .entry(channel)
+                    .or_insert_with(|| t0.elapsed().as_secs_f64());
+            }
         }
         let elapsed = t0.elapsed();
         if complete {
-            return Ok(elapsed.as_secs_f64());
+            return Ok((elapsed.as_secs_f64(), channel_seconds));
         }
         if elapsed > TIMEOUT {
             eprintln!(
                 "timed out after {} s with {arrived} of {total} delivered",
                 TIMEOUT.as_secs()
             );
-            return Ok(elapsed.as_secs_f64());
+            return Ok((elapsed.as_secs_f64(), channel_seconds));
         }
         if last_progress.elapsed() >= PROGRESS {
             eprintln!(
