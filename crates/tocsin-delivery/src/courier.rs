@@ -61,6 +61,14 @@ pub trait Courier: Send + Sync + 'static {
     /// [`SendOutcome`].
     fn send(&self, message: &Message) -> impl Future<Output = SendOutcome> + Send;
 
+    /// Where `message` goes, when subscribers may share it and one such place must not take
+    /// every send slot ([`WorkerConfig::per_destination`](crate::WorkerConfig) bounds each):
+    /// a webhook endpoint. `None` (the default): one provider for all, bounded as a whole.
+    fn destination(&self, message: &Message) -> Option<String> {
+        let _ = message;
+        None
+    }
+
     /// For [`UnknownPolicy::Reconcile`]: how long after an attempt began the provider may be
     /// asked about it. A request still being processed at the provider when asked would be
     /// missed, and the message sent a second time; so this is more than the client's own

@@ -56,6 +56,7 @@ impl<C: Courier> Worker<C> {
             next_attempt_at: next,
             parked: next.is_some(),
             unknown: detail["outcome"] == "unknown",
+            not_attempted: false,
             provider_id,
             error,
             detail,

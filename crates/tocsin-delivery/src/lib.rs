@@ -27,6 +27,7 @@
 pub mod config;
 pub mod courier;
 mod decision;
+mod destinations;
 pub mod dispatch;
 mod instruments;
 mod leases;

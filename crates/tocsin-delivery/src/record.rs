@@ -109,6 +109,14 @@ impl<C: Courier> Worker<C> {
                 }
                 return Handled::HandedBack { key };
             }
+            Attempt::Deferred => {
+                let record = deferred(&job, &claim, now + crate::destinations::DEFERRAL);
+                if self.persist(&work, deadline, record).await {
+                    self.instruments.retry_scheduled();
+                    answer(work.ack().await);
+                }
+                return Handled::Parked { key };
+            }
             Attempt::Abandoned => {
                 // Unanswered on purpose: the job returns when its ack wait ends, the lease
                 // has lapsed by then, and the channel's policy for a lost attempt decides
@@ -248,9 +256,8 @@ impl<C: Courier> Worker<C> {
     }
 }
 
-/// The record of a claimed job handed back unsent: due again at once, its lease released.
-/// The claim counted an attempt that never happened; that costs one step of the retry
-/// schedule, which is cheaper than a second statement to undo it.
+/// The record of a claimed job handed back unsent: due again at once, its lease released,
+/// and the attempt the claim counted given back (nothing was sent).
 fn handed_back(job: &DeliveryJob, claim: &Claimed, now: OffsetDateTime) -> AttemptOutcome {
     AttemptOutcome {
         delivery_key: job.delivery_key.clone(),
@@ -260,11 +267,34 @@ fn handed_back(job: &DeliveryJob, claim: &Claimed, now: OffsetDateTime) -> Attem
         next_attempt_at: Some(now),
         parked: false,
         unknown: false,
+        not_attempted: true,
         provider_id: None,
         error: None,
         detail: serde_json::json!({
             "outcome": "handed_back",
             "reason": "the worker stopped before sending; nothing was sent",
+        }),
+    }
+}
+
+/// The record of a claimed job put off because its endpoint already has as many sends in
+/// flight and waiting as one endpoint may: parked until `until`, when the dispatcher
+/// publishes it again, its lease released and its attempt given back (nothing was sent).
+fn deferred(job: &DeliveryJob, claim: &Claimed, until: OffsetDateTime) -> AttemptOutcome {
+    AttemptOutcome {
+        delivery_key: job.delivery_key.clone(),
+        incident_id: claim.incident_id,
+        event_id: claim.event_id,
+        state: "retrying",
+        next_attempt_at: Some(until),
+        parked: true,
+        unknown: false,
+        not_attempted: true,
+        provider_id: None,
+        error: None,
+        detail: serde_json::json!({
+            "outcome": "deferred",
+            "reason": "its endpoint already had as many messages in flight as one endpoint may; nothing was sent",
         }),
     }
 }

@@ -38,6 +38,8 @@ pub(crate) enum Attempt {
     Abandoned,
     /// The claim was no longer this worker's when the send was to begin.
     Lost,
+    /// Its endpoint was full (sends in flight and waiting): put off, nothing sent.
+    Deferred,
 }
 
 /// What a batch's messages need, read beside its claim.
@@ -246,6 +248,30 @@ impl<C: Courier> Worker<C> {
     /// record and the answer. Its lease is renewed until it is settled.
     async fn deliver(self, ticket: Ticket, message: Message, deadline: &Shutdown) -> Handled {
         let _holding = self.held.hold(vec![ticket.job.delivery_key.clone()]);
+        // A turn at its destination first, then a send slot: a delivery waiting for a busy
+        // endpoint holds no slot another endpoint's messages could use.
+        let mut at_destination = None;
+        if let (Some(destinations), Some(destination)) =
+            (&self.destinations, self.courier.destination(&message))
+        {
+            let Some(mut entered) = destinations.enter(&destination) else {
+                return self
+                    .settle(ticket, Attempt::Deferred, Duration::ZERO, deadline)
+                    .await;
+            };
+            let waiting = deadline.unless_triggered(entered.turn());
+            if ticket
+                .work
+                .in_progress(self.config.lease / 3, waiting)
+                .await
+                .is_none()
+            {
+                return self
+                    .settle(ticket, Attempt::NotStarted, Duration::ZERO, deadline)
+                    .await;
+            }
+            at_destination = Some(entered);
+        }
         let sending = self.slots(ticket.job.lane).sending.clone();
         let waiting = deadline.unless_triggered(sending.acquire_owned());
         let slot = ticket
@@ -296,6 +322,7 @@ impl<C: Courier> Worker<C> {
                 .accepted(message.incident.severity, message.event.recorded_at);
         }
         drop(_slot);
+        drop(at_destination);
         self.settle(ticket, attempt, started.elapsed(), deadline)
             .await
     }

@@ -57,6 +57,10 @@ pub struct WorkerConfig {
     pub owner: String,
     /// How long batches in progress may take to finish after the shutdown signal.
     pub shutdown_grace: Duration,
+    /// Sends in flight at once to one destination ([`Courier::destination`]: a webhook
+    /// endpoint), however many subscribers share it; as many more may wait for a turn, and
+    /// beyond that a delivery is put off for a second. `None`: no bound.
+    pub per_destination: Option<usize>,
 }
 
 impl WorkerConfig {
@@ -87,6 +91,7 @@ impl Default for WorkerConfig {
             status_page_url: None,
             owner: format!("worker-{}", uuid::Uuid::new_v4().simple()),
             shutdown_grace: Duration::from_secs(20),
+            per_destination: None,
         }
     }
 }
@@ -143,6 +148,8 @@ pub struct Worker<C: Courier> {
     pub(crate) starts: Coalescer<String, Result<bool, String>>,
     /// Records outcomes, many in one statement.
     pub(crate) records: Coalescer<AttemptOutcome, Result<(), String>>,
+    /// Turns per destination, where bounded.
+    pub(crate) destinations: Option<Arc<crate::destinations::Destinations>>,
 }
 
 /// One lane's capacity in this process.
@@ -189,6 +196,7 @@ impl<C: Courier> Clone for Worker<C> {
             lanes: self.lanes.clone(),
             starts: self.starts.clone(),
             records: self.records.clone(),
+            destinations: self.destinations.clone(),
         }
     }
 }
@@ -202,6 +210,9 @@ impl<C: Courier> Worker<C> {
         let instruments =
             Instruments::new(channel, |lane| bus.config().worker_consumer(channel, lane));
         let lanes = Lane::ALL.map(|lane| LaneSlots::new(config.lane_capacity(lane)));
+        let config_destinations = config
+            .per_destination
+            .map(crate::destinations::Destinations::new);
         let unblocked: Arc<Notify> = Arc::default();
         let starts = crate::record::starter(store.clone(), config.owner.clone());
         let records =
@@ -218,6 +229,7 @@ impl<C: Courier> Worker<C> {
             lanes: Arc::new(lanes),
             starts,
             records,
+            destinations: config_destinations,
         }
     }
 

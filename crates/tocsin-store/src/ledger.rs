@@ -107,6 +107,9 @@ pub struct AttemptOutcome {
     pub parked: bool,
     /// The attempt's outcome is unknown (counted toward the channel's cap on blind resends).
     pub unknown: bool,
+    /// Nothing was sent (handed back at shutdown, or deferred for a busy endpoint): the
+    /// attempt the claim counted is given back, so waiting never uses up the retry schedule.
+    pub not_attempted: bool,
     pub provider_id: Option<String>,
     pub error: Option<String>,
     /// The trail entry's data: attempt number, outcome detail, latency.
@@ -543,6 +546,10 @@ impl Store {
             outcomes.iter().map(|o| o.next_attempt_at).collect();
         let parked: Vec<bool> = outcomes.iter().map(|o| o.parked).collect();
         let unknown: Vec<i32> = outcomes.iter().map(|o| i32::from(o.unknown)).collect();
+        let refund: Vec<i32> = outcomes
+            .iter()
+            .map(|o| i32::from(o.not_attempted))
+            .collect();
         let providers: Vec<Option<&str>> =
             outcomes.iter().map(|o| o.provider_id.as_deref()).collect();
         let errors: Vec<Option<&str>> = outcomes.iter().map(|o| o.error.as_deref()).collect();
@@ -551,9 +558,9 @@ impl Store {
         let (recorded, unblocked): (i64, i64) = sqlx::query_as(
             "WITH o AS (
                  SELECT * FROM UNNEST($2::text[], $3::text[], $4::timestamptz[], $5::bool[],
-                     $6::int4[], $7::text[], $8::text[], $9::jsonb[])
+                     $6::int4[], $7::text[], $8::text[], $9::jsonb[], $10::int4[])
                      AS o(delivery_key, state, next_at, parked, unknown, provider_id, error,
-                          detail)
+                          detail, refund)
              ), locked AS (
                  -- By primary key: a join with the unnested rows let the planner, misled by
                  -- a fresh table's statistics, scan every unsettled row once per outcome.
@@ -564,6 +571,7 @@ impl Store {
              ), updated AS (
                  UPDATE deliveries d SET state = o.state, next_attempt_at = o.next_at,
                      parked = o.parked, unknowns = d.unknowns + o.unknown,
+                     attempts = greatest(d.attempts - o.refund, 0),
                      provider_id = coalesce(o.provider_id, d.provider_id), last_error = o.error,
                      lease_owner = NULL, lease_expires_at = NULL, updated_at = now(),
                      finished_at = CASE WHEN o.next_at IS NOT NULL THEN NULL ELSE now() END
@@ -595,6 +603,7 @@ impl Store {
         .bind(&providers)
         .bind(&errors)
         .bind(&details)
+        .bind(&refund)
         .fetch_one(&self.pool)
         .await?;
         Ok(Recorded {

@@ -73,6 +73,16 @@ impl Courier for WebhookCourier {
         }
     }
 
+    /// The endpoint: its URL without query or fragment, so subscribers told apart only by a
+    /// token in the query still count as one server's load.
+    fn destination(&self, message: &Message) -> Option<String> {
+        let url = message.subscriber.contacts.webhook_url.as_deref()?;
+        let mut endpoint = url::Url::parse(url).ok()?;
+        endpoint.set_query(None);
+        endpoint.set_fragment(None);
+        Some(endpoint.into())
+    }
+
     #[instrument(skip_all, fields(delivery_key = %message.key, attempt = message.attempt))]
     async fn send(&self, message: &Message) -> SendOutcome {
         // Without a URL or a usable secret no attempt can ever succeed: final, not retried.

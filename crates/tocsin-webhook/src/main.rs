@@ -10,8 +10,8 @@ use clap::Parser;
 use secrecy::ExposeSecret;
 use tocsin_bus::{Bus, BusConfig};
 use tocsin_core::network::UrlPolicy;
-use tocsin_delivery::Worker;
 use tocsin_delivery::config::WorkerArgs;
+use tocsin_delivery::{Worker, WorkerConfig};
 use tocsin_runtime::{Connections, OpsArgs, Shutdown, init_tracing};
 use tocsin_store::Store;
 use tocsin_webhook::ClientConfig;
@@ -47,6 +47,16 @@ struct Cli {
         default_value_t = 5
     )]
     connect_timeout_seconds: u64,
+    /// Sends in flight at once to one endpoint URL, however many subscribers share it (as
+    /// many more wait for a turn; beyond that a message is put off for a second). One
+    /// customer's slow server then holds this many of the worker's sends, never all of them.
+    /// 0: no bound.
+    #[arg(
+        long,
+        env = "TOCSIN_WEBHOOK_PER_ENDPOINT_CONCURRENCY",
+        default_value_t = 64
+    )]
+    per_endpoint_concurrency: usize,
 }
 
 #[tokio::main]
@@ -105,7 +115,10 @@ async fn run() -> anyhow::Result<()> {
         .context("connecting to NATS (NATS_URL)")?;
 
     let shutdown = Shutdown::on_signals();
-    let config = cli.worker.worker_config(DEFAULT_CONCURRENCY);
+    let config = WorkerConfig {
+        per_destination: (cli.per_endpoint_concurrency > 0).then_some(cli.per_endpoint_concurrency),
+        ..cli.worker.worker_config(DEFAULT_CONCURRENCY)
+    };
     // A socket per send in flight, and room for the rest (PostgreSQL, NATS, the ops server).
     let wanted = u64::try_from(config.total_concurrency()).unwrap_or(u64::MAX) + 256;
     match tocsin_runtime::limits::raise_open_files() {

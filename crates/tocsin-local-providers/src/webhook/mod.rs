@@ -6,7 +6,7 @@ mod signature;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -96,6 +96,8 @@ impl std::fmt::Debug for EndpointRegistration {
 struct Shared {
     config: WebhookReceiverConfig,
     endpoints: RwLock<HashMap<String, WebhookSecret>>,
+    /// Per endpoint: requests being answered now, and the most ever at once.
+    in_flight: Mutex<HashMap<String, (usize, usize)>>,
     inbox: Arc<Inbox<ReceivedWebhook>>,
     faults: Faults,
     shutdown: Shutdown,
@@ -133,6 +135,7 @@ impl WebhookReceiver {
         let shared = Arc::new(Shared {
             config,
             endpoints: RwLock::new(HashMap::new()),
+            in_flight: Mutex::default(),
             inbox: Arc::new(Inbox::default()),
             faults: Faults::default(),
             shutdown: shutdown.clone(),
@@ -206,6 +209,17 @@ impl WebhookReceiver {
         self.shared.inbox.summary()
     }
 
+    /// The most requests `endpoint` was ever answering at once (a sender's concurrency
+    /// toward it, slowed down by a delay fault to be seen).
+    pub fn peak_in_flight(&self, endpoint: &str) -> usize {
+        self.shared
+            .in_flight
+            .lock()
+            .unwrap()
+            .get(endpoint)
+            .map_or(0, |&(_, peak)| peak)
+    }
+
     /// The fault plan; targets are endpoint names.
     pub fn faults(&self) -> &Faults {
         &self.shared.faults
@@ -213,6 +227,39 @@ impl WebhookReceiver {
 
     pub async fn shutdown(self) {
         self.tasks.stop().await;
+    }
+}
+
+/// One request being answered, counted in its endpoint's [`Shared::in_flight`] until dropped.
+struct Answering<'a> {
+    shared: &'a Shared,
+    endpoint: String,
+}
+
+impl<'a> Answering<'a> {
+    fn start(shared: &'a Shared, endpoint: &str) -> Self {
+        let mut in_flight = shared.in_flight.lock().unwrap();
+        let (now, peak) = in_flight.entry(endpoint.to_owned()).or_default();
+        *now += 1;
+        *peak = (*peak).max(*now);
+        Answering {
+            shared,
+            endpoint: endpoint.to_owned(),
+        }
+    }
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        if let Some((now, _)) = self
+            .shared
+            .in_flight
+            .lock()
+            .unwrap()
+            .get_mut(&self.endpoint)
+        {
+            *now -= 1;
+        }
     }
 }
 
@@ -254,6 +301,7 @@ async fn receive(
     let Some(secret) = shared.endpoints.read().unwrap().get(&endpoint).cloned() else {
         return (StatusCode::NOT_FOUND, "unknown endpoint").into_response();
     };
+    let _answering = Answering::start(&shared, &endpoint);
     let now = (crate::now_unix_ms() / 1000) as i64;
     let verification = signature::verify(&secret, &headers, &body, now, shared.config.tolerance);
     let mut record = ReceivedWebhook {

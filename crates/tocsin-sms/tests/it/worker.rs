@@ -650,6 +650,7 @@ async fn a_callback_while_the_attempt_is_still_sending_settles_it(pool: PgPool) 
         next_attempt_at: None,
         parked: false,
         unknown: true,
+        not_attempted: false,
         provider_id: None,
         error: Some("timed out".into()),
         detail: serde_json::json!({ "outcome": "unknown" }),

@@ -40,6 +40,20 @@ pub(crate) struct Harness {
 
 impl Harness {
     pub(crate) async fn start(pool: PgPool, policy: UrlPolicy, retry: RetryPolicy) -> Harness {
+        let config = WorkerConfig {
+            batch: 16,
+            lease: Duration::from_secs(10),
+            ..WorkerConfig::default()
+        };
+        Harness::start_configured(pool, policy, retry, config).await
+    }
+
+    pub(crate) async fn start_configured(
+        pool: PgPool,
+        policy: UrlPolicy,
+        retry: RetryPolicy,
+        config: WorkerConfig,
+    ) -> Harness {
         tocsin_runtime::tls::install_crypto_provider();
         let pipeline = Pipeline::start(pool).await;
         let receiver = WebhookReceiver::start(WebhookReceiverConfig::default())
@@ -55,11 +69,6 @@ impl Harness {
             retry,
         )
         .unwrap();
-        let config = WorkerConfig {
-            batch: 16,
-            lease: Duration::from_secs(10),
-            ..WorkerConfig::default()
-        };
         let worker = Worker::new(
             pipeline.store.clone(),
             pipeline.bus.clone(),
@@ -288,6 +297,88 @@ async fn webhooks_arrive_signed_once_each_and_in_order(pool: PgPool) {
 
 /// One batch holding two messages to the same subscriber (two incidents at once) sends
 /// both: the subscriber's details serve every job addressed to them.
+/// Subscribers sharing one endpoint get at most the per-endpoint bound of sends in flight
+/// there, as many more wait their turn, and the rest are put off (parked, their attempt
+/// given back) rather than held; another endpoint's message goes out meanwhile. Each
+/// message still arrives once.
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn subscribers_sharing_a_slow_endpoint_get_a_bounded_share_of_the_sends(pool: PgPool) {
+    let config = WorkerConfig {
+        batch: 16,
+        lease: Duration::from_secs(10),
+        per_destination: Some(2),
+        ..WorkerConfig::default()
+    };
+    let h = Harness::start_configured(pool, loopback(), quick_retries(3), config).await;
+    let mut shared = Vec::new();
+    for n in 0..8 {
+        // One server for all eight; a token in the query tells them apart.
+        let url = format!("{}?subscriber={n}", h.receiver.url_for("shared"));
+        shared.push(h.subscribe_at(&format!("tenant-{n}"), "shared", url).await);
+    }
+    // The receiver checks one secret per endpoint: the eight share the last one registered.
+    let secret: String = sqlx::query_scalar(
+        "SELECT webhook_secret FROM subscriber_contacts WHERE subscriber_id = $1",
+    )
+    .bind(shared[7].id.as_uuid())
+    .fetch_one(h.pipeline.store.pool())
+    .await
+    .unwrap();
+    sqlx::query("UPDATE subscriber_contacts SET webhook_secret = $1 WHERE webhook_url LIKE '%/hooks/shared?%'")
+        .bind(&secret)
+        .execute(h.pipeline.store.pool())
+        .await
+        .unwrap();
+    let other = h.subscribe("other", "other").await;
+    h.receiver
+        .faults()
+        .push(FaultRule::for_target("shared", Fault::Delay { ms: 300 }));
+    let opened = h.open().await;
+
+    let first = h.process_once(Duration::from_secs(2)).await;
+    assert_eq!(first.len(), 9, "one batch: {first:?}");
+    let put_off = first
+        .iter()
+        .filter(|handled| matches!(handled, Handled::Parked { .. }))
+        .count();
+    assert_eq!(
+        put_off, 4,
+        "two sending and two waiting at the shared endpoint, the other four put off: {first:?}"
+    );
+    assert_eq!(
+        h.pipeline
+            .delivery_state(&key(&opened, &other))
+            .await
+            .as_deref(),
+        Some("delivered"),
+        "another endpoint is not held up"
+    );
+
+    let mut keys: Vec<String> = shared.iter().map(|s| key(&opened, s)).collect();
+    keys.push(key(&opened, &other));
+    h.drain(&keys.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
+    for key in &keys {
+        let (state, _, _) = h.ledger(key).await;
+        assert_eq!(state, "delivered", "{key}");
+    }
+    assert_eq!(
+        h.receiver.peak_in_flight("shared"),
+        2,
+        "never more than the bound at once, and the bound used"
+    );
+    let summary = h.receiver.summary();
+    assert_eq!((summary.unique, summary.duplicates), (9, 0));
+    let attempts: Vec<i32> = sqlx::query_scalar("SELECT attempts FROM deliveries ORDER BY 1")
+        .fetch_all(h.pipeline.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        attempts, [1; 9],
+        "a delivery put off has its attempt given back: waiting never uses up retries"
+    );
+}
+
 #[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
 async fn two_messages_to_one_subscriber_in_one_batch_both_go_out(pool: PgPool) {
     let h = Harness::start(pool, loopback(), quick_retries(5)).await;
