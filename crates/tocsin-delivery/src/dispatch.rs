@@ -50,6 +50,7 @@ impl<C: Courier> Worker<C> {
                 )
                 .await?;
             if due.deliveries.is_empty() {
+                due.release().await?;
                 return Ok(dispatched);
             }
             let jobs: Vec<(DeliveryJob, u32)> = due
@@ -59,8 +60,17 @@ impl<C: Courier> Worker<C> {
                 .collect();
             // Published before they are marked: a failure leaves them parked (the locks are
             // released with the transaction) for the next round.
-            for published in self.bus.dispatch_jobs(&jobs).await {
-                published?;
+            let failed = self
+                .bus
+                .dispatch_jobs(&jobs)
+                .await
+                .into_iter()
+                .find_map(Result::err);
+            if let Some(e) = failed {
+                if let Err(release) = due.release().await {
+                    warn!(error = %release, "could not release the undispatched deliveries; they are released when the connection is next used");
+                }
+                return Err(e.into());
             }
             let count = due.dispatched().await?;
             dispatched += count;

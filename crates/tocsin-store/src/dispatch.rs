@@ -165,6 +165,14 @@ impl DueDeliveries {
         self.tx.commit().await?;
         Ok(done.rows_affected())
     }
+
+    /// Their jobs were not published: release the locks now, as they are. (A transaction
+    /// merely dropped is rolled back only when its connection is next used, and until then
+    /// the rows stay locked and other dispatchers pass them by.)
+    pub async fn release(self) -> Result<(), StoreError> {
+        self.tx.rollback().await?;
+        Ok(())
+    }
 }
 
 /// Records `created` as `stream`'s incarnation; true if it was not the one recorded (or none

@@ -135,7 +135,7 @@ async fn due_deliveries_wait_for_their_time_and_their_turn(pool: PgPool) {
         .map(|(d, _)| d.delivery_key.as_str())
         .collect();
     assert_eq!(keys, ["dlv_first"]);
-    drop(due);
+    due.release().await.unwrap();
     // For a channel that supersedes, a pending earlier message holds nothing back: claiming
     // the later one supersedes it.
     let due = store
