@@ -244,8 +244,25 @@ impl<C: Courier> Worker<C> {
         })
     }
 
-    /// One delivery: a send slot of its lane, the rate limiter, the mark, the send, then the
-    /// record and the answer. Its lease is renewed until it is settled.
+    /// Waits for `until`, telling JetStream meanwhile that `ticket`'s job is in progress;
+    /// `None` if the shutdown deadline came first. Waiting never turns a job into an unknown
+    /// outcome: nothing has been sent yet.
+    async fn wait_in_progress<T>(
+        &self,
+        ticket: &Ticket,
+        deadline: &Shutdown,
+        until: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        let waiting = deadline.unless_triggered(until);
+        ticket
+            .work
+            .in_progress(self.config.lease / 3, waiting)
+            .await
+    }
+
+    /// One delivery: a turn at its destination where bounded, a send slot of its lane, the
+    /// rate limiter, the mark, the send, then the record and the answer. Its lease is renewed
+    /// until it is settled.
     async fn deliver(self, ticket: Ticket, message: Message, deadline: &Shutdown) -> Handled {
         let _holding = self.held.hold(vec![ticket.job.delivery_key.clone()]);
         // A turn at its destination first, then a send slot: a delivery waiting for a busy
@@ -259,10 +276,8 @@ impl<C: Courier> Worker<C> {
                     .settle(ticket, Attempt::Deferred, Duration::ZERO, deadline)
                     .await;
             };
-            let waiting = deadline.unless_triggered(entered.turn());
-            if ticket
-                .work
-                .in_progress(self.config.lease / 3, waiting)
+            if self
+                .wait_in_progress(&ticket, deadline, entered.turn())
                 .await
                 .is_none()
             {
@@ -273,28 +288,23 @@ impl<C: Courier> Worker<C> {
             at_destination = Some(entered);
         }
         let sending = self.slots(ticket.job.lane).sending.clone();
-        let waiting = deadline.unless_triggered(sending.acquire_owned());
-        let slot = ticket
-            .work
-            .in_progress(self.config.lease / 3, waiting)
+        let slot = self
+            .wait_in_progress(&ticket, deadline, sending.acquire_owned())
             .await;
         let Some(Ok(_slot)) = slot else {
             return self
                 .settle(ticket, Attempt::NotStarted, Duration::ZERO, deadline)
                 .await;
         };
-        if let Some(limiter) = &self.limiter {
-            let waiting = deadline.unless_triggered(limiter.until_ready());
-            if ticket
-                .work
-                .in_progress(self.config.lease / 3, waiting)
+        if let Some(limiter) = &self.limiter
+            && self
+                .wait_in_progress(&ticket, deadline, limiter.until_ready())
                 .await
                 .is_none()
-            {
-                return self
-                    .settle(ticket, Attempt::NotStarted, Duration::ZERO, deadline)
-                    .await;
-            }
+        {
+            return self
+                .settle(ticket, Attempt::NotStarted, Duration::ZERO, deadline)
+                .await;
         }
         if deadline.is_triggered() {
             return self
