@@ -6,12 +6,13 @@
 //!   (what an unknown outcome means for it, whether stale messages are superseded, retries).
 //! - [`worker`]: pull jobs from the channel's durable consumers (one per lane, shared by
 //!   every replica), claim them in the ledger with a lease a batch at a time, then run each
-//!   delivery on its own (`send`): a send slot of its lane, the rate limiter, the send marked
-//!   begun just before it starts, progress reports, the outcome recorded (`record`, retrying
-//!   until PostgreSQL answers, never dropping a known outcome), then ack, park or
-//!   dead-letter (`decision`). `tocsin_runtime::coalesce` groups the per-delivery writes into shared
-//!   statements. The loops (`run`) stop in two steps on SIGTERM: no more pulls, then a grace
-//!   period for the deliveries in progress.
+//!   delivery on its own (`send`): a turn at its destination where bounded
+//!   (`destinations`: subscribers sharing a webhook endpoint), a send slot of its lane, the
+//!   rate limiter, the send marked begun just before it starts, progress reports, the outcome
+//!   recorded (`record`, retrying until PostgreSQL answers, never dropping a known outcome),
+//!   then ack, park or dead-letter (`decision`). `tocsin_runtime::coalesce` groups the
+//!   per-delivery writes into shared statements. The loops (`run`) stop in two steps on
+//!   SIGTERM: no more pulls, then a grace period for the deliveries in progress.
 //! - [`dispatch`]: the channel's dispatcher, which publishes parked deliveries (retries,
 //!   quiet hours, later messages to a recipient, everything after a lost stream) when due,
 //!   and recreates the stream and consumer when NATS comes back empty.
