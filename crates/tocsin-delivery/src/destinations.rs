@@ -53,7 +53,7 @@ impl Destinations {
     /// A place at `destination`, or `None` when it already has its fill of sends in flight
     /// and waiting: the delivery is to be put off.
     pub(crate) fn enter(self: &Arc<Self>, destination: &str) -> Option<Entered> {
-        let mut gates = self.gates.lock().expect("destination gates poisoned");
+        let mut gates = self.lock();
         let gate = gates.entry(destination.to_owned()).or_insert_with(|| Gate {
             sending: Arc::new(Semaphore::new(self.limit)),
             entered: 0,
@@ -70,10 +70,18 @@ impl Destinations {
         })
     }
 
+    /// The gates. A panic elsewhere while holding the lock leaves only counts behind, still
+    /// usable: a delivery must never panic over them.
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Gate>> {
+        self.gates
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Destinations with anyone at them (sending or waiting).
     #[cfg(test)]
     fn in_use(&self) -> usize {
-        self.gates.lock().unwrap().len()
+        self.lock().len()
     }
 }
 
@@ -81,8 +89,10 @@ impl Entered {
     /// Waits for a turn to send.
     pub(crate) async fn turn(&mut self) {
         if self.turn.is_none() {
-            let permit = self.sending.clone().acquire_owned().await;
-            self.turn = Some(permit.expect("destination semaphores are never closed"));
+            // A gate's semaphore is never closed, so this wait only ends with a turn.
+            if let Ok(permit) = self.sending.clone().acquire_owned().await {
+                self.turn = Some(permit);
+            }
         }
     }
 }
@@ -90,11 +100,7 @@ impl Entered {
 impl Drop for Entered {
     fn drop(&mut self) {
         self.turn.take();
-        let mut gates = self
-            .destinations
-            .gates
-            .lock()
-            .expect("destination gates poisoned");
+        let mut gates = self.destinations.lock();
         if let Some(gate) = gates.get_mut(&self.destination) {
             gate.entered -= 1;
             if gate.entered == 0 {
