@@ -22,6 +22,14 @@ pub const MAX_LABEL_KEY_CHARS: usize = 63;
 pub const MAX_LABEL_VALUE_CHARS: usize = 256;
 /// How far in the future `occurred_at` may lie: clock skew, not a scheduling feature.
 pub const MAX_CLOCK_SKEW: time::Duration = time::Duration::minutes(5);
+/// What customers must do, when they must act: one or two sentences, not a second message.
+pub const MAX_CUSTOMER_ACTION_CHARS: usize = 500;
+pub const MAX_LINK_CHARS: usize = 2_000;
+/// How far ahead a "next update by" promise may reach. A promise a week out is no promise.
+pub const MAX_NEXT_UPDATE_AHEAD: time::Duration = time::Duration::days(7);
+/// How far ahead an event's messages may be scheduled (a review "on Thursday", a notice
+/// weeks before a maintenance).
+pub const MAX_DELIVER_AHEAD: time::Duration = time::Duration::days(90);
 
 /// The lifecycle event a publisher reports.
 ///
@@ -38,10 +46,13 @@ pub enum EventKind {
     MaintenanceScheduled,
     MaintenanceStarted,
     MaintenanceCompleted,
+    /// After `Resolved`: the post-incident review, or another follow-up about what happened
+    /// and what changes. It leaves the incident resolved.
+    Review,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 8] = [
         Self::Opened,
         Self::Updated,
         Self::Resolved,
@@ -49,6 +60,7 @@ impl EventKind {
         Self::MaintenanceScheduled,
         Self::MaintenanceStarted,
         Self::MaintenanceCompleted,
+        Self::Review,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -60,7 +72,13 @@ impl EventKind {
             Self::MaintenanceScheduled => "maintenance_scheduled",
             Self::MaintenanceStarted => "maintenance_started",
             Self::MaintenanceCompleted => "maintenance_completed",
+            Self::Review => "review",
         }
+    }
+
+    /// Parses the name [`EventKind::as_str`] gives.
+    pub fn from_name(name: &str) -> Option<EventKind> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == name)
     }
 
     /// Kinds that bring a new incident or maintenance into existence.
@@ -149,6 +167,64 @@ pub struct Change {
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<MaintenanceWindow>,
+    /// When the problem began, where the publisher knows it: often before it was reported.
+    /// Durations are measured from it; without it no duration is claimed.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub started_at: Option<OffsetDateTime>,
+    /// The time by which customers will hear from us again. Each event makes its own
+    /// promise: an event without one withdraws the previous.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub next_update_at: Option<OffsetDateTime>,
+    /// What customers need to do, when they need to act ("Rotate API keys created before
+    /// 09:00 UTC"). Without it the messages say no action is needed only where that is the
+    /// kind's nature (a maintenance), and otherwise say nothing about action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_action: Option<String>,
+    /// A link for customers: the full review, a detailed write-up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    /// On `Resolved`: the publisher commits to a review, so the messages may promise one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub review_to_follow: bool,
+    /// The event is recorded now, but its messages go out at this time, not before (a review
+    /// "on Thursday at 10:00"). Durable: it is each delivery's due time in the ledger.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub deliver_at: Option<OffsetDateTime>,
+}
+
+impl Change {
+    /// A change of `kind` with `message` and nothing else; the other fields are set by the
+    /// caller with struct update syntax.
+    pub fn new(kind: EventKind, message: impl Into<String>) -> Change {
+        Change {
+            kind,
+            status: None,
+            severity: None,
+            components: Vec::new(),
+            title: None,
+            message: message.into(),
+            labels: BTreeMap::new(),
+            window: None,
+            started_at: None,
+            next_update_at: None,
+            customer_action: None,
+            link: None,
+            review_to_follow: false,
+            deliver_at: None,
+        }
+    }
 }
 
 /// A publish as the ingest API receives it, after wire decoding and before validation.
@@ -193,18 +269,35 @@ impl PublishRequest {
                 format!("is required for a {} event", self.change.kind.as_str()),
             ));
         }
-        self.change = self.change.validate()?;
+        let reported_at = self.occurred_at.unwrap_or(now);
+        self.change = self.change.validate(reported_at, now)?;
         Ok(self)
     }
 }
 
 impl Change {
-    fn validate(mut self) -> Result<Self, DomainError> {
+    /// `occurred_at` is the event's time (the publisher's or the server's), `now` the
+    /// server's clock.
+    fn validate(
+        mut self,
+        occurred_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<Self, DomainError> {
         use EventKind::*;
         let kind = self.kind;
 
         self.message = required_text("message", &self.message, MAX_MESSAGE_CHARS)?;
         self.title = optional_text("title", self.title.as_deref(), MAX_TITLE_CHARS)?;
+        self.customer_action = optional_text(
+            "customer_action",
+            self.customer_action.as_deref(),
+            MAX_CUSTOMER_ACTION_CHARS,
+        )?;
+        self.link = optional_text("link", self.link.as_deref(), MAX_LINK_CHARS)?;
+        if let Some(link) = &self.link {
+            link_url(link)?;
+        }
+        self.check_times(occurred_at, now)?;
         self.components = components(&self.components)?;
         labels(&self.labels)?;
 
@@ -270,7 +363,101 @@ impl Change {
             }
             (_, None) => {}
         }
+        if self.review_to_follow && kind != Resolved {
+            return Err(DomainError::invalid(
+                "review_to_follow",
+                format!(
+                    "is only for a resolved event, not {}; publish the review itself as a review event",
+                    kind.as_str()
+                ),
+            ));
+        }
+        if kind == Review && (self.severity.is_some() || !self.components.is_empty()) {
+            return Err(DomainError::invalid(
+                "severity",
+                "a review tells what happened; it changes neither severity nor components",
+            ));
+        }
         Ok(self)
+    }
+
+    /// The rules for the times a publisher gives: facts in the past, promises ahead.
+    fn check_times(
+        &self,
+        occurred_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), DomainError> {
+        use EventKind::*;
+        let kind = self.kind;
+        if let Some(started_at) = self.started_at {
+            if !matches!(kind, Opened | Updated | Reopened | Resolved) {
+                return Err(DomainError::invalid(
+                    "started_at",
+                    format!(
+                        "is not allowed on a {} event; a maintenance runs in its window",
+                        kind.as_str()
+                    ),
+                ));
+            }
+            if started_at > occurred_at.max(now) + MAX_CLOCK_SKEW {
+                return Err(DomainError::invalid(
+                    "started_at",
+                    "lies in the future; it is when the problem began",
+                ));
+            }
+        }
+        if let Some(next) = self.next_update_at {
+            if !matches!(kind, Opened | Updated | Reopened | MaintenanceStarted) {
+                return Err(DomainError::invalid(
+                    "next_update_at",
+                    format!(
+                        "is not allowed on a {} event; it promises an update while work goes on",
+                        kind.as_str()
+                    ),
+                ));
+            }
+            if next <= occurred_at {
+                return Err(DomainError::invalid(
+                    "next_update_at",
+                    "must lie after the event: it is when customers hear from us next",
+                ));
+            }
+            if next > occurred_at + MAX_NEXT_UPDATE_AHEAD {
+                return Err(DomainError::invalid(
+                    "next_update_at",
+                    "lies more than 7 days after the event",
+                ));
+            }
+        }
+        if let Some(at) = self.deliver_at
+            && at > now + MAX_DELIVER_AHEAD
+        {
+            return Err(DomainError::invalid(
+                "deliver_at",
+                "lies more than 90 days ahead",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A link customers may follow: absolute http or https, no spaces.
+fn link_url(link: &str) -> Result<(), DomainError> {
+    let rest = link
+        .strip_prefix("https://")
+        .or_else(|| link.strip_prefix("http://"));
+    match rest {
+        Some(rest)
+            if !rest.is_empty()
+                && !rest.starts_with('/')
+                && !link.contains(char::is_whitespace) =>
+        {
+            Ok(())
+        }
+        _ => Err(DomainError::invalid(
+            "link",
+            format!("{link:?} is not an absolute http or https URL"),
+        )),
     }
 }
 

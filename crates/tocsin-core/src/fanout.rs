@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::change::Severity;
+use crate::change::{EventKind, Severity};
 use crate::channel::Channel;
 use crate::event::RecordedEvent;
 use crate::ids::{EventId, SubscriberId};
@@ -23,7 +23,8 @@ use crate::preferences::Preferences;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Timing {
     Now,
-    /// The subscriber's quiet hours are on; send at this instant, when they end.
+    /// Send at this instant, not before: the event is scheduled for then, or the
+    /// subscriber's quiet hours are on and end then.
     HeldUntil(OffsetDateTime),
 }
 
@@ -42,10 +43,14 @@ pub struct Planned {
 /// they follow, unless `already_told`: a subscriber who heard about this incident before
 /// hears how it goes on and ends, even after it was downgraded below their threshold or moved
 /// off their components, because a customer told of an outage and never of its end is left
-/// worse off than one never told. Otherwise there is one delivery per chosen channel that delivers this kind
-/// of event, in channel order. Quiet hours hold every delivery except for critical
-/// incidents: an outage bad enough to be critical is what the subscriber wants to be woken
-/// for.
+/// worse off than one never told. A review goes only to those told about the incident: a
+/// look back at an outage nobody told them of would be their first word of it. Otherwise
+/// there is one delivery per chosen channel that delivers this kind of event, in channel
+/// order.
+///
+/// An event scheduled for later (`deliver_at`) is held until then. Quiet hours hold every
+/// delivery except for critical incidents (an outage bad enough to be critical is what the
+/// subscriber wants to be woken for), judged at the time the message would go out.
 pub fn plan(
     preferences: &Preferences,
     incident: &Incident,
@@ -59,7 +64,7 @@ pub fn plan(
     );
     let concerned = incident.severity >= preferences.min_severity
         && preferences.components.matches(&incident.components);
-    if !concerned && !already_told {
+    if !already_told && (!concerned || event.change.kind == EventKind::Review) {
         return Vec::new();
     }
     let kind = event.change.kind;
@@ -72,11 +77,15 @@ pub fn plan(
     if channels.is_empty() {
         return Vec::new();
     }
+    let scheduled = event.change.deliver_at.filter(|at| *at > now);
+    let due = scheduled.unwrap_or(now);
     let held_until = match &preferences.quiet_hours {
-        Some(quiet_hours) if incident.severity != Severity::Critical => quiet_hours.held_until(now),
+        Some(quiet_hours) if incident.severity != Severity::Critical => quiet_hours.held_until(due),
         _ => None,
     };
-    let timing = held_until.map_or(Timing::Now, Timing::HeldUntil);
+    let timing = held_until
+        .or(scheduled)
+        .map_or(Timing::Now, Timing::HeldUntil);
     channels
         .into_iter()
         .map(|channel| Planned { channel, timing })

@@ -30,11 +30,31 @@ pub struct Notice {
     pub message: String,
     #[serde(with = "time::serde::rfc3339")]
     pub occurred_at: OffsetDateTime,
-    /// When the incident began; with `resolved_at` it gives how long it lasted.
+    /// When the problem began, when the publisher said; with `resolved_at` it gives how
+    /// long it lasted. `None`: only `reported_at` is known, and no duration is claimed.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    /// When the incident was first reported (its opening event).
     #[serde(with = "time::serde::rfc3339")]
-    pub started_at: OffsetDateTime,
+    pub reported_at: OffsetDateTime,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub resolved_at: Option<OffsetDateTime>,
+    /// This event's promise: customers hear from us again by then.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub next_update_at: Option<OffsetDateTime>,
+    /// What customers need to do, when the publisher says they must act.
+    #[serde(default)]
+    pub customer_action: Option<String>,
+    /// The publisher's link for this event (the full review, a write-up).
+    #[serde(default)]
+    pub link: Option<String>,
+    /// The resolution promised a review.
+    #[serde(default)]
+    pub review_to_follow: bool,
+    /// The event kinds this recipient receives on this channel: what the message may
+    /// promise ("we will text you updates" only when updates are among them).
+    #[serde(default)]
+    pub channel_kinds: Vec<EventKind>,
     #[serde(default)]
     pub window: Option<MaintenanceWindow>,
     /// The incident version this event created; lets receivers order what they get.
@@ -71,8 +91,14 @@ impl Notice {
             components: incident.components.clone(),
             message: event.change.message.clone(),
             occurred_at: event.occurred_at,
-            started_at: incident.opened_at,
+            started_at: incident.started_at,
+            reported_at: incident.opened_at,
             resolved_at: incident.resolved_at,
+            next_update_at: incident.next_update_at,
+            customer_action: event.change.customer_action.clone(),
+            link: event.change.link.clone(),
+            review_to_follow: incident.review_to_follow,
+            channel_kinds: Vec::new(),
             window: incident.window,
             version: event.version,
             status_page_url: None,
@@ -91,12 +117,123 @@ impl Notice {
         self
     }
 
-    /// How long the incident lasted, once it is resolved. `None` while it is open, or if
-    /// the clocks disagree so badly that it would be negative.
+    /// The kinds of event this recipient receives on this channel; see `channel_kinds`.
+    pub fn with_channel_kinds(mut self, kinds: impl IntoIterator<Item = EventKind>) -> Notice {
+        self.channel_kinds = kinds.into_iter().collect();
+        self.channel_kinds.sort();
+        self.channel_kinds.dedup();
+        self
+    }
+
+    /// How long the incident lasted, once it is resolved. `None` while it is open, when
+    /// nobody said when it started, or if the clocks disagree so badly that it would be
+    /// negative.
     pub fn duration(&self) -> Option<time::Duration> {
-        let resolved_at = self.resolved_at?;
-        let lasted = resolved_at - self.started_at;
+        let lasted = self.resolved_at? - self.started_at?;
         (!lasted.is_negative()).then_some(lasted)
+    }
+
+    /// Whether this recipient will hear about `kind` events on this channel.
+    pub fn hears(&self, kind: EventKind) -> bool {
+        self.channel_kinds.contains(&kind)
+    }
+
+    /// The word that opens a subject or a text, saying how bad it is or where it stands:
+    /// an opening by severity, an update by status.
+    pub fn headline(&self) -> &'static str {
+        match self.kind {
+            EventKind::Opened => match self.severity {
+                Severity::Critical => "Outage",
+                Severity::Major => "Partial outage",
+                Severity::Minor => "Degraded",
+            },
+            EventKind::Updated => match self.status {
+                IncidentStatus::Identified => "Identified",
+                IncidentStatus::Monitoring => "Monitoring",
+                IncidentStatus::InProgress => "Maintenance update",
+                IncidentStatus::Scheduled => "Maintenance plan changed",
+                // Still investigating: the body says so; "Update" does not repeat it.
+                _ => "Update",
+            },
+            EventKind::Reopened => "Problem back",
+            EventKind::Resolved => "Resolved",
+            EventKind::Review => "Incident review",
+            EventKind::MaintenanceScheduled => "Planned maintenance",
+            EventKind::MaintenanceStarted => "Maintenance under way",
+            EventKind::MaintenanceCompleted => "Maintenance complete",
+        }
+    }
+}
+
+impl Notice {
+    /// Two notices of `kind` for checking templates: the first with every optional fact set
+    /// (a known start, a next-update promise, a link, a promised review, every kind heard on
+    /// the channel, both URLs), the second with none of them. A template set that renders
+    /// both takes every branch a real notice can.
+    pub fn examples(kind: EventKind) -> [Notice; 2] {
+        use time::macros::datetime;
+        let maintenance = matches!(
+            kind,
+            EventKind::MaintenanceScheduled
+                | EventKind::MaintenanceStarted
+                | EventKind::MaintenanceCompleted
+        );
+        let status = match kind {
+            EventKind::Resolved | EventKind::Review => IncidentStatus::Resolved,
+            EventKind::MaintenanceScheduled => IncidentStatus::Scheduled,
+            EventKind::MaintenanceStarted => IncidentStatus::InProgress,
+            EventKind::MaintenanceCompleted => IncidentStatus::Completed,
+            _ => IncidentStatus::Investigating,
+        };
+        let closed = matches!(kind, EventKind::Resolved | EventKind::Review);
+        let ongoing = matches!(
+            kind,
+            EventKind::Opened
+                | EventKind::Updated
+                | EventKind::Reopened
+                | EventKind::MaintenanceStarted
+        );
+        let full = Notice {
+            company: "Acme".into(),
+            incident_id: IncidentId::from_uuid(uuid::Uuid::from_u128(
+                0x0192_7a1e_5b2c_7d40_9a51_3f2e_8b6c_4d10,
+            )),
+            title: "Payments API errors".into(),
+            kind,
+            status,
+            severity: Severity::Major,
+            components: vec!["Payments API".into(), "Dashboard".into()],
+            message: "Some card payments fail with an error.".into(),
+            occurred_at: datetime!(2026-11-23 15:17 UTC),
+            started_at: Some(datetime!(2026-11-23 14:05 UTC)),
+            reported_at: datetime!(2026-11-23 14:20 UTC),
+            resolved_at: closed.then_some(datetime!(2026-11-23 15:17 UTC)),
+            next_update_at: ongoing.then_some(datetime!(2026-11-23 16:00 UTC)),
+            customer_action: Some("Retry payments that failed after 14:05 UTC.".into()),
+            link: Some("https://status.acme.test/reviews/payments".into()),
+            review_to_follow: closed,
+            channel_kinds: EventKind::ALL.to_vec(),
+            window: maintenance.then_some(MaintenanceWindow {
+                starts_at: datetime!(2026-11-24 02:00 UTC),
+                ends_at: datetime!(2026-11-24 03:30 UTC),
+            }),
+            version: 2,
+            status_page_url: Some("https://status.acme.test".into()),
+            unsubscribe_url: Some("https://status.acme.test/unsubscribe/u1".into()),
+            delivery_key: "dlv_0123456789abcdef0123456789abcdef".into(),
+        };
+        let bare = Notice {
+            started_at: None,
+            next_update_at: None,
+            customer_action: None,
+            link: None,
+            review_to_follow: false,
+            channel_kinds: vec![kind],
+            status_page_url: None,
+            unsubscribe_url: None,
+            ..full.clone()
+        };
+        [full, bare]
     }
 }
 
@@ -112,6 +249,20 @@ pub fn human_time(at: OffsetDateTime) -> String {
         at.hour(),
         at.minute()
     )
+}
+
+/// A time as an SMS reads it: `14:05 UTC` on the same UTC day as `reference`, else as
+/// [`human_time`]. Every character of a text costs.
+pub fn human_time_near(at: OffsetDateTime, reference: OffsetDateTime) -> String {
+    let (at_utc, reference) = (
+        at.to_offset(time::UtcOffset::UTC),
+        reference.to_offset(time::UtcOffset::UTC),
+    );
+    if at_utc.date() == reference.date() {
+        format!("{:02}:{:02} UTC", at_utc.hour(), at_utc.minute())
+    } else {
+        human_time(at)
+    }
 }
 
 /// A duration as customers read it: the two largest units, to the minute
@@ -166,8 +317,14 @@ mod tests {
             components: vec!["Payments API".into()],
             message: "Fixed.".into(),
             occurred_at: datetime!(2026-11-23 15:17 UTC),
-            started_at: datetime!(2026-11-23 14:05 UTC),
+            started_at: Some(datetime!(2026-11-23 14:05 UTC)),
+            reported_at: datetime!(2026-11-23 14:20 UTC),
             resolved_at: Some(datetime!(2026-11-23 15:17 UTC)),
+            next_update_at: None,
+            customer_action: None,
+            link: None,
+            review_to_follow: false,
+            channel_kinds: vec![EventKind::Resolved],
             window: None,
             version: 3,
             status_page_url: None,
@@ -187,15 +344,72 @@ mod tests {
         assert_eq!(open.duration(), None);
         let skewed = Notice {
             resolved_at: Some(datetime!(2026-11-23 14:00 UTC)),
-            ..n
+            ..n.clone()
         };
         assert_eq!(skewed.duration(), None);
+        // Only the report time is known: no duration is claimed from it.
+        let unknown_start = Notice {
+            started_at: None,
+            ..n
+        };
+        assert_eq!(unknown_start.duration(), None);
+    }
+
+    #[test]
+    fn headlines_say_severity_on_opening_and_status_on_update() {
+        let n = notice();
+        let opened = |severity| Notice {
+            kind: EventKind::Opened,
+            status: IncidentStatus::Investigating,
+            severity,
+            ..n.clone()
+        };
+        assert_eq!(opened(Severity::Critical).headline(), "Outage");
+        assert_eq!(opened(Severity::Major).headline(), "Partial outage");
+        assert_eq!(opened(Severity::Minor).headline(), "Degraded");
+        let updated = |status| Notice {
+            kind: EventKind::Updated,
+            status,
+            ..n.clone()
+        };
+        assert_eq!(updated(IncidentStatus::Identified).headline(), "Identified");
+        assert_eq!(updated(IncidentStatus::Monitoring).headline(), "Monitoring");
+        assert_eq!(updated(IncidentStatus::Investigating).headline(), "Update");
+        assert_eq!(n.headline(), "Resolved");
+    }
+
+    #[test]
+    fn channel_kinds_decide_what_may_be_promised() {
+        let n = notice().with_channel_kinds([
+            EventKind::Resolved,
+            EventKind::Opened,
+            EventKind::Resolved,
+        ]);
+        assert_eq!(
+            n.channel_kinds,
+            vec![EventKind::Opened, EventKind::Resolved]
+        );
+        assert!(n.hears(EventKind::Resolved));
+        assert!(!n.hears(EventKind::Updated));
     }
 
     #[test]
     fn times_durations_and_lists_read_plainly() {
         let at = datetime!(2026-11-23 15:05 +01:00);
         assert_eq!(human_time(at), "2026-11-23 14:05 UTC");
+        assert_eq!(
+            human_time_near(at, datetime!(2026-11-23 09:00 UTC)),
+            "14:05 UTC"
+        );
+        assert_eq!(
+            human_time_near(at, datetime!(2026-11-22 23:00 -01:00)),
+            "14:05 UTC",
+            "the same day in UTC counts, whatever offset the reference carries"
+        );
+        assert_eq!(
+            human_time_near(at, datetime!(2026-11-22 09:00 UTC)),
+            "2026-11-23 14:05 UTC"
+        );
         let d = |m: i64| human_duration(time::Duration::minutes(m));
         assert_eq!(
             human_duration(time::Duration::seconds(59)),

@@ -413,6 +413,13 @@ impl<C: Courier> Worker<C> {
         if let Some(url) = &self.config.status_page_url {
             notice = notice.with_status_page_url(url.clone());
         }
+        // What the message may promise: only what this reader will get on this channel.
+        let preferences = &subscriber.preferences;
+        notice = notice.with_channel_kinds(
+            tocsin_core::EventKind::ALL
+                .into_iter()
+                .filter(|kind| preferences.wants(claim.channel, *kind)),
+        );
         Message {
             key,
             attempt: claim.attempt,

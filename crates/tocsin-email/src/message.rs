@@ -143,7 +143,7 @@ mod tests {
         for header in [
             "From: \"Acme Status\" <status@acme.test>\r\n",
             "To: ada@example.test\r\n",
-            "Subject: [Acme] Service disruption: Payments API errors\r\n",
+            "Subject: [Acme] Partial outage: Payments API errors\r\n",
             "Auto-Submitted: auto-generated\r\n",
             "List-Unsubscribe: <https://status.acme.test/unsubscribe/u1>\r\n",
             "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",

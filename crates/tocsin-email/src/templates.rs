@@ -4,9 +4,13 @@
 //! any of them by putting a file with the same name in a directory ([`Templates::from_dir`]);
 //! files it does not override keep the default, so an override can be a single file.
 //! HTML templates (`*.html.jinja`) are auto-escaped; subjects and text bodies are not, since
-//! they are not HTML. Templates see every [`Notice`] field plus `duration_seconds` (how long a
-//! resolved incident lasted) and `window_seconds` (the length of a maintenance window), and
-//! the filters `datetime`, `duration` and `list`.
+//! they are not HTML. Templates see every [`Notice`] field plus `headline` (the word that says
+//! how bad it is or where it stands: "Outage", "Identified", "Resolved"), `duration_seconds`
+//! (how long a resolved incident lasted, absent when its start is unknown) and
+//! `window_seconds` (the length of a maintenance window), and the filters `datetime`,
+//! `duration` and `list`. Every sentence about the future is conditional on what the reader
+//! will really receive (`channel_kinds`) and what the publisher said (`next_update_at`,
+//! `review_to_follow`, `customer_action`).
 
 use std::path::Path;
 
@@ -27,6 +31,8 @@ macro_rules! defaults {
 /// Every template file by name, with its compiled-in default.
 pub const DEFAULTS: &[(&str, &str)] = defaults!(
     "_macros.jinja",
+    "_facts.txt.jinja",
+    "_facts.html.jinja",
     "_footer.txt.jinja",
     "_layout.html.jinja",
     "opened.subject.jinja",
@@ -50,6 +56,9 @@ pub const DEFAULTS: &[(&str, &str)] = defaults!(
     "maintenance_completed.subject.jinja",
     "maintenance_completed.txt.jinja",
     "maintenance_completed.html.jinja",
+    "review.subject.jinja",
+    "review.txt.jinja",
+    "review.html.jinja",
 );
 
 /// One notice rendered for email.
@@ -80,8 +89,9 @@ impl Templates {
 
     /// The templates in `dir`, each file falling back to its default when absent.
     ///
-    /// Every kind is rendered once against a sample notice before this returns, so a typo in
-    /// an override fails at start-up rather than on the first real incident.
+    /// Every kind is rendered against a notice with every fact and one with none before this
+    /// returns, so a typo in an override fails at start-up rather than on the first real
+    /// incident.
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Templates, Error> {
         let dir = dir.as_ref();
         let mut env = environment();
@@ -104,7 +114,9 @@ impl Templates {
         warn_unknown_files(dir);
         let templates = Templates { env };
         for kind in EventKind::ALL {
-            templates.render(&sample_notice(kind))?;
+            for notice in Notice::examples(kind) {
+                templates.render(&notice)?;
+            }
         }
         Ok(templates)
     }
@@ -112,6 +124,7 @@ impl Templates {
     /// Renders the subject and both bodies for `notice`.
     pub fn render(&self, notice: &Notice) -> Result<Rendered, Error> {
         let ctx = context! {
+            headline => notice.headline(),
             duration_seconds => notice.duration().map(|d| d.whole_seconds()),
             window_seconds => notice.window.map(|w| (w.ends_at - w.starts_at).whole_seconds()),
             ..Value::from_serialize(notice)
@@ -214,44 +227,11 @@ fn warn_unknown_files(dir: &Path) {
     }
 }
 
-/// A notice with every field set, used to check templates at load time.
+/// The example notice of `kind` with every fact set.
+#[cfg(test)]
 pub(crate) fn sample_notice(kind: EventKind) -> Notice {
-    use time::macros::datetime;
-    use tocsin_core::{IncidentId, IncidentStatus, MaintenanceWindow, Severity};
-    let maintenance = matches!(
-        kind,
-        EventKind::MaintenanceScheduled
-            | EventKind::MaintenanceStarted
-            | EventKind::MaintenanceCompleted
-    );
-    let status = match kind {
-        EventKind::Resolved => IncidentStatus::Resolved,
-        EventKind::MaintenanceScheduled => IncidentStatus::Scheduled,
-        EventKind::MaintenanceStarted => IncidentStatus::InProgress,
-        EventKind::MaintenanceCompleted => IncidentStatus::Completed,
-        _ => IncidentStatus::Investigating,
-    };
-    Notice {
-        company: "Acme".into(),
-        incident_id: IncidentId::new(),
-        title: "Payments API errors".into(),
-        kind,
-        status,
-        severity: Severity::Major,
-        components: vec!["Payments API".into(), "Dashboard".into()],
-        message: "Some card payments fail with an error.".into(),
-        occurred_at: datetime!(2026-11-23 15:17 UTC),
-        started_at: datetime!(2026-11-23 14:05 UTC),
-        resolved_at: (kind == EventKind::Resolved).then_some(datetime!(2026-11-23 15:17 UTC)),
-        window: maintenance.then_some(MaintenanceWindow {
-            starts_at: datetime!(2026-11-24 02:00 UTC),
-            ends_at: datetime!(2026-11-24 03:30 UTC),
-        }),
-        version: 2,
-        status_page_url: Some("https://status.acme.test".into()),
-        unsubscribe_url: Some("https://status.acme.test/unsubscribe/u1".into()),
-        delivery_key: "dlv_0123456789abcdef0123456789abcdef".into(),
-    }
+    let [full, _] = Notice::examples(kind);
+    full
 }
 
 #[cfg(test)]

@@ -384,6 +384,9 @@ impl SubscriberApi {
                 opened_at: now,
                 updated_at: now,
                 resolved_at: None,
+                started_at: None,
+                next_update_at: None,
+                review_to_follow: false,
             },
         };
         if let Some(severity) = severity {
@@ -410,6 +413,12 @@ impl SubscriberApi {
                 message: String::new(),
                 labels: BTreeMap::new(),
                 window: None,
+                started_at: None,
+                next_update_at: None,
+                customer_action: None,
+                link: None,
+                review_to_follow: false,
+                deliver_at: None,
             },
         };
         Ok((incident, event))

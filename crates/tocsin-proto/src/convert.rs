@@ -19,6 +19,13 @@ pub fn to_offset_datetime(
         .map_err(|_| DomainError::invalid(field, "is not a valid timestamp"))
 }
 
+fn optional_time(
+    field: &'static str,
+    ts: Option<&Timestamp>,
+) -> Result<Option<OffsetDateTime>, DomainError> {
+    ts.map(|ts| to_offset_datetime(field, ts)).transpose()
+}
+
 pub fn timestamp(at: OffsetDateTime) -> Timestamp {
     Timestamp {
         seconds: at.unix_timestamp(),
@@ -51,6 +58,7 @@ pub fn event_kind_in(field: &'static str, raw: i32) -> Result<EventKind, DomainE
         Ok(v1::EventKind::MaintenanceScheduled) => EventKind::MaintenanceScheduled,
         Ok(v1::EventKind::MaintenanceStarted) => EventKind::MaintenanceStarted,
         Ok(v1::EventKind::MaintenanceCompleted) => EventKind::MaintenanceCompleted,
+        Ok(v1::EventKind::Review) => EventKind::Review,
         Ok(v1::EventKind::Unspecified) => {
             return Err(DomainError::invalid(field, "is required"));
         }
@@ -128,12 +136,14 @@ impl TryFrom<v1::PublishEventRequest> for PublishRequest {
                 message: req.message,
                 labels: req.labels.into_iter().collect(),
                 window: req.window.as_ref().map(window).transpose()?,
+                started_at: optional_time("started_at", req.started_at.as_ref())?,
+                next_update_at: optional_time("next_update_at", req.next_update_at.as_ref())?,
+                customer_action: Some(req.customer_action).filter(|a| !a.trim().is_empty()),
+                link: Some(req.link).filter(|l| !l.trim().is_empty()),
+                review_to_follow: req.review_to_follow,
+                deliver_at: optional_time("deliver_at", req.deliver_at.as_ref())?,
             },
-            occurred_at: req
-                .occurred_at
-                .as_ref()
-                .map(|ts| to_offset_datetime("occurred_at", ts))
-                .transpose()?,
+            occurred_at: optional_time("occurred_at", req.occurred_at.as_ref())?,
             expected_version: req.expected_version,
             idempotency_key: req.idempotency_key,
         })
@@ -150,6 +160,7 @@ impl From<EventKind> for v1::EventKind {
             EventKind::MaintenanceScheduled => Self::MaintenanceScheduled,
             EventKind::MaintenanceStarted => Self::MaintenanceStarted,
             EventKind::MaintenanceCompleted => Self::MaintenanceCompleted,
+            EventKind::Review => Self::Review,
         }
     }
 }
@@ -207,6 +218,12 @@ impl From<&RecordedEvent> for v1::IncidentEvent {
             occurred_at: Some(timestamp(e.occurred_at)),
             recorded_at: Some(timestamp(e.recorded_at)),
             idempotency_key: e.idempotency_key.clone(),
+            started_at: c.started_at.map(timestamp),
+            next_update_at: c.next_update_at.map(timestamp),
+            customer_action: c.customer_action.clone().unwrap_or_default(),
+            link: c.link.clone().unwrap_or_default(),
+            review_to_follow: c.review_to_follow,
+            deliver_at: c.deliver_at.map(timestamp),
         }
     }
 }
@@ -234,6 +251,9 @@ impl From<&Incident> for v1::Incident {
             // Both come from the ledger, which GetIncident reads separately.
             delivery: Vec::new(),
             fanned_out_version: 0,
+            started_at: i.started_at.map(timestamp),
+            next_update_at: i.next_update_at.map(timestamp),
+            review_to_follow: i.review_to_follow,
         }
     }
 }

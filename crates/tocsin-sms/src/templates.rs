@@ -2,9 +2,12 @@
 //!
 //! The defaults are compiled in from `crates/tocsin-sms/templates/`; [`Templates::from_dir`]
 //! overrides any of them with a file of the same name and keeps the default for the rest.
-//! Templates see every [`Notice`] field plus `duration_seconds` and `window_seconds`, and the
-//! filters `datetime`, `duration` and `list`. The output is one line: runs of whitespace,
-//! newlines included, become one space.
+//! Templates see every [`Notice`] field plus `headline`, `duration_seconds` and
+//! `window_seconds`, and the filters `datetime`, `time_near` (`14:05 UTC` on the same day as
+//! its argument, the full date otherwise), `duration` and `list`. The output is one line:
+//! runs of whitespace, newlines included, become one space. The frame is kept short (a
+//! typical opening fits two segments with its message whole), and it promises only what
+//! this reader will get by text (`channel_kinds`).
 //!
 //! [`Templates::render`] fits the text into a segment budget by shortening the publisher's
 //! message first, so the facts that frame it (company, components, what we are doing, the
@@ -16,7 +19,7 @@ use std::path::Path;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value, context};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tocsin_core::notice::{human_duration, human_list, human_time};
+use tocsin_core::notice::{human_duration, human_list, human_time, human_time_near};
 use tocsin_core::{EventKind, Notice};
 
 use crate::error::Error;
@@ -38,6 +41,7 @@ pub const DEFAULTS: &[(&str, &str)] = defaults!(
     "maintenance_scheduled.txt.jinja",
     "maintenance_started.txt.jinja",
     "maintenance_completed.txt.jinja",
+    "review.txt.jinja",
 );
 
 /// The compiled template set.
@@ -80,7 +84,9 @@ impl Templates {
         }
         let templates = Templates { env };
         for kind in EventKind::ALL {
-            templates.render_full(&sample_notice(kind))?;
+            for notice in Notice::examples(kind) {
+                templates.render_full(&notice)?;
+            }
         }
         Ok(templates)
     }
@@ -142,6 +148,7 @@ impl Templates {
     fn render_with_message(&self, notice: &Notice, message: &str) -> Result<String, Error> {
         let ctx = context! {
             message => message,
+            headline => notice.headline(),
             duration_seconds => notice.duration().map(|d| d.whole_seconds()),
             window_seconds => notice.window.map(|w| (w.ends_at - w.starts_at).whole_seconds()),
             ..Value::from_serialize(notice)
@@ -185,6 +192,15 @@ fn word_ends(text: &str) -> Vec<usize> {
     ends
 }
 
+fn rfc3339(value: &str) -> Result<OffsetDateTime, minijinja::Error> {
+    OffsetDateTime::parse(value, &Rfc3339).map_err(|e| {
+        minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            format!("expected an RFC 3339 timestamp, got {value:?}: {e}"),
+        )
+    })
+}
+
 fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     // Strict: an override naming a missing field fails instead of texting a blank.
@@ -192,15 +208,9 @@ fn environment() -> Environment<'static> {
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
     env.set_auto_escape_callback(|_| AutoEscape::None);
-    env.add_filter("datetime", |value: &str| {
-        OffsetDateTime::parse(value, &Rfc3339)
-            .map(human_time)
-            .map_err(|e| {
-                minijinja::Error::new(
-                    minijinja::ErrorKind::InvalidOperation,
-                    format!("datetime expects an RFC 3339 timestamp, got {value:?}: {e}"),
-                )
-            })
+    env.add_filter("datetime", |value: &str| rfc3339(value).map(human_time));
+    env.add_filter("time_near", |value: &str, reference: &str| {
+        Ok(human_time_near(rfc3339(value)?, rfc3339(reference)?))
     });
     env.add_filter("duration", |seconds: i64| {
         human_duration(time::Duration::seconds(seconds))
@@ -209,41 +219,11 @@ fn environment() -> Environment<'static> {
     env
 }
 
-/// A notice with every field set, used to check templates at load time.
+/// The example notice of `kind` with every fact set.
+#[cfg(test)]
 pub(crate) fn sample_notice(kind: EventKind) -> Notice {
-    use time::macros::datetime;
-    use tocsin_core::{IncidentId, IncidentStatus, MaintenanceWindow, Severity};
-    let maintenance = matches!(
-        kind,
-        EventKind::MaintenanceScheduled
-            | EventKind::MaintenanceStarted
-            | EventKind::MaintenanceCompleted
-    );
-    Notice {
-        company: "Acme".into(),
-        incident_id: IncidentId::new(),
-        title: "Payments API errors".into(),
-        kind,
-        status: if kind == EventKind::Resolved {
-            IncidentStatus::Resolved
-        } else {
-            IncidentStatus::Investigating
-        },
-        severity: Severity::Major,
-        components: vec!["Payments API".into()],
-        message: "Some card payments fail.".into(),
-        occurred_at: datetime!(2026-11-23 15:17 UTC),
-        started_at: datetime!(2026-11-23 14:05 UTC),
-        resolved_at: (kind == EventKind::Resolved).then_some(datetime!(2026-11-23 15:17 UTC)),
-        window: maintenance.then_some(MaintenanceWindow {
-            starts_at: datetime!(2026-11-24 02:00 UTC),
-            ends_at: datetime!(2026-11-24 03:30 UTC),
-        }),
-        version: 2,
-        status_page_url: Some("https://status.acme.test".into()),
-        unsubscribe_url: None,
-        delivery_key: "dlv_0123".into(),
-    }
+    let [full, _] = Notice::examples(kind);
+    full
 }
 
 #[cfg(test)]
@@ -259,7 +239,7 @@ mod tests {
             assert!(f.text.starts_with("[Acme] "), "{kind:?}: {}", f.text);
             assert!(f.text.contains("Payments API"), "{kind:?}: {}", f.text);
             assert!(
-                f.text.contains("Some card payments fail."),
+                f.text.contains("Some card payments fail with an error."),
                 "{kind:?}: {}",
                 f.text
             );
@@ -274,43 +254,123 @@ mod tests {
         }
     }
 
+    fn bare(kind: EventKind) -> Notice {
+        let [_, bare] = Notice::examples(kind);
+        bare
+    }
+
+    fn text(notice: &Notice) -> String {
+        Templates::defaults().render(notice, 3).unwrap().text
+    }
+
     #[test]
     fn the_opening_text_reads_plainly() {
-        let f = Templates::defaults()
-            .render(&sample_notice(EventKind::Opened), 3)
-            .unwrap();
+        let opening = Notice {
+            customer_action: None,
+            ..sample_notice(EventKind::Opened)
+        };
         assert_eq!(
-            f.text,
-            "[Acme] Service problem: Payments API affected. Some card payments fail. \
-             We're investigating. We'll text you updates. Status: https://status.acme.test \
-             Reply STOP to opt out."
+            text(&opening),
+            "[Acme] Partial outage: Payments API and Dashboard since 14:05 UTC. Some card \
+             payments fail with an error. We're investigating. Next update by 16:00 UTC. \
+             https://status.acme.test Reply STOP to opt out."
         );
-        let r = Templates::defaults()
-            .render(&sample_notice(EventKind::Resolved), 3)
-            .unwrap();
+        assert_eq!(
+            text(&bare(EventKind::Opened)),
+            "[Acme] Partial outage: Payments API and Dashboard. Some card payments fail with \
+             an error. We're investigating. Reply STOP to opt out.",
+            "no start, no promise, no link: none claimed"
+        );
+        let r = text(&sample_notice(EventKind::Resolved));
         assert!(
-            r.text
-                .contains("working normally again after 1 hour 12 minutes."),
-            "{}",
-            r.text
+            r.contains("working normally again after 1 hour 12 minutes."),
+            "{r}"
         );
-        assert!(r.text.contains("sorry"), "{}", r.text);
-        assert!(r.text.contains("review will follow"), "{}", r.text);
+        assert!(r.contains("Sorry for the disruption."), "{r}");
+        assert!(r.contains("We'll text you our review."), "{r}");
+    }
+
+    #[test]
+    fn a_typical_opening_fits_two_segments_with_its_message_whole() {
+        // 121 characters: what an on-call engineer writes in a first message.
+        let message = "Card payments in Europe fail at the bank step. Retries may also fail. \
+                       We have paused the nightly batch job while we look.";
+        assert_eq!(message.chars().count(), 121);
+        let notice = Notice {
+            message: message.into(),
+            customer_action: None,
+            ..sample_notice(EventKind::Opened)
+        };
+        let f = Templates::defaults().render(&notice, 2).unwrap();
+        assert!(!f.truncated, "{}", f.text);
+        assert!(f.text.contains(message));
+        assert!(f.segments <= 2, "{} segments: {}", f.segments, f.text);
+        assert!(f.text.contains("Next update by 16:00 UTC."), "{}", f.text);
+    }
+
+    #[test]
+    fn promises_follow_what_the_reader_gets_by_text() {
+        // The default SMS kinds: openings and resolutions, no updates.
+        let sms_defaults: Vec<EventKind> = tocsin_core::default_kinds(tocsin_core::Channel::Sms)
+            .into_iter()
+            .collect();
+        let opening = Notice {
+            channel_kinds: sms_defaults.clone(),
+            ..sample_notice(EventKind::Opened)
+        };
+        let t = text(&opening);
+        assert!(!t.contains("updates"), "{t}");
+        assert!(!t.contains("Next update"), "{t}");
+        assert!(t.contains("We'll text when it's fixed."), "{t}");
+        let with_updates = Notice {
+            next_update_at: None,
+            ..sample_notice(EventKind::Updated)
+        };
+        assert!(text(&with_updates).contains("We'll text updates."));
+        let resolved = Notice {
+            channel_kinds: sms_defaults,
+            ..sample_notice(EventKind::Resolved)
+        };
+        let t = text(&resolved);
+        assert!(t.contains("We'll publish a review."), "{t}");
+        assert!(!t.contains("text you our review"), "{t}");
+        let t = text(&bare(EventKind::Resolved));
+        assert!(!t.contains("review"), "{t}");
+        assert!(
+            !t.contains(" after "),
+            "no duration without a known start: {t}"
+        );
+        let t = text(&sample_notice(EventKind::MaintenanceScheduled));
+        assert!(t.contains("2026-11-24 02:00 UTC to 03:30 UTC"), "{t}");
+        assert!(t.contains("Please act: Retry payments"), "{t}");
+        let t = text(&bare(EventKind::MaintenanceScheduled));
+        assert!(!t.contains("action") && !t.contains("act:"), "{t}");
+        let t = text(&sample_notice(EventKind::Review));
+        assert!(
+            t.contains("https://status.acme.test/reviews/payments"),
+            "{t}"
+        );
     }
 
     #[test]
     fn a_long_message_is_shortened_and_the_frame_survives() {
         let notice = Notice {
             message: "Card payments in Europe fail with a timeout after the bank step. ".repeat(20),
+            customer_action: None,
             ..sample_notice(EventKind::Opened)
         };
         let f = Templates::defaults().render(&notice, 2).unwrap();
         assert!(f.truncated);
         assert!(f.segments <= 2);
-        assert!(f.text.contains("... We're investigating."), "{}", f.text);
         assert!(
             f.text
-                .ends_with("Status: https://status.acme.test Reply STOP to opt out."),
+                .contains("... We're investigating. Next update by 16:00 UTC."),
+            "{}",
+            f.text
+        );
+        assert!(
+            f.text
+                .ends_with("https://status.acme.test Reply STOP to opt out."),
             "{}",
             f.text
         );
@@ -346,7 +406,7 @@ mod tests {
         assert!(
             t.render_full(&sample_notice(EventKind::Updated))
                 .unwrap()
-                .starts_with("[Acme] Update on")
+                .starts_with("[Acme] Update: ")
         );
         std::fs::write(dir.join("resolved.txt.jinja"), "{{ nope }}").unwrap();
         assert!(matches!(

@@ -189,7 +189,8 @@ enum Locks {
 
 /// Whether the unsent message in row `d` has been overtaken: a newer message to the same
 /// recipient about the same incident is on its way (sent, being sent, or perhaps sent), or the
-/// incident has since closed and this is not the closing message. One definition for the
+/// incident has since closed and this is not the closing message or a review (a review comes
+/// after the close, and one scheduled for later stays due). One definition for the
 /// supersession and for the claim's guard, which must never disagree.
 const SUPERSEDED_BY_LATER: &str = "(EXISTS (
         SELECT 1 FROM deliveries n
@@ -202,7 +203,7 @@ const SUPERSEDED_BY_LATER: &str = "(EXISTS (
           AND i.version > d.event_version
           AND NOT EXISTS (
               SELECT 1 FROM events x WHERE x.event_id = d.event_id
-                AND x.kind IN ('resolved', 'maintenance_completed'))))";
+                AND x.kind IN ('resolved', 'maintenance_completed', 'review'))))";
 
 /// Supersedes the messages `keys` make stale, and returns how many. A message that has not
 /// gone out yet (pending, retrying, or unknown with a resend scheduled) is stale when the

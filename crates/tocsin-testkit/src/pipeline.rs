@@ -158,27 +158,16 @@ pub fn preferences(channels: &[Channel]) -> Preferences {
 /// An opening of a major incident on `api`.
 pub fn opened() -> Change {
     Change {
-        kind: EventKind::Opened,
-        status: None,
         severity: Some(Severity::Major),
         components: vec!["api".into()],
         title: Some("Elevated API error rates".into()),
-        message: "Some API requests are failing. We are investigating.".into(),
-        labels: BTreeMap::new(),
-        window: None,
+        ..Change::new(
+            EventKind::Opened,
+            "Some API requests are failing. We are investigating.",
+        )
     }
 }
 
-/// A follow-up event of `kind` with `message`.
 pub fn follow_up(kind: EventKind, message: &str) -> Change {
-    Change {
-        kind,
-        status: None,
-        severity: None,
-        components: Vec::new(),
-        title: None,
-        message: message.into(),
-        labels: BTreeMap::new(),
-        window: None,
-    }
+    Change::new(kind, message)
 }

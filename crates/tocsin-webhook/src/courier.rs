@@ -47,7 +47,10 @@ pub fn payload_input(message: &Message) -> PayloadInput {
         severity: notice.severity,
         components: notice.components.clone(),
         started_at: notice.started_at,
+        reported_at: notice.reported_at,
         resolved_at: notice.resolved_at,
+        next_update_at: notice.next_update_at,
+        review_to_follow: notice.review_to_follow,
         window: notice.window,
         url: notice.status_page_url.clone(),
         event_id: message.event.event_id,
@@ -55,6 +58,8 @@ pub fn payload_input(message: &Message) -> PayloadInput {
         version: notice.version,
         message: notice.message.clone(),
         occurred_at: notice.occurred_at,
+        customer_action: notice.customer_action.clone(),
+        link: notice.link.clone(),
     }
 }
 

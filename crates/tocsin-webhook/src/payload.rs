@@ -46,10 +46,20 @@ pub struct IncidentData {
     /// `minor`, `major` or `critical`.
     pub severity: String,
     pub components: Vec<String>,
+    /// When it began, as the publisher said; when they did not, when it was reported.
     #[serde(with = "time::serde::rfc3339")]
     pub started_at: OffsetDateTime,
+    /// When it was first reported (its opening event). Added within version 1.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub reported_at: Option<OffsetDateTime>,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub resolved_at: Option<OffsetDateTime>,
+    /// The latest event's promise of the next update, when it made one. Added within version 1.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub next_update_at: Option<OffsetDateTime>,
+    /// The resolution promised a review (a later `incident.review`). Added within version 1.
+    #[serde(default)]
+    pub review_to_follow: bool,
     /// For a scheduled maintenance, when it is planned to run.
     #[serde(default)]
     pub maintenance_window: Option<WindowData>,
@@ -79,6 +89,13 @@ pub struct EventData {
     pub message: String,
     #[serde(with = "time::serde::rfc3339")]
     pub occurred_at: OffsetDateTime,
+    /// What customers need to do, when the publisher says they must act. Added within
+    /// version 1.
+    #[serde(default)]
+    pub customer_action: Option<String>,
+    /// The publisher's link for this event (a review's full text). Added within version 1.
+    #[serde(default)]
+    pub link: Option<String>,
 }
 
 /// What the webhook channel needs to know to build a body. The delivery worker fills it
@@ -92,8 +109,11 @@ pub struct PayloadInput {
     pub status: IncidentStatus,
     pub severity: Severity,
     pub components: Vec<String>,
-    pub started_at: OffsetDateTime,
+    pub started_at: Option<OffsetDateTime>,
+    pub reported_at: OffsetDateTime,
     pub resolved_at: Option<OffsetDateTime>,
+    pub next_update_at: Option<OffsetDateTime>,
+    pub review_to_follow: bool,
     pub window: Option<MaintenanceWindow>,
     pub url: Option<String>,
     pub event_id: EventId,
@@ -101,6 +121,8 @@ pub struct PayloadInput {
     pub version: u64,
     pub message: String,
     pub occurred_at: OffsetDateTime,
+    pub customer_action: Option<String>,
+    pub link: Option<String>,
 }
 
 /// The `type` value for an event kind.
@@ -113,6 +135,7 @@ pub fn event_type(kind: EventKind) -> &'static str {
         EventKind::MaintenanceScheduled => "maintenance.scheduled",
         EventKind::MaintenanceStarted => "maintenance.started",
         EventKind::MaintenanceCompleted => "maintenance.completed",
+        EventKind::Review => "incident.review",
     }
 }
 
@@ -130,8 +153,11 @@ impl WebhookPayload {
                     status: input.status.as_str().to_owned(),
                     severity: input.severity.as_str().to_owned(),
                     components: input.components.clone(),
-                    started_at: input.started_at,
+                    started_at: input.started_at.unwrap_or(input.reported_at),
+                    reported_at: Some(input.reported_at),
                     resolved_at: input.resolved_at,
+                    next_update_at: input.next_update_at,
+                    review_to_follow: input.review_to_follow,
                     maintenance_window: input.window.map(|w| WindowData {
                         starts_at: w.starts_at,
                         ends_at: w.ends_at,
@@ -144,6 +170,8 @@ impl WebhookPayload {
                     version: input.version,
                     message: input.message.clone(),
                     occurred_at: input.occurred_at,
+                    customer_action: input.customer_action.clone(),
+                    link: input.link.clone(),
                 },
             },
         }
@@ -170,8 +198,11 @@ mod tests {
             status: IncidentStatus::Investigating,
             severity: Severity::Major,
             components: vec!["api".into()],
-            started_at: datetime!(2026-03-01 09:58 UTC),
+            started_at: Some(datetime!(2026-03-01 09:42 UTC)),
+            reported_at: datetime!(2026-03-01 09:58 UTC),
             resolved_at: None,
+            next_update_at: Some(datetime!(2026-03-01 10:30 UTC)),
+            review_to_follow: false,
             window: None,
             url: None,
             event_id: EventId::new(),
@@ -179,6 +210,8 @@ mod tests {
             version: 1,
             message: "We are investigating.".into(),
             occurred_at: datetime!(2026-03-01 10:00 UTC),
+            customer_action: None,
+            link: None,
         }
     }
 
@@ -206,6 +239,50 @@ mod tests {
         assert_eq!(body["data"]["event"]["kind"], "opened");
         assert_eq!(body["data"]["event"]["version"], 1);
         assert_eq!(body["data"]["event"]["occurred_at"], "2026-03-01T10:00:00Z");
+        assert_eq!(
+            body["data"]["incident"]["started_at"],
+            "2026-03-01T09:42:00Z"
+        );
+        assert_eq!(
+            body["data"]["incident"]["reported_at"],
+            "2026-03-01T09:58:00Z"
+        );
+        assert_eq!(
+            body["data"]["incident"]["next_update_at"],
+            "2026-03-01T10:30:00Z"
+        );
+        assert_eq!(body["data"]["incident"]["review_to_follow"], false);
+        assert_eq!(
+            body["data"]["event"]["customer_action"],
+            serde_json::Value::Null
+        );
+    }
+
+    #[test]
+    fn an_unknown_start_is_the_report_time_and_a_review_carries_its_link() {
+        let input = PayloadInput {
+            started_at: None,
+            kind: EventKind::Review,
+            status: IncidentStatus::Resolved,
+            resolved_at: Some(datetime!(2026-03-01 11:00 UTC)),
+            next_update_at: None,
+            link: Some("https://status.acme.test/reviews/7".into()),
+            ..input()
+        };
+        let body = serde_json::to_value(WebhookPayload::new(&input)).unwrap();
+        assert_eq!(body["type"], "incident.review");
+        assert_eq!(
+            body["data"]["incident"]["started_at"],
+            "2026-03-01T09:58:00Z"
+        );
+        assert_eq!(
+            body["data"]["incident"]["started_at"],
+            body["data"]["incident"]["reported_at"]
+        );
+        assert_eq!(
+            body["data"]["event"]["link"],
+            "https://status.acme.test/reviews/7"
+        );
     }
 
     #[test]

@@ -1,10 +1,16 @@
-//! `tocsinctl publish open|update|resolve|reopen`: one lifecycle event per call.
+//! `tocsinctl publish open|update|resolve|reopen|review|schedule-maintenance|start-maintenance|
+//! complete-maintenance`: one lifecycle event per call.
 //!
 //! Every publish carries an idempotency key. Without `--key` a fresh one is made and printed,
 //! so a publish whose answer was lost can be retried with that key and is recorded once.
+//! Times are RFC 3339 (`2026-12-10T10:00:00Z`) or an offset from now (`+30m`, `+2h`, `+3d`,
+//! `-15m` for a start already past).
 
 use std::collections::HashMap;
 
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tocsin_proto::timestamp;
 use tocsin_proto::v1;
 
 use crate::client::{CtlError, Server};
@@ -29,6 +35,11 @@ pub(crate) enum PublishCommand {
         /// investigating (the default), identified or monitoring.
         #[arg(long)]
         status: Option<String>,
+        /// When the problem began, if before now (`-14m`, or a time).
+        #[arg(long, value_parser = parse_time)]
+        started_at: Option<OffsetDateTime>,
+        #[command(flatten)]
+        next: NextUpdate,
         #[command(flatten)]
         common: Common,
     },
@@ -47,12 +58,23 @@ pub(crate) enum PublishCommand {
         /// A changed headline.
         #[arg(long)]
         title: Option<String>,
+        /// A corrected start of the problem.
+        #[arg(long, value_parser = parse_time)]
+        started_at: Option<OffsetDateTime>,
+        #[command(flatten)]
+        next: NextUpdate,
         #[command(flatten)]
         common: Common,
     },
     /// Resolve the incident: everyone told before hears it is over.
     Resolve {
         incident: String,
+        /// A corrected start of the problem, so the duration told is true.
+        #[arg(long, value_parser = parse_time)]
+        started_at: Option<OffsetDateTime>,
+        /// Promise a review; the messages mention one only then. Publish it with `review`.
+        #[arg(long)]
+        review_to_follow: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -63,8 +85,59 @@ pub(crate) enum PublishCommand {
         #[arg(long)]
         status: Option<String>,
         #[command(flatten)]
+        next: NextUpdate,
+        #[command(flatten)]
         common: Common,
     },
+    /// Send the post-incident review (or another follow-up) of a resolved incident to those
+    /// told about it: now, or at `--deliver-at`.
+    Review {
+        incident: String,
+        /// Where the full review is.
+        #[arg(long)]
+        link: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Announce a planned maintenance.
+    ScheduleMaintenance {
+        /// What is being done, e.g. "Database upgrade".
+        #[arg(long)]
+        title: String,
+        /// An affected component; repeat for several.
+        #[arg(long = "component", required = true)]
+        components: Vec<String>,
+        /// When the work starts.
+        #[arg(long, value_parser = parse_time)]
+        starts_at: OffsetDateTime,
+        /// When the work is planned to end.
+        #[arg(long, value_parser = parse_time)]
+        ends_at: OffsetDateTime,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Tell customers a planned maintenance has started.
+    StartMaintenance {
+        incident: String,
+        #[command(flatten)]
+        next: NextUpdate,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Tell customers a planned maintenance is complete.
+    CompleteMaintenance {
+        incident: String,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+/// The promise of the next update, for events while work goes on.
+#[derive(Debug, clap::Args)]
+pub(crate) struct NextUpdate {
+    /// When customers will hear from us next (`+30m`, or a time): "Next update by 10:30 UTC".
+    #[arg(long = "next-update", value_parser = parse_time)]
+    at: Option<OffsetDateTime>,
 }
 
 /// What every publish takes.
@@ -82,6 +155,12 @@ pub(crate) struct Common {
     /// A free label `name=value`; repeat for several.
     #[arg(long = "label", value_parser = parse_label)]
     labels: Vec<(String, String)>,
+    /// What customers need to do, when they must act. Without it no message asks anything.
+    #[arg(long)]
+    action: Option<String>,
+    /// Record the event now but send its messages at this time (`+3d`, or a time).
+    #[arg(long, value_parser = parse_time)]
+    deliver_at: Option<OffsetDateTime>,
     /// Print the reply as one JSON object.
     #[arg(long)]
     json: bool,
@@ -92,6 +171,34 @@ fn parse_label(raw: &str) -> Result<(String, String), String> {
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .filter(|(k, _)| !k.is_empty())
         .ok_or_else(|| format!("{raw:?} is not of the form name=value"))
+}
+
+/// A time on the command line: RFC 3339, or `+N`/`-N` minutes (`m`), hours (`h`) or days
+/// (`d`) from now.
+fn parse_time(raw: &str) -> Result<OffsetDateTime, String> {
+    parse_time_at(raw, OffsetDateTime::now_utc())
+}
+
+fn parse_time_at(raw: &str, now: OffsetDateTime) -> Result<OffsetDateTime, String> {
+    let raw = raw.trim();
+    if let Some(sign @ ('+' | '-')) = raw.chars().next() {
+        let rest = &raw[1..];
+        let unit_at = rest.char_indices().last().map_or(0, |(i, _)| i);
+        let (number, unit) = rest.split_at(unit_at);
+        let n: i64 = number
+            .parse()
+            .map_err(|_| format!("{raw:?}: expected +N or -N with m, h or d, like +30m"))?;
+        let span = match unit {
+            "m" => time::Duration::minutes(n),
+            "h" => time::Duration::hours(n),
+            "d" => time::Duration::days(n),
+            _ => return Err(format!("{raw:?}: the unit is m, h or d, like +30m")),
+        };
+        return Ok(if sign == '+' { now + span } else { now - span });
+    }
+    OffsetDateTime::parse(raw, &Rfc3339).map_err(|e| {
+        format!("{raw:?} is neither an RFC 3339 time (2026-12-10T10:00:00Z) nor an offset like +30m: {e}")
+    })
 }
 
 fn status(name: &str) -> Result<i32, CtlError> {
@@ -123,6 +230,8 @@ fn request(
             components,
             incident,
             status: s,
+            started_at,
+            next,
             common,
         } => {
             request.kind = v1::EventKind::Opened as i32;
@@ -131,6 +240,8 @@ fn request(
             request.components = components;
             request.incident_id = incident.unwrap_or_default();
             request.status = s.as_deref().map(status).transpose()?.unwrap_or_default();
+            request.started_at = started_at.map(timestamp);
+            request.next_update_at = next.at.map(timestamp);
             (common, "opened")
         }
         PublishCommand::Update {
@@ -139,6 +250,8 @@ fn request(
             severity,
             components,
             title,
+            started_at,
+            next,
             common,
         } => {
             request.kind = v1::EventKind::Updated as i32;
@@ -151,24 +264,78 @@ fn request(
                 .unwrap_or_default();
             request.components = components;
             request.title = title.unwrap_or_default();
+            request.started_at = started_at.map(timestamp);
+            request.next_update_at = next.at.map(timestamp);
             (common, "updated")
         }
-        PublishCommand::Resolve { incident, common } => {
+        PublishCommand::Resolve {
+            incident,
+            started_at,
+            review_to_follow,
+            common,
+        } => {
             request.kind = v1::EventKind::Resolved as i32;
             request.incident_id = incident;
+            request.started_at = started_at.map(timestamp);
+            request.review_to_follow = review_to_follow;
             (common, "resolved")
         }
         PublishCommand::Reopen {
             incident,
             status: s,
+            next,
             common,
         } => {
             request.kind = v1::EventKind::Reopened as i32;
             request.incident_id = incident;
             request.status = s.as_deref().map(status).transpose()?.unwrap_or_default();
+            request.next_update_at = next.at.map(timestamp);
             (common, "reopened")
         }
+        PublishCommand::Review {
+            incident,
+            link,
+            common,
+        } => {
+            request.kind = v1::EventKind::Review as i32;
+            request.incident_id = incident;
+            request.link = link.unwrap_or_default();
+            (common, "reviewed")
+        }
+        PublishCommand::ScheduleMaintenance {
+            title,
+            components,
+            starts_at,
+            ends_at,
+            common,
+        } => {
+            request.kind = v1::EventKind::MaintenanceScheduled as i32;
+            request.title = title;
+            request.components = components;
+            request.window = Some(v1::MaintenanceWindow {
+                starts_at: Some(timestamp(starts_at)),
+                ends_at: Some(timestamp(ends_at)),
+            });
+            (common, "scheduled maintenance")
+        }
+        PublishCommand::StartMaintenance {
+            incident,
+            next,
+            common,
+        } => {
+            request.kind = v1::EventKind::MaintenanceStarted as i32;
+            request.incident_id = incident;
+            request.next_update_at = next.at.map(timestamp);
+            (common, "started maintenance")
+        }
+        PublishCommand::CompleteMaintenance { incident, common } => {
+            request.kind = v1::EventKind::MaintenanceCompleted as i32;
+            request.incident_id = incident;
+            (common, "completed maintenance")
+        }
     };
+    request.customer_action = common.action.clone().unwrap_or_default();
+    request.deliver_at = common.deliver_at.map(timestamp);
     request.message = common.message.clone();
     request.expected_version = common.expected_version;
     request.labels = common.labels.iter().cloned().collect::<HashMap<_, _>>();
@@ -292,5 +459,101 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("\"fixed\""), "{err}");
+    }
+
+    #[test]
+    fn times_are_rfc3339_or_an_offset_from_now() {
+        use time::macros::datetime;
+        let now = datetime!(2026-12-07 10:00 UTC);
+        assert_eq!(
+            parse_time_at("+30m", now).unwrap(),
+            datetime!(2026-12-07 10:30 UTC)
+        );
+        assert_eq!(
+            parse_time_at("-14m", now).unwrap(),
+            datetime!(2026-12-07 09:46 UTC)
+        );
+        assert_eq!(
+            parse_time_at("+3d", now).unwrap(),
+            datetime!(2026-12-10 10:00 UTC)
+        );
+        assert_eq!(
+            parse_time_at("2026-12-10T10:00:00+01:00", now).unwrap(),
+            datetime!(2026-12-10 09:00 UTC)
+        );
+        for bad in ["+30", "+m", "+30s", "+3é", "+", "tomorrow", "2026-12-10"] {
+            assert!(parse_time_at(bad, now).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_kind_can_be_published_with_its_facts_and_promises() {
+        let (open, _, _) = request_of(&[
+            "open",
+            "--title",
+            "Checkout errors",
+            "--severity",
+            "critical",
+            "--component",
+            "checkout",
+            "--message",
+            "m",
+            "--started-at",
+            "2026-12-07T09:12:00Z",
+            "--next-update",
+            "2026-12-07T10:30:00Z",
+            "--action",
+            "Retry failed orders.",
+        ]);
+        assert_eq!(open.started_at.unwrap().seconds, 1_796_634_720);
+        assert_eq!(open.next_update_at.unwrap().seconds, 1_796_639_400);
+        assert_eq!(open.customer_action, "Retry failed orders.");
+        let (resolve, _, _) = request_of(&["resolve", "x", "--message", "m", "--review-to-follow"]);
+        assert!(resolve.review_to_follow);
+        let (review, _, done) = request_of(&[
+            "review",
+            "x",
+            "--message",
+            "What went wrong.",
+            "--link",
+            "https://status.acme.test/r/1",
+            "--deliver-at",
+            "2026-12-10T10:00:00Z",
+        ]);
+        assert_eq!(done, "reviewed");
+        assert_eq!(review.kind, v1::EventKind::Review as i32);
+        assert_eq!(review.link, "https://status.acme.test/r/1");
+        assert_eq!(review.deliver_at.unwrap().seconds, 1_796_896_800);
+        let (scheduled, _, _) = request_of(&[
+            "schedule-maintenance",
+            "--title",
+            "Database upgrade",
+            "--component",
+            "db",
+            "--starts-at",
+            "2026-12-12T02:00:00Z",
+            "--ends-at",
+            "2026-12-12T03:00:00Z",
+            "--message",
+            "m",
+        ]);
+        assert_eq!(scheduled.kind, v1::EventKind::MaintenanceScheduled as i32);
+        let window = scheduled.window.unwrap();
+        assert_eq!(
+            window.ends_at.unwrap().seconds - window.starts_at.unwrap().seconds,
+            3600
+        );
+        let (started, _, _) = request_of(&[
+            "start-maintenance",
+            "x",
+            "--message",
+            "m",
+            "--next-update",
+            "+1h",
+        ]);
+        assert_eq!(started.kind, v1::EventKind::MaintenanceStarted as i32);
+        assert!(started.next_update_at.is_some());
+        let (completed, _, _) = request_of(&["complete-maintenance", "x", "--message", "m"]);
+        assert_eq!(completed.kind, v1::EventKind::MaintenanceCompleted as i32);
     }
 }

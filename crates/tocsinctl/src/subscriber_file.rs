@@ -245,9 +245,10 @@ fn event_kind(name: &str) -> Result<i32, String> {
         "maintenance_scheduled" => v1::EventKind::MaintenanceScheduled,
         "maintenance_started" => v1::EventKind::MaintenanceStarted,
         "maintenance_completed" => v1::EventKind::MaintenanceCompleted,
+        "review" => v1::EventKind::Review,
         _ => {
             return Err(format!(
-                "{name:?} is not one of opened, updated, resolved, reopened, \
+                "{name:?} is not one of opened, updated, resolved, reopened, review, \
                  maintenance_scheduled, maintenance_started, maintenance_completed"
             ));
         }

@@ -32,6 +32,9 @@ fn incident(severity: Severity, components: &[&str]) -> Incident {
         opened_at: AFTERNOON,
         updated_at: AFTERNOON,
         resolved_at: None,
+        started_at: None,
+        next_update_at: None,
+        review_to_follow: false,
     }
 }
 
@@ -45,16 +48,7 @@ fn event(incident: &Incident, kind: EventKind) -> RecordedEvent {
         idempotency_key: "k1".into(),
         occurred_at: AFTERNOON,
         recorded_at: AFTERNOON,
-        change: Change {
-            kind,
-            status: None,
-            severity: None,
-            components: vec![],
-            title: None,
-            message: "We are looking into it.".into(),
-            labels: BTreeMap::new(),
-            window: None,
-        },
+        change: Change::new(kind, "We are looking into it."),
     }
 }
 
@@ -314,4 +308,62 @@ fn follow_ups_reach_everyone_told_before_even_below_their_threshold() {
     p.kinds
         .insert(Channel::Email, BTreeSet::from([EventKind::Opened]));
     assert_eq!(plan(&p, &inc, &resolved, true, AFTERNOON), vec![]);
+}
+
+#[test]
+fn a_scheduled_event_is_held_until_its_time_and_quiet_hours_are_judged_then() {
+    let inc = incident(Severity::Major, &["api"]);
+    let mut scheduled = event(&inc, EventKind::Updated);
+    scheduled.change.deliver_at = Some(NIGHT);
+    let p = prefs(&[Channel::Email]);
+    assert_eq!(
+        plan(&p, &inc, &scheduled, false, AFTERNOON),
+        vec![planned(Channel::Email, Timing::HeldUntil(NIGHT))]
+    );
+    let mut quiet = p.clone();
+    quiet.quiet_hours = paris_nights();
+    assert_eq!(
+        plan(&quiet, &inc, &scheduled, false, AFTERNOON),
+        vec![planned(Channel::Email, Timing::HeldUntil(MORNING_END))],
+        "due in the subscriber's night: held until their morning"
+    );
+    // A time already past sends now.
+    scheduled.change.deliver_at = Some(AFTERNOON - time::Duration::hours(1));
+    assert_eq!(
+        plan(&p, &inc, &scheduled, false, AFTERNOON),
+        vec![planned(Channel::Email, Timing::Now)]
+    );
+}
+
+#[test]
+fn a_review_goes_only_to_those_told_of_the_incident_and_not_by_text_unless_asked() {
+    let mut inc = incident(Severity::Major, &["api"]);
+    inc.status = IncidentStatus::Resolved;
+    let review = event(&inc, EventKind::Review);
+    let p = prefs(&[Channel::Email, Channel::Sms, Channel::Webhook]);
+    assert_eq!(
+        plan(&p, &inc, &review, false, AFTERNOON),
+        vec![],
+        "never told of it: a review would be their first word of it"
+    );
+    assert_eq!(
+        plan(&p, &inc, &review, true, AFTERNOON),
+        vec![
+            planned(Channel::Email, Timing::Now),
+            planned(Channel::Webhook, Timing::Now)
+        ]
+    );
+    let mut wants_texts = p.clone();
+    wants_texts.kinds.insert(
+        Channel::Sms,
+        BTreeSet::from([EventKind::Opened, EventKind::Review]),
+    );
+    assert_eq!(
+        plan(&wants_texts, &inc, &review, true, AFTERNOON),
+        vec![
+            planned(Channel::Email, Timing::Now),
+            planned(Channel::Sms, Timing::Now),
+            planned(Channel::Webhook, Timing::Now)
+        ]
+    );
 }

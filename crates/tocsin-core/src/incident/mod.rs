@@ -41,6 +41,16 @@ pub struct Incident {
     pub updated_at: OffsetDateTime,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub resolved_at: Option<OffsetDateTime>,
+    /// When the problem began, as the publisher last said; `None` when never said (then
+    /// `opened_at` is only when it was reported, and no duration is claimed).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    /// The latest event's promise of the next update; each event replaces it.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub next_update_at: Option<OffsetDateTime>,
+    /// The resolution promised a review; a reopen withdraws the promise.
+    #[serde(default)]
+    pub review_to_follow: bool,
 }
 
 impl Incident {
@@ -78,9 +88,12 @@ impl Incident {
             (_, _, Opened | MaintenanceScheduled) => refuse(
                 "the incident already exists; publish an update, or open a new incident without an id",
             ),
-            (IncidentKind::Incident, IncidentStatus::Resolved, Reopened) => Ok(()),
+            (IncidentKind::Incident, IncidentStatus::Resolved, Reopened | Review) => Ok(()),
             (IncidentKind::Incident, IncidentStatus::Resolved, _) => {
-                refuse("the incident is resolved; the only event it accepts is reopened")
+                refuse("the incident is resolved; it accepts only a review or a reopen")
+            }
+            (_, _, Review) => {
+                refuse("a review comes after the incident is resolved; resolve it first")
             }
             (IncidentKind::Incident, _, Reopened) => {
                 refuse("only a resolved incident can be reopened")
@@ -129,6 +142,9 @@ impl Incident {
                 opened_at: event.occurred_at,
                 updated_at: event.occurred_at,
                 resolved_at: None,
+                started_at: None,
+                next_update_at: None,
+                review_to_follow: false,
             },
         };
 
@@ -143,6 +159,7 @@ impl Incident {
             EventKind::MaintenanceScheduled => IncidentStatus::Scheduled,
             EventKind::MaintenanceStarted => IncidentStatus::InProgress,
             EventKind::MaintenanceCompleted => IncidentStatus::Completed,
+            EventKind::Review => incident.status,
         };
         if let Some(severity) = change.severity {
             incident.severity = severity;
@@ -158,10 +175,21 @@ impl Incident {
         }
         incident.message.clone_from(&change.message);
         incident.labels.extend(change.labels.clone());
-        incident.resolved_at = match incident.status {
-            IncidentStatus::Resolved | IncidentStatus::Completed => Some(event.occurred_at),
+        incident.resolved_at = match (incident.status, change.kind) {
+            // A review looks back; the incident ended when it was resolved.
+            (_, EventKind::Review) => incident.resolved_at,
+            (IncidentStatus::Resolved | IncidentStatus::Completed, _) => Some(event.occurred_at),
             _ => None,
         };
+        if let Some(started_at) = change.started_at {
+            incident.started_at = Some(started_at);
+        }
+        incident.next_update_at = change.next_update_at;
+        match change.kind {
+            EventKind::Resolved => incident.review_to_follow = change.review_to_follow,
+            EventKind::Reopened => incident.review_to_follow = false,
+            _ => {}
+        }
         incident.version = event.version;
         incident.last_event_id = event.event_id;
         incident.last_event_kind = change.kind;

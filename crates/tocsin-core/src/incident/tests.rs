@@ -4,16 +4,7 @@ use super::*;
 use crate::change::PublishRequest;
 
 fn change(kind: EventKind) -> Change {
-    Change {
-        kind,
-        status: None,
-        severity: None,
-        components: vec![],
-        title: None,
-        message: "We are looking into it.".into(),
-        labels: BTreeMap::new(),
-        window: None,
-    }
+    Change::new(kind, "We are looking into it.")
 }
 
 fn opened() -> Change {
@@ -260,4 +251,230 @@ fn fingerprint_is_stable_and_sensitive() {
         ..opened()
     }));
     assert_ne!(a, b);
+}
+
+#[test]
+fn a_review_follows_a_resolution_and_leaves_it_resolved() {
+    let id = IncidentId::new();
+    let open = Incident::fold(&[record(id, 1, opened())]).unwrap();
+    let review = Change {
+        link: Some("https://status.acme.test/reviews/1".into()),
+        ..change(EventKind::Review)
+    };
+    assert!(
+        matches!(
+            Incident::check_transition(Some(&open), id, &review, None),
+            Err(DomainError::InvalidTransition(why)) if why.contains("resolve it first")
+        ),
+        "an open incident has nothing to review yet"
+    );
+    let resolved = Incident::apply(
+        Some(open),
+        &record(
+            id,
+            2,
+            Change {
+                review_to_follow: true,
+                ..change(EventKind::Resolved)
+            },
+        ),
+    );
+    assert!(resolved.review_to_follow);
+    Incident::check_transition(Some(&resolved), id, &review, None).unwrap();
+    let reviewed = Incident::apply(Some(resolved.clone()), &record(id, 3, review));
+    assert_eq!(reviewed.status, IncidentStatus::Resolved);
+    assert_eq!(
+        reviewed.resolved_at, resolved.resolved_at,
+        "the review does not move the end of the incident"
+    );
+    // A second review (the full one after a preliminary) and a reopen stay possible.
+    Incident::check_transition(Some(&reviewed), id, &change(EventKind::Review), None).unwrap();
+    Incident::check_transition(Some(&reviewed), id, &change(EventKind::Reopened), None).unwrap();
+    let reopened = Incident::apply(Some(reviewed), &record(id, 4, change(EventKind::Reopened)));
+    assert!(
+        !reopened.review_to_follow,
+        "a reopen withdraws the promised review"
+    );
+    // A maintenance is never reviewed through this kind.
+    let m = Incident::fold(&[record(
+        id,
+        1,
+        Change {
+            title: Some("DB upgrade".into()),
+            components: vec!["db".into()],
+            window: Some(MaintenanceWindow {
+                starts_at: datetime!(2026-11-24 02:00 UTC),
+                ends_at: datetime!(2026-11-24 03:00 UTC),
+            }),
+            ..change(EventKind::MaintenanceScheduled)
+        },
+    )])
+    .unwrap();
+    assert!(Incident::check_transition(Some(&m), id, &change(EventKind::Review), None).is_err());
+}
+
+#[test]
+fn the_start_is_what_the_publisher_said_and_the_next_update_what_the_last_event_promised() {
+    let id = IncidentId::new();
+    let began = datetime!(2026-11-23 09:12 UTC);
+    let next = datetime!(2026-11-23 10:30 UTC);
+    let opened_unsaid = Incident::fold(&[record(id, 1, opened())]).unwrap();
+    assert_eq!(
+        opened_unsaid.started_at, None,
+        "the report time is not the start"
+    );
+    let events = [
+        record(
+            id,
+            1,
+            Change {
+                started_at: Some(began),
+                next_update_at: Some(next),
+                ..opened()
+            },
+        ),
+        record(id, 2, change(EventKind::Updated)),
+    ];
+    let after_open = Incident::fold(&events[..1]).unwrap();
+    assert_eq!(after_open.started_at, Some(began));
+    assert_eq!(after_open.next_update_at, Some(next));
+    let after_update = Incident::fold(&events).unwrap();
+    assert_eq!(
+        after_update.started_at,
+        Some(began),
+        "the start stays once said"
+    );
+    assert_eq!(
+        after_update.next_update_at, None,
+        "an update without a promise withdraws the earlier one"
+    );
+    // A later event may correct the start.
+    let corrected = Incident::apply(
+        Some(after_update),
+        &record(
+            id,
+            3,
+            Change {
+                started_at: Some(datetime!(2026-11-23 08:55 UTC)),
+                ..change(EventKind::Resolved)
+            },
+        ),
+    );
+    assert_eq!(corrected.started_at, Some(datetime!(2026-11-23 08:55 UTC)));
+}
+
+#[test]
+fn times_and_promises_are_checked_where_they_are_given() {
+    let now = datetime!(2026-11-23 10:00 UTC);
+    let invalid = |c: Change| {
+        let mut r = request(c);
+        if !r.change.kind.creates() {
+            r.incident_id = Some(IncidentId::new());
+        }
+        invalid_field(r.validate(now))
+    };
+    let ok = |c: Change| {
+        let mut r = request(c);
+        if !r.change.kind.creates() {
+            r.incident_id = Some(IncidentId::new());
+        }
+        r.validate(now).unwrap()
+    };
+    ok(Change {
+        started_at: Some(now - time::Duration::minutes(14)),
+        next_update_at: Some(now + time::Duration::minutes(30)),
+        customer_action: Some("Retry failed payments after 10:30 UTC.".into()),
+        ..opened()
+    });
+    assert_eq!(
+        invalid(Change {
+            started_at: Some(now + time::Duration::hours(1)),
+            ..opened()
+        }),
+        "started_at"
+    );
+    assert_eq!(
+        invalid(Change {
+            next_update_at: Some(now - time::Duration::minutes(1)),
+            ..opened()
+        }),
+        "next_update_at",
+        "a promise must lie ahead"
+    );
+    assert_eq!(
+        invalid(Change {
+            next_update_at: Some(now + time::Duration::days(8)),
+            ..opened()
+        }),
+        "next_update_at"
+    );
+    assert_eq!(
+        invalid(Change {
+            next_update_at: Some(now + time::Duration::hours(1)),
+            ..change(EventKind::Resolved)
+        }),
+        "next_update_at",
+        "nothing is promised once it is fixed"
+    );
+    assert_eq!(
+        invalid(Change {
+            review_to_follow: true,
+            ..change(EventKind::Updated)
+        }),
+        "review_to_follow"
+    );
+    assert!(
+        ok(Change {
+            review_to_follow: true,
+            ..change(EventKind::Resolved)
+        })
+        .change
+        .review_to_follow
+    );
+    for bad in [
+        "ftp://x.test/r",
+        "https://",
+        "https:///path",
+        "https://a b.test",
+        "/reviews/1",
+    ] {
+        assert_eq!(
+            invalid(Change {
+                link: Some(bad.into()),
+                ..change(EventKind::Review)
+            }),
+            "link",
+            "{bad}"
+        );
+    }
+    let review = ok(Change {
+        link: Some(" https://status.acme.test/reviews/1 ".into()),
+        deliver_at: Some(now + time::Duration::days(3)),
+        ..change(EventKind::Review)
+    });
+    assert_eq!(
+        review.change.link.as_deref(),
+        Some("https://status.acme.test/reviews/1")
+    );
+    assert_eq!(
+        invalid(Change {
+            deliver_at: Some(now + time::Duration::days(91)),
+            ..change(EventKind::Review)
+        }),
+        "deliver_at"
+    );
+    assert_eq!(
+        invalid(Change {
+            severity: Some(Severity::Critical),
+            ..change(EventKind::Review)
+        }),
+        "severity"
+    );
+    assert_eq!(
+        invalid(Change {
+            status: Some(IncidentStatus::Monitoring),
+            ..change(EventKind::Review)
+        }),
+        "status"
+    );
 }

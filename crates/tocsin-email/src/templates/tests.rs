@@ -1,4 +1,4 @@
-use tocsin_core::{EventKind, Notice};
+use tocsin_core::{EventKind, IncidentStatus, Notice, Severity};
 
 use super::*;
 
@@ -49,55 +49,246 @@ fn every_kind_renders_its_facts_in_text_and_html() {
     }
 }
 
-#[test]
-fn openings_and_updates_say_what_we_know_and_do() {
-    let r = render(&sample_notice(EventKind::Opened));
-    assert_eq!(r.subject, "[Acme] Service disruption: Payments API errors");
-    assert!(
-        r.text.contains("we want you to hear it from us first"),
-        "{}",
-        r.text
-    );
-    assert!(r.text.contains("What we know:"));
-    assert!(r.text.contains("Our engineers are investigating the cause"));
-    assert!(r.text.contains("Started: 2026-11-23 14:05 UTC"));
-    assert!(
-        r.text
-            .contains("We will email you again as soon as anything changes")
-    );
-    assert!(r.text.contains("sorry"));
+/// Both bodies, for assertions that must hold in each.
+fn bodies(r: &Rendered) -> [(&'static str, &str); 2] {
+    [("text", r.text.as_str()), ("html", r.html.as_str())]
+}
 
-    let identified = Notice {
-        status: tocsin_core::IncidentStatus::Identified,
-        ..sample_notice(EventKind::Updated)
-    };
-    let r = render(&identified);
-    assert_eq!(r.subject, "[Acme] Update: Payments API errors");
-    assert!(
-        r.text
-            .contains("We have found the cause and are working on a fix.")
-    );
-    assert!(
-        r.html
-            .contains("We have found the cause and are working on a fix.")
-    );
+fn bare(kind: EventKind) -> Notice {
+    let [_, bare] = Notice::examples(kind);
+    bare
 }
 
 #[test]
-fn resolution_says_fixed_how_long_sorry_and_follow_up() {
-    let r = render(&sample_notice(EventKind::Resolved));
-    assert_eq!(r.subject, "[Acme] Resolved: Payments API errors");
-    for body in [&r.text, &r.html] {
-        assert!(body.contains("is fixed"), "{body}");
-        assert!(body.contains("It lasted 1 hour 12 minutes."), "{body}");
-        assert!(body.contains("We are sorry"), "{body}");
-        assert!(body.contains("post-incident review"), "{body}");
-        assert!(body.contains("2026-11-23 15:17 UTC"), "{body}");
+fn subjects_say_how_bad_it_is_or_where_it_stands() {
+    let opened = |severity| Notice {
+        severity,
+        ..sample_notice(EventKind::Opened)
+    };
+    assert_eq!(
+        render(&opened(Severity::Critical)).subject,
+        "[Acme] Outage: Payments API errors"
+    );
+    assert_eq!(
+        render(&opened(Severity::Major)).subject,
+        "[Acme] Partial outage: Payments API errors"
+    );
+    assert_eq!(
+        render(&opened(Severity::Minor)).subject,
+        "[Acme] Degraded: Payments API errors"
+    );
+    let updated = |status| Notice {
+        status,
+        ..sample_notice(EventKind::Updated)
+    };
+    assert_eq!(
+        render(&updated(IncidentStatus::Identified)).subject,
+        "[Acme] Identified: Payments API errors"
+    );
+    assert_eq!(
+        render(&updated(IncidentStatus::Monitoring)).subject,
+        "[Acme] Monitoring: Payments API errors"
+    );
+    assert_eq!(
+        render(&updated(IncidentStatus::Investigating)).subject,
+        "[Acme] Update: Payments API errors"
+    );
+    for (kind, subject) in [
+        (EventKind::Resolved, "[Acme] Resolved: Payments API errors"),
+        (
+            EventKind::Reopened,
+            "[Acme] Problem back: Payments API errors",
+        ),
+        (
+            EventKind::Review,
+            "[Acme] Incident review: Payments API errors",
+        ),
+        (
+            EventKind::MaintenanceStarted,
+            "[Acme] Maintenance under way: Payments API errors",
+        ),
+        (
+            EventKind::MaintenanceCompleted,
+            "[Acme] Maintenance complete: Payments API errors",
+        ),
+    ] {
+        assert_eq!(render(&sample_notice(kind)).subject, subject);
     }
 }
 
 #[test]
-fn maintenance_says_when_and_what_calmly() {
+fn an_open_incident_says_when_it_began_what_to_do_and_when_we_write_next() {
+    for kind in [EventKind::Opened, EventKind::Updated, EventKind::Reopened] {
+        let r = render(&sample_notice(kind));
+        assert!(
+            r.text.contains("Started: 2026-11-23 14:05 UTC\n"),
+            "{kind:?}:\n{}",
+            r.text
+        );
+        assert!(
+            r.text
+                .contains("Next update: by 2026-11-23 16:00 UTC, sooner if anything changes."),
+            "{kind:?}:\n{}",
+            r.text
+        );
+        assert!(
+            r.text
+                .contains("What you need to do:\nRetry payments that failed after 14:05 UTC.\n"),
+            "{kind:?}:\n{}",
+            r.text
+        );
+        assert!(
+            r.html.contains("Next update: by 2026-11-23 16:00 UTC"),
+            "{kind:?}"
+        );
+        assert!(r.html.contains("What you need to do</h2>"), "{kind:?}");
+        assert!(!r.text.contains("First reported"), "{kind:?}");
+    }
+    let r = render(&sample_notice(EventKind::Opened));
+    assert!(r.text.contains("we want you to hear it from us first"));
+    assert!(r.text.contains("Our engineers are investigating the cause"));
+    let identified = Notice {
+        status: IncidentStatus::Identified,
+        ..sample_notice(EventKind::Updated)
+    };
+    for (part, body) in bodies(&render(&identified)) {
+        assert!(
+            body.contains("We have found the cause and are working on a fix."),
+            "{part}"
+        );
+    }
+    assert!(
+        render(&sample_notice(EventKind::Updated))
+            .text
+            .contains("This update: 2026-11-23 15:17 UTC")
+    );
+    assert!(
+        render(&sample_notice(EventKind::Reopened))
+            .text
+            .contains("Came back: 2026-11-23 15:17 UTC")
+    );
+}
+
+#[test]
+fn an_unknown_start_is_called_the_first_report_and_no_duration_is_claimed() {
+    for kind in [
+        EventKind::Opened,
+        EventKind::Updated,
+        EventKind::Resolved,
+        EventKind::Review,
+    ] {
+        let r = render(&bare(kind));
+        for (part, body) in bodies(&r) {
+            assert!(
+                body.contains("First reported: 2026-11-23 14:20 UTC"),
+                "{kind:?} {part}:\n{body}"
+            );
+            assert!(!body.contains("Started:"), "{kind:?} {part}:\n{body}");
+            assert!(!body.contains("lasted"), "{kind:?} {part}:\n{body}");
+        }
+    }
+}
+
+#[test]
+fn nothing_is_promised_that_the_reader_will_not_get_by_email() {
+    let no_updates = |kind| Notice {
+        channel_kinds: vec![EventKind::Opened, EventKind::Resolved],
+        ..sample_notice(kind)
+    };
+    // Resolutions only: the promise of a next update is kept on the status page, and the
+    // reader is promised only the resolution by email.
+    let r = render(&no_updates(EventKind::Opened));
+    assert!(
+        r.text
+            .contains("Next update: on the status page by 2026-11-23 16:00 UTC."),
+        "{}",
+        r.text
+    );
+    assert!(!r.text.contains("sooner if anything changes"), "{}", r.text);
+    let r = render(&Notice {
+        next_update_at: None,
+        ..no_updates(EventKind::Opened)
+    });
+    assert!(
+        r.text.contains(
+            "Next update: we will email you when it is fixed; the status page has the latest at any time."
+        ),
+        "{}",
+        r.text
+    );
+    // Openings only, no status page, no promised time: no "Next update" line at all.
+    let r = render(&Notice {
+        channel_kinds: vec![EventKind::Opened],
+        next_update_at: None,
+        status_page_url: None,
+        ..sample_notice(EventKind::Opened)
+    });
+    for (part, body) in bodies(&r) {
+        assert!(!body.contains("Next update"), "{part}:\n{body}");
+        assert!(!body.contains("will email you"), "{part}:\n{body}");
+    }
+    // Every update by email and no time promised: say so.
+    assert!(
+        render(&bare(EventKind::Updated))
+            .text
+            .contains("Next update: we will email you as soon as anything changes.")
+    );
+}
+
+#[test]
+fn a_resolution_promises_a_review_only_when_one_is_coming() {
+    let r = render(&sample_notice(EventKind::Resolved));
+    for (part, body) in bodies(&r) {
+        assert!(body.contains("is fixed"), "{part}");
+        assert!(body.contains("Started: 2026-11-23 14:05 UTC"), "{part}");
+        assert!(body.contains("Resolved: 2026-11-23 15:17 UTC"), "{part}");
+        assert!(body.contains("It lasted 1 hour 12 minutes."), "{part}");
+        assert!(body.contains("We are sorry"), "{part}");
+        assert!(
+            body.contains("We will email you a review of what went wrong"),
+            "{part}:\n{body}"
+        );
+    }
+    let review_not_by_email = Notice {
+        channel_kinds: vec![EventKind::Opened, EventKind::Resolved],
+        ..sample_notice(EventKind::Resolved)
+    };
+    assert!(
+        render(&review_not_by_email)
+            .text
+            .contains("We will publish a review of what went wrong")
+    );
+    let no_review = Notice {
+        review_to_follow: false,
+        ..sample_notice(EventKind::Resolved)
+    };
+    for (part, body) in bodies(&render(&no_review)) {
+        assert!(!body.contains("review"), "{part}:\n{body}");
+        assert!(!body.contains("follow up"), "{part}:\n{body}");
+    }
+}
+
+#[test]
+fn a_review_looks_back_with_its_link_and_the_incident_times() {
+    let r = render(&sample_notice(EventKind::Review));
+    assert!(
+        r.text
+            .contains("The full review: https://status.acme.test/reviews/payments"),
+        "{}",
+        r.text
+    );
+    assert!(r.html.contains("Read the full review</a>"), "{}", r.html);
+    for (part, body) in bodies(&r) {
+        assert!(body.contains("It is resolved."), "{part}");
+        assert!(body.contains("Resolved: 2026-11-23 15:17 UTC"), "{part}");
+        assert!(body.contains("It lasted 1 hour 12 minutes."), "{part}");
+    }
+    let r = render(&bare(EventKind::Review));
+    assert!(!r.text.contains("The full review"), "{}", r.text);
+}
+
+#[test]
+fn maintenance_says_when_and_asks_nothing_unless_the_publisher_does() {
     let r = render(&sample_notice(EventKind::MaintenanceScheduled));
     assert_eq!(
         r.subject,
@@ -109,7 +300,46 @@ fn maintenance_says_when_and_what_calmly() {
         "{}",
         r.text
     );
-    assert!(r.text.contains("You do not need to do anything."));
+    assert!(
+        r.text.contains("What you need to do:\nRetry payments"),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.text
+            .contains("when the work starts and when it is complete")
+    );
+    let r = render(&bare(EventKind::MaintenanceScheduled));
+    for (part, body) in bodies(&r) {
+        assert!(!body.contains("need to do"), "{part}:\n{body}");
+        assert!(!body.contains("We will let you know"), "{part}:\n{body}");
+    }
+    let only_completion = Notice {
+        channel_kinds: vec![
+            EventKind::MaintenanceScheduled,
+            EventKind::MaintenanceCompleted,
+        ],
+        ..sample_notice(EventKind::MaintenanceScheduled)
+    };
+    assert!(
+        render(&only_completion)
+            .text
+            .contains("We will let you know when it is complete.")
+    );
+    let r = render(&sample_notice(EventKind::MaintenanceStarted));
+    assert!(
+        r.text
+            .contains("Planned to finish by: 2026-11-24 03:30 UTC")
+    );
+    assert!(
+        r.text
+            .contains("We will tell you as soon as it is complete.")
+    );
+    assert!(
+        !render(&bare(EventKind::MaintenanceStarted))
+            .text
+            .contains("We will tell you")
+    );
     let r = render(&sample_notice(EventKind::MaintenanceCompleted));
     assert!(r.text.contains("is complete"));
 }
@@ -177,6 +407,11 @@ fn an_override_dir_wins_per_file_and_defaults_fill_the_rest() {
         .render(&sample_notice(EventKind::Updated))
         .unwrap();
     assert_eq!(updated.subject, "[Acme] Update: Payments API errors");
+    let review = templates.render(&sample_notice(EventKind::Review)).unwrap();
+    assert_eq!(
+        review.subject,
+        "[Acme] Incident review: Payments API errors"
+    );
 
     // An override naming a field that does not exist fails at load, not at the first outage.
     std::fs::write(dir.join("updated.txt.jinja"), "{{ no_such_field }}").unwrap();

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use lettre::message::Mailbox;
 use time::macros::datetime;
-use tocsin_core::{EventKind, IncidentId, IncidentStatus, Notice, SendOutcome, Severity};
+use tocsin_core::{EventKind, IncidentId, IncidentStatus, Notice, SendOutcome};
 use tocsin_email::{Compose, SmtpConfig, SmtpSender, Templates, TlsMode, build, message_id};
 use tocsin_local_providers::{Fault, FaultRule, SmtpServer, SmtpStage};
 
@@ -14,23 +14,18 @@ mod worker;
 const RECIPIENT: &str = "ada@example.test";
 
 fn notice(kind: EventKind, key: &str) -> Notice {
+    let [example, _] = Notice::examples(kind);
     Notice {
-        company: "Acme".into(),
         incident_id: IncidentId::new(),
-        title: "Payments API errors".into(),
-        kind,
         status: IncidentStatus::Identified,
-        severity: Severity::Major,
         components: vec!["Payments API".into()],
         message: "Some card payments fail.".into(),
         occurred_at: datetime!(2026-11-23 14:35 UTC),
-        started_at: datetime!(2026-11-23 14:05 UTC),
         resolved_at: None,
         window: None,
-        version: 2,
-        status_page_url: Some("https://status.acme.test".into()),
         unsubscribe_url: Some("https://status.acme.test/u/ada".into()),
         delivery_key: key.into(),
+        ..example
     }
 }
 
@@ -100,7 +95,7 @@ async fn an_update_arrives_with_its_headers_and_threads_under_the_opening() {
     assert_eq!(mail.message_id.as_deref(), Some("<dlv_update@acme.test>"));
     assert_eq!(
         mail.subject.as_deref(),
-        Some("[Acme] Update: Payments API errors")
+        Some("[Acme] Identified: Payments API errors")
     );
     for header in [
         "In-Reply-To: <dlv_opening@acme.test>",

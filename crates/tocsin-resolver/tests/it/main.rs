@@ -150,6 +150,12 @@ fn opened(severity: Severity, components: &[&str]) -> Change {
         message: "Some payments fail. We are investigating.".into(),
         labels: BTreeMap::new(),
         window: None,
+        started_at: None,
+        next_update_at: None,
+        customer_action: None,
+        link: None,
+        review_to_follow: false,
+        deliver_at: None,
     }
 }
 
@@ -163,6 +169,12 @@ fn update(kind: EventKind, severity: Option<Severity>, components: &[&str]) -> C
         message: "News.".into(),
         labels: BTreeMap::new(),
         window: None,
+        started_at: None,
+        next_update_at: None,
+        customer_action: None,
+        link: None,
+        review_to_follow: false,
+        deliver_at: None,
     }
 }
 
@@ -860,4 +872,77 @@ async fn a_fan_out_s_size_and_severity_choose_its_lane(pool: PgPool) {
             ("small".to_owned(), 5)
         ]
     );
+}
+
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn a_scheduled_review_waits_for_its_time_and_reaches_only_those_told(pool: PgPool) {
+    let h = harness(pool, 100).await;
+    let ids = h
+        .subscribe(vec![(
+            "told",
+            prefs(
+                &[Channel::Email, Channel::Sms, Channel::Webhook],
+                Severity::Minor,
+                None,
+            ),
+        )])
+        .await;
+    let open = h
+        .publish("open", None, opened(Severity::Major, &["api"]))
+        .await;
+    h.publish(
+        "resolved",
+        Some(open.incident_id),
+        Change {
+            review_to_follow: true,
+            ..update(EventKind::Resolved, None, &[])
+        },
+    )
+    .await;
+    h.drain().await;
+    h.jobs().await;
+    // Subscribed after the incident ended: the review would be their first word of it.
+    let late = h
+        .subscribe(vec![(
+            "late",
+            prefs(&[Channel::Email], Severity::Minor, None),
+        )])
+        .await;
+    let thursday = (OffsetDateTime::now_utc() + time::Duration::days(3))
+        .replace_nanosecond(0)
+        .unwrap();
+    let review = h
+        .publish(
+            "review",
+            Some(open.incident_id),
+            Change {
+                link: Some("https://status.example.com/reviews/1".into()),
+                deliver_at: Some(thursday),
+                ..update(EventKind::Review, None, &[])
+            },
+        )
+        .await;
+    h.drain().await;
+    let jobs: Vec<DeliveryJob> = h
+        .jobs()
+        .await
+        .into_iter()
+        .filter(|j| j.event_id == *review.event_id.as_uuid())
+        .collect();
+    let mut all_ids = ids.clone();
+    all_ids.extend(late);
+    assert_eq!(
+        by_subscriber(&jobs, &all_ids),
+        BTreeMap::from([(
+            "told".to_owned(),
+            BTreeSet::from([Channel::Email, Channel::Webhook])
+        )]),
+        "email and webhook by default, no text unless asked, nobody never told"
+    );
+    for job in &jobs {
+        assert_eq!(job.send_after, Some(thursday), "{job:?}");
+    }
+    let incident = h.store.incident(open.incident_id).await.unwrap().unwrap();
+    assert!(incident.review_to_follow);
+    assert_eq!(incident.status, tocsin_core::IncidentStatus::Resolved);
 }

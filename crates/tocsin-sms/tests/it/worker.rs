@@ -299,7 +299,7 @@ async fn an_sms_is_sent_within_its_budget_and_its_callback_is_recorded(pool: PgP
     assert!(
         sms[0]
             .body
-            .starts_with("[Tocsin] Service problem: api affected. Some API requests"),
+            .starts_with("[Tocsin] Partial outage: api. Some API requests"),
         "{}",
         sms[0].body
     );
