@@ -30,6 +30,9 @@ pub const MAX_NEXT_UPDATE_AHEAD: time::Duration = time::Duration::days(7);
 /// How far ahead an event's messages may be scheduled (a review "on Thursday", a notice
 /// weeks before a maintenance).
 pub const MAX_DELIVER_AHEAD: time::Duration = time::Duration::days(90);
+/// At most this many reminders per maintenance, each at most 30 days before it starts.
+pub const MAX_REMINDERS: usize = 5;
+pub const MAX_REMINDER_MINUTES: u32 = 30 * 24 * 60;
 
 /// The lifecycle event a publisher reports.
 ///
@@ -49,10 +52,13 @@ pub enum EventKind {
     /// After `Resolved`: the post-incident review, or another follow-up about what happened
     /// and what changes. It leaves the incident resolved.
     Review,
+    /// Before a scheduled maintenance starts: recorded by Tocsin itself at the reminder times
+    /// (see [`crate::maintenance`]). It changes nothing but who has been reminded.
+    MaintenanceReminder,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 9] = [
         Self::Opened,
         Self::Updated,
         Self::Resolved,
@@ -61,6 +67,7 @@ impl EventKind {
         Self::MaintenanceStarted,
         Self::MaintenanceCompleted,
         Self::Review,
+        Self::MaintenanceReminder,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -73,6 +80,7 @@ impl EventKind {
             Self::MaintenanceStarted => "maintenance_started",
             Self::MaintenanceCompleted => "maintenance_completed",
             Self::Review => "review",
+            Self::MaintenanceReminder => "maintenance_reminder",
         }
     }
 
@@ -202,6 +210,11 @@ pub struct Change {
         with = "time::serde::rfc3339::option"
     )]
     pub deliver_at: Option<OffsetDateTime>,
+    /// On a maintenance: minutes before its start at which Tocsin reminds subscribers.
+    /// `None` keeps what was set before (at first, [`crate::maintenance::DEFAULT_REMINDERS`]);
+    /// `Some(vec![])` turns reminders off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reminders: Option<Vec<u32>>,
 }
 
 impl Change {
@@ -223,6 +236,7 @@ impl Change {
             link: None,
             review_to_follow: false,
             deliver_at: None,
+            reminders: None,
         }
     }
 }
@@ -254,6 +268,12 @@ impl PublishRequest {
             return Err(DomainError::invalid(
                 "occurred_at",
                 "lies more than 5 minutes in the future",
+            ));
+        }
+        if self.change.kind == EventKind::MaintenanceReminder {
+            return Err(DomainError::invalid(
+                "kind",
+                "maintenance_reminder is recorded by Tocsin itself at the reminder times; set reminders on the maintenance instead",
             ));
         }
         if self.change.kind.creates() {
@@ -371,6 +391,28 @@ impl Change {
                     kind.as_str()
                 ),
             ));
+        }
+        if let Some(reminders) = &mut self.reminders {
+            if !matches!(kind, MaintenanceScheduled | Updated) {
+                return Err(DomainError::invalid(
+                    "reminders",
+                    format!("are set on a maintenance, not on a {} event", kind.as_str()),
+                ));
+            }
+            reminders.sort_unstable_by(|a, b| b.cmp(a));
+            reminders.dedup();
+            if reminders.len() > MAX_REMINDERS
+                || reminders
+                    .iter()
+                    .any(|m| *m == 0 || *m > MAX_REMINDER_MINUTES)
+            {
+                return Err(DomainError::invalid(
+                    "reminders",
+                    format!(
+                        "give at most {MAX_REMINDERS}, each 1 to {MAX_REMINDER_MINUTES} minutes before the start"
+                    ),
+                ));
+            }
         }
         if kind == Review && (self.severity.is_some() || !self.components.is_empty()) {
             return Err(DomainError::invalid(

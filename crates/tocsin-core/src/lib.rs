@@ -20,6 +20,7 @@
 //! - [`outcome`]: what one attempt to hand a message to a provider came to.
 //! - [`retry`]: the retry schedule: backoff with jitter, provider floors, limits.
 //! - [`notice`]: the customer-facing facts of one event for one recipient, which channels render.
+//! - [`maintenance`]: the events Tocsin records by itself for a scheduled maintenance.
 //! - [`network`]: which addresses a webhook may reach, and the checks on a webhook URL.
 
 pub mod change;
@@ -32,6 +33,7 @@ pub mod idempotency;
 pub mod ids;
 pub mod incident;
 pub mod lane;
+pub mod maintenance;
 pub mod network;
 pub mod notice;
 pub mod outcome;

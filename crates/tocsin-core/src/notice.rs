@@ -125,6 +125,13 @@ impl Notice {
         self
     }
 
+    /// For a maintenance not started yet: how long until it starts, from this event.
+    pub fn starts_in(&self) -> Option<time::Duration> {
+        let window = self.window?;
+        let ahead = window.starts_at - self.occurred_at;
+        (ahead.is_positive() && self.status == IncidentStatus::Scheduled).then_some(ahead)
+    }
+
     /// How long the incident lasted, once it is resolved. `None` while it is open, when
     /// nobody said when it started, or if the clocks disagree so badly that it would be
     /// negative.
@@ -159,6 +166,7 @@ impl Notice {
             EventKind::Resolved => "Resolved",
             EventKind::Review => "Incident review",
             EventKind::MaintenanceScheduled => "Planned maintenance",
+            EventKind::MaintenanceReminder => "Reminder: planned maintenance",
             EventKind::MaintenanceStarted => "Maintenance under way",
             EventKind::MaintenanceCompleted => "Maintenance complete",
         }
@@ -175,12 +183,15 @@ impl Notice {
         let maintenance = matches!(
             kind,
             EventKind::MaintenanceScheduled
+                | EventKind::MaintenanceReminder
                 | EventKind::MaintenanceStarted
                 | EventKind::MaintenanceCompleted
         );
         let status = match kind {
             EventKind::Resolved | EventKind::Review => IncidentStatus::Resolved,
-            EventKind::MaintenanceScheduled => IncidentStatus::Scheduled,
+            EventKind::MaintenanceScheduled | EventKind::MaintenanceReminder => {
+                IncidentStatus::Scheduled
+            }
             EventKind::MaintenanceStarted => IncidentStatus::InProgress,
             EventKind::MaintenanceCompleted => IncidentStatus::Completed,
             _ => IncidentStatus::Investigating,

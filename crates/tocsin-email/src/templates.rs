@@ -56,6 +56,9 @@ pub const DEFAULTS: &[(&str, &str)] = defaults!(
     "maintenance_completed.subject.jinja",
     "maintenance_completed.txt.jinja",
     "maintenance_completed.html.jinja",
+    "maintenance_reminder.subject.jinja",
+    "maintenance_reminder.txt.jinja",
+    "maintenance_reminder.html.jinja",
     "review.subject.jinja",
     "review.txt.jinja",
     "review.html.jinja",
@@ -127,6 +130,7 @@ impl Templates {
             headline => notice.headline(),
             duration_seconds => notice.duration().map(|d| d.whole_seconds()),
             window_seconds => notice.window.map(|w| (w.ends_at - w.starts_at).whole_seconds()),
+            starts_in_seconds => notice.starts_in().map(|d| d.whole_seconds()),
             ..Value::from_serialize(notice)
         };
         let kind = notice.kind.as_str();

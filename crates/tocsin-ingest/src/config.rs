@@ -31,6 +31,11 @@ pub struct ServeArgs {
     /// Apply pending database migrations before serving.
     #[arg(long, env = "TOCSIN_MIGRATE", default_value_t = false, action = clap::ArgAction::Set)]
     pub migrate: bool,
+    /// Seconds between the maintenance clock's looks for reminders, starts and completions
+    /// that are due (0: run no clock in this process). Every replica may run it: each event
+    /// is recorded once.
+    #[arg(long, env = "TOCSIN_MAINTENANCE_CLOCK_SECONDS", default_value_t = 15)]
+    pub maintenance_clock_seconds: u64,
     /// How long publisher idempotency keys are kept, in hours (at least 24).
     #[arg(
         long,
@@ -264,6 +269,9 @@ pub struct IngestConfig {
     pub shutdown_grace: Duration,
     /// The server's certificate and key: `Some` serves TLS only.
     pub tls: Option<tonic::transport::Identity>,
+    /// How often the maintenance clock looks for reminders, starts and completions that are
+    /// due; `None` runs no clock in this process.
+    pub maintenance_clock: Option<Duration>,
 }
 
 impl IngestConfig {
@@ -277,6 +285,7 @@ impl IngestConfig {
             fanout: tocsin_resolver::FanoutConfig::default(),
             shutdown_grace: Duration::from_secs(20),
             tls: None,
+            maintenance_clock: Some(crate::clock::DEFAULT_INTERVAL),
         }
     }
 }

@@ -11,6 +11,8 @@
 //!   on the way in (`contacts`).
 //! - [`watch`]: one `LISTEN` connection fanned out to `WatchIncident` streams.
 //! - [`relay`]: the outbox relay and the republish command.
+//! - [`clock`]: the maintenance clock, which records reminders, starts and completions that
+//!   fall due.
 //! - [`readiness`]: what `/readyz` on the ops server checks (the binary serves it).
 //!
 //! Metrics: `tocsin_events_ingested_total{kind,publisher}` counts new events (not
@@ -20,6 +22,7 @@
 //! real service in-process on `127.0.0.1:0`.
 
 pub mod auth;
+pub mod clock;
 pub mod config;
 mod contacts;
 mod deliveries;
@@ -83,6 +86,9 @@ pub async fn run(
             ..relay_config
         };
         tokio::spawn(Relay::new(store.clone(), bus.clone(), relay_config).run(shutdown.clone()))
+    });
+    let clock = config.maintenance_clock.map(|interval| {
+        tokio::spawn(clock::MaintenanceClock::new(store.clone(), interval).run(shutdown.clone()))
     });
 
     let authenticator = auth::Authenticator::new(&config.callers);
@@ -168,6 +174,11 @@ pub async fn run(
         ),
     }
 
+    // The clock stops at the signal; a tick cut short loses nothing, since the next tick of
+    // any replica asks for the same events under the same keys.
+    if let Some(clock) = clock {
+        let _ = deadline.unless_triggered(clock).await;
+    }
     // The relay's round in flight gets what is left of the same grace period. A round cut
     // loses nothing: its events stay in the outbox, and those JetStream already holds are
     // dropped by message id when published again.

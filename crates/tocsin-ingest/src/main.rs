@@ -142,6 +142,8 @@ async fn main() -> anyhow::Result<()> {
                 fanout: tocsin_resolver::FanoutConfig::default(),
                 shutdown_grace: args.shutdown.grace(),
                 tls: args.tls_identity().map_err(anyhow::Error::msg)?,
+                maintenance_clock: (args.maintenance_clock_seconds > 0)
+                    .then(|| std::time::Duration::from_secs(args.maintenance_clock_seconds)),
             };
             let shutdown = Shutdown::on_signals();
             let ops = spawn_ops(&cli.ops, &store, &bus, &shutdown).await?;

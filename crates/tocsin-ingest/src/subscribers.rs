@@ -387,6 +387,7 @@ impl SubscriberApi {
                 started_at: None,
                 next_update_at: None,
                 review_to_follow: false,
+                reminders: None,
             },
         };
         if let Some(severity) = severity {
@@ -419,6 +420,7 @@ impl SubscriberApi {
                 link: None,
                 review_to_follow: false,
                 deliver_at: None,
+                reminders: None,
             },
         };
         Ok((incident, event))

@@ -59,6 +59,7 @@ pub fn event_kind_in(field: &'static str, raw: i32) -> Result<EventKind, DomainE
         Ok(v1::EventKind::MaintenanceStarted) => EventKind::MaintenanceStarted,
         Ok(v1::EventKind::MaintenanceCompleted) => EventKind::MaintenanceCompleted,
         Ok(v1::EventKind::Review) => EventKind::Review,
+        Ok(v1::EventKind::MaintenanceReminder) => EventKind::MaintenanceReminder,
         Ok(v1::EventKind::Unspecified) => {
             return Err(DomainError::invalid(field, "is required"));
         }
@@ -142,6 +143,7 @@ impl TryFrom<v1::PublishEventRequest> for PublishRequest {
                 link: Some(req.link).filter(|l| !l.trim().is_empty()),
                 review_to_follow: req.review_to_follow,
                 deliver_at: optional_time("deliver_at", req.deliver_at.as_ref())?,
+                reminders: req.reminders.map(|r| r.minutes_before),
             },
             occurred_at: optional_time("occurred_at", req.occurred_at.as_ref())?,
             expected_version: req.expected_version,
@@ -161,6 +163,7 @@ impl From<EventKind> for v1::EventKind {
             EventKind::MaintenanceStarted => Self::MaintenanceStarted,
             EventKind::MaintenanceCompleted => Self::MaintenanceCompleted,
             EventKind::Review => Self::Review,
+            EventKind::MaintenanceReminder => Self::MaintenanceReminder,
         }
     }
 }
@@ -224,6 +227,10 @@ impl From<&RecordedEvent> for v1::IncidentEvent {
             link: c.link.clone().unwrap_or_default(),
             review_to_follow: c.review_to_follow,
             deliver_at: c.deliver_at.map(timestamp),
+            reminders: c
+                .reminders
+                .clone()
+                .map(|minutes_before| v1::Reminders { minutes_before }),
         }
     }
 }
@@ -254,6 +261,10 @@ impl From<&Incident> for v1::Incident {
             started_at: i.started_at.map(timestamp),
             next_update_at: i.next_update_at.map(timestamp),
             review_to_follow: i.review_to_follow,
+            reminders: i
+                .reminders
+                .clone()
+                .map(|minutes_before| v1::Reminders { minutes_before }),
         }
     }
 }

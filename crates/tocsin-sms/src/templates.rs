@@ -41,6 +41,7 @@ pub const DEFAULTS: &[(&str, &str)] = defaults!(
     "maintenance_scheduled.txt.jinja",
     "maintenance_started.txt.jinja",
     "maintenance_completed.txt.jinja",
+    "maintenance_reminder.txt.jinja",
     "review.txt.jinja",
 );
 
@@ -151,6 +152,7 @@ impl Templates {
             headline => notice.headline(),
             duration_seconds => notice.duration().map(|d| d.whole_seconds()),
             window_seconds => notice.window.map(|w| (w.ends_at - w.starts_at).whole_seconds()),
+            starts_in_seconds => notice.starts_in().map(|d| d.whole_seconds()),
             ..Value::from_serialize(notice)
         };
         let name = format!("{}.txt.jinja", notice.kind.as_str());
@@ -345,6 +347,13 @@ mod tests {
         assert!(t.contains("Please act: Retry payments"), "{t}");
         let t = text(&bare(EventKind::MaintenanceScheduled));
         assert!(!t.contains("action") && !t.contains("act:"), "{t}");
+        let t = text(&sample_notice(EventKind::MaintenanceReminder));
+        assert!(
+            t.starts_with(
+                "[Acme] Reminder: maintenance on Payments API and Dashboard 2026-11-24 02:00 UTC to 03:30 UTC."
+            ),
+            "{t}"
+        );
         let t = text(&sample_notice(EventKind::Review));
         assert!(
             t.contains("https://status.acme.test/reviews/payments"),

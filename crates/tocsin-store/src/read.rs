@@ -14,7 +14,44 @@ pub struct IncidentAsOf {
     pub opening_event_id: EventId,
 }
 
+/// A maintenance not completed yet, with the idempotency keys of the events one publisher
+/// (Tocsin's clock) has recorded for it.
+#[derive(Debug, Clone)]
+pub struct OpenMaintenance {
+    pub maintenance: Incident,
+    pub recorded_keys: std::collections::BTreeSet<String>,
+}
+
 impl Store {
+    /// Every maintenance scheduled or under way, with the keys `publisher` recorded for each.
+    /// The keys come from the log itself, which keeps them for ever (the idempotency table
+    /// forgets after its retention).
+    #[instrument(skip(self))]
+    pub async fn open_maintenances(
+        &self,
+        publisher: &str,
+    ) -> Result<Vec<OpenMaintenance>, StoreError> {
+        let rows: Vec<(sqlx::types::Json<Incident>, Vec<String>)> = sqlx::query_as(
+            "SELECT i.state,
+                    coalesce(array_agg(e.idempotency_key) FILTER (WHERE e.event_id IS NOT NULL),
+                             '{}') AS keys
+             FROM incidents i
+             LEFT JOIN events e ON e.incident_id = i.incident_id AND e.publisher = $1
+             WHERE i.kind = 'maintenance' AND i.status IN ('scheduled', 'in_progress')
+             GROUP BY i.incident_id, i.state",
+        )
+        .bind(publisher)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(state, keys)| OpenMaintenance {
+                maintenance: state.0,
+                recorded_keys: keys.into_iter().collect(),
+            })
+            .collect())
+    }
+
     /// The incident's current state from its projection.
     #[instrument(skip(self))]
     pub async fn incident(&self, incident_id: IncidentId) -> Result<Option<Incident>, StoreError> {

@@ -136,6 +136,7 @@ pub fn event_type(kind: EventKind) -> &'static str {
         EventKind::MaintenanceStarted => "maintenance.started",
         EventKind::MaintenanceCompleted => "maintenance.completed",
         EventKind::Review => "incident.review",
+        EventKind::MaintenanceReminder => "maintenance.reminder",
     }
 }
 

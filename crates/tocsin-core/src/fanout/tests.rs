@@ -35,6 +35,7 @@ fn incident(severity: Severity, components: &[&str]) -> Incident {
         started_at: None,
         next_update_at: None,
         review_to_follow: false,
+        reminders: None,
     }
 }
 

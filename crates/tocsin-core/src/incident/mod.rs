@@ -51,6 +51,10 @@ pub struct Incident {
     /// The resolution promised a review; a reopen withdraws the promise.
     #[serde(default)]
     pub review_to_follow: bool,
+    /// For a maintenance: minutes before the start at which subscribers are reminded; `None`
+    /// for the defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reminders: Option<Vec<u32>>,
 }
 
 impl Incident {
@@ -106,6 +110,10 @@ impl Incident {
                 refuse("the maintenance is completed and accepts no further events")
             }
             (IncidentKind::Maintenance, IncidentStatus::Scheduled, MaintenanceStarted) => Ok(()),
+            (IncidentKind::Maintenance, IncidentStatus::Scheduled, MaintenanceReminder) => Ok(()),
+            (_, _, MaintenanceReminder) => {
+                refuse("a reminder comes before a scheduled maintenance starts")
+            }
             (IncidentKind::Maintenance, _, MaintenanceStarted) => {
                 refuse("the maintenance has already started")
             }
@@ -145,6 +153,7 @@ impl Incident {
                 started_at: None,
                 next_update_at: None,
                 review_to_follow: false,
+                reminders: None,
             },
         };
 
@@ -159,7 +168,7 @@ impl Incident {
             EventKind::MaintenanceScheduled => IncidentStatus::Scheduled,
             EventKind::MaintenanceStarted => IncidentStatus::InProgress,
             EventKind::MaintenanceCompleted => IncidentStatus::Completed,
-            EventKind::Review => incident.status,
+            EventKind::Review | EventKind::MaintenanceReminder => incident.status,
         };
         if let Some(severity) = change.severity {
             incident.severity = severity;
@@ -173,7 +182,13 @@ impl Incident {
         if let Some(window) = change.window {
             incident.window = Some(window);
         }
-        incident.message.clone_from(&change.message);
+        if change.kind != EventKind::MaintenanceReminder {
+            // A reminder repeats the details; it does not replace them.
+            incident.message.clone_from(&change.message);
+        }
+        if let Some(reminders) = &change.reminders {
+            incident.reminders = Some(reminders.clone());
+        }
         incident.labels.extend(change.labels.clone());
         incident.resolved_at = match (incident.status, change.kind) {
             // A review looks back; the incident ended when it was resolved.

@@ -478,3 +478,71 @@ fn times_and_promises_are_checked_where_they_are_given() {
         "status"
     );
 }
+
+#[test]
+fn reminders_are_tocsins_own_and_come_only_before_the_start() {
+    let now = datetime!(2026-11-23 10:00 UTC);
+    let mut r = request(Change::new(EventKind::MaintenanceReminder, "Soon."));
+    r.incident_id = Some(IncidentId::new());
+    assert_eq!(
+        invalid_field(r.validate(now)),
+        "kind",
+        "publishers cannot send one"
+    );
+
+    let maintenance = Change {
+        title: Some("DB upgrade".into()),
+        components: vec!["db".into()],
+        window: Some(MaintenanceWindow {
+            starts_at: datetime!(2026-11-24 02:00 UTC),
+            ends_at: datetime!(2026-11-24 03:00 UTC),
+        }),
+        reminders: Some(vec![60, 1440, 60]),
+        ..change(EventKind::MaintenanceScheduled)
+    };
+    let validated = request(maintenance.clone()).validate(now).unwrap();
+    assert_eq!(
+        validated.change.reminders,
+        Some(vec![1440, 60]),
+        "sorted, no repeats"
+    );
+    for bad in [vec![0], vec![43_201], vec![1, 2, 3, 4, 5, 6]] {
+        assert_eq!(
+            invalid_field(
+                request(Change {
+                    reminders: Some(bad.clone()),
+                    ..maintenance.clone()
+                })
+                .validate(now)
+            ),
+            "reminders",
+            "{bad:?}"
+        );
+    }
+    let mut on_incident = request(Change {
+        reminders: Some(vec![60]),
+        ..opened()
+    });
+    on_incident.incident_id = None;
+    assert_eq!(invalid_field(on_incident.validate(now)), "reminders");
+
+    let id = IncidentId::new();
+    let m = Incident::fold(&[record(id, 1, maintenance)]).unwrap();
+    assert_eq!(
+        m.reminders,
+        Some(vec![60, 1440, 60]),
+        "the fold keeps what was recorded"
+    );
+    let reminder = change(EventKind::MaintenanceReminder);
+    Incident::check_transition(Some(&m), id, &reminder, None).unwrap();
+    let reminded = Incident::apply(Some(m.clone()), &record(id, 2, reminder.clone()));
+    assert_eq!(reminded.status, IncidentStatus::Scheduled);
+    assert_eq!(reminded.message, m.message, "a reminder keeps the details");
+    let started = Incident::apply(
+        Some(reminded),
+        &record(id, 3, change(EventKind::MaintenanceStarted)),
+    );
+    assert!(Incident::check_transition(Some(&started), id, &reminder, None).is_err());
+    let incident = Incident::fold(&[record(id, 1, opened())]).unwrap();
+    assert!(Incident::check_transition(Some(&incident), id, &reminder, None).is_err());
+}

@@ -427,3 +427,25 @@ fn an_override_dir_wins_per_file_and_defaults_fill_the_rest() {
 fn tidy_squeezes_blank_runs() {
     assert_eq!(tidy("\n\na  \n\n\n\nb\n\n"), "a\n\nb\n");
 }
+
+#[test]
+fn a_reminder_says_how_soon_and_when() {
+    let r = render(&sample_notice(EventKind::MaintenanceReminder));
+    assert_eq!(
+        r.subject,
+        "[Acme] Reminder: planned maintenance in 10 hours 43 minutes: Payments API errors"
+    );
+    for (part, body) in bodies(&r) {
+        assert!(
+            body.contains("starts in 10 hours 43 minutes"),
+            "{part}:\n{body}"
+        );
+        assert!(
+            body.contains("2026-11-24 02:00 UTC to 2026-11-24 03:30 UTC (1 hour 30 minutes)"),
+            "{part}:\n{body}"
+        );
+        assert!(body.contains("when it is complete"), "{part}:\n{body}");
+    }
+    let r = render(&bare(EventKind::MaintenanceReminder));
+    assert!(!r.text.contains("when it is complete"), "{}", r.text);
+}

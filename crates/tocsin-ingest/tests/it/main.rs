@@ -4,6 +4,7 @@
 
 mod api;
 mod app;
+mod clock;
 mod errors;
 mod ops;
 mod relay;

@@ -156,6 +156,7 @@ fn opened(severity: Severity, components: &[&str]) -> Change {
         link: None,
         review_to_follow: false,
         deliver_at: None,
+        reminders: None,
     }
 }
 
@@ -175,6 +176,7 @@ fn update(kind: EventKind, severity: Option<Severity>, components: &[&str]) -> C
         link: None,
         review_to_follow: false,
         deliver_at: None,
+        reminders: None,
     }
 }
 

@@ -26,6 +26,7 @@ pub(crate) fn open_request(key: &str) -> PublishRequest {
             link: None,
             review_to_follow: false,
             deliver_at: None,
+            reminders: None,
         },
         occurred_at: None,
         expected_version: None,

@@ -131,6 +131,7 @@ async fn measure(fresh: &Fresh, updates: usize) -> anyhow::Result<(f64, bool, Op
                     link: None,
                     review_to_follow: false,
                     deliver_at: None,
+                    reminders: None,
                 },
                 occurred_at: None,
                 expected_version: None,

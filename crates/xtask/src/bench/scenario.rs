@@ -137,6 +137,7 @@ pub(super) async fn open(
             link: None,
             review_to_follow: false,
             deliver_at: None,
+            reminders: None,
         },
         occurred_at: None,
         expected_version: None,
