@@ -65,6 +65,23 @@ pub struct Notice {
     pub unsubscribe_url: Option<String>,
     /// The delivery this notice is rendered for; channels derive their message ids from it.
     pub delivery_key: String,
+    /// This is the reader's first word of an incident already under way (they subscribed, or
+    /// began following a component, after it opened): the message sums up where it stands
+    /// and what happened so far (`history`) rather than reading as a bare update.
+    #[serde(default)]
+    pub catch_up: bool,
+    /// For a catch-up: the earlier events, oldest first.
+    #[serde(default)]
+    pub history: Vec<Moment>,
+}
+
+/// One earlier event, as told to a reader who missed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Moment {
+    #[serde(with = "time::serde::rfc3339")]
+    pub occurred_at: OffsetDateTime,
+    pub kind: EventKind,
+    pub message: String,
 }
 
 impl Notice {
@@ -99,6 +116,8 @@ impl Notice {
             link: event.change.link.clone(),
             review_to_follow: incident.review_to_follow,
             channel_kinds: Vec::new(),
+            catch_up: false,
+            history: Vec::new(),
             window: incident.window,
             version: event.version,
             status_page_url: None,
@@ -114,6 +133,25 @@ impl Notice {
 
     pub fn with_unsubscribe_url(mut self, url: impl Into<String>) -> Notice {
         self.unsubscribe_url = Some(url.into());
+        self
+    }
+
+    /// Makes this the reader's first word of an incident under way, summing up `earlier`
+    /// (the events before this one). Only updates and reopenings need it: an opening, a
+    /// resolution or a maintenance notice stands on its own.
+    pub fn as_catch_up(mut self, earlier: &[RecordedEvent]) -> Notice {
+        if !matches!(self.kind, EventKind::Updated | EventKind::Reopened) {
+            return self;
+        }
+        self.catch_up = true;
+        self.history = earlier
+            .iter()
+            .map(|e| Moment {
+                occurred_at: e.occurred_at,
+                kind: e.change.kind,
+                message: e.change.message.clone(),
+            })
+            .collect();
         self
     }
 
@@ -148,7 +186,13 @@ impl Notice {
     /// The word that opens a subject or a text, saying how bad it is or where it stands:
     /// an opening by severity, an update by status.
     pub fn headline(&self) -> &'static str {
-        match self.kind {
+        // A catch-up is the reader's opening: it says how bad it is.
+        let kind = if self.catch_up {
+            EventKind::Opened
+        } else {
+            self.kind
+        };
+        match kind {
             EventKind::Opened => match self.severity {
                 Severity::Critical => "Outage",
                 Severity::Major => "Partial outage",
@@ -232,6 +276,8 @@ impl Notice {
             status_page_url: Some("https://status.acme.test".into()),
             unsubscribe_url: Some("https://status.acme.test/unsubscribe/u1".into()),
             delivery_key: "dlv_0123456789abcdef0123456789abcdef".into(),
+            catch_up: false,
+            history: Vec::new(),
         };
         let bare = Notice {
             started_at: None,
@@ -245,6 +291,24 @@ impl Notice {
             ..full.clone()
         };
         [full, bare]
+    }
+
+    /// The full example of an update, as the first message of a reader who subscribed
+    /// while the incident was under way.
+    pub fn catch_up_example() -> Notice {
+        use time::macros::datetime;
+        let [update, _] = Notice::examples(EventKind::Updated);
+        Notice {
+            catch_up: true,
+            history: vec![Moment {
+                occurred_at: datetime!(2026-11-23 14:20 UTC),
+                kind: EventKind::Opened,
+                message: "Some card payments fail with an error.".into(),
+            }],
+            message: "We found a faulty configuration change and are rolling it back.".into(),
+            status: IncidentStatus::Identified,
+            ..update
+        }
     }
 }
 
@@ -341,6 +405,8 @@ mod tests {
             status_page_url: None,
             unsubscribe_url: Some("https://status.acme.test/u/1".into()),
             delivery_key: "dlv_0123".into(),
+            catch_up: false,
+            history: Vec::new(),
         }
     }
 
@@ -387,6 +453,42 @@ mod tests {
         assert_eq!(updated(IncidentStatus::Monitoring).headline(), "Monitoring");
         assert_eq!(updated(IncidentStatus::Investigating).headline(), "Update");
         assert_eq!(n.headline(), "Resolved");
+    }
+
+    #[test]
+    fn only_an_update_or_a_reopening_becomes_a_catch_up() {
+        let [update, _] = Notice::examples(EventKind::Updated);
+        let opening = RecordedEvent {
+            event_id: crate::ids::EventId::new(),
+            incident_id: update.incident_id,
+            version: 1,
+            position: 1,
+            publisher: "ops".into(),
+            idempotency_key: "k".into(),
+            occurred_at: datetime!(2026-11-23 14:20 UTC),
+            recorded_at: datetime!(2026-11-23 14:20 UTC),
+            change: crate::change::Change::new(EventKind::Opened, "Payments fail."),
+        };
+        let caught_up = update.clone().as_catch_up(std::slice::from_ref(&opening));
+        assert!(caught_up.catch_up);
+        assert_eq!(caught_up.headline(), "Partial outage");
+        assert_eq!(
+            caught_up.history,
+            vec![Moment {
+                occurred_at: opening.occurred_at,
+                kind: EventKind::Opened,
+                message: "Payments fail.".into(),
+            }]
+        );
+        for kind in [
+            EventKind::Resolved,
+            EventKind::MaintenanceStarted,
+            EventKind::Review,
+        ] {
+            let [notice, _] = Notice::examples(kind);
+            let same = notice.clone().as_catch_up(std::slice::from_ref(&opening));
+            assert_eq!(same, notice, "{kind:?} stands on its own");
+        }
     }
 
     #[test]

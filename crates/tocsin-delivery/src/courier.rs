@@ -5,8 +5,7 @@ use std::future::Future;
 use time::OffsetDateTime;
 
 use tocsin_core::{
-    Channel, DeliveryKey, EventId, Incident, Notice, RecordedEvent, RetryPolicy, SendOutcome,
-    Subscriber,
+    Channel, DeliveryKey, Incident, Notice, RecordedEvent, RetryPolicy, SendOutcome, Subscriber,
 };
 
 /// What a channel does when an attempt's outcome is unknown (the provider may have it).
@@ -43,8 +42,10 @@ pub struct Message {
     /// The incident as it stood right after the event.
     pub incident: Incident,
     pub event: RecordedEvent,
-    /// The incident's first event: email threads every update under its opening message.
-    pub opening_event_id: EventId,
+    /// The delivery key of the first message about this incident that went out to this
+    /// reader on this channel: email threads every later one under it. `None` when this is
+    /// the first.
+    pub thread_root: Option<String>,
     pub subscriber: Subscriber,
     /// The subscriber's webhook signing secret, for the webhook channel.
     pub webhook_secret: Option<String>,

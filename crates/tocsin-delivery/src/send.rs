@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use tocsin_bus::{DeliveryJob, Work};
 use tocsin_core::{Channel, EventId, SendOutcome, Subscriber, SubscriberId};
 use tocsin_runtime::Shutdown;
-use tocsin_store::{Claimed, IncidentAsOf};
+use tocsin_store::{Claimed, IncidentAsOf, ThreadQuery};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
 use tracing::warn;
@@ -46,6 +46,9 @@ pub(crate) enum Attempt {
 pub(crate) struct Loaded {
     subscribers: HashMap<SubscriberId, (Subscriber, Option<String>)>,
     incidents: HashMap<EventId, IncidentAsOf>,
+    /// By delivery key, the first message of its thread that already went out; absent for a
+    /// reader's first message about the incident.
+    thread_roots: HashMap<String, String>,
 }
 
 /// One claimed delivery on its way.
@@ -93,10 +96,25 @@ impl<C: Courier> Worker<C> {
             }
             Ok::<_, DeliveryError>(incidents)
         };
-        let (subscribers, incidents) = tokio::try_join!(subscribers, incidents)?;
+        let thread_roots = async {
+            let queries: Vec<ThreadQuery> = jobs
+                .iter()
+                .map(|job| ThreadQuery {
+                    delivery_key: job.delivery_key.clone(),
+                    incident_id: job.incident_id.into(),
+                    subscriber_id: job.subscriber_id.into(),
+                    channel: job.channel,
+                    event_version: job.event_version,
+                })
+                .collect();
+            Ok::<_, DeliveryError>(self.store.thread_roots(&queries).await?)
+        };
+        let (subscribers, incidents, thread_roots) =
+            tokio::try_join!(subscribers, incidents, thread_roots)?;
         Ok(Loaded {
             subscribers,
             incidents,
+            thread_roots,
         })
     }
 
@@ -111,6 +129,7 @@ impl<C: Courier> Worker<C> {
         let Loaded {
             subscribers,
             incidents,
+            thread_roots,
         } = loaded;
         for (_, _, claim, _) in &claimed {
             if !incidents.contains_key(&claim.event_id) {
@@ -121,7 +140,9 @@ impl<C: Courier> Worker<C> {
         let mut to_reconcile = Vec::new();
         for (work, job, claim, in_hand) in claimed {
             let subscriber = subscribers.get(&claim.subscriber_id);
-            let prepared = self.prepare(&claim, subscriber, &incidents[&claim.event_id]);
+            let thread_root = thread_roots.get(&job.delivery_key).cloned();
+            let prepared =
+                self.prepare(&claim, subscriber, &incidents[&claim.event_id], thread_root);
             let ticket = Ticket {
                 work,
                 job,
@@ -163,6 +184,7 @@ impl<C: Courier> Worker<C> {
         claim: &Claimed,
         subscriber: Option<&(Subscriber, Option<String>)>,
         as_of: &IncidentAsOf,
+        thread_root: Option<String>,
     ) -> Prepared {
         let Some((subscriber, secret)) = subscriber else {
             return Prepared::Settled(Err(
@@ -174,7 +196,13 @@ impl<C: Courier> Worker<C> {
         {
             return Prepared::Settled(Err(format!("the webhook endpoint is disabled: {reason}")));
         }
-        let message = self.message(claim, as_of.clone(), subscriber.clone(), secret.clone());
+        let message = self.message(
+            claim,
+            as_of.clone(),
+            subscriber.clone(),
+            secret.clone(),
+            thread_root,
+        );
         let earlier_unknown = claim.after_lost_attempt || claim.after_unknown;
         match self.courier.policy().unknown {
             UnknownPolicy::Reconcile if earlier_unknown => {

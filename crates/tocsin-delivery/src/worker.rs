@@ -402,6 +402,7 @@ impl<C: Courier> Worker<C> {
         as_of: IncidentAsOf,
         subscriber: tocsin_core::Subscriber,
         webhook_secret: Option<String>,
+        thread_root: Option<String>,
     ) -> Message {
         let key = DeliveryKey::derive(claim.event_id, claim.subscriber_id, claim.channel);
         let mut notice = Notice::new(
@@ -420,13 +421,18 @@ impl<C: Courier> Worker<C> {
                 .into_iter()
                 .filter(|kind| preferences.wants(claim.channel, *kind)),
         );
+        // Nothing about this incident reached this reader on this channel yet: an update
+        // would thread under an opening they never saw, so it sums up the story instead.
+        if thread_root.is_none() && as_of.event.version > 1 {
+            notice = notice.as_catch_up(&as_of.earlier);
+        }
         Message {
             key,
             attempt: claim.attempt,
             notice,
             incident: as_of.incident,
             event: as_of.event,
-            opening_event_id: as_of.opening_event_id,
+            thread_root,
             subscriber,
             webhook_secret,
         }

@@ -7,7 +7,7 @@
 //! "resolved".
 
 use lettre::message::Mailbox;
-use tocsin_core::{Channel, DeliveryKey, RetryPolicy, SendOutcome};
+use tocsin_core::{Channel, RetryPolicy, SendOutcome};
 use tocsin_delivery::{ChannelPolicy, Courier, Message, UnknownPolicy};
 use tracing::instrument;
 
@@ -71,12 +71,12 @@ impl EmailCourier {
         let rendered = self.templates.render(&notice)?;
 
         let domain = self.settings.message_id_domain.as_str();
-        // The opening email's id is derived, not looked up: the same key the resolver gave the
-        // opening event's delivery to this subscriber.
-        let opening = (message.opening_event_id != message.event.event_id).then(|| {
-            let key = DeliveryKey::derive(message.opening_event_id, subscriber.id, Channel::Email);
-            message_id(key.as_str(), domain)
-        });
+        // The thread's root is the first email about the incident this reader got (the
+        // opening, or a catch-up for one who arrived later).
+        let opening = message
+            .thread_root
+            .as_deref()
+            .map(|root| message_id(root, domain));
         let compose = Compose {
             from: &self.settings.from,
             to: &to,

@@ -62,6 +62,9 @@ pub const DEFAULTS: &[(&str, &str)] = defaults!(
     "review.subject.jinja",
     "review.txt.jinja",
     "review.html.jinja",
+    "catch_up.subject.jinja",
+    "catch_up.txt.jinja",
+    "catch_up.html.jinja",
 );
 
 /// One notice rendered for email.
@@ -121,6 +124,7 @@ impl Templates {
                 templates.render(&notice)?;
             }
         }
+        templates.render(&Notice::catch_up_example())?;
         Ok(templates)
     }
 
@@ -133,7 +137,12 @@ impl Templates {
             starts_in_seconds => notice.starts_in().map(|d| d.whole_seconds()),
             ..Value::from_serialize(notice)
         };
-        let kind = notice.kind.as_str();
+        // A reader's first word of an incident under way sums up the story.
+        let kind = if notice.catch_up {
+            "catch_up"
+        } else {
+            notice.kind.as_str()
+        };
         let render = |part: &str| -> Result<String, Error> {
             let name = format!("{kind}.{part}.jinja");
             self.env

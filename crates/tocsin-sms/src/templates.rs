@@ -43,6 +43,7 @@ pub const DEFAULTS: &[(&str, &str)] = defaults!(
     "maintenance_completed.txt.jinja",
     "maintenance_reminder.txt.jinja",
     "review.txt.jinja",
+    "catch_up.txt.jinja",
 );
 
 /// The compiled template set.
@@ -89,6 +90,7 @@ impl Templates {
                 templates.render_full(&notice)?;
             }
         }
+        templates.render_full(&Notice::catch_up_example())?;
         Ok(templates)
     }
 
@@ -155,7 +157,11 @@ impl Templates {
             starts_in_seconds => notice.starts_in().map(|d| d.whole_seconds()),
             ..Value::from_serialize(notice)
         };
-        let name = format!("{}.txt.jinja", notice.kind.as_str());
+        let name = if notice.catch_up {
+            "catch_up.txt.jinja".to_owned()
+        } else {
+            format!("{}.txt.jinja", notice.kind.as_str())
+        };
         let text = self
             .env
             .get_template(&name)
@@ -290,6 +296,23 @@ mod tests {
         );
         assert!(r.contains("Sorry for the disruption."), "{r}");
         assert!(r.contains("We'll text you our review."), "{r}");
+    }
+
+    #[test]
+    fn a_catch_up_text_reads_as_an_opening_of_something_ongoing() {
+        let t = text(&Notice::catch_up_example());
+        assert!(
+            t.starts_with(
+                "[Acme] Partial outage: Payments API and Dashboard since 14:05 UTC, ongoing. \
+                 We found a faulty configuration change"
+            ),
+            "{t}"
+        );
+        assert!(t.contains("Cause found, fix under way."), "{t}");
+        assert!(
+            t.ends_with("Reply STOP to opt out."),
+            "the first text says how to stop: {t}"
+        );
     }
 
     #[test]

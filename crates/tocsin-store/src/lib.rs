@@ -46,7 +46,7 @@ pub use log::Appended;
 pub use outbox::{LogNotification, LogNotifications, RelayLease};
 pub use progress::{ChannelProgress, DeliveryCursor, DeliveryFilter, DeliveryView};
 pub use projection::RebuildReport;
-pub use read::{IncidentAsOf, OpenMaintenance};
+pub use read::{IncidentAsOf, OpenMaintenance, ThreadQuery};
 pub use subscribers::{SubscriberFilter, SubscriberPage, SubscriberWrite, Upserted};
 
 /// The schema migrations, embedded at build time.

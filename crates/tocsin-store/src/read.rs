@@ -12,6 +12,18 @@ pub struct IncidentAsOf {
     pub incident: Incident,
     pub event: RecordedEvent,
     pub opening_event_id: EventId,
+    /// The events before `event`, in version order: what a reader who missed them is told.
+    pub earlier: Vec<RecordedEvent>,
+}
+
+/// One message whose thread is asked for: [`Store::thread_roots`].
+#[derive(Debug, Clone)]
+pub struct ThreadQuery {
+    pub delivery_key: String,
+    pub incident_id: IncidentId,
+    pub subscriber_id: tocsin_core::SubscriberId,
+    pub channel: tocsin_core::Channel,
+    pub event_version: u64,
 }
 
 /// A maintenance not completed yet, with the idempotency keys of the events one publisher
@@ -106,15 +118,61 @@ impl Store {
             .bind(sql_version(version))
             .fetch_all(&self.pool)
             .await?;
-        let history = events(rows)?;
+        let mut history = events(rows)?;
         match (history.first(), history.last()) {
-            (Some(first), Some(last)) if last.version == version => Ok(Some(IncidentAsOf {
-                incident: Incident::fold(&history).expect("a non-empty history folds"),
-                opening_event_id: first.event_id,
-                event: last.clone(),
-            })),
+            (Some(first), Some(last)) if last.version == version => {
+                let incident = Incident::fold(&history).expect("a non-empty history folds");
+                let opening_event_id = first.event_id;
+                let event = history.pop().expect("a non-empty history has a last event");
+                Ok(Some(IncidentAsOf {
+                    incident,
+                    event,
+                    opening_event_id,
+                    earlier: history,
+                }))
+            }
             _ => Ok(None),
         }
+    }
+
+    /// For each message, the key of the first earlier message on the same thread that went
+    /// out (delivered, perhaps delivered, or being sent): the same recipient, channel and
+    /// incident, an earlier event. A message without one is the first its reader gets about
+    /// the incident, whatever was planned before it (held, superseded, failed).
+    #[instrument(skip_all, fields(messages = queries.len()))]
+    pub async fn thread_roots(
+        &self,
+        queries: &[ThreadQuery],
+    ) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        let asked: Vec<&ThreadQuery> = queries.iter().filter(|q| q.event_version > 1).collect();
+        if asked.is_empty() {
+            return Ok(std::collections::HashMap::new());
+        }
+        let keys: Vec<&str> = asked.iter().map(|q| q.delivery_key.as_str()).collect();
+        let incidents: Vec<uuid::Uuid> = asked.iter().map(|q| *q.incident_id.as_uuid()).collect();
+        let subscribers: Vec<uuid::Uuid> =
+            asked.iter().map(|q| *q.subscriber_id.as_uuid()).collect();
+        let channels: Vec<&str> = asked.iter().map(|q| q.channel.as_str()).collect();
+        let versions: Vec<i64> = asked.iter().map(|q| sql_version(q.event_version)).collect();
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT q.key, r.delivery_key
+             FROM unnest($1::text[], $2::uuid[], $3::uuid[], $4::text[], $5::bigint[])
+                  AS q(key, incident_id, subscriber_id, channel, version)
+             CROSS JOIN LATERAL (
+                 SELECT d.delivery_key FROM deliveries d
+                 WHERE d.incident_id = q.incident_id AND d.subscriber_id = q.subscriber_id
+                   AND d.channel = q.channel AND d.event_version < q.version
+                   AND d.state IN ('delivered', 'unknown', 'sending')
+                 ORDER BY d.event_version LIMIT 1) r",
+        )
+        .bind(&keys)
+        .bind(&incidents)
+        .bind(&subscribers)
+        .bind(&channels)
+        .bind(&versions)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().collect())
     }
 
     /// Up to `limit` events of the whole log at or after `from_position`, in position order.

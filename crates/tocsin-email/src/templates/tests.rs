@@ -449,3 +449,33 @@ fn a_reminder_says_how_soon_and_when() {
     let r = render(&bare(EventKind::MaintenanceReminder));
     assert!(!r.text.contains("when it is complete"), "{}", r.text);
 }
+
+#[test]
+fn a_catch_up_tells_the_story_so_far_as_an_opening_would() {
+    let r = render(&Notice::catch_up_example());
+    assert_eq!(r.subject, "[Acme] Partial outage: Payments API errors");
+    for (part, body) in bodies(&r) {
+        assert!(
+            body.contains("It began before you started following it"),
+            "{part}:\n{body}"
+        );
+        assert!(body.contains("2026-11-23 14:20 UTC"), "{part}:\n{body}");
+        assert!(
+            body.contains("Some card payments fail with an error."),
+            "the earlier message is told: {part}:\n{body}"
+        );
+        assert!(
+            body.contains("We found a faulty configuration change"),
+            "{part}:\n{body}"
+        );
+        assert!(
+            body.contains("We have found the cause and are working on a fix."),
+            "{part}:\n{body}"
+        );
+    }
+    assert!(
+        r.text
+            .contains("What happened so far:\n- 2026-11-23 14:20 UTC: Some card payments")
+    );
+    assert!(r.text.contains("Started: 2026-11-23 14:05 UTC"));
+}

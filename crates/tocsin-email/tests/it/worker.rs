@@ -430,10 +430,9 @@ async fn a_resolution_supersedes_an_opening_not_yet_sent(pool: PgPool) {
     assert_eq!(mails.len(), 1, "{mails:#?}");
     let resolved_id = format!("<{resolved_key}@{DOMAIN}>");
     assert_eq!(mails[0].message_id.as_deref(), Some(resolved_id.as_str()));
-    // It still threads under the opening's id, so a client that saw nothing shows it alone
-    // and one that somehow has the opening shows them together.
-    let opening_id = format!("<{opening_key}@{DOMAIN}>");
-    assert_eq!(header(&mails[0], "In-Reply-To"), Some(opening_id.as_str()));
+    // The opening never went out, so the resolution is the reader's first email about the
+    // incident: it starts the thread rather than answering a message they never got.
+    assert_eq!(header(&mails[0], "In-Reply-To"), None);
 
     let trail = h.pipeline.trail_kinds(opening.incident_id).await;
     assert_eq!(
@@ -476,4 +475,103 @@ async fn a_second_unknown_is_final_even_when_the_job_comes_back(pool: PgPool) {
         }]
     );
     assert_eq!(h.accepted().len(), 2, "a third copy was sent");
+}
+
+/// The body as a reader sees it: quoted-printable soft line breaks joined.
+fn body(mail: &ReceivedMail) -> String {
+    mail.data.replace("=\r\n", "")
+}
+
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn a_reader_who_arrives_mid_incident_gets_the_story_so_far_and_a_thread_of_their_own(
+    pool: PgPool,
+) {
+    let h = harness(pool, retry(5)).await;
+    let opening = h.open("open-1").await;
+    h.pipeline.resolve_all().await;
+    assert_eq!(attempted(&h.step(1).await), [("delivered", "delivered")]);
+
+    // Bea subscribes while the incident is under way.
+    let bea_address = "bea@example.test";
+    let (bea, _) = h
+        .pipeline
+        .subscribe(
+            "bea",
+            Contacts {
+                email: Some(bea_address.into()),
+                phone: None,
+                webhook_url: None,
+            },
+            preferences(&[Channel::Email]),
+        )
+        .await;
+    let update = h
+        .follow("update-1", opening.incident_id, EventKind::Updated)
+        .await;
+    h.pipeline.resolve_all().await;
+    let handled = h.step(2).await;
+    assert_eq!(attempted(&handled), [("delivered", "delivered"); 2]);
+    let mails = h.accepted();
+    let to = |address: &str| -> Vec<&ReceivedMail> {
+        mails.iter().filter(|m| m.recipients == [address]).collect()
+    };
+    let opening_id = format!("<{}@{DOMAIN}>", h.key(&opening));
+    let ada_update = to(ADA)[1];
+    assert_eq!(header(ada_update, "In-Reply-To"), Some(opening_id.as_str()));
+    assert_eq!(
+        ada_update.subject.as_deref(),
+        Some("[Acme] Update: Elevated API error rates"),
+        "Ada saw the opening: hers is a plain update"
+    );
+    let bea_first = to(bea_address)[0];
+    assert_eq!(
+        header(bea_first, "In-Reply-To"),
+        None,
+        "Bea never saw the opening: her first email starts her thread"
+    );
+    assert_eq!(
+        bea_first.subject.as_deref(),
+        Some("[Acme] Partial outage: Elevated API error rates"),
+        "her first email says how bad it is, like an opening"
+    );
+    let text = body(bea_first);
+    assert!(
+        text.contains("It began before you started following it"),
+        "{text}"
+    );
+    assert!(text.contains("What happened so far:"), "{text}");
+    assert!(
+        text.contains("Some API requests are failing. We are investigating."),
+        "the opening's message is in the story: {text}"
+    );
+    assert!(text.contains("Where it stands:\r\nAn update."), "{text}");
+
+    // Her next email threads under her catch-up, Ada's under the opening.
+    let second = h
+        .follow("update-2", opening.incident_id, EventKind::Updated)
+        .await;
+    h.pipeline.resolve_all().await;
+    assert_eq!(attempted(&h.step(2).await), [("delivered", "delivered"); 2]);
+    let mails = h.accepted();
+    let bea_catch_up_id = format!(
+        "<{}@{DOMAIN}>",
+        DeliveryKey::derive(update.event_id, bea.id, Channel::Email)
+    );
+    let bea_second_id = format!(
+        "<{}@{DOMAIN}>",
+        DeliveryKey::derive(second.event_id, bea.id, Channel::Email)
+    );
+    let bea_second = mails
+        .iter()
+        .find(|m| m.message_id.as_deref() == Some(bea_second_id.as_str()))
+        .expect("Bea's second email");
+    assert_eq!(
+        header(bea_second, "In-Reply-To"),
+        Some(bea_catch_up_id.as_str())
+    );
+    assert_eq!(
+        bea_second.subject.as_deref(),
+        Some("[Acme] Update: Elevated API error rates")
+    );
+    assert!(!body(bea_second).contains("What happened so far"));
 }
