@@ -111,7 +111,17 @@ pub struct DeliveryKey(String);
 impl DeliveryKey {
     pub fn derive(event: EventId, subscriber: SubscriberId, channel: Channel) -> DeliveryKey {
         let input = format!("tocsin.delivery.v1|{event}|{subscriber}|{channel}");
-        let digest = Sha256::digest(input.as_bytes());
+        DeliveryKey::from_digest(&Sha256::digest(input.as_bytes()))
+    }
+
+    /// A key as the ledger stores it (the primary key of a row), for a delivery whose key
+    /// was not derived from its event (a fallback notice's).
+    pub fn from_stored(key: String) -> DeliveryKey {
+        DeliveryKey(key)
+    }
+
+    /// A key from a SHA-256 digest of a versioned input: `dlv_` and its first 128 bits.
+    pub(crate) fn from_digest(digest: &[u8]) -> DeliveryKey {
         DeliveryKey(format!("dlv_{}", hex::encode(&digest[..16])))
     }
 

@@ -15,6 +15,7 @@
 //! - [`subscriber`]: a subscriber and their contact points, kept apart as personal data.
 //! - [`fanout`]: the deliveries one event causes for one subscriber, and their keys.
 //! - [`delivery`]: a delivery as the ledger records it, and where it stands.
+//! - [`fallback`]: telling a subscriber on another channel that one of theirs stopped working.
 //! - [`lane`]: which queue a delivery waits in, so small or critical work never queues behind
 //!   a big fan-out.
 //! - [`outcome`]: what one attempt to hand a message to a provider came to.
@@ -28,6 +29,7 @@ pub mod channel;
 pub mod delivery;
 pub mod error;
 pub mod event;
+pub mod fallback;
 pub mod fanout;
 pub mod idempotency;
 pub mod ids;

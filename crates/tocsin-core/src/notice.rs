@@ -73,6 +73,20 @@ pub struct Notice {
     /// For a catch-up: the earlier events, oldest first.
     #[serde(default)]
     pub history: Vec<Moment>,
+    /// Set on a fallback notice: which of the reader's channels stopped working, and why.
+    /// The message is then about that, not about the event.
+    #[serde(default)]
+    pub channel_failure: Option<ChannelFailure>,
+}
+
+/// One of the reader's channels stopped working for them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelFailure {
+    pub channel: crate::channel::Channel,
+    /// The address that failed (their webhook URL, email address or number), when known.
+    pub address: Option<String>,
+    /// What the provider or endpoint said, as recorded.
+    pub reason: String,
 }
 
 /// One earlier event, as told to a reader who missed it.
@@ -118,6 +132,7 @@ impl Notice {
             channel_kinds: Vec::new(),
             catch_up: false,
             history: Vec::new(),
+            channel_failure: None,
             window: incident.window,
             version: event.version,
             status_page_url: None,
@@ -278,6 +293,7 @@ impl Notice {
             delivery_key: "dlv_0123456789abcdef0123456789abcdef".into(),
             catch_up: false,
             history: Vec::new(),
+            channel_failure: None,
         };
         let bare = Notice {
             started_at: None,
@@ -291,6 +307,19 @@ impl Notice {
             ..full.clone()
         };
         [full, bare]
+    }
+
+    /// The full example of a fallback notice: the reader's webhook endpoint was disabled.
+    pub fn channel_failure_example() -> Notice {
+        let [update, _] = Notice::examples(EventKind::Updated);
+        Notice {
+            channel_failure: Some(ChannelFailure {
+                channel: crate::channel::Channel::Webhook,
+                address: Some("https://hooks.example.test/acme".into()),
+                reason: "the endpoint answered 410 Gone".into(),
+            }),
+            ..update
+        }
     }
 
     /// The full example of an update, as the first message of a reader who subscribed
@@ -407,6 +436,7 @@ mod tests {
             delivery_key: "dlv_0123".into(),
             catch_up: false,
             history: Vec::new(),
+            channel_failure: None,
         }
     }
 

@@ -18,9 +18,9 @@ use time::OffsetDateTime;
 use tocsin_bus::{DeliveryJob, Work};
 use tocsin_core::{Channel, SendOutcome};
 use tocsin_runtime::Shutdown;
-use tocsin_store::{AttemptOutcome, Claimed, Store};
+use tocsin_store::{AttemptOutcome, Claimed, FailedDelivery, FallbackPlanned, Store};
 use tokio::sync::Notify;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use crate::courier::Courier;
 use crate::decision::Reply;
@@ -147,11 +147,27 @@ impl<C: Courier> Worker<C> {
         };
         // The ledger first, then JetStream: a crash in between redelivers a job whose outcome
         // is already recorded, and the claim finds it finished.
+        //
+        // The subscriber is told on another channel when this one stopped working for them:
+        // their endpoint disabled, or their email or texts dead-lettered. (A fallback notice
+        // failing in turn tells nobody more.)
+        let fallback_reason = match (&disable, record.state, &claim.notice) {
+            (_, _, Some(_)) => None,
+            (Some(reason), _, None) => Some(reason.clone()),
+            (None, "dead", None) => Some(format!(
+                "failed through every retry: {}",
+                record.error.clone().unwrap_or_default()
+            )),
+            _ => None,
+        };
         if !self.persist(&work, deadline, record).await {
             return handled;
         }
         if let Some(reason) = disable {
             self.disable_webhook(&work, &claim, &reason, deadline).await;
+        }
+        if let Some(reason) = fallback_reason {
+            self.plan_fallback(&work, &claim, &reason, deadline).await;
         }
         if let Some(settled) = Outcome::of(&handled) {
             self.instruments.settled(settled, 1);
@@ -194,6 +210,46 @@ impl<C: Courier> Worker<C> {
                 "could not record the outcome before the shutdown deadline; the attempt stays leased and counts as lost");
         }
         written.is_ok()
+    }
+
+    /// Records the fallback notice for `claim`'s failed channel. Like the endpoint's
+    /// disabling, it follows the outcome's record: a worker lost in between leaves the notice
+    /// to the next failure on that channel.
+    async fn plan_fallback(&self, work: &Work, claim: &Claimed, reason: &str, deadline: &Shutdown) {
+        let failed = FailedDelivery {
+            incident_id: claim.incident_id,
+            event_id: claim.event_id,
+            event_version: claim.event_version,
+            subscriber_id: claim.subscriber_id,
+            channel: claim.channel,
+        };
+        let planned = self
+            .retry_write(work, deadline, "a fallback notice", || async {
+                self.store
+                    .plan_fallback(&failed, reason)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await;
+        match planned {
+            Ok(FallbackPlanned::Planned {
+                delivery_key,
+                channel,
+            }) => {
+                info!(subscriber_id = %claim.subscriber_id, failed = %claim.channel, %channel,
+                    %delivery_key, "fallback notice planned");
+                metrics::counter!("tocsin_fallback_notices_total",
+                    "failed_channel" => claim.channel.as_str(), "channel" => channel.as_str())
+                .increment(1);
+            }
+            Ok(FallbackPlanned::AlreadyPlanned) => {}
+            Ok(FallbackPlanned::NoOtherChannel) => {
+                warn!(subscriber_id = %claim.subscriber_id, failed = %claim.channel,
+                    "a channel stopped working and the subscriber has no other to be told on");
+            }
+            Err(_) => error!(subscriber_id = %claim.subscriber_id,
+                "could not record the fallback notice before the shutdown deadline"),
+        }
     }
 
     async fn disable_webhook(

@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tocsin_bus::{Bus, DeliveryJob, QueueSettings, Work, WorkQueue};
+use tocsin_core::fallback::DeliveryNotice;
+use tocsin_core::notice::ChannelFailure;
 use tocsin_core::{DeliveryKey, Lane, Notice};
 use tocsin_runtime::Shutdown;
 use tocsin_store::{AttemptOutcome, ClaimPolicy, ClaimResult, Claimed, IncidentAsOf, Store};
@@ -404,7 +406,9 @@ impl<C: Courier> Worker<C> {
         webhook_secret: Option<String>,
         thread_root: Option<String>,
     ) -> Message {
-        let key = DeliveryKey::derive(claim.event_id, claim.subscriber_id, claim.channel);
+        // The ledger's key: the event's message's is derived from it, a fallback notice's
+        // is its own (its Message-ID and webhook-id must not be the event message's).
+        let key = DeliveryKey::from_stored(claim.delivery_key.clone());
         let mut notice = Notice::new(
             self.config.company.clone(),
             &as_of.incident,
@@ -421,10 +425,27 @@ impl<C: Courier> Worker<C> {
                 .into_iter()
                 .filter(|kind| preferences.wants(claim.channel, *kind)),
         );
-        // Nothing about this incident reached this reader on this channel yet: an update
-        // would thread under an opening they never saw, so it sums up the story instead.
-        if thread_root.is_none() && as_of.event.version > 1 {
-            notice = notice.as_catch_up(&as_of.earlier);
+        match &claim.notice {
+            // A fallback notice is about a channel of theirs, not about the event.
+            Some(DeliveryNotice::ChannelFailed {
+                failed_channel,
+                reason,
+            }) => {
+                notice.channel_failure = Some(ChannelFailure {
+                    channel: *failed_channel,
+                    address: subscriber
+                        .contacts
+                        .address(*failed_channel)
+                        .map(str::to_owned),
+                    reason: reason.clone(),
+                });
+            }
+            // Nothing about this incident reached this reader on this channel yet: an update
+            // would thread under an opening they never saw, so it sums up the story instead.
+            None if thread_root.is_none() && as_of.event.version > 1 => {
+                notice = notice.as_catch_up(&as_of.earlier);
+            }
+            None => {}
         }
         Message {
             key,

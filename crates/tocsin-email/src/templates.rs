@@ -65,6 +65,9 @@ pub const DEFAULTS: &[(&str, &str)] = defaults!(
     "catch_up.subject.jinja",
     "catch_up.txt.jinja",
     "catch_up.html.jinja",
+    "channel_failed.subject.jinja",
+    "channel_failed.txt.jinja",
+    "channel_failed.html.jinja",
 );
 
 /// One notice rendered for email.
@@ -125,6 +128,7 @@ impl Templates {
             }
         }
         templates.render(&Notice::catch_up_example())?;
+        templates.render(&Notice::channel_failure_example())?;
         Ok(templates)
     }
 
@@ -138,7 +142,9 @@ impl Templates {
             ..Value::from_serialize(notice)
         };
         // A reader's first word of an incident under way sums up the story.
-        let kind = if notice.catch_up {
+        let kind = if notice.channel_failure.is_some() {
+            "channel_failed"
+        } else if notice.catch_up {
             "catch_up"
         } else {
             notice.kind.as_str()

@@ -44,6 +44,7 @@ pub const DEFAULTS: &[(&str, &str)] = defaults!(
     "maintenance_reminder.txt.jinja",
     "review.txt.jinja",
     "catch_up.txt.jinja",
+    "channel_failed.txt.jinja",
 );
 
 /// The compiled template set.
@@ -91,6 +92,7 @@ impl Templates {
             }
         }
         templates.render_full(&Notice::catch_up_example())?;
+        templates.render_full(&Notice::channel_failure_example())?;
         Ok(templates)
     }
 
@@ -157,7 +159,9 @@ impl Templates {
             starts_in_seconds => notice.starts_in().map(|d| d.whole_seconds()),
             ..Value::from_serialize(notice)
         };
-        let name = if notice.catch_up {
+        let name = if notice.channel_failure.is_some() {
+            "channel_failed.txt.jinja".to_owned()
+        } else if notice.catch_up {
             "catch_up.txt.jinja".to_owned()
         } else {
             format!("{}.txt.jinja", notice.kind.as_str())
@@ -312,6 +316,17 @@ mod tests {
         assert!(
             t.ends_with("Reply STOP to opt out."),
             "the first text says how to stop: {t}"
+        );
+    }
+
+    #[test]
+    fn a_fallback_text_says_what_failed_and_why() {
+        let t = text(&Notice::channel_failure_example());
+        assert_eq!(
+            t,
+            "[Acme] We couldn't reach your webhook endpoint with our updates on Payments API \
+             errors: the endpoint answered 410 Gone. Please fix it and update your \
+             subscription. https://status.acme.test"
         );
     }
 

@@ -63,12 +63,12 @@ impl Store {
                AND ((d.state = 'sending' AND d.lease_expires_at < now())
                     OR ((d.state IN ('pending', 'retrying')
                          OR (d.state = 'unknown' AND d.next_attempt_at IS NOT NULL))
-                        AND NOT EXISTS (
+                        AND (d.notice IS NOT NULL OR NOT EXISTS (
                             SELECT 1 FROM deliveries e
                             WHERE e.incident_id = d.incident_id
                               AND e.subscriber_id = d.subscriber_id
                               AND e.channel = d.channel AND e.event_version < d.event_version
-                              AND e.state = ANY($3))))
+                              AND e.state = ANY($3) AND e.notice IS NULL))))
              ORDER BY coalesce(d.next_attempt_at, d.send_after, d.created_at)
              LIMIT $2
              FOR UPDATE OF d SKIP LOCKED",

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use sqlx::types::Json;
 use time::OffsetDateTime;
+use tocsin_core::fallback::DeliveryNotice;
 use tocsin_core::{Channel, EventId, IncidentId, SubscriberId};
 use tracing::instrument;
 use uuid::Uuid;
@@ -41,6 +42,9 @@ pub struct Claimed {
     /// the message looks from there.
     pub previous_send_started_at: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
+    /// Set when the delivery tells something other than its event's message (a fallback
+    /// notice about a failed channel).
+    pub notice: Option<DeliveryNotice>,
 }
 
 /// What a claim found for one key.
@@ -150,6 +154,7 @@ struct ClaimRow {
     lost: bool,
     previous_start: Option<OffsetDateTime>,
     created_at: OffsetDateTime,
+    notice: Option<Json<DeliveryNotice>>,
 }
 
 impl TryFrom<ClaimRow> for Claimed {
@@ -173,6 +178,7 @@ impl TryFrom<ClaimRow> for Claimed {
             unknowns: u32::try_from(row.unknowns).unwrap_or_default(),
             previous_send_started_at: row.previous_start,
             created_at: row.created_at,
+            notice: row.notice.map(|n| n.0),
         })
     }
 }
@@ -190,20 +196,21 @@ enum Locks {
 /// Whether the unsent message in row `d` has been overtaken: a newer message to the same
 /// recipient about the same incident is on its way (sent, being sent, or perhaps sent), or the
 /// incident has since closed and this is not the closing message or a review (a review comes
-/// after the close, and one scheduled for later stays due). One definition for the
+/// after the close, and one scheduled for later stays due). Notice rows (fallback notices)
+/// are outside the sequence: never superseded, never superseding. One definition for the
 /// supersession and for the claim's guard, which must never disagree.
-const SUPERSEDED_BY_LATER: &str = "(EXISTS (
+const SUPERSEDED_BY_LATER: &str = "(d.notice IS NULL AND (EXISTS (
         SELECT 1 FROM deliveries n
         WHERE n.incident_id = d.incident_id AND n.subscriber_id = d.subscriber_id
           AND n.channel = d.channel AND n.event_version > d.event_version
-          AND n.state IN ('delivered', 'sending', 'unknown'))
+          AND n.state IN ('delivered', 'sending', 'unknown') AND n.notice IS NULL)
     OR EXISTS (
         SELECT 1 FROM incidents i
         WHERE i.incident_id = d.incident_id AND i.status IN ('resolved', 'completed')
           AND i.version > d.event_version
           AND NOT EXISTS (
               SELECT 1 FROM events x WHERE x.event_id = d.event_id
-                AND x.kind IN ('resolved', 'maintenance_completed', 'review'))))";
+                AND x.kind IN ('resolved', 'maintenance_completed', 'review')))))";
 
 /// Supersedes the messages `keys` make stale, and returns how many. A message that has not
 /// gone out yet (pending, retrying, or unknown with a resend scheduled) is stale when the
@@ -227,12 +234,12 @@ async fn supersede(
     let sql = format!(
         r#"WITH batch AS (
              SELECT incident_id, subscriber_id, channel, max(event_version) AS version
-             FROM deliveries WHERE delivery_key = ANY($1) GROUP BY 1, 2, 3
+             FROM deliveries WHERE delivery_key = ANY($1) AND notice IS NULL GROUP BY 1, 2, 3
          ), stale_keys AS (
              SELECT d.delivery_key FROM batch b
              JOIN deliveries d ON d.incident_id = b.incident_id
                   AND d.subscriber_id = b.subscriber_id AND d.channel = b.channel
-                  AND d.event_version < b.version
+                  AND d.event_version < b.version AND d.notice IS NULL
              WHERE d.state IN ('pending', 'retrying')
                 OR (d.state = 'unknown' AND d.next_attempt_at IS NOT NULL)
              UNION
@@ -292,11 +299,11 @@ async fn claim_rows(
                     OR (d.state = 'unknown' AND $4 AND d.next_attempt_at IS NOT NULL))
                AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= now())
                AND (d.send_after IS NULL OR d.send_after <= now())
-               AND NOT EXISTS (
+               AND (d.notice IS NOT NULL OR NOT EXISTS (
                    SELECT 1 FROM deliveries e
                    WHERE e.incident_id = d.incident_id AND e.subscriber_id = d.subscriber_id
                      AND e.channel = d.channel AND e.event_version < d.event_version
-                     AND e.state IN ('pending', 'sending', 'retrying'))
+                     AND e.state IN ('pending', 'sending', 'retrying') AND e.notice IS NULL))
                -- Never a stale unsent message where messages supersede (the supersession
                -- that should have caught it may have passed it by, locked at that moment).
                -- An attempt lost mid-send is no unsent message: the channel's policy for
@@ -313,7 +320,7 @@ async fn claim_rows(
          FROM due WHERE d.delivery_key = due.delivery_key
          RETURNING d.delivery_key, d.incident_id, d.event_id, d.event_version,
              d.subscriber_id, d.channel, d.attempts, d.unknowns, due.previous_state,
-             due.lost, due.previous_start, d.created_at"
+             due.lost, due.previous_start, d.created_at, d.notice"
     );
     // Safe: the only text put in is fixed: a lock clause above and a constant condition.
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))

@@ -162,7 +162,7 @@ impl Store {
                  SELECT d.delivery_key FROM deliveries d
                  WHERE d.incident_id = q.incident_id AND d.subscriber_id = q.subscriber_id
                    AND d.channel = q.channel AND d.event_version < q.version
-                   AND d.state IN ('delivered', 'unknown', 'sending')
+                   AND d.state IN ('delivered', 'unknown', 'sending') AND d.notice IS NULL
                  ORDER BY d.event_version LIMIT 1) r",
         )
         .bind(&keys)

@@ -479,3 +479,61 @@ fn a_catch_up_tells_the_story_so_far_as_an_opening_would() {
     );
     assert!(r.text.contains("Started: 2026-11-23 14:05 UTC"));
 }
+
+#[test]
+fn a_fallback_notice_says_which_address_failed_why_and_how_to_fix_it() {
+    let r = render(&Notice::channel_failure_example());
+    assert_eq!(r.subject, "[Acme] We could not reach your webhook endpoint");
+    assert!(
+        r.text.contains(
+            "We could not deliver our messages about \"Payments API errors\" to your webhook \
+             endpoint (https://hooks.example.test/acme), so we have stopped sending to it."
+        ),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.text
+            .contains("What went wrong:\nthe endpoint answered 410 Gone\n"),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.text.contains("change its URL in your subscription"),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.text
+            .contains("The latest on \"Payments API errors\":\nSome card payments"),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.html.contains("the endpoint answered 410 Gone"),
+        "{}",
+        r.html
+    );
+    let sms_failed = Notice {
+        channel_failure: Some(tocsin_core::notice::ChannelFailure {
+            channel: tocsin_core::Channel::Sms,
+            address: Some("+14155550100".into()),
+            reason: "failed through every retry: 30003 unreachable".into(),
+        }),
+        ..Notice::channel_failure_example()
+    };
+    let r = render(&sms_failed);
+    assert_eq!(r.subject, "[Acme] We could not reach your phone number");
+    assert!(
+        r.text.contains("to your phone number (+14155550100)."),
+        "{}",
+        r.text
+    );
+    assert!(!r.text.contains("stopped sending"), "{}", r.text);
+    assert!(
+        r.text
+            .contains("Please check that your phone number is right"),
+        "{}",
+        r.text
+    );
+}

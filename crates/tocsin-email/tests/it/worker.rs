@@ -575,3 +575,53 @@ async fn a_reader_who_arrives_mid_incident_gets_the_story_so_far_and_a_thread_of
     );
     assert!(!body(bea_second).contains("What happened so far"));
 }
+
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn a_fallback_notice_is_mailed_beside_the_incident_s_own_emails(pool: PgPool) {
+    let h = harness(pool, retry(5)).await;
+    let opening = h.open("open-1").await;
+    h.pipeline.resolve_all().await;
+    // Ada's other channel (say, her webhook) stopped working on this incident.
+    let planned = h
+        .pipeline
+        .store
+        .plan_fallback(
+            &tocsin_store::FailedDelivery {
+                incident_id: opening.incident_id,
+                event_id: opening.event_id,
+                event_version: opening.version,
+                subscriber_id: h.ada.id,
+                channel: Channel::Webhook,
+            },
+            "the endpoint answered 410 Gone",
+        )
+        .await
+        .unwrap();
+    let tocsin_store::FallbackPlanned::Planned {
+        delivery_key,
+        channel,
+    } = planned
+    else {
+        panic!("expected a planned notice, got {planned:?}");
+    };
+    assert_eq!(channel, Channel::Email);
+    // The opening and the notice both go out: neither supersedes nor waits for the other.
+    let mut handled = h.step(2).await;
+    if handled.len() < 2 {
+        handled.extend(h.step(2).await);
+    }
+    assert_eq!(attempted(&handled), [("delivered", "delivered"); 2]);
+    assert_eq!(h.state(&delivery_key).await, "delivered");
+    assert_eq!(h.state(&h.key(&opening)).await, "delivered");
+    let mails = h.accepted();
+    let notice = mails
+        .iter()
+        .find(|m| m.message_id.as_deref() == Some(format!("<{delivery_key}@{DOMAIN}>").as_str()))
+        .expect("the notice was mailed");
+    assert_eq!(
+        notice.subject.as_deref(),
+        Some("[Acme] We could not reach your webhook endpoint")
+    );
+    assert!(body(notice).contains("the endpoint answered 410 Gone"));
+    h.assert_no_more_jobs().await;
+}

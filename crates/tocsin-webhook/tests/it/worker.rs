@@ -802,3 +802,102 @@ async fn a_delivered_job_published_again_is_not_sent_again(pool: PgPool) {
     assert_eq!(h.receiver.deliveries().len(), 1);
     assert_eq!(h.receiver.summary().duplicates, 0);
 }
+
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn a_disabled_endpoint_is_told_to_its_subscriber_by_email_once(pool: PgPool) {
+    let h = Harness::start(pool, loopback(), quick_retries(5)).await;
+    let secret_holder = h.subscribe("acme", "acme").await;
+    // The same subscriber also chose email.
+    let (subscriber, _) = h
+        .pipeline
+        .subscribe(
+            "acme",
+            Contacts {
+                email: Some("ops@acme.test".into()),
+                phone: None,
+                webhook_url: Some(h.receiver.url_for("acme")),
+            },
+            preferences(&[Channel::Webhook, Channel::Email]),
+        )
+        .await;
+    assert_eq!(subscriber.id, secret_holder.id);
+    h.receiver
+        .faults()
+        .push(FaultRule::for_target("acme", status(410, None)));
+    let opened = h.pipeline.publish("open", None, opened()).await;
+    let updated = h.follow_up("update", &opened, EventKind::Updated).await;
+    h.pipeline.resolve_all().await;
+    let (first, second) = (key(&opened, &subscriber), key(&updated, &subscriber));
+    h.drain(&[&first, &second]).await;
+    assert_eq!(
+        h.pipeline.delivery_state(&first).await.as_deref(),
+        Some("failed")
+    );
+
+    let fallback = tocsin_core::fallback::fallback_key(
+        opened.incident_id,
+        subscriber.id,
+        Channel::Webhook,
+        Channel::Email,
+    );
+    let (channel, state, parked, notice): (String, String, bool, serde_json::Value) =
+        sqlx::query_as(
+            "SELECT channel, state, parked, notice FROM deliveries WHERE delivery_key = $1",
+        )
+        .bind(fallback.as_str())
+        .fetch_one(h.pipeline.store.pool())
+        .await
+        .expect("the fallback notice is in the ledger");
+    assert_eq!(
+        (channel.as_str(), state.as_str(), parked),
+        ("email", "pending", true)
+    );
+    assert_eq!(notice["kind"], "channel_failed");
+    assert_eq!(notice["failed_channel"], "webhook");
+    assert!(
+        notice["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("410"),
+        "{notice}"
+    );
+    let trail = h.pipeline.trail_kinds(opened.incident_id).await;
+    assert_eq!(
+        trail.iter().filter(|k| *k == "fallback_planned").count(),
+        1,
+        "{trail:?}"
+    );
+    // Once per cause: asked again (a second failure, a retried write), nothing new.
+    let again = h
+        .pipeline
+        .store
+        .plan_fallback(
+            &tocsin_store::FailedDelivery {
+                incident_id: opened.incident_id,
+                event_id: updated.event_id,
+                event_version: updated.version,
+                subscriber_id: subscriber.id,
+                channel: Channel::Webhook,
+            },
+            "again",
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, tocsin_store::FallbackPlanned::AlreadyPlanned);
+    // The email dispatcher has it to publish: parked, due, and held back by none of the
+    // incident's own emails (it lives beside them, not in their sequence).
+    let due = h
+        .pipeline
+        .store
+        .due_deliveries(Channel::Email, true, 10)
+        .await
+        .unwrap();
+    assert!(
+        due.deliveries
+            .iter()
+            .any(|(d, _)| d.delivery_key == fallback.as_str()),
+        "{:?}",
+        due.deliveries
+    );
+    due.release().await.unwrap();
+}

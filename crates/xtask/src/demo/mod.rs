@@ -11,6 +11,7 @@
 //! The database `tocsin_demo` and the streams under the prefix `tocsin_demo` are recreated
 //! at the start of each run and left in place at the end, to be looked at.
 
+mod samples;
 mod subscribers;
 
 use std::collections::BTreeMap;
@@ -53,7 +54,11 @@ pub(crate) async fn run() -> anyhow::Result<()> {
         port: free_port()?,
         // The demo's webhook receiver is on loopback, which subscribers may only name when a
         // development allow-list says so.
-        env: vec![("TOCSIN_WEBHOOK_ALLOW", "127.0.0.1".into())],
+        // The maintenance clock looks every second, so the demo's reminder comes promptly.
+        env: vec![
+            ("TOCSIN_WEBHOOK_ALLOW", "127.0.0.1".into()),
+            ("TOCSIN_MAINTENANCE_CLOCK_SECONDS", "1".into()),
+        ],
     };
     ingest.migrate().await?;
     println!("✓ migrations applied");
@@ -153,7 +158,7 @@ async fn demonstrate(
         .preview_fanout(operator_authed(v1::PreviewFanoutRequest {
             kind: EventKind::Opened.into(),
             severity: v1::Severity::Major.into(),
-            components: opening(String::new()).components,
+            components: vec!["api".into(), "dashboard".into()],
             ..Default::default()
         }))
         .await?
@@ -171,8 +176,9 @@ async fn demonstrate(
 
     let run_id = uuid::Uuid::now_v7().simple().to_string();
     let key = |step: &str| format!("demo-{run_id}-{step}");
+    let now = time::OffsetDateTime::now_utc();
     let open = client
-        .publish_event(authed(opening(key("open"))))
+        .publish_event(authed(opening(key("open"), now)))
         .await?
         .into_inner();
     let incident_id = open.incident_id.clone();
@@ -180,7 +186,7 @@ async fn demonstrate(
         "\nincident {incident_id}: publishing its lifecycle, each step once the last has arrived"
     );
     let mut cumulative: BTreeMap<v1::Channel, u64> = BTreeMap::new();
-    let steps = lifecycle();
+    let steps = lifecycle(now);
     for (i, step) in steps.iter().enumerate() {
         let published_at = Instant::now();
         if i > 0 {
@@ -188,34 +194,28 @@ async fn demonstrate(
                 .publish_event(authed(v1::PublishEventRequest {
                     idempotency_key: key(&format!("step-{i}")),
                     incident_id: incident_id.clone(),
-                    kind: step.kind.into(),
-                    status: step.status.into(),
-                    message: step.message.into(),
-                    ..Default::default()
+                    ..step.request.clone()
                 }))
                 .await?;
         }
-        for (channel, count) in expected.for_kind(step.kind) {
-            *cumulative.entry(channel).or_default() += count;
+        let arrived = step_arrives(
+            stack,
+            &mut client,
+            &incident_id,
+            &expected,
+            step,
+            &mut cumulative,
+            published_at,
+        )
+        .await?;
+        if !arrived {
+            println!("    (timed out: see the table)");
         }
-        let arrived =
-            wait_for_step(stack, &mut client, &incident_id, &cumulative, published_at).await?;
-        println!(
-            "  {:<22} {:>3} messages out in {:>6.0} ms{}",
-            step.label,
-            expected.for_kind(step.kind).values().sum::<u64>(),
-            published_at.elapsed().as_secs_f64() * 1e3,
-            if arrived {
-                ""
-            } else {
-                "  (timed out: see the table)"
-            }
-        );
     }
 
     // A publisher's retry returns the original reply instead of a second event.
     let retry = client
-        .publish_event(authed(opening(key("open"))))
+        .publish_event(authed(opening(key("open"), now)))
         .await?
         .into_inner();
     let log_ok = check_log(&mut client, bus, &incident_id, steps.len()).await?
@@ -228,6 +228,54 @@ async fn demonstrate(
         steps.len(),
         if log_ok { "yes" } else { "NO" }
     );
+
+    // A planned maintenance: announced, a reminder Tocsin sends by itself, then the work.
+    let now = time::OffsetDateTime::now_utc();
+    let maintenance = maintenance(now);
+    let scheduled = client
+        .publish_event(authed(v1::PublishEventRequest {
+            idempotency_key: key("maintenance"),
+            ..maintenance[0].request.clone()
+        }))
+        .await?
+        .into_inner();
+    println!(
+        "\nmaintenance {}: announced for {} UTC, with a reminder one minute before",
+        scheduled.incident_id,
+        crate::demo::samples::hhmm(now + MAINTENANCE_AHEAD)
+    );
+    let mut maintenance_cumulative: BTreeMap<v1::Channel, u64> = BTreeMap::new();
+    for (i, step) in maintenance.iter().enumerate() {
+        let published_at = Instant::now();
+        // The reminder is Tocsin's own event: nothing to publish, only to wait for.
+        if i > 0 && step.kind != EventKind::MaintenanceReminder {
+            client
+                .publish_event(authed(v1::PublishEventRequest {
+                    idempotency_key: key(&format!("maintenance-{i}")),
+                    incident_id: scheduled.incident_id.clone(),
+                    ..step.request.clone()
+                }))
+                .await?;
+        }
+        let arrived = step_arrives(
+            stack,
+            &mut client,
+            &scheduled.incident_id,
+            &expected,
+            step,
+            &mut maintenance_cumulative,
+            published_at,
+        )
+        .await?;
+        if !arrived {
+            println!("    (timed out: see the table)");
+        }
+    }
+    for (channel, count) in maintenance_cumulative {
+        *cumulative.entry(channel).or_default() += count;
+    }
+    let samples = samples::collect(&http, ports).await?;
+    println!("\n{samples}");
 
     // Give a stray second send the time to show up before counting.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -294,62 +342,184 @@ async fn demonstrate(
     Ok(report)
 }
 
-/// One step of the incident's life.
+/// One step of an incident's or maintenance's life.
 struct Step {
     label: &'static str,
     kind: EventKind,
-    status: v1::IncidentStatus,
-    message: &'static str,
+    /// What is published (the idempotency key and incident id are filled in).
+    request: v1::PublishEventRequest,
+}
+
+/// How far ahead the demo's maintenance is planned: its one-minute reminder is then due
+/// seconds after the announcement, and the clock would start the work only after the demo
+/// has done so itself.
+const MAINTENANCE_AHEAD: time::Duration = time::Duration::seconds(75);
+
+fn ts(at: time::OffsetDateTime) -> Option<prost_types::Timestamp> {
+    Some(tocsin_proto::timestamp(at))
 }
 
 /// The incident the demo announces, in the tone the default templates are written for:
-/// what is wrong, what we are doing, when we will say more; then how it ended.
-fn lifecycle() -> [Step; 4] {
+/// what is wrong, since when, what we are doing and when we will say more; then how it
+/// ended, and the review three seconds later (scheduled, as a publisher would for Thursday).
+fn lifecycle(now: time::OffsetDateTime) -> [Step; 5] {
+    let minutes = time::Duration::minutes;
+    let update = |status: v1::IncidentStatus, message: &str, next: Option<time::Duration>| {
+        v1::PublishEventRequest {
+            kind: EventKind::Updated.into(),
+            status: status.into(),
+            message: message.into(),
+            next_update_at: next.and_then(|n| ts(now + n)),
+            ..Default::default()
+        }
+    };
     [
         Step {
             label: "opened",
             kind: EventKind::Opened,
-            status: v1::IncidentStatus::Investigating,
-            message: "",
+            request: opening(String::new(), now),
         },
         Step {
             label: "updated: identified",
             kind: EventKind::Updated,
-            status: v1::IncidentStatus::Identified,
-            message: "We found the cause: a faulty configuration change. We are rolling it back \
-                      and will update you within 30 minutes.",
+            request: update(
+                v1::IncidentStatus::Identified,
+                "We found the cause: a faulty configuration change. We are rolling it back.",
+                Some(minutes(45)),
+            ),
         },
         Step {
             label: "updated: monitoring",
             kind: EventKind::Updated,
-            status: v1::IncidentStatus::Monitoring,
-            message: "The rollback is complete and error rates are back to normal. We are \
-                      watching closely before we call this resolved.",
+            request: update(
+                v1::IncidentStatus::Monitoring,
+                "The rollback is complete and error rates are back to normal. We are \
+                 watching closely before we call this resolved.",
+                Some(minutes(60)),
+            ),
         },
         Step {
             label: "resolved",
             kind: EventKind::Resolved,
-            status: v1::IncidentStatus::Unspecified,
-            message: "This incident is resolved. Requests between 14:02 and 14:41 UTC may have \
-                      failed; retrying them is safe. We are sorry for the disruption and will \
-                      publish a full review.",
+            request: v1::PublishEventRequest {
+                kind: EventKind::Resolved.into(),
+                message: "Error rates have been normal for 30 minutes. Requests that failed \
+                          may be retried safely."
+                    .into(),
+                customer_action: "Retry any API request that failed with a 5xx error during \
+                                  the outage."
+                    .into(),
+                review_to_follow: true,
+                ..Default::default()
+            },
+        },
+        Step {
+            label: "review (scheduled +3 s)",
+            kind: EventKind::Review,
+            request: v1::PublishEventRequest {
+                kind: EventKind::Review.into(),
+                message: "A configuration change meant for a test region reached production \
+                          because one check ran after the deploy instead of before it. We now \
+                          run that check first and stage configuration changes region by \
+                          region."
+                    .into(),
+                link: "https://status.example.com/reviews/api-errors".into(),
+                deliver_at: ts(now + time::Duration::seconds(3)),
+                ..Default::default()
+            },
         },
     ]
 }
 
-/// The incident's first message: what is wrong, since when, and when we will say more.
-fn opening(idempotency_key: String) -> v1::PublishEventRequest {
+/// The incident's first message: what is wrong, since when (14 minutes before it was
+/// reported), and when we will say more.
+fn opening(idempotency_key: String, now: time::OffsetDateTime) -> v1::PublishEventRequest {
     v1::PublishEventRequest {
         idempotency_key,
         kind: EventKind::Opened.into(),
         severity: v1::Severity::Major.into(),
         components: vec!["api".into(), "dashboard".into()],
         title: "Elevated error rates on the API".into(),
-        message: "Some requests to our API are failing since 14:02 UTC. We are investigating \
-                  and will update you within 30 minutes."
-            .into(),
+        message: "Some requests to our API are failing. We are investigating.".into(),
+        started_at: ts(now - time::Duration::minutes(14)),
+        next_update_at: ts(now + time::Duration::minutes(30)),
         ..Default::default()
     }
+}
+
+/// A planned maintenance of the dashboard, with one reminder a minute before it starts
+/// (recorded by Tocsin itself); the work then starts early and completes.
+fn maintenance(now: time::OffsetDateTime) -> [Step; 4] {
+    let starts_at = now + MAINTENANCE_AHEAD;
+    [
+        Step {
+            label: "maintenance scheduled",
+            kind: EventKind::MaintenanceScheduled,
+            request: v1::PublishEventRequest {
+                kind: EventKind::MaintenanceScheduled.into(),
+                components: vec!["dashboard".into()],
+                title: "Dashboard database upgrade".into(),
+                message: "The dashboard will be read-only for up to 30 minutes while we \
+                          upgrade its database. The API is not affected."
+                    .into(),
+                window: Some(v1::MaintenanceWindow {
+                    starts_at: ts(starts_at),
+                    ends_at: ts(starts_at + time::Duration::minutes(30)),
+                }),
+                reminders: Some(v1::Reminders {
+                    minutes_before: vec![1],
+                }),
+                customer_action: "Save dashboard changes before the window starts.".into(),
+                ..Default::default()
+            },
+        },
+        Step {
+            label: "reminder (by Tocsin)",
+            kind: EventKind::MaintenanceReminder,
+            request: v1::PublishEventRequest::default(),
+        },
+        Step {
+            label: "maintenance started",
+            kind: EventKind::MaintenanceStarted,
+            request: v1::PublishEventRequest {
+                kind: EventKind::MaintenanceStarted.into(),
+                message: "We started a little early; the dashboard is read-only now.".into(),
+                ..Default::default()
+            },
+        },
+        Step {
+            label: "maintenance completed",
+            kind: EventKind::MaintenanceCompleted,
+            request: v1::PublishEventRequest {
+                kind: EventKind::MaintenanceCompleted.into(),
+                message: "The upgrade is done and the dashboard takes changes again.".into(),
+                ..Default::default()
+            },
+        },
+    ]
+}
+
+/// Adds `step`'s deliveries to `cumulative`, waits for them to arrive and prints the line.
+async fn step_arrives(
+    stack: &mut Stack,
+    client: &mut IncidentServiceClient<Channel>,
+    incident_id: &str,
+    expected: &Expected,
+    step: &Step,
+    cumulative: &mut BTreeMap<v1::Channel, u64>,
+    published_at: Instant,
+) -> anyhow::Result<bool> {
+    for (channel, count) in expected.for_kind(step.kind) {
+        *cumulative.entry(channel).or_default() += count;
+    }
+    let arrived = wait_for_step(stack, client, incident_id, cumulative, published_at).await?;
+    println!(
+        "  {:<24} {:>3} messages out in {:>6.0} ms",
+        step.label,
+        expected.for_kind(step.kind).values().sum::<u64>(),
+        published_at.elapsed().as_secs_f64() * 1e3,
+    );
+    Ok(arrived)
 }
 
 /// Waits until the ledger shows `cumulative` deliveries per channel and nothing in flight.
@@ -444,7 +614,8 @@ struct LedgerRow {
 
 async fn ledger_report(database_url: &str) -> anyhow::Result<LedgerReport> {
     let pool = sqlx::PgPool::connect(database_url).await?;
-    // ROLLUP adds the all-channels row, whose channel is NULL.
+    // ROLLUP adds the all-channels row, whose channel is NULL. Messages scheduled for later
+    // (`deliver_at`) are late on purpose, so they are left out of the latencies.
     // channel (NULL on the total row), failed, dead, p50 ms, p99 ms.
     type Row = (Option<String>, i64, i64, Option<f64>, Option<f64>);
     let rows: Vec<Row> = sqlx::query_as(
@@ -452,9 +623,9 @@ async fn ledger_report(database_url: &str) -> anyhow::Result<LedgerReport> {
                 count(*) FILTER (WHERE d.state = 'failed'),
                 count(*) FILTER (WHERE d.state = 'dead'),
                 percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM d.finished_at - e.recorded_at) * 1000)
-                    FILTER (WHERE d.state = 'delivered'),
+                    FILTER (WHERE d.state = 'delivered' AND NOT e.data ? 'deliver_at'),
                 percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM d.finished_at - e.recorded_at) * 1000)
-                    FILTER (WHERE d.state = 'delivered')
+                    FILTER (WHERE d.state = 'delivered' AND NOT e.data ? 'deliver_at')
          FROM deliveries d JOIN events e ON e.event_id = d.event_id
          GROUP BY ROLLUP (d.channel)",
     )

@@ -165,26 +165,38 @@ fn row(persona: &Persona, n: usize, ports: Ports) -> v1::UpsertSubscriberRequest
     }
 }
 
-/// What a major incident on `api` and `dashboard` owes the personas, event by event.
+/// What the demo's incident (major, on `api` and `dashboard`) and its maintenance (minor, on
+/// `dashboard`) owe the personas, event by event.
 fn expected() -> Expected {
-    let incident_components = ["api", "dashboard"];
+    let incident = (v1::Severity::Major, &["api", "dashboard"][..]);
+    let maintenance = (v1::Severity::Minor, &["dashboard"][..]);
     let mut per_kind: BTreeMap<EventKind, BTreeMap<v1::Channel, u64>> = BTreeMap::new();
-    for kind in [EventKind::Opened, EventKind::Updated, EventKind::Resolved] {
+    for (kind, (severity, components)) in [
+        (EventKind::Opened, incident),
+        (EventKind::Updated, incident),
+        (EventKind::Resolved, incident),
+        (EventKind::Review, incident),
+        (EventKind::MaintenanceScheduled, maintenance),
+        (EventKind::MaintenanceReminder, maintenance),
+        (EventKind::MaintenanceStarted, maintenance),
+        (EventKind::MaintenanceCompleted, maintenance),
+    ] {
         let counts = per_kind.entry(kind).or_default();
         for persona in &PERSONAS {
-            let concerned = persona.min_severity <= v1::Severity::Major
+            // Every concerned persona hears the incident from its opening, so those told
+            // about it (who alone get its review) are the concerned ones.
+            let concerned = persona.min_severity <= severity
                 && (persona.components.is_empty()
-                    || persona
-                        .components
-                        .iter()
-                        .any(|c| incident_components.contains(c)));
+                    || persona.components.iter().any(|c| components.contains(c)));
             if !concerned {
                 continue;
             }
             for &channel in persona.channels {
-                let wants = channel != v1::Channel::Sms
-                    || persona.sms_kinds.is_empty()
-                    || persona.sms_kinds.contains(&kind);
+                let wants = match channel {
+                    v1::Channel::Sms if persona.sms_kinds.is_empty() => sms_default(kind),
+                    v1::Channel::Sms => persona.sms_kinds.contains(&kind),
+                    _ => true,
+                };
                 if wants {
                     *counts.entry(channel).or_default() += EACH as u64;
                 }
@@ -192,4 +204,10 @@ fn expected() -> Expected {
         }
     }
     Expected { per_kind }
+}
+
+/// Whether SMS delivers `kind` by default, as the core decides it.
+fn sms_default(kind: EventKind) -> bool {
+    tocsin_proto::event_kind_in("kind", kind.into())
+        .is_ok_and(|kind| tocsin_core::default_kinds(tocsin_core::Channel::Sms).contains(&kind))
 }

@@ -180,6 +180,9 @@ pub(super) struct Verdict {
     /// them, as the ledger says: allowed.
     pub(super) superseded: usize,
     pub(super) unexpected: Vec<String>,
+    /// Fallback notices received (a subscriber told on another channel that one of theirs
+    /// failed), each backed in the ledger by the failure it tells of: allowed, once.
+    pub(super) fallback_notices: usize,
     /// Records whose key was expected but whose recipient or channel was not that key's.
     pub(super) misaddressed: Vec<String>,
     pub(super) duplicates: Vec<String>,
@@ -202,6 +205,7 @@ pub(super) async fn judge(
         expected: expected.len(),
         ..Verdict::default()
     };
+    let fallbacks = ledger::fallback_notices(db).await?;
     // First arrival per key, per channel, and the copies.
     let mut first: HashMap<&str, &Received> = HashMap::new();
     for record in received {
@@ -214,11 +218,15 @@ pub(super) async fn judge(
         *verdict.copies.entry(key.to_owned()).or_default() += 1;
         first.entry(key).or_insert(record);
         match expected.get(key) {
-            None => {
-                if verdict.copies[key] == 1 {
-                    verdict.unexpected.push(key.to_owned());
-                }
-            }
+            None => match fallbacks.get(key) {
+                Some(true) if verdict.copies[key] == 1 => verdict.fallback_notices += 1,
+                Some(true) => {}
+                Some(false) if verdict.copies[key] == 1 => verdict.unexpected.push(format!(
+                    "{key}: a fallback notice without the failure it tells of"
+                )),
+                _ if verdict.copies[key] == 1 => verdict.unexpected.push(key.to_owned()),
+                _ => {}
+            },
             Some(want) => {
                 let contact = subscribers[want.subscriber].contact(want.channel);
                 if record.channel != want.channel

@@ -43,6 +43,24 @@ pub(super) async fn present(db: &PgPool, keys: &[String]) -> anyhow::Result<i64>
     Ok(count)
 }
 
+/// Fallback notices in the ledger (rows carrying a notice), with whether the failure they
+/// tell of is there: a delivery to the same subscriber about the same incident on the failed
+/// channel that ended `failed` or `dead`. A notice without such a cause is not allowed.
+pub(super) async fn fallback_notices(db: &PgPool) -> anyhow::Result<HashMap<String, bool>> {
+    let rows: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT f.delivery_key, EXISTS (
+             SELECT 1 FROM deliveries c
+             WHERE c.incident_id = f.incident_id AND c.subscriber_id = f.subscriber_id
+               AND c.channel = f.notice->>'failed_channel' AND c.notice IS NULL
+               AND c.state IN ('failed', 'dead'))
+         FROM deliveries f WHERE f.notice IS NOT NULL",
+    )
+    .fetch_all(db)
+    .await
+    .context("reading fallback notices")?;
+    Ok(rows.into_iter().collect())
+}
+
 /// The ledger rows of `keys` (those that exist).
 pub(super) async fn rows(db: &PgPool, keys: &[String]) -> anyhow::Result<HashMap<String, Row>> {
     let rows: Vec<Row> = sqlx::query_as(

@@ -43,6 +43,8 @@ pub(super) struct ScenarioReport {
     pub(super) order_violations: usize,
     /// Email and SMS messages a newer one replaced before they went out (allowed).
     pub(super) superseded: usize,
+    /// Fallback notices received, each backed by the failure it tells of (allowed, once).
+    pub(super) fallback_notices: usize,
     pub(super) settled: bool,
     pub(super) settle_s: f64,
     pub(super) kills: usize,
@@ -78,6 +80,7 @@ impl ScenarioReport {
             stuck: verdict.stuck.len(),
             order_violations: verdict.order_violations.len(),
             superseded: verdict.superseded,
+            fallback_notices: verdict.fallback_notices,
             settled: settled.settled,
             settle_s: (settled.settle_s * 10.0).round() / 10.0,
             kills: driven.kills,
@@ -114,6 +117,7 @@ impl ScenarioReport {
             stuck: 0,
             order_violations: 0,
             superseded: 0,
+            fallback_notices: 0,
             settled: false,
             settle_s: 0.0,
             kills: 0,
