@@ -74,11 +74,17 @@ pub fn due(maintenance: &Incident, now: OffsetDateTime) -> Option<PublishRequest
                     at <= now && maintenance.opened_at < at
                 })
                 .min()?;
-            Some(request(
+            let mut reminder = request(
                 EventKind::MaintenanceReminder,
                 step_key(&format!("reminder-{minutes}")),
                 maintenance.message.clone(),
-            ))
+            );
+            // The reminder is when an action asked for before the work matters most.
+            reminder
+                .change
+                .customer_action
+                .clone_from(&maintenance.customer_action);
+            Some(reminder)
         }
         _ => None,
     }
@@ -109,6 +115,7 @@ mod tests {
             }),
             reminders,
             labels: BTreeMap::new(),
+            customer_action: Some("Pause your nightly imports.".into()),
             ..Change::new(
                 EventKind::MaintenanceScheduled,
                 "Writes pause for a minute.",
@@ -157,6 +164,11 @@ mod tests {
         );
         let r = due(&m, STARTS - minutes(30)).unwrap();
         assert_eq!(r.change.message, "Writes pause for a minute.");
+        assert_eq!(
+            r.change.customer_action.as_deref(),
+            Some("Pause your nightly imports."),
+            "the reminder repeats what to do before the work"
+        );
         assert_eq!(r.expected_version, Some(1));
         assert_eq!(
             step(&m, STARTS),

@@ -178,11 +178,14 @@ impl Notice {
         self
     }
 
-    /// For a maintenance not started yet: how long until it starts, from this event.
+    /// For a maintenance not started yet: how long until it starts, from this event, to the
+    /// nearest minute (a reminder sent 59 seconds ahead says "1 minute").
     pub fn starts_in(&self) -> Option<time::Duration> {
         let window = self.window?;
         let ahead = window.starts_at - self.occurred_at;
-        (ahead.is_positive() && self.status == IncidentStatus::Scheduled).then_some(ahead)
+        let minutes = (ahead.whole_seconds() + 30) / 60;
+        (ahead.is_positive() && self.status == IncidentStatus::Scheduled)
+            .then_some(time::Duration::minutes(minutes))
     }
 
     /// How long the incident lasted, once it is resolved. `None` while it is open, when

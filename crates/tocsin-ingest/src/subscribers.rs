@@ -388,6 +388,7 @@ impl SubscriberApi {
                 next_update_at: None,
                 review_to_follow: false,
                 reminders: None,
+                customer_action: None,
             },
         };
         if let Some(severity) = severity {

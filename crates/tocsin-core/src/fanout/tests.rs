@@ -36,6 +36,7 @@ fn incident(severity: Severity, components: &[&str]) -> Incident {
         next_update_at: None,
         review_to_follow: false,
         reminders: None,
+        customer_action: None,
     }
 }
 

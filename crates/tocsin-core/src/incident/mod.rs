@@ -51,6 +51,10 @@ pub struct Incident {
     /// The resolution promised a review; a reopen withdraws the promise.
     #[serde(default)]
     pub review_to_follow: bool,
+    /// What customers need to do, as the latest event said (each event replaces it; a
+    /// maintenance reminder repeats it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_action: Option<String>,
     /// For a maintenance: minutes before the start at which subscribers are reminded; `None`
     /// for the defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -153,6 +157,7 @@ impl Incident {
                 started_at: None,
                 next_update_at: None,
                 review_to_follow: false,
+                customer_action: None,
                 reminders: None,
             },
         };
@@ -200,6 +205,7 @@ impl Incident {
             incident.started_at = Some(started_at);
         }
         incident.next_update_at = change.next_update_at;
+        incident.customer_action.clone_from(&change.customer_action);
         match change.kind {
             EventKind::Resolved => incident.review_to_follow = change.review_to_follow,
             EventKind::Reopened => incident.review_to_follow = false,

@@ -440,7 +440,7 @@ fn opening(idempotency_key: String, now: time::OffsetDateTime) -> v1::PublishEve
         severity: v1::Severity::Major.into(),
         components: vec!["api".into(), "dashboard".into()],
         title: "Elevated error rates on the API".into(),
-        message: "Some requests to our API are failing. We are investigating.".into(),
+        message: "Some requests to our API fail with errors, in every region.".into(),
         started_at: ts(now - time::Duration::minutes(14)),
         next_update_at: ts(now + time::Duration::minutes(30)),
         ..Default::default()

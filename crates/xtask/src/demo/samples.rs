@@ -72,6 +72,7 @@ pub(super) async fn collect(http: &reqwest::Client, ports: Ports) -> anyhow::Res
     }
     std::fs::create_dir_all(path.parent().expect("a file in a directory"))?;
     std::fs::write(&path, file).with_context(|| format!("writing {}", path.display()))?;
+    let path = path.canonicalize().unwrap_or(path);
     Ok(Samples {
         emails,
         texts,
@@ -106,7 +107,17 @@ fn text_part(data: &str) -> String {
     };
     let part = &data[start..];
     let (headers, body) = part.split_once("\r\n\r\n").unwrap_or((part, ""));
-    let body = body.split("\r\n--").next().unwrap_or(body);
+    // The part ends at the next boundary line (`--` and the boundary), not at a signature
+    // separator (`--` alone on its line) inside the text.
+    let boundary = data
+        .split("boundary=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .map(|b| format!("\r\n--{b}"));
+    let body = match &boundary {
+        Some(boundary) => body.split(boundary.as_str()).next().unwrap_or(body),
+        None => body,
+    };
     let body = if headers.contains("quoted-printable") {
         quoted_printable(body)
     } else {
@@ -144,7 +155,7 @@ mod tests {
         let mail = "Subject: x\r\nContent-Type: multipart/alternative; boundary=\"b\"\r\n\r\n--b\r\n\
                     Content-Type: text/plain; charset=utf-8\r\n\
                     Content-Transfer-Encoding: quoted-printable\r\n\r\n\
-                    Caf=C3=A9 is =\r\nopen.\r\n--b\r\nContent-Type: text/html\r\n\r\n<p>x</p>\r\n--b--";
-        assert_eq!(text_part(mail), "Café is open.");
+                    Caf=C3=A9 is =\r\nopen.\r\n--\r\nSigned\r\n--b\r\nContent-Type: text/html\r\n\r\n<p>x</p>\r\n--b--";
+        assert_eq!(text_part(mail), "Café is open.\n--\nSigned");
     }
 }
