@@ -90,6 +90,42 @@ pub fn due(maintenance: &Incident, now: OffsetDateTime) -> Option<PublishRequest
     }
 }
 
+/// The steps the clock will record for `maintenance` after `now`, in time order, if the
+/// publisher does not record them first: the reminders still to come (those due after the
+/// announcement), the start and the completion. What `PreviewFanout` shows of a schedule.
+pub fn schedule(maintenance: &Incident, now: OffsetDateTime) -> Vec<(EventKind, OffsetDateTime)> {
+    let Some(window) = maintenance
+        .window
+        .filter(|_| maintenance.kind == IncidentKind::Maintenance)
+    else {
+        return Vec::new();
+    };
+    let mut steps = Vec::new();
+    if maintenance.status == IncidentStatus::Scheduled {
+        let reminders = maintenance
+            .reminders
+            .as_deref()
+            .unwrap_or(&DEFAULT_REMINDERS);
+        let mut minutes: Vec<u32> = reminders.to_vec();
+        minutes.sort_unstable_by(|a, b| b.cmp(a));
+        minutes.dedup();
+        for m in minutes {
+            let at = window.starts_at - time::Duration::minutes(i64::from(m));
+            if at > now && maintenance.opened_at < at {
+                steps.push((EventKind::MaintenanceReminder, at));
+            }
+        }
+        steps.push((EventKind::MaintenanceStarted, window.starts_at.max(now)));
+    }
+    if matches!(
+        maintenance.status,
+        IncidentStatus::Scheduled | IncidentStatus::InProgress
+    ) {
+        steps.push((EventKind::MaintenanceCompleted, window.ends_at.max(now)));
+    }
+    steps
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -188,6 +224,43 @@ mod tests {
             ..m
         };
         assert_eq!(step(&completed, ENDS + minutes(5)), None);
+    }
+
+    #[test]
+    fn the_schedule_lists_what_the_clock_will_send() {
+        let m = scheduled(ANNOUNCED, None);
+        assert_eq!(
+            schedule(&m, ANNOUNCED),
+            vec![
+                (
+                    EventKind::MaintenanceReminder,
+                    STARTS - time::Duration::hours(24)
+                ),
+                (
+                    EventKind::MaintenanceReminder,
+                    STARTS - time::Duration::hours(1)
+                ),
+                (EventKind::MaintenanceStarted, STARTS),
+                (EventKind::MaintenanceCompleted, ENDS),
+            ]
+        );
+        let late = scheduled(STARTS - time::Duration::minutes(30), None);
+        assert_eq!(
+            schedule(&late, STARTS - time::Duration::minutes(30)),
+            vec![
+                (EventKind::MaintenanceStarted, STARTS),
+                (EventKind::MaintenanceCompleted, ENDS),
+            ],
+            "announced 30 minutes ahead: no reminders"
+        );
+        let under_way = Incident {
+            status: IncidentStatus::InProgress,
+            ..m
+        };
+        assert_eq!(
+            schedule(&under_way, STARTS),
+            vec![(EventKind::MaintenanceCompleted, ENDS)]
+        );
     }
 
     #[test]

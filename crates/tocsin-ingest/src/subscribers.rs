@@ -307,22 +307,29 @@ impl SubscriberService for SubscriberApi {
         request: Request<v1::PreviewFanoutRequest>,
     ) -> Result<Response<v1::PreviewFanoutResponse>, Status> {
         let (incident, event) = self.candidate(request.into_inner()).await?;
-        let reach = tocsin_resolver::fanout::preview(&self.store, self.fanout, &incident, &event)
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "preview failed");
-                Status::unavailable("the preview could not be computed; retry shortly")
-            })?;
+        let reach = self.reach(&incident, &event).await?;
+        // What the maintenance clock will send later, each with its reach as of now.
+        let after = Incident::apply(Some(incident), &event);
+        let mut scheduled = Vec::new();
+        for (kind, at) in tocsin_core::maintenance::schedule(&after, event.occurred_at) {
+            let step = RecordedEvent {
+                event_id: EventId::new(),
+                version: after.version + 1,
+                occurred_at: at,
+                change: Change::new(kind, String::new()),
+                ..event.clone()
+            };
+            let step_reach = self.reach(&after, &step).await?;
+            scheduled.push(v1::ScheduledNotice {
+                kind: v1::EventKind::from(kind).into(),
+                at: Some(tocsin_proto::timestamp(at)),
+                recipients: step_reach.recipients,
+                channels: channel_counts(&step_reach),
+            });
+        }
         Ok(Response::new(v1::PreviewFanoutResponse {
             recipients: reach.recipients,
-            channels: reach
-                .per_channel
-                .iter()
-                .map(|(channel, n)| v1::ChannelCount {
-                    channel: v1::Channel::from(*channel) as i32,
-                    deliveries: *n,
-                })
-                .collect(),
+            channels: channel_counts(&reach),
             components: reach
                 .per_component
                 .iter()
@@ -332,11 +339,36 @@ impl SubscriberService for SubscriberApi {
                 })
                 .collect(),
             held: reach.held,
+            scheduled,
         }))
     }
 }
 
+fn channel_counts(reach: &tocsin_resolver::fanout::Reach) -> Vec<v1::ChannelCount> {
+    reach
+        .per_channel
+        .iter()
+        .map(|(channel, n)| v1::ChannelCount {
+            channel: v1::Channel::from(*channel) as i32,
+            deliveries: *n,
+        })
+        .collect()
+}
+
 impl SubscriberApi {
+    async fn reach(
+        &self,
+        incident: &Incident,
+        event: &RecordedEvent,
+    ) -> Result<tocsin_resolver::fanout::Reach, Status> {
+        tocsin_resolver::fanout::preview(&self.store, self.fanout, incident, event)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "preview failed");
+                Status::unavailable("the preview could not be computed; retry shortly")
+            })
+    }
+
     /// The incident and event a preview is computed for: the candidate applied to the
     /// incident's current state, or a new incident.
     async fn candidate(
@@ -354,6 +386,30 @@ impl SubscriberApi {
             .collect();
         let now = OffsetDateTime::now_utc();
         let incident_id = tocsin_proto::incident_id("incident_id", &request.incident_id)
+            .map_err(domain_status)?;
+        let window = request
+            .window
+            .as_ref()
+            .map(|w| {
+                let missing = || DomainError::invalid("window", "needs both starts_at and ends_at");
+                Ok::<_, DomainError>(tocsin_core::MaintenanceWindow {
+                    starts_at: tocsin_proto::to_offset_datetime(
+                        "window",
+                        w.starts_at.as_ref().ok_or_else(missing)?,
+                    )?,
+                    ends_at: tocsin_proto::to_offset_datetime(
+                        "window",
+                        w.ends_at.as_ref().ok_or_else(missing)?,
+                    )?,
+                })
+            })
+            .transpose()
+            .map_err(domain_status)?;
+        let deliver_at = request
+            .deliver_at
+            .as_ref()
+            .map(|ts| tocsin_proto::to_offset_datetime("deliver_at", ts))
+            .transpose()
             .map_err(domain_status)?;
         let mut incident = match incident_id {
             Some(id) => self
@@ -407,21 +463,12 @@ impl SubscriberApi {
             occurred_at: now,
             recorded_at: now,
             change: Change {
-                kind,
-                status: None,
                 severity,
                 components,
-                title: None,
-                message: String::new(),
-                labels: BTreeMap::new(),
-                window: None,
-                started_at: None,
-                next_update_at: None,
-                customer_action: None,
-                link: None,
-                review_to_follow: false,
-                deliver_at: None,
-                reminders: None,
+                window,
+                reminders: request.reminders.map(|r| r.minutes_before),
+                deliver_at,
+                ..Change::new(kind, String::new())
             },
         };
         Ok((incident, event))

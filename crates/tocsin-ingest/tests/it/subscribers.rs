@@ -336,6 +336,97 @@ async fn preview_counts_reach_per_channel_and_component_without_publishing(pool:
         .unwrap();
     assert_eq!(ledger, 0, "a preview records nothing");
 
+    // A scheduled send counts as held.
+    let in_an_hour = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+    let scheduled_opening = c
+        .preview_fanout(authed(
+            v1::PreviewFanoutRequest {
+                kind: v1::EventKind::Opened as i32,
+                severity: v1::Severity::Major as i32,
+                components: vec!["api".into()],
+                deliver_at: Some(tocsin_proto::timestamp(in_an_hour)),
+                ..Default::default()
+            },
+            OPERATOR_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(scheduled_opening.held, 3, "{scheduled_opening:?}");
+
+    // A maintenance: the preview lists what the clock will send, each with its reach.
+    let starts_at = time::OffsetDateTime::now_utc() + time::Duration::days(2);
+    let maintenance = c
+        .preview_fanout(authed(
+            v1::PreviewFanoutRequest {
+                kind: v1::EventKind::MaintenanceScheduled as i32,
+                severity: v1::Severity::Minor as i32,
+                components: vec!["api".into()],
+                window: Some(v1::MaintenanceWindow {
+                    starts_at: Some(tocsin_proto::timestamp(starts_at)),
+                    ends_at: Some(tocsin_proto::timestamp(
+                        starts_at + time::Duration::hours(1),
+                    )),
+                }),
+                ..Default::default()
+            },
+            OPERATOR_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    // (kind, seconds from the start, deliveries per channel) of each step.
+    type Step = (i32, i64, Vec<(i32, u64)>);
+    let steps: Vec<Step> = maintenance
+        .scheduled
+        .iter()
+        .map(|s| {
+            (
+                s.kind,
+                s.at.unwrap().seconds - tocsin_proto::timestamp(starts_at).seconds,
+                s.channels
+                    .iter()
+                    .map(|c| (c.channel, c.deliveries))
+                    .collect(),
+            )
+        })
+        .collect();
+    let email_only = vec![(v1::Channel::Email as i32, 2)];
+    assert_eq!(
+        steps,
+        vec![
+            (
+                v1::EventKind::MaintenanceReminder as i32,
+                -86_400,
+                email_only.clone()
+            ),
+            (
+                v1::EventKind::MaintenanceReminder as i32,
+                -3_600,
+                email_only.clone()
+            ),
+            (
+                v1::EventKind::MaintenanceStarted as i32,
+                0,
+                email_only.clone()
+            ),
+            (
+                v1::EventKind::MaintenanceCompleted as i32,
+                3_600,
+                email_only
+            ),
+        ],
+        "the day and the hour before, the start and the end; by email (texts only announce)"
+    );
+    assert_eq!(
+        maintenance
+            .channels
+            .iter()
+            .map(|c| (c.channel, c.deliveries))
+            .collect::<Vec<_>>(),
+        [(v1::Channel::Email as i32, 2), (v1::Channel::Sms as i32, 1)]
+    );
+
     let status = c
         .preview_fanout(authed(v1::PreviewFanoutRequest::default(), OPERATOR_TOKEN))
         .await

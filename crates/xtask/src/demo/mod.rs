@@ -242,7 +242,34 @@ async fn demonstrate(
     println!(
         "\nmaintenance {}: announced for {} UTC, with a reminder one minute before",
         scheduled.incident_id,
-        crate::demo::samples::hhmm(now + MAINTENANCE_AHEAD)
+        samples::hhmm(now + MAINTENANCE_AHEAD)
+    );
+    let announced = &maintenance[0].request;
+    let preview = subscriber_client
+        .preview_fanout(operator_authed(v1::PreviewFanoutRequest {
+            incident_id: scheduled.incident_id.clone(),
+            kind: EventKind::Updated.into(),
+            window: announced.window,
+            reminders: announced.reminders.clone(),
+            ..Default::default()
+        }))
+        .await?
+        .into_inner();
+    println!(
+        "✓ PreviewFanout of the maintenance lists what the clock will send unless we say it first: {}",
+        preview
+            .scheduled
+            .iter()
+            .map(|s| format!(
+                "{} at {} UTC ({} recipients)",
+                kind_name(s.kind).to_lowercase(),
+                s.at.as_ref()
+                    .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t.seconds).ok())
+                    .map_or_else(|| "?".to_owned(), samples::hhmm),
+                s.recipients
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let mut maintenance_cumulative: BTreeMap<v1::Channel, u64> = BTreeMap::new();
     for (i, step) in maintenance.iter().enumerate() {
