@@ -53,6 +53,8 @@ impl Stack {
                 format!("monitoring={PUBLISHER_TOKEN}"),
             ),
             ("TOCSIN_OPERATOR_TOKENS", format!("oncall={TOKEN}")),
+            // The maintenance clock looks every second, so a reminder comes within the test.
+            ("TOCSIN_MAINTENANCE_CLOCK_SECONDS", "1".to_owned()),
         ]);
         let email_env = with(&[
             ("TOCSIN_SMTP_HOST", "127.0.0.1".to_owned()),
@@ -433,5 +435,159 @@ async fn tocsinctl_reaches_an_ingest_serving_tls_only_when_it_trusts_the_ca() {
 
     let status = ingest.terminate().await.unwrap();
     assert!(status.success(), "{status:?}");
+    db.drop_database().await.unwrap();
+}
+
+/// Waits until the SMTP server holds a mail whose subject starts with `subject`, and returns
+/// its text (quoted-printable soft breaks joined).
+async fn mail_with_subject(smtp: &SmtpServer, subject: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(45);
+    loop {
+        if let Some(mail) = smtp
+            .mails()
+            .into_iter()
+            .find(|m| m.subject.as_deref().is_some_and(|s| s.starts_with(subject)))
+        {
+            return mail.data.replace("=\r\n", "");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no mail {subject:?} within 45 s; got {:?}",
+            smtp.mails()
+                .iter()
+                .map(|m| m.subject.clone())
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn rfc3339(at: time::OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_an_operator_publishes_with_tocsinctl_reads_true_and_schedules_keep_their_time() {
+    let db = TestDatabase::create_migrated(&tocsin_store::MIGRATOR)
+        .await
+        .unwrap();
+    let smtp = SmtpServer::start(SmtpConfig::default()).await.unwrap();
+    let stack = Stack::start(&db, &smtp).await;
+    let dir = std::env::temp_dir().join(format!("tocsinctl-{}", unique_prefix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("subscribers.csv");
+    std::fs::write(
+        &file,
+        "external_id,email,channels\nann,ann@example.com,email\n",
+    )
+    .unwrap();
+    ok(stack.ctl(&["import", file.to_str().unwrap()]));
+
+    // The opening says when it began (14 minutes ago) and when the next word comes.
+    let opened = ok(stack.ctl(
+        &[
+            OPEN,
+            &["--started-at", "-14m", "--next-update", "+30m", "--json"],
+        ]
+        .concat(),
+    ));
+    let opened: serde_json::Value = serde_json::from_str(opened.trim()).unwrap();
+    let incident = opened["incident_id"].as_str().unwrap().to_owned();
+    let opening = mail_with_subject(&smtp, "[Tocsin] Partial outage: API errors").await;
+    assert!(opening.contains("Started: "), "{opening}");
+    assert!(opening.contains("Next update: by "), "{opening}");
+
+    // Resolved with a promised review; the review is scheduled two seconds on.
+    ok(stack.ctl(&[
+        "publish",
+        "resolve",
+        &incident,
+        "--review-to-follow",
+        "--message",
+        "All API calls succeed again.",
+    ]));
+    let resolved = mail_with_subject(&smtp, "[Tocsin] Resolved: API errors").await;
+    assert!(resolved.contains("It lasted 14 minutes."), "{resolved}");
+    assert!(
+        resolved.contains("We will email you a review"),
+        "{resolved}"
+    );
+    let deliver_at = time::OffsetDateTime::now_utc() + time::Duration::seconds(2);
+    ok(stack.ctl(&[
+        "publish",
+        "review",
+        &incident,
+        "--link",
+        "https://status.example.com/reviews/1",
+        "--deliver-at",
+        &rfc3339(deliver_at),
+        "--message",
+        "A bad configuration reached production; checks now run first.",
+    ]));
+    let review = mail_with_subject(&smtp, "[Tocsin] Incident review: API errors").await;
+    assert!(
+        time::OffsetDateTime::now_utc() >= deliver_at,
+        "the review waited for its time"
+    );
+    assert!(
+        review.contains("The full review: https://status.example.com/reviews/1"),
+        "{review}"
+    );
+
+    // A maintenance announced a minute and two seconds ahead with a one-minute reminder: the
+    // clock sends the reminder by itself; the operator then starts and completes the work.
+    let starts_at = time::OffsetDateTime::now_utc() + time::Duration::seconds(62);
+    let scheduled = ok(stack.ctl(&[
+        "publish",
+        "schedule-maintenance",
+        "--title",
+        "Database upgrade",
+        "--component",
+        "db",
+        "--starts-at",
+        &rfc3339(starts_at),
+        "--ends-at",
+        &rfc3339(starts_at + time::Duration::minutes(30)),
+        "--reminder",
+        "1",
+        "--action",
+        "Pause your nightly imports.",
+        "--message",
+        "Writes pause for a minute.",
+        "--json",
+    ]));
+    let scheduled: serde_json::Value = serde_json::from_str(scheduled.trim()).unwrap();
+    let maintenance = scheduled["incident_id"].as_str().unwrap().to_owned();
+    let reminder = mail_with_subject(
+        &smtp,
+        "[Tocsin] Reminder: planned maintenance in 1 minute: Database upgrade",
+    )
+    .await;
+    assert!(
+        reminder.contains("What you need to do:\r\nPause your nightly imports."),
+        "{reminder}"
+    );
+    for (command, subject) in [
+        (
+            "start-maintenance",
+            "[Tocsin] Maintenance under way: Database upgrade",
+        ),
+        (
+            "complete-maintenance",
+            "[Tocsin] Maintenance complete: Database upgrade",
+        ),
+    ] {
+        ok(stack.ctl(&["publish", command, &maintenance, "--message", "On it."]));
+        mail_with_subject(&smtp, subject).await;
+    }
+    let shown = ok(stack.ctl(&["show", &maintenance]));
+    assert!(
+        shown.contains("version 4"),
+        "scheduled, reminder, started, completed: {shown}"
+    );
+    // Every message once.
+    assert_eq!((smtp.summary().unique, smtp.summary().duplicates), (7, 0));
+    stack.stop().await;
     db.drop_database().await.unwrap();
 }

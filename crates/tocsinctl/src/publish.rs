@@ -36,7 +36,7 @@ pub(crate) enum PublishCommand {
         #[arg(long)]
         status: Option<String>,
         /// When the problem began, if before now (`-14m`, or a time).
-        #[arg(long, value_parser = parse_time)]
+        #[arg(long, value_parser = parse_time, allow_hyphen_values = true)]
         started_at: Option<OffsetDateTime>,
         #[command(flatten)]
         next: NextUpdate,
@@ -59,7 +59,7 @@ pub(crate) enum PublishCommand {
         #[arg(long)]
         title: Option<String>,
         /// A corrected start of the problem.
-        #[arg(long, value_parser = parse_time)]
+        #[arg(long, value_parser = parse_time, allow_hyphen_values = true)]
         started_at: Option<OffsetDateTime>,
         #[command(flatten)]
         next: NextUpdate,
@@ -70,7 +70,7 @@ pub(crate) enum PublishCommand {
     Resolve {
         incident: String,
         /// A corrected start of the problem, so the duration told is true.
-        #[arg(long, value_parser = parse_time)]
+        #[arg(long, value_parser = parse_time, allow_hyphen_values = true)]
         started_at: Option<OffsetDateTime>,
         /// Promise a review; the messages mention one only then. Publish it with `review`.
         #[arg(long)]
@@ -108,11 +108,18 @@ pub(crate) enum PublishCommand {
         #[arg(long = "component", required = true)]
         components: Vec<String>,
         /// When the work starts.
-        #[arg(long, value_parser = parse_time)]
+        #[arg(long, value_parser = parse_time, allow_hyphen_values = true)]
         starts_at: OffsetDateTime,
         /// When the work is planned to end.
-        #[arg(long, value_parser = parse_time)]
+        #[arg(long, value_parser = parse_time, allow_hyphen_values = true)]
         ends_at: OffsetDateTime,
+        /// Remind subscribers this many minutes before the start; repeat for several
+        /// (default: 1440 and 60, a day and an hour before).
+        #[arg(long = "reminder", conflicts_with = "no_reminders")]
+        reminders: Vec<u32>,
+        /// Send no reminders.
+        #[arg(long)]
+        no_reminders: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -136,7 +143,7 @@ pub(crate) enum PublishCommand {
 #[derive(Debug, clap::Args)]
 pub(crate) struct NextUpdate {
     /// When customers will hear from us next (`+30m`, or a time): "Next update by 10:30 UTC".
-    #[arg(long = "next-update", value_parser = parse_time)]
+    #[arg(long = "next-update", value_parser = parse_time, allow_hyphen_values = true)]
     at: Option<OffsetDateTime>,
 }
 
@@ -159,7 +166,7 @@ pub(crate) struct Common {
     #[arg(long)]
     action: Option<String>,
     /// Record the event now but send its messages at this time (`+3d`, or a time).
-    #[arg(long, value_parser = parse_time)]
+    #[arg(long, value_parser = parse_time, allow_hyphen_values = true)]
     deliver_at: Option<OffsetDateTime>,
     /// Print the reply as one JSON object.
     #[arg(long)]
@@ -307,8 +314,13 @@ fn request(
             components,
             starts_at,
             ends_at,
+            reminders,
+            no_reminders,
             common,
         } => {
+            request.reminders = (no_reminders || !reminders.is_empty()).then(|| v1::Reminders {
+                minutes_before: reminders,
+            });
             request.kind = v1::EventKind::MaintenanceScheduled as i32;
             request.title = title;
             request.components = components;
@@ -508,6 +520,9 @@ mod tests {
         assert_eq!(open.started_at.unwrap().seconds, 1_796_634_720);
         assert_eq!(open.next_update_at.unwrap().seconds, 1_796_639_400);
         assert_eq!(open.customer_action, "Retry failed orders.");
+        // A start in the past, written as an offset, is a value, not a flag.
+        let (update, _, _) = request_of(&["update", "x", "--message", "m", "--started-at", "-14m"]);
+        assert!(update.started_at.is_some());
         let (resolve, _, _) = request_of(&["resolve", "x", "--message", "m", "--review-to-follow"]);
         assert!(resolve.review_to_follow);
         let (review, _, done) = request_of(&[
@@ -538,6 +553,36 @@ mod tests {
             "m",
         ]);
         assert_eq!(scheduled.kind, v1::EventKind::MaintenanceScheduled as i32);
+        assert_eq!(scheduled.reminders, None, "the defaults unless told");
+        let with = |extra: &[&str]| {
+            let mut args = vec![
+                "schedule-maintenance",
+                "--title",
+                "t",
+                "--component",
+                "db",
+                "--starts-at",
+                "+2d",
+                "--ends-at",
+                "+3d",
+                "--message",
+                "m",
+            ];
+            args.extend_from_slice(extra);
+            request_of(&args).0.reminders
+        };
+        assert_eq!(
+            with(&["--reminder", "15", "--reminder", "120"]),
+            Some(v1::Reminders {
+                minutes_before: vec![15, 120]
+            })
+        );
+        assert_eq!(
+            with(&["--no-reminders"]),
+            Some(v1::Reminders {
+                minutes_before: vec![]
+            })
+        );
         let window = scheduled.window.unwrap();
         assert_eq!(
             window.ends_at.unwrap().seconds - window.starts_at.unwrap().seconds,
