@@ -318,7 +318,7 @@ fn request(
             no_reminders,
             common,
         } => {
-            request.reminders = (no_reminders || !reminders.is_empty()).then(|| v1::Reminders {
+            request.reminders = (no_reminders || !reminders.is_empty()).then_some(v1::Reminders {
                 minutes_before: reminders,
             });
             request.kind = v1::EventKind::MaintenanceScheduled as i32;
