@@ -210,14 +210,38 @@ fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
     request
 }
 
+/// A loopback port nothing listens on, never one this process handed out before: the
+/// kernel may give a port it just released to the next bind, and two services started on
+/// the same port fail (a torture run once lost its providers scenario to that).
 pub(crate) fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    for _ in 0..64 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut handed_out = HANDED_OUT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if handed_out.insert(port) {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no loopback port this process has not handed out already, after 64 tries")
 }
 
 pub(crate) fn kind_name(kind: i32) -> &'static str {
     v1::EventKind::try_from(kind)
         .map_or("?", |k| k.as_str_name())
         .trim_start_matches("EVENT_KIND_")
+}
+
+#[cfg(test)]
+mod free_port_tests {
+    #[test]
+    fn a_port_is_never_handed_out_twice() {
+        let ports: Vec<u16> = (0..200).map(|_| super::free_port().unwrap()).collect();
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len());
+    }
 }
