@@ -142,41 +142,21 @@ impl Harness {
 
 fn opened(severity: Severity, components: &[&str]) -> Change {
     Change {
-        kind: EventKind::Opened,
-        status: None,
         severity: Some(severity),
         components: components.iter().map(|c| (*c).to_owned()).collect(),
         title: Some("Payments API errors".into()),
-        message: "Some payments fail. We are investigating.".into(),
-        labels: BTreeMap::new(),
-        window: None,
-        started_at: None,
-        next_update_at: None,
-        customer_action: None,
-        link: None,
-        review_to_follow: false,
-        deliver_at: None,
-        reminders: None,
+        ..Change::new(
+            EventKind::Opened,
+            "Some payments fail. We are investigating.",
+        )
     }
 }
 
 fn update(kind: EventKind, severity: Option<Severity>, components: &[&str]) -> Change {
     Change {
-        kind,
-        status: None,
         severity,
         components: components.iter().map(|c| (*c).to_owned()).collect(),
-        title: None,
-        message: "News.".into(),
-        labels: BTreeMap::new(),
-        window: None,
-        started_at: None,
-        next_update_at: None,
-        customer_action: None,
-        link: None,
-        review_to_follow: false,
-        deliver_at: None,
-        reminders: None,
+        ..Change::new(kind, "News.")
     }
 }
 

@@ -1,7 +1,5 @@
 //! Store tests on a fresh PostgreSQL database each (`#[sqlx::test]`).
 
-use std::collections::BTreeMap;
-
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use tocsin_core::{Change, EventKind, PublishRequest, Severity};
@@ -12,21 +10,10 @@ pub(crate) fn open_request(key: &str) -> PublishRequest {
         idempotency_key: key.into(),
         incident_id: None,
         change: Change {
-            kind: EventKind::Opened,
-            status: None,
             severity: Some(Severity::Major),
             components: vec!["api".into()],
             title: Some("API errors".into()),
-            message: "Investigating.".into(),
-            labels: BTreeMap::new(),
-            window: None,
-            started_at: None,
-            next_update_at: None,
-            customer_action: None,
-            link: None,
-            review_to_follow: false,
-            deliver_at: None,
-            reminders: None,
+            ..Change::new(EventKind::Opened, "Investigating.")
         },
         occurred_at: None,
         expected_version: None,

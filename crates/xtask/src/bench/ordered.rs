@@ -3,7 +3,7 @@
 //! reach it, strictly in order (webhooks are never superseded), each leaving as soon as the
 //! one before it is settled. Timed from the first publish to the last arrival.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
@@ -116,23 +116,7 @@ async fn measure(fresh: &Fresh, updates: usize) -> anyhow::Result<(f64, bool, Op
             let request = PublishRequest {
                 idempotency_key: format!("ordered-{i}"),
                 incident_id: Some(opening.incident_id),
-                change: Change {
-                    kind: EventKind::Updated,
-                    status: None,
-                    severity: None,
-                    components: Vec::new(),
-                    title: None,
-                    message: format!("Update {i}."),
-                    labels: BTreeMap::new(),
-                    window: None,
-                    started_at: None,
-                    next_update_at: None,
-                    customer_action: None,
-                    link: None,
-                    review_to_follow: false,
-                    deliver_at: None,
-                    reminders: None,
-                },
+                change: Change::new(EventKind::Updated, format!("Update {i}.")),
                 occurred_at: None,
                 expected_version: None,
             };
