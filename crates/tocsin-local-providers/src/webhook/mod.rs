@@ -215,7 +215,7 @@ impl WebhookReceiver {
         self.shared
             .in_flight
             .lock()
-            .unwrap()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(endpoint)
             .map_or(0, |&(_, peak)| peak)
     }
@@ -238,7 +238,11 @@ struct Answering<'a> {
 
 impl<'a> Answering<'a> {
     fn start(shared: &'a Shared, endpoint: &str) -> Self {
-        let mut in_flight = shared.in_flight.lock().unwrap();
+        // The counts are whole after any panic elsewhere: no request is refused over them.
+        let mut in_flight = shared
+            .in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let (now, peak) = in_flight.entry(endpoint.to_owned()).or_default();
         *now += 1;
         *peak = (*peak).max(*now);
@@ -255,7 +259,7 @@ impl Drop for Answering<'_> {
             .shared
             .in_flight
             .lock()
-            .unwrap()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get_mut(&self.endpoint)
         {
             *now -= 1;
