@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         proto_root.join("tocsin/v1/incidents.proto"),
         proto_root.join("tocsin/v1/subscribers.proto"),
         proto_root.join("tocsin/v1/operations.proto"),
+        proto_root.join("tocsin/v1/components.proto"),
     ];
     println!("cargo:rerun-if-changed={}", proto_root.display());
 

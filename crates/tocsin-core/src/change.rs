@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::component::Impact;
 use crate::error::DomainError;
 use crate::ids::IncidentId;
 
@@ -215,6 +216,15 @@ pub struct Change {
     /// `Some(vec![])` turns reminders off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reminders: Option<Vec<u32>>,
+    /// How hard each named component is hit, by component id. Replaces the incident's
+    /// impacts when given; components not named are affected without a stated impact.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub impacts: BTreeMap<String, Impact>,
+    /// The catalogue's display names of `components` when the event was published, copied
+    /// in by the ingest (publishers cannot set them). Not part of the request's fingerprint,
+    /// so a retry after a rename is still the same request.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub component_names: BTreeMap<String, String>,
 }
 
 impl Change {
@@ -237,6 +247,8 @@ impl Change {
             review_to_follow: false,
             deliver_at: None,
             reminders: None,
+            impacts: BTreeMap::new(),
+            component_names: BTreeMap::new(),
         }
     }
 }
@@ -319,6 +331,7 @@ impl Change {
         }
         self.check_times(occurred_at, now)?;
         self.components = components(&self.components)?;
+        self.check_impacts()?;
         labels(&self.labels)?;
 
         if matches!(kind, Opened | MaintenanceScheduled) {
@@ -421,6 +434,50 @@ impl Change {
             ));
         }
         Ok(self)
+    }
+
+    /// Impacts name components of this event (or, on an event that keeps the set, of the
+    /// incident: checked against it in [`crate::Incident::check_transition`]). An opening may
+    /// name its components through its impacts alone.
+    fn check_impacts(&mut self) -> Result<(), DomainError> {
+        use EventKind::*;
+        if self.impacts.is_empty() {
+            return Ok(());
+        }
+        if !matches!(
+            self.kind,
+            Opened | Updated | Reopened | MaintenanceScheduled | MaintenanceStarted
+        ) {
+            return Err(DomainError::invalid(
+                "impacts",
+                format!(
+                    "are not allowed on a {} event; it ends the impacts, or leaves them as they are",
+                    self.kind.as_str()
+                ),
+            ));
+        }
+        let named: Vec<String> = self.impacts.keys().cloned().collect();
+        let named = components(&named).map_err(|e| match e {
+            DomainError::Invalid { reason, .. } => DomainError::invalid("impacts", reason),
+            other => other,
+        })?;
+        if named.len() != self.impacts.len() {
+            return Err(DomainError::invalid(
+                "impacts",
+                "name each component once, without surrounding spaces",
+            ));
+        }
+        if self.components.is_empty() {
+            if self.kind.creates() {
+                self.components = named;
+            }
+        } else if let Some(stray) = named.iter().find(|c| !self.components.contains(c)) {
+            return Err(DomainError::invalid(
+                "impacts",
+                format!("{stray:?} is not among this event's components; list it there too"),
+            ));
+        }
+        Ok(())
     }
 
     /// The rules for the times a publisher gives: facts in the past, promises ahead.

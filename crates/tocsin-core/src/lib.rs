@@ -7,6 +7,7 @@
 //!
 //! - [`ids`]: typed identifiers for incidents, events and subscribers.
 //! - [`change`]: what a publisher asks to record, and its validation.
+//! - [`component`]: the component catalogue, and how hard an incident hits each component.
 //! - [`incident`]: incident state, the transition rules and the fold.
 //! - [`event`]: an event as recorded in the log.
 //! - [`idempotency`]: request fingerprints for publisher idempotency keys.
@@ -26,6 +27,7 @@
 
 pub mod change;
 pub mod channel;
+pub mod component;
 pub mod delivery;
 pub mod error;
 pub mod event;
@@ -45,6 +47,7 @@ pub mod subscriber;
 
 pub use change::{Change, EventKind, IncidentStatus, MaintenanceWindow, PublishRequest, Severity};
 pub use channel::Channel;
+pub use component::{Component, Impact};
 pub use delivery::{Delivery, DeliveryState};
 pub use error::DomainError;
 pub use event::RecordedEvent;

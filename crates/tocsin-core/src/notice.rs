@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::change::{EventKind, IncidentStatus, MaintenanceWindow, Severity};
+use crate::component::{self, Affected, Impact};
 use crate::event::RecordedEvent;
 use crate::fanout::DeliveryKey;
 use crate::ids::IncidentId;
@@ -25,7 +26,12 @@ pub struct Notice {
     /// The status after this event.
     pub status: IncidentStatus,
     pub severity: Severity,
+    /// The affected components' display names, in the incident's order.
     pub components: Vec<String>,
+    /// The affected components with their ids and, where the publisher said, how hard each
+    /// is hit. Empty impacts everywhere when none was said.
+    #[serde(default)]
+    pub affected: Vec<Affected>,
     /// The publisher's customer-facing text for this event.
     pub message: String,
     #[serde(with = "time::serde::rfc3339")]
@@ -79,6 +85,29 @@ pub struct Notice {
     pub channel_failure: Option<ChannelFailure>,
 }
 
+/// The example's affected components: with impacts where the kind has them (`with_impacts`),
+/// as a publisher who gives them would.
+fn example_affected(kind: EventKind, with_impacts: bool) -> Vec<Affected> {
+    let impacts: [Option<Impact>; 2] = match kind {
+        _ if !with_impacts => [None, None],
+        EventKind::Opened | EventKind::Updated | EventKind::Reopened => [
+            Some(Impact::PartialOutage),
+            Some(Impact::DegradedPerformance),
+        ],
+        EventKind::MaintenanceStarted => [Some(Impact::UnderMaintenance); 2],
+        _ => [None, None],
+    };
+    [("payments-api", "Payments API"), ("dashboard", "Dashboard")]
+        .into_iter()
+        .zip(impacts)
+        .map(|((id, name), impact)| Affected {
+            id: id.into(),
+            name: name.into(),
+            impact,
+        })
+        .collect()
+}
+
 /// One of the reader's channels stopped working for them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelFailure {
@@ -112,6 +141,11 @@ impl Notice {
             event.incident_id, incident.id,
             "the event must belong to the incident"
         );
+        let affected = component::affected(
+            &incident.components,
+            &incident.component_names,
+            &incident.impacts,
+        );
         Notice {
             company: company.into(),
             incident_id: incident.id,
@@ -119,7 +153,8 @@ impl Notice {
             kind: event.change.kind,
             status: incident.status,
             severity: incident.severity,
-            components: incident.components.clone(),
+            components: affected.iter().map(|a| a.name.clone()).collect(),
+            affected,
             message: event.change.message.clone(),
             occurred_at: event.occurred_at,
             started_at: incident.started_at,
@@ -201,6 +236,46 @@ impl Notice {
         self.channel_kinds.contains(&kind)
     }
 
+    /// One line per component with a stated impact, for a message with room to list them:
+    /// "Payments API: partial outage". Empty when no impact was stated.
+    pub fn impact_lines(&self) -> Vec<String> {
+        self.affected
+            .iter()
+            .filter_map(|a| a.impact.map(|i| format!("{}: {}", a.name, i.words())))
+            .collect()
+    }
+
+    /// The affected components in few words, each with its impact where stated, for a text
+    /// message: "Payments API down and Dashboard slow"; without impacts, the names alone.
+    pub fn affected_in_short(&self) -> String {
+        let parts: Vec<String> = self
+            .affected
+            .iter()
+            .map(|a| match a.impact {
+                Some(i) => format!("{} {}", a.name, i.short_words()),
+                None => a.name.clone(),
+            })
+            .collect();
+        if parts.is_empty() {
+            human_list(&self.components)
+        } else {
+            human_list(&parts)
+        }
+    }
+
+    /// The worst impact on any affected component, if the publisher gave impacts.
+    pub fn worst_impact(&self) -> Option<Impact> {
+        Impact::worst(self.affected.iter().filter_map(|a| a.impact))
+    }
+
+    fn severity_headline(&self) -> &'static str {
+        match self.severity {
+            Severity::Critical => "Outage",
+            Severity::Major => "Partial outage",
+            Severity::Minor => "Degraded",
+        }
+    }
+
     /// The word that opens a subject or a text, saying how bad it is or where it stands:
     /// an opening by severity, an update by status.
     pub fn headline(&self) -> &'static str {
@@ -211,10 +286,12 @@ impl Notice {
             self.kind
         };
         match kind {
-            EventKind::Opened => match self.severity {
-                Severity::Critical => "Outage",
-                Severity::Major => "Partial outage",
-                Severity::Minor => "Degraded",
+            // The impacts, where the publisher gave them, are the more precise word.
+            EventKind::Opened => match self.worst_impact() {
+                Some(Impact::MajorOutage) => "Outage",
+                Some(Impact::PartialOutage) => "Partial outage",
+                Some(Impact::DegradedPerformance) => "Degraded",
+                Some(Impact::UnderMaintenance) | None => self.severity_headline(),
             },
             EventKind::Updated => match self.status {
                 IncidentStatus::Identified => "Identified",
@@ -276,6 +353,7 @@ impl Notice {
             status,
             severity: Severity::Major,
             components: vec!["Payments API".into(), "Dashboard".into()],
+            affected: example_affected(kind, true),
             message: "Some card payments fail with an error.".into(),
             occurred_at: datetime!(2026-11-23 15:17 UTC),
             started_at: Some(datetime!(2026-11-23 14:05 UTC)),
@@ -299,6 +377,7 @@ impl Notice {
             channel_failure: None,
         };
         let bare = Notice {
+            affected: example_affected(kind, false),
             started_at: None,
             next_update_at: None,
             customer_action: None,
@@ -415,6 +494,7 @@ mod tests {
 
     fn notice() -> Notice {
         Notice {
+            affected: Vec::new(),
             company: "Acme".into(),
             incident_id: IncidentId::new(),
             title: "Payments API errors".into(),
@@ -463,6 +543,48 @@ mod tests {
             ..n
         };
         assert_eq!(unknown_start.duration(), None);
+    }
+
+    #[test]
+    fn impacts_are_told_in_words_and_the_worst_names_an_opening() {
+        let [opening, bare] = Notice::examples(EventKind::Opened);
+        assert_eq!(
+            opening.impact_lines(),
+            [
+                "Payments API: partial outage",
+                "Dashboard: degraded performance"
+            ]
+        );
+        assert_eq!(
+            opening.affected_in_short(),
+            "Payments API partly down and Dashboard slow"
+        );
+        assert_eq!(opening.headline(), "Partial outage");
+        let down = Notice {
+            affected: opening
+                .affected
+                .iter()
+                .cloned()
+                .map(|a| Affected {
+                    impact: Some(Impact::MajorOutage),
+                    ..a
+                })
+                .collect(),
+            severity: Severity::Minor,
+            ..opening.clone()
+        };
+        // The stated impact outranks a severity that says less.
+        assert_eq!(down.headline(), "Outage");
+        assert!(bare.impact_lines().is_empty());
+        assert_eq!(bare.affected_in_short(), "Payments API and Dashboard");
+        assert_eq!(
+            Notice {
+                severity: Severity::Critical,
+                ..bare
+            }
+            .headline(),
+            "Outage"
+        );
     }
 
     #[test]

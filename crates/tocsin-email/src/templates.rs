@@ -139,6 +139,7 @@ impl Templates {
             duration_seconds => notice.duration().map(|d| d.whole_seconds()),
             window_seconds => notice.window.map(|w| (w.ends_at - w.starts_at).whole_seconds()),
             starts_in_seconds => notice.starts_in().map(|d| d.whole_seconds()),
+            impact_lines => notice.impact_lines(),
             ..Value::from_serialize(notice)
         };
         // A reader's first word of an incident under way sums up the story.

@@ -9,6 +9,8 @@
 //!   streaming their progress.
 //! - [`subscribers`]: the `tocsin.v1.SubscriberService` handlers; contact points are checked
 //!   on the way in (`contacts`).
+//! - [`components`]: the `tocsin.v1.ComponentService` handlers: the component catalogue,
+//!   which [`catalogue`] caches for checking publishes and preferences against it.
 //! - [`watch`]: one `LISTEN` connection fanned out to `WatchIncident` streams.
 //! - [`relay`]: the outbox relay and the republish command.
 //! - [`clock`]: the maintenance clock, which records reminders, starts and completions that
@@ -22,7 +24,9 @@
 //! real service in-process on `127.0.0.1:0`.
 
 pub mod auth;
+pub mod catalogue;
 pub mod clock;
+pub mod components;
 pub mod config;
 mod contacts;
 mod deliveries;
@@ -36,6 +40,7 @@ pub mod watch;
 
 use anyhow::Context;
 use tocsin_bus::Bus;
+use tocsin_proto::v1::component_service_server::ComponentServiceServer;
 use tocsin_proto::v1::incident_service_server::IncidentServiceServer;
 use tocsin_proto::v1::operations_service_server::OperationsServiceServer;
 use tocsin_proto::v1::subscriber_service_server::SubscriberServiceServer;
@@ -56,6 +61,7 @@ pub use relay::{Relay, RelayConfig};
 pub const SERVICE_NAME: &str = "tocsin.v1.IncidentService";
 pub const SUBSCRIBER_SERVICE_NAME: &str = "tocsin.v1.SubscriberService";
 pub const OPERATIONS_SERVICE_NAME: &str = "tocsin.v1.OperationsService";
+pub const COMPONENT_SERVICE_NAME: &str = "tocsin.v1.ComponentService";
 
 /// Accepted connections with `TCP_NODELAY`: a gRPC reply is several small HTTP/2 frames, and
 /// with Nagle's algorithm the last of them waits ~40 ms for the client's delayed ACK.
@@ -92,15 +98,18 @@ pub async fn run(
     });
 
     let authenticator = auth::Authenticator::new(&config.callers);
+    let catalogue = catalogue::Catalogue::new(store.clone());
     let api = IncidentServiceServer::new(service::IncidentApi::new(
         store.clone(),
         bus.clone(),
         hub,
+        catalogue.clone(),
         shutdown.clone(),
     ))
     .max_decoding_message_size(config.max_message_bytes);
     let subscribers = SubscriberServiceServer::new(subscribers::SubscriberApi::new(
         store.clone(),
+        catalogue.clone(),
         config.webhook_policy.clone(),
         config.fanout,
     ))
@@ -110,6 +119,12 @@ pub async fn run(
     let operations = InterceptedService::new(operations, {
         let authenticator = authenticator.clone();
         move |request| authenticator.intercept_operator(request, "the operations service")
+    });
+    let components =
+        ComponentServiceServer::new(components::ComponentApi::new(store.clone(), catalogue));
+    let components = InterceptedService::new(components, {
+        let authenticator = authenticator.clone();
+        move |request| authenticator.intercept_operator(request, "the component service")
     });
     let subscribers = InterceptedService::new(subscribers, {
         let authenticator = authenticator.clone();
@@ -132,6 +147,9 @@ pub async fn run(
             OPERATIONS_SERVICE_NAME,
             tonic_health::ServingStatus::Serving,
         )
+        .await;
+    health
+        .set_service_status(COMPONENT_SERVICE_NAME, tonic_health::ServingStatus::Serving)
         .await;
     health
         .set_service_status("", tonic_health::ServingStatus::Serving)
@@ -161,6 +179,7 @@ pub async fn run(
         .add_service(api)
         .add_service(subscribers)
         .add_service(operations)
+        .add_service(components)
         .serve_with_incoming_shutdown(without_nagle(listener), shutdown.wait());
     // On the signal the server stops accepting and lets calls in flight finish; one that
     // is still running when the grace period ends is cut. A publish cut there either

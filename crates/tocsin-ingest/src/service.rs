@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 use tracing::{info, instrument, warn};
 
 use crate::auth::{caller, require_operator};
+use crate::catalogue::Catalogue;
 use crate::deliveries;
 use crate::status::{domain_status, status};
 use crate::watch::WatchHub;
@@ -34,6 +35,8 @@ pub struct IncidentApi {
     shutdown: Shutdown,
     /// Dead-letter replays publish their jobs again.
     bus: Bus,
+    /// Publishes are checked against it and take their components' display names from it.
+    catalogue: Catalogue,
 }
 
 impl IncidentApi {
@@ -46,7 +49,13 @@ impl IncidentApi {
             .ok_or_else(|| Status::not_found(format!("incident {id} does not exist")))
     }
 
-    pub fn new(store: Store, bus: Bus, hub: WatchHub, shutdown: Shutdown) -> Self {
+    pub fn new(
+        store: Store,
+        bus: Bus,
+        hub: WatchHub,
+        catalogue: Catalogue,
+        shutdown: Shutdown,
+    ) -> Self {
         let appender = Appender::start(store.clone());
         Self {
             store,
@@ -54,6 +63,7 @@ impl IncidentApi {
             hub,
             shutdown,
             bus,
+            catalogue,
         }
     }
 }
@@ -103,9 +113,13 @@ impl IncidentService for IncidentApi {
         let span = tracing::Span::current();
         span.record("publisher", publisher.as_str());
         let now = OffsetDateTime::now_utc();
-        let publish = PublishRequest::try_from(request.into_inner())
+        let mut publish = PublishRequest::try_from(request.into_inner())
             .and_then(|r| r.validate(now))
             .map_err(domain_status)?;
+        self.catalogue
+            .name(&mut publish.change)
+            .await
+            .map_err(status)?;
         span.record("idempotency_key", publish.idempotency_key.as_str());
         let appended = self
             .appender

@@ -5,11 +5,12 @@ use std::collections::{BTreeMap, HashSet};
 
 use futures::StreamExt;
 use time::OffsetDateTime;
+use tocsin_core::component::{Affected, Component, affected, check_known};
 use tocsin_core::network::UrlPolicy;
 use tocsin_core::subscriber::validate_external_id;
 use tocsin_core::{
-    Change, DomainError, EventId, EventKind, Incident, IncidentId, IncidentKind, IncidentStatus,
-    RecordedEvent,
+    Change, ComponentFilter, DomainError, EventId, EventKind, Incident, IncidentId, IncidentKind,
+    IncidentStatus, RecordedEvent,
 };
 use tocsin_proto::subscribers::{channel_filter, preferences};
 use tocsin_proto::v1::{self, subscriber_service_server::SubscriberService};
@@ -19,6 +20,7 @@ use tocsin_webhook::signature::WebhookSecret;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, instrument};
 
+use crate::catalogue::Catalogue;
 use crate::contacts::ContactChecker;
 use crate::status::{domain_status, status};
 
@@ -32,28 +34,41 @@ const MAX_PAGE: u32 = 1_000;
 #[derive(Debug, Clone)]
 pub struct SubscriberApi {
     store: Store,
+    /// Followed components and previewed ones are checked against it.
+    catalogue: Catalogue,
     webhook_policy: UrlPolicy,
     fanout: FanoutConfig,
 }
 
 impl SubscriberApi {
-    pub fn new(store: Store, webhook_policy: UrlPolicy, fanout: FanoutConfig) -> Self {
+    pub fn new(
+        store: Store,
+        catalogue: Catalogue,
+        webhook_policy: UrlPolicy,
+        fanout: FanoutConfig,
+    ) -> Self {
         Self {
             store,
+            catalogue,
             webhook_policy,
             fanout,
         }
     }
 
-    /// Validates one request into a write. Errors name the field.
+    /// Validates one request into a write. Errors name the field. Followed components
+    /// must be in `catalogue` when one is kept.
     async fn write(
         &self,
         checker: &mut ContactChecker<'_>,
+        catalogue: &BTreeMap<String, Component>,
         request: v1::UpsertSubscriberRequest,
     ) -> Result<SubscriberWrite, DomainError> {
         let external_id = request.external_id.trim().to_owned();
         validate_external_id(&external_id)?;
         let preferences = preferences(request.preferences)?;
+        if let ComponentFilter::Only(followed) = &preferences.components {
+            check_known(followed, catalogue, "preferences.components")?;
+        }
         let contacts = checker.check(request.contacts).await?;
         contacts.check_reachable(&preferences)?;
         Ok(SubscriberWrite {
@@ -153,8 +168,9 @@ impl SubscriberService for SubscriberApi {
         request: Request<v1::UpsertSubscriberRequest>,
     ) -> Result<Response<v1::UpsertSubscriberResponse>, Status> {
         let mut checker = ContactChecker::new(&self.webhook_policy);
+        let catalogue = self.catalogue.entries().await.map_err(status)?;
         let write = self
-            .write(&mut checker, request.into_inner())
+            .write(&mut checker, &catalogue, request.into_inner())
             .await
             .map_err(domain_status)?;
         let upserted = self
@@ -234,13 +250,15 @@ impl SubscriberService for SubscriberApi {
     ) -> Result<Response<v1::ImportSubscribersResponse>, Status> {
         let mut rows = request.into_inner();
         let mut checker = ContactChecker::new(&self.webhook_policy);
+        // One copy for the whole import: a catalogue change during it applies to the next.
+        let catalogue = self.catalogue.entries().await.map_err(status)?;
         let mut import = Import::default();
         while let Some(row) = rows.next().await {
             let row = row?;
             import.summary.received += 1;
             let number = import.summary.received;
             let external_id = row.external_id.trim().to_owned();
-            match self.write(&mut checker, row).await {
+            match self.write(&mut checker, &catalogue, row).await {
                 Err(e) => import.reject(number, external_id, &e),
                 Ok(write) => {
                     // A second row for the same subscriber waits for the first to be written,
@@ -310,6 +328,11 @@ impl SubscriberService for SubscriberApi {
         let reach = self.reach(&incident, &event).await?;
         // What the maintenance clock will send later, each with its reach as of now.
         let after = Incident::apply(Some(incident), &event);
+        let shown: BTreeMap<String, Affected> =
+            affected(&after.components, &after.component_names, &after.impacts)
+                .into_iter()
+                .map(|a| (a.id.clone(), a))
+                .collect();
         let mut scheduled = Vec::new();
         for (kind, at) in tocsin_core::maintenance::schedule(&after, event.occurred_at) {
             let step = RecordedEvent {
@@ -336,6 +359,13 @@ impl SubscriberService for SubscriberApi {
                 .map(|(component, n)| v1::ComponentCount {
                     component: component.clone(),
                     recipients: *n,
+                    name: shown
+                        .get(component)
+                        .map_or_else(|| component.clone(), |a| a.name.clone()),
+                    impact: shown
+                        .get(component)
+                        .and_then(|a| a.impact)
+                        .map_or(0, |i| v1::Impact::from(i).into()),
                 })
                 .collect(),
             held: reach.held,
@@ -378,12 +408,16 @@ impl SubscriberApi {
         let kind = tocsin_proto::event_kind_in("kind", request.kind).map_err(domain_status)?;
         let severity =
             tocsin_proto::severity_in("severity", request.severity).map_err(domain_status)?;
-        let components: Vec<String> = request
+        let impacts = tocsin_proto::impacts(request.impacts).map_err(domain_status)?;
+        let mut components: Vec<String> = request
             .components
             .iter()
             .map(|c| c.trim().to_owned())
             .filter(|c| !c.is_empty())
             .collect();
+        if components.is_empty() && kind.creates() {
+            components = impacts.keys().cloned().collect();
+        }
         let now = OffsetDateTime::now_utc();
         let incident_id = tocsin_proto::incident_id("incident_id", &request.incident_id)
             .map_err(domain_status)?;
@@ -419,6 +453,8 @@ impl SubscriberApi {
                 .map_err(status)?
                 .ok_or_else(|| Status::not_found(format!("no incident {id}")))?,
             None => Incident {
+                impacts: BTreeMap::new(),
+                component_names: BTreeMap::new(),
                 id: IncidentId::new(),
                 kind: if kind.creates() && kind != EventKind::Opened {
                     IncidentKind::Maintenance
@@ -447,6 +483,16 @@ impl SubscriberApi {
                 customer_action: None,
             },
         };
+        let mut change = Change {
+            severity,
+            components: components.clone(),
+            window,
+            reminders: request.reminders.map(|r| r.minutes_before),
+            deliver_at,
+            impacts,
+            ..Change::new(kind, String::new())
+        };
+        self.catalogue.name(&mut change).await.map_err(status)?;
         if let Some(severity) = severity {
             incident.severity = severity;
         }
@@ -462,14 +508,7 @@ impl SubscriberApi {
             idempotency_key: "preview".into(),
             occurred_at: now,
             recorded_at: now,
-            change: Change {
-                severity,
-                components,
-                window,
-                reminders: request.reminders.map(|r| r.minutes_before),
-                deliver_at,
-                ..Change::new(kind, String::new())
-            },
+            change,
         };
         Ok((incident, event))
     }

@@ -2,6 +2,7 @@
 
 use prost_types::Timestamp;
 use time::OffsetDateTime;
+use tocsin_core::component::affected;
 use tocsin_core::{
     Change, DomainError, EventKind, Incident, IncidentId, IncidentKind, IncidentStatus,
     MaintenanceWindow, PublishRequest, RecordedEvent, Severity,
@@ -144,6 +145,9 @@ impl TryFrom<v1::PublishEventRequest> for PublishRequest {
                 review_to_follow: req.review_to_follow,
                 deliver_at: optional_time("deliver_at", req.deliver_at.as_ref())?,
                 reminders: req.reminders.map(|r| r.minutes_before),
+                impacts: crate::components::impacts(req.impacts)?,
+                // Copied in from the catalogue by the ingest; publishers cannot set them.
+                component_names: Default::default(),
             },
             occurred_at: optional_time("occurred_at", req.occurred_at.as_ref())?,
             expected_version: req.expected_version,
@@ -231,6 +235,11 @@ impl From<&RecordedEvent> for v1::IncidentEvent {
                 .reminders
                 .clone()
                 .map(|minutes_before| v1::Reminders { minutes_before }),
+            impacts: crate::components::affected(&affected(
+                &c.impacts.keys().cloned().collect::<Vec<_>>(),
+                &c.component_names,
+                &c.impacts,
+            )),
         }
     }
 }
@@ -265,6 +274,11 @@ impl From<&Incident> for v1::Incident {
                 .reminders
                 .clone()
                 .map(|minutes_before| v1::Reminders { minutes_before }),
+            affected: crate::components::affected(&affected(
+                &i.components,
+                &i.component_names,
+                &i.impacts,
+            )),
         }
     }
 }

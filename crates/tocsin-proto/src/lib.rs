@@ -11,10 +11,12 @@ pub mod v1 {
     tonic::include_proto!("tocsin.v1");
 }
 
+mod components;
 mod convert;
 pub mod deliveries;
 pub mod subscribers;
 
+pub use components::impacts;
 pub use convert::{event_kind_in, incident_id, severity_in, timestamp, to_offset_datetime};
 
 /// The encoded `FileDescriptorSet` of `tocsin.v1`, for `tonic-reflection`.

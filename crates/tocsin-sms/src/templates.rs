@@ -157,6 +157,7 @@ impl Templates {
             duration_seconds => notice.duration().map(|d| d.whole_seconds()),
             window_seconds => notice.window.map(|w| (w.ends_at - w.starts_at).whole_seconds()),
             starts_in_seconds => notice.starts_in().map(|d| d.whole_seconds()),
+            affected_short => notice.affected_in_short(),
             ..Value::from_serialize(notice)
         };
         let name = if notice.channel_failure.is_some() {
@@ -283,8 +284,8 @@ mod tests {
         };
         assert_eq!(
             text(&opening),
-            "[Acme] Partial outage: Payments API and Dashboard since 14:05 UTC. Some card \
-             payments fail with an error. We're investigating. Next update by 16:00 UTC. \
+            "[Acme] Partial outage: Payments API partly down and Dashboard slow since 14:05 UTC. \
+             Some card payments fail with an error. We're investigating. Next update by 16:00 UTC. \
              https://status.acme.test Reply STOP to opt out."
         );
         assert_eq!(
@@ -307,7 +308,8 @@ mod tests {
         let t = text(&Notice::catch_up_example());
         assert!(
             t.starts_with(
-                "[Acme] Partial outage: Payments API and Dashboard since 14:05 UTC, ongoing. \
+                "[Acme] Partial outage: Payments API partly down and Dashboard slow since 14:05 \
+                 UTC, ongoing. \
                  We found a faulty configuration change"
             ),
             "{t}"

@@ -11,6 +11,7 @@
 //! - [`dispatch`]: parked deliveries coming due for the channels' dispatchers, and the
 //!   incarnations of the JetStream streams (a stream created anew is refilled from here).
 //! - [`progress`]: what operators read of the ledger: progress, fan-out, listings.
+//! - [`components`]: the component catalogue.
 //! - [`subscribers`]: subscribers, their contact details (kept apart) and preference history.
 //! - [`fanout`]: what the resolver reads and writes: candidates, the delivery ledger, the
 //!   append-only delivery trail.
@@ -19,6 +20,7 @@
 
 mod announce;
 mod batch;
+pub mod components;
 pub mod dispatch;
 mod error;
 pub mod fallback;
@@ -39,6 +41,7 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 pub use batch::Appender;
+pub use components::ComponentPut;
 pub use dispatch::DueDeliveries;
 pub use error::StoreError;
 pub use fallback::{FailedDelivery, FallbackPlanned};

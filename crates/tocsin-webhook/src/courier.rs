@@ -45,7 +45,7 @@ pub fn payload_input(message: &Message) -> PayloadInput {
         title: notice.title.clone(),
         status: notice.status,
         severity: notice.severity,
-        components: notice.components.clone(),
+        affected: notice.affected.clone(),
         started_at: notice.started_at,
         reported_at: notice.reported_at,
         resolved_at: notice.resolved_at,

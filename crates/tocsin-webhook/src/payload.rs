@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use tocsin_core::component::Affected;
 use tocsin_core::{EventId, EventKind, IncidentId, IncidentStatus, MaintenanceWindow, Severity};
 
 /// The schema version this crate writes.
@@ -45,7 +46,12 @@ pub struct IncidentData {
     pub status: String,
     /// `minor`, `major` or `critical`.
     pub severity: String,
+    /// The affected components' ids.
     pub components: Vec<String>,
+    /// The affected components with the names customers read and, where the publisher said,
+    /// how hard each is hit. Added within version 1.
+    #[serde(default)]
+    pub affected_components: Vec<AffectedData>,
     /// When it began, as the publisher said; when they did not, when it was reported.
     #[serde(with = "time::serde::rfc3339")]
     pub started_at: OffsetDateTime,
@@ -66,6 +72,18 @@ pub struct IncidentData {
     /// The public status page for this incident, when the operator has one.
     #[serde(default)]
     pub url: Option<String>,
+}
+
+/// One affected component.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AffectedData {
+    pub id: String,
+    /// The display name from the component catalogue; the id when it is not in one.
+    pub name: String,
+    /// `degraded_performance`, `partial_outage`, `major_outage` or `under_maintenance`;
+    /// absent when not stated. Receivers should accept values added later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impact: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,7 +126,7 @@ pub struct PayloadInput {
     pub title: String,
     pub status: IncidentStatus,
     pub severity: Severity,
-    pub components: Vec<String>,
+    pub affected: Vec<Affected>,
     pub started_at: Option<OffsetDateTime>,
     pub reported_at: OffsetDateTime,
     pub resolved_at: Option<OffsetDateTime>,
@@ -153,7 +171,16 @@ impl WebhookPayload {
                     title: input.title.clone(),
                     status: input.status.as_str().to_owned(),
                     severity: input.severity.as_str().to_owned(),
-                    components: input.components.clone(),
+                    components: input.affected.iter().map(|a| a.id.clone()).collect(),
+                    affected_components: input
+                        .affected
+                        .iter()
+                        .map(|a| AffectedData {
+                            id: a.id.clone(),
+                            name: a.name.clone(),
+                            impact: a.impact.map(|i| i.as_str().to_owned()),
+                        })
+                        .collect(),
                     started_at: input.started_at.unwrap_or(input.reported_at),
                     reported_at: Some(input.reported_at),
                     resolved_at: input.resolved_at,
@@ -198,7 +225,18 @@ mod tests {
             title: "Elevated API errors".into(),
             status: IncidentStatus::Investigating,
             severity: Severity::Major,
-            components: vec!["api".into()],
+            affected: vec![
+                Affected {
+                    id: "api".into(),
+                    name: "Payments API".into(),
+                    impact: Some(tocsin_core::Impact::MajorOutage),
+                },
+                Affected {
+                    id: "dashboard".into(),
+                    name: "Dashboard".into(),
+                    impact: None,
+                },
+            ],
             started_at: Some(datetime!(2026-03-01 09:42 UTC)),
             reported_at: datetime!(2026-03-01 09:58 UTC),
             resolved_at: None,
@@ -232,6 +270,13 @@ mod tests {
         assert_eq!(body["data"]["incident"]["status"], "investigating");
         assert_eq!(body["data"]["incident"]["severity"], "major");
         assert_eq!(body["data"]["incident"]["components"][0], "api");
+        assert_eq!(
+            body["data"]["incident"]["affected_components"],
+            serde_json::json!([
+                {"id": "api", "name": "Payments API", "impact": "major_outage"},
+                {"id": "dashboard", "name": "Dashboard"}
+            ])
+        );
         assert_eq!(
             body["data"]["incident"]["resolved_at"],
             serde_json::Value::Null

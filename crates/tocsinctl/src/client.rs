@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
+use tocsin_proto::v1::component_service_client::ComponentServiceClient;
 use tocsin_proto::v1::incident_service_client::IncidentServiceClient;
 use tocsin_proto::v1::operations_service_client::OperationsServiceClient;
 use tocsin_proto::v1::subscriber_service_client::SubscriberServiceClient;
@@ -180,6 +181,10 @@ impl Server {
 
     pub(crate) fn subscribers(&self) -> SubscriberServiceClient<Authed> {
         SubscriberServiceClient::with_interceptor(self.channel.clone(), self.token.clone())
+    }
+
+    pub(crate) fn components(&self) -> ComponentServiceClient<Authed> {
+        ComponentServiceClient::with_interceptor(self.channel.clone(), self.token.clone())
     }
 
     pub(crate) fn operations(&self) -> OperationsServiceClient<Authed> {

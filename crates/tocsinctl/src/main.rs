@@ -4,6 +4,7 @@
 //! - [`publish`]: open, update, resolve and reopen incidents.
 //! - [`import`] and [`subscriber_file`]: subscribers from CSV or JSON lines.
 //! - [`watch`]: an incident's delivery progress, once (`show`) or live (`watch`).
+//! - [`components`]: the component catalogue.
 //! - [`deliveries`]: an incident's deliveries, filtered.
 //! - [`operations`]: dead-letter replay, projection rebuild and log republish.
 //!
@@ -14,6 +15,7 @@
 #![allow(clippy::print_stdout)]
 
 mod client;
+mod components;
 mod deliveries;
 mod import;
 mod operations;
@@ -61,6 +63,9 @@ enum Command {
     /// Publish an incident event: open, update, resolve, reopen.
     #[command(subcommand)]
     Publish(publish::PublishCommand),
+    /// Keep the component catalogue: the names customers read for what incidents affect.
+    #[command(subcommand)]
+    Components(components::ComponentsCommand),
     /// Import subscribers from a CSV or JSON-lines file, with a summary of rejected rows.
     Import(import::ImportArgs),
     /// Show an incident and its deliveries per channel.
@@ -93,6 +98,7 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
     let server = Server::connect(&cli.endpoint, token.as_ref(), cli.ca_cert.as_deref()).await?;
     match cli.command {
         Command::Publish(command) => publish::run(&server, command).await,
+        Command::Components(command) => components::run(&server, command).await,
         Command::Import(args) => import::run(&server, args).await,
         Command::Show { incident } => watch::show(&server, &incident).await,
         Command::Watch(args) => watch::watch(&server, args).await,

@@ -26,9 +26,11 @@ pub(crate) enum PublishCommand {
         /// minor, major or critical.
         #[arg(long)]
         severity: String,
-        /// An affected component; repeat for several.
-        #[arg(long = "component", required = true)]
+        /// An affected component; repeat for several. `--impact` alone names them too.
+        #[arg(long = "component", required_unless_present = "impacts")]
         components: Vec<String>,
+        #[command(flatten)]
+        impacts: Impacts,
         /// The incident id to use (a UUID); the server assigns one when absent.
         #[arg(long)]
         incident: Option<String>,
@@ -55,6 +57,8 @@ pub(crate) enum PublishCommand {
         /// The affected components, replacing the earlier set; repeat for several.
         #[arg(long = "component")]
         components: Vec<String>,
+        #[command(flatten)]
+        impacts: Impacts,
         /// A changed headline.
         #[arg(long)]
         title: Option<String>,
@@ -84,6 +88,8 @@ pub(crate) enum PublishCommand {
         /// investigating (the default), identified or monitoring.
         #[arg(long)]
         status: Option<String>,
+        #[command(flatten)]
+        impacts: Impacts,
         #[command(flatten)]
         next: NextUpdate,
         #[command(flatten)]
@@ -126,6 +132,9 @@ pub(crate) enum PublishCommand {
     /// Tell customers a planned maintenance has started.
     StartMaintenance {
         incident: String,
+        /// Without it, every component of the maintenance is under maintenance.
+        #[command(flatten)]
+        impacts: Impacts,
         #[command(flatten)]
         next: NextUpdate,
         #[command(flatten)]
@@ -137,6 +146,39 @@ pub(crate) enum PublishCommand {
         #[command(flatten)]
         common: Common,
     },
+}
+
+/// How hard each component is hit.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Impacts {
+    /// `COMPONENT=IMPACT`, the impact one of degraded-performance, partial-outage,
+    /// major-outage or under-maintenance; repeat for several. Replaces the earlier impacts.
+    #[arg(long = "impact", value_parser = parse_impact)]
+    impacts: Vec<v1::ComponentImpact>,
+}
+
+fn parse_impact(raw: &str) -> Result<v1::ComponentImpact, String> {
+    let (component, impact) = raw
+        .split_once('=')
+        .filter(|(c, _)| !c.trim().is_empty())
+        .ok_or_else(|| format!("{raw:?} is not of the form COMPONENT=IMPACT"))?;
+    let wire_name = format!(
+        "IMPACT_{}",
+        impact.trim().to_ascii_uppercase().replace(['-', ' '], "_")
+    );
+    let impact = v1::Impact::from_str_name(&wire_name)
+        .filter(|i| *i != v1::Impact::Unspecified)
+        .ok_or_else(|| {
+            format!(
+                "{impact:?} is not an impact; use degraded-performance, partial-outage, \
+                 major-outage or under-maintenance"
+            )
+        })?;
+    Ok(v1::ComponentImpact {
+        component: component.trim().to_owned(),
+        impact: impact as i32,
+        name: String::new(),
+    })
 }
 
 /// The promise of the next update, for events while work goes on.
@@ -235,6 +277,7 @@ fn request(
             title,
             severity,
             components,
+            impacts,
             incident,
             status: s,
             started_at,
@@ -245,6 +288,7 @@ fn request(
             request.title = title;
             request.severity = severity_arg(&severity)?;
             request.components = components;
+            request.impacts = impacts.impacts;
             request.incident_id = incident.unwrap_or_default();
             request.status = s.as_deref().map(status).transpose()?.unwrap_or_default();
             request.started_at = started_at.map(timestamp);
@@ -256,12 +300,14 @@ fn request(
             status: s,
             severity,
             components,
+            impacts,
             title,
             started_at,
             next,
             common,
         } => {
             request.kind = v1::EventKind::Updated as i32;
+            request.impacts = impacts.impacts;
             request.incident_id = incident;
             request.status = s.as_deref().map(status).transpose()?.unwrap_or_default();
             request.severity = severity
@@ -290,10 +336,12 @@ fn request(
         PublishCommand::Reopen {
             incident,
             status: s,
+            impacts,
             next,
             common,
         } => {
             request.kind = v1::EventKind::Reopened as i32;
+            request.impacts = impacts.impacts;
             request.incident_id = incident;
             request.status = s.as_deref().map(status).transpose()?.unwrap_or_default();
             request.next_update_at = next.at.map(timestamp);
@@ -332,10 +380,12 @@ fn request(
         }
         PublishCommand::StartMaintenance {
             incident,
+            impacts,
             next,
             common,
         } => {
             request.kind = v1::EventKind::MaintenanceStarted as i32;
+            request.impacts = impacts.impacts;
             request.incident_id = incident;
             request.next_update_at = next.at.map(timestamp);
             (common, "started maintenance")
@@ -437,6 +487,62 @@ mod tests {
         assert!(request.idempotency_key.starts_with("tocsinctl-"));
         let (again, _, _) = request_of(&["resolve", "x", "--message", "m"]);
         assert_ne!(again.idempotency_key, request.idempotency_key);
+    }
+
+    #[test]
+    fn impacts_are_component_equals_impact_and_may_name_an_opening_alone() {
+        let (open, _, _) = request_of(&[
+            "open",
+            "--title",
+            "Checkout errors",
+            "--severity",
+            "major",
+            "--impact",
+            "payments-api=major-outage",
+            "--impact",
+            "dashboard=Degraded Performance",
+            "--message",
+            "m",
+        ]);
+        assert!(open.components.is_empty());
+        let impacts: Vec<(&str, i32)> = open
+            .impacts
+            .iter()
+            .map(|i| (i.component.as_str(), i.impact))
+            .collect();
+        assert_eq!(
+            impacts,
+            [
+                ("payments-api", v1::Impact::MajorOutage as i32),
+                ("dashboard", v1::Impact::DegradedPerformance as i32)
+            ]
+        );
+        let (update, _, _) = request_of(&[
+            "update",
+            "x",
+            "--impact",
+            "api=partial_outage",
+            "--message",
+            "m",
+        ]);
+        assert_eq!(update.impacts[0].impact, v1::Impact::PartialOutage as i32);
+        for bad in ["api", "=major-outage", "api=down", "api=unspecified"] {
+            let parsed =
+                Cli::try_parse_from(["publish", "update", "x", "--impact", bad, "--message", "m"]);
+            assert!(parsed.is_err(), "{bad}");
+        }
+        // An opening names its components one way or the other.
+        let none = Cli::try_parse_from([
+            "publish",
+            "open",
+            "--title",
+            "t",
+            "--severity",
+            "minor",
+            "--message",
+            "m",
+        ]);
+        assert!(none.is_err());
     }
 
     fn request_of(args: &[&str]) -> (v1::PublishEventRequest, Common, &'static str) {

@@ -96,9 +96,38 @@ fn headline(incident: &v1::Incident) -> String {
     )
 }
 
+/// "Payments API [payments-api] major outage, Dashboard [dashboard]": names as customers
+/// read them, ids as publishers write them.
+pub(crate) fn affected(components: &[v1::ComponentImpact]) -> String {
+    components
+        .iter()
+        .map(|c| {
+            let impact = v1::Impact::try_from(c.impact)
+                .ok()
+                .filter(|i| *i != v1::Impact::Unspecified)
+                .map(|i| {
+                    format!(
+                        " {}",
+                        enum_word(i.as_str_name(), "IMPACT_").replace('_', " ")
+                    )
+                })
+                .unwrap_or_default();
+            if c.name == c.component || c.name.is_empty() {
+                format!("{}{impact}", c.component)
+            } else {
+                format!("{} [{}]{impact}", c.name, c.component)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The incident and its table of deliveries per channel and state.
 pub(crate) fn render(incident: &v1::Incident) -> String {
     let mut out = format!("{}\n", headline(incident));
+    if !incident.affected.is_empty() {
+        out.push_str(&format!("affected: {}\n", affected(&incident.affected)));
+    }
     if incident.delivery.is_empty() {
         out.push_str(
             "no deliveries (nobody follows what it affects, or the fan-out is still running)\n",

@@ -17,6 +17,8 @@ const AFTERNOON: OffsetDateTime = datetime!(2026-07-01 12:00 UTC);
 fn incident(severity: Severity, components: &[&str]) -> Incident {
     let id = IncidentId::new();
     Incident {
+        impacts: BTreeMap::new(),
+        component_names: BTreeMap::new(),
         id,
         kind: IncidentKind::Incident,
         status: IncidentStatus::Investigating,

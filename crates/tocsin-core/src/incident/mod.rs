@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::change::{Change, EventKind, IncidentStatus, MaintenanceWindow, Severity};
+use crate::component::Impact;
 use crate::error::DomainError;
 use crate::event::RecordedEvent;
 use crate::ids::{EventId, IncidentId};
@@ -59,6 +60,13 @@ pub struct Incident {
     /// for the defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reminders: Option<Vec<u32>>,
+    /// How hard each affected component is hit, by id, as the latest event that said so
+    /// said; emptied when the incident is resolved or the maintenance completed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub impacts: BTreeMap<String, Impact>,
+    /// Display names of the components, from the catalogue as each event found it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub component_names: BTreeMap<String, String>,
 }
 
 impl Incident {
@@ -90,6 +98,21 @@ impl Incident {
             && expected != actual
         {
             return Err(DomainError::VersionConflict { expected, actual });
+        }
+        if change.components.is_empty()
+            && let Some(stray) = change
+                .impacts
+                .keys()
+                .find(|c| !incident.components.contains(c))
+        {
+            return Err(DomainError::invalid(
+                "impacts",
+                format!(
+                    "{stray:?} is not among the incident's components ({}); list the components \
+                     too to change them",
+                    incident.components.join(", ")
+                ),
+            ));
         }
         let refuse = |why: &str| Err(DomainError::InvalidTransition(why.to_owned()));
         match (incident.kind, incident.status, change.kind) {
@@ -159,6 +182,8 @@ impl Incident {
                 review_to_follow: false,
                 customer_action: None,
                 reminders: None,
+                impacts: BTreeMap::new(),
+                component_names: BTreeMap::new(),
             },
         };
 
@@ -184,6 +209,10 @@ impl Incident {
         if !change.components.is_empty() {
             incident.components.clone_from(&change.components);
         }
+        incident
+            .component_names
+            .extend(change.component_names.clone());
+        fold_impacts(&mut incident, change);
         if let Some(window) = change.window {
             incident.window = Some(window);
         }
@@ -223,6 +252,27 @@ impl Incident {
         events
             .into_iter()
             .fold(None, |state, event| Some(Incident::apply(state, event)))
+    }
+}
+
+/// The impacts after `change`: its own when it gives any; otherwise the previous ones of
+/// components still affected. A started maintenance with none puts every component under
+/// maintenance; an ending clears them.
+fn fold_impacts(incident: &mut Incident, change: &Change) {
+    match change.kind {
+        EventKind::Resolved | EventKind::MaintenanceCompleted => incident.impacts.clear(),
+        _ if !change.impacts.is_empty() => incident.impacts.clone_from(&change.impacts),
+        EventKind::MaintenanceStarted => {
+            incident.impacts = incident
+                .components
+                .iter()
+                .map(|c| (c.clone(), Impact::UnderMaintenance))
+                .collect();
+        }
+        _ => {
+            let components = &incident.components;
+            incident.impacts.retain(|c, _| components.contains(c));
+        }
     }
 }
 

@@ -546,3 +546,131 @@ fn reminders_are_tocsins_own_and_come_only_before_the_start() {
     let incident = Incident::fold(&[record(id, 1, opened())]).unwrap();
     assert!(Incident::check_transition(Some(&incident), id, &reminder, None).is_err());
 }
+
+fn impacts(pairs: &[(&str, Impact)]) -> BTreeMap<String, Impact> {
+    pairs.iter().map(|(c, i)| ((*c).to_owned(), *i)).collect()
+}
+
+#[test]
+fn impacts_follow_the_incident_and_end_with_it() {
+    let id = IncidentId::new();
+    let open = Change {
+        components: vec!["api".into(), "dashboard".into()],
+        impacts: impacts(&[
+            ("api", Impact::MajorOutage),
+            ("dashboard", Impact::DegradedPerformance),
+        ]),
+        component_names: BTreeMap::from([("api".into(), "Payments API".into())]),
+        ..opened()
+    };
+    let better = Change {
+        impacts: impacts(&[("api", Impact::PartialOutage)]),
+        ..change(EventKind::Updated)
+    };
+    let narrowed = Change {
+        components: vec!["api".into()],
+        ..change(EventKind::Updated)
+    };
+    let i = Incident::fold(&[record(id, 1, open.clone())]).unwrap();
+    assert_eq!(i.impacts["api"], Impact::MajorOutage);
+    assert_eq!(i.component_names["api"], "Payments API");
+
+    // An update with impacts replaces them all: the dashboard recovered.
+    assert!(Incident::check_transition(Some(&i), id, &better, None).is_ok());
+    let i = Incident::apply(Some(i), &record(id, 2, better));
+    assert_eq!(i.impacts, impacts(&[("api", Impact::PartialOutage)]));
+    // One without keeps them for the components still affected.
+    let i = Incident::apply(Some(i), &record(id, 3, narrowed));
+    assert_eq!(i.impacts, impacts(&[("api", Impact::PartialOutage)]));
+    // The names stay known though later events carried none.
+    assert_eq!(i.component_names["api"], "Payments API");
+    let i = Incident::apply(Some(i), &record(id, 4, change(EventKind::Resolved)));
+    assert!(i.impacts.is_empty());
+}
+
+#[test]
+fn impacts_must_name_affected_components() {
+    let now = datetime!(2026-11-23 10:00 UTC);
+    // An opening may name its components through its impacts alone.
+    let by_impacts = request(Change {
+        components: Vec::new(),
+        impacts: impacts(&[("db", Impact::MajorOutage), ("api", Impact::PartialOutage)]),
+        ..opened()
+    })
+    .validate(now)
+    .unwrap();
+    assert_eq!(by_impacts.change.components, vec!["api", "db"]);
+
+    // On the same event, impacts stay within the listed components.
+    let stray = request(Change {
+        impacts: impacts(&[("db", Impact::MajorOutage)]),
+        ..opened()
+    });
+    assert_eq!(invalid_field(stray.validate(now)), "impacts");
+
+    // A resolution ends impacts; it does not set them.
+    let mut resolved = request(Change {
+        impacts: impacts(&[("api", Impact::MajorOutage)]),
+        ..change(EventKind::Resolved)
+    });
+    resolved.incident_id = Some(IncidentId::new());
+    assert_eq!(invalid_field(resolved.validate(now)), "impacts");
+
+    // An update that keeps the set may only rate the incident's own components.
+    let id = IncidentId::new();
+    let i = Incident::fold(&[record(id, 1, opened())]).unwrap();
+    let elsewhere = Change {
+        impacts: impacts(&[("db", Impact::MajorOutage)]),
+        ..change(EventKind::Updated)
+    };
+    let err = Incident::check_transition(Some(&i), id, &elsewhere, None).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DomainError::Invalid {
+                field: "impacts",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_started_maintenance_puts_its_components_under_maintenance() {
+    let id = IncidentId::new();
+    let window = MaintenanceWindow {
+        starts_at: datetime!(2026-11-24 02:00 UTC),
+        ends_at: datetime!(2026-11-24 03:00 UTC),
+    };
+    let scheduled = Change {
+        title: Some("Database upgrade".into()),
+        components: vec!["db".into()],
+        window: Some(window),
+        ..change(EventKind::MaintenanceScheduled)
+    };
+    let m = Incident::fold(&[
+        record(id, 1, scheduled),
+        record(id, 2, change(EventKind::MaintenanceStarted)),
+    ])
+    .unwrap();
+    assert_eq!(m.impacts, impacts(&[("db", Impact::UnderMaintenance)]));
+    let m = Incident::apply(
+        Some(m),
+        &record(id, 3, change(EventKind::MaintenanceCompleted)),
+    );
+    assert!(m.impacts.is_empty());
+}
+
+#[test]
+fn catalogue_names_are_not_part_of_the_fingerprint() {
+    let asked = request(opened());
+    let named = request(Change {
+        component_names: BTreeMap::from([("api".into(), "Payments API".into())]),
+        ..opened()
+    });
+    assert_eq!(
+        crate::idempotency::fingerprint(&asked),
+        crate::idempotency::fingerprint(&named)
+    );
+}

@@ -60,10 +60,55 @@ fn bare(kind: EventKind) -> Notice {
 }
 
 #[test]
+fn impacts_are_listed_per_component_by_name() {
+    for kind in [EventKind::Opened, EventKind::Updated, EventKind::Reopened] {
+        let [full, without] = Notice::examples(kind);
+        let r = render(&full);
+        assert!(
+            r.text.contains(
+                "How each part is affected:\n- Payments API: partial outage\n- Dashboard: degraded performance"
+            ),
+            "{kind:?}: {}",
+            r.text
+        );
+        assert!(
+            r.html.contains("<li>Payments API: partial outage</li>"),
+            "{kind:?}: {}",
+            r.html
+        );
+        // Display names, never the catalogue ids.
+        for (part, body) in bodies(&r) {
+            assert!(!body.contains("payments-api"), "{kind:?} {part}: {body}");
+        }
+        let r = render(&without);
+        for (part, body) in bodies(&r) {
+            assert!(!body.contains("How each part"), "{kind:?} {part}: {body}");
+        }
+    }
+    // A stated major outage names the opening, whatever the severity.
+    let [full, _] = Notice::examples(EventKind::Opened);
+    let down = Notice {
+        severity: Severity::Minor,
+        affected: full
+            .affected
+            .iter()
+            .cloned()
+            .map(|a| tocsin_core::component::Affected {
+                impact: Some(tocsin_core::Impact::MajorOutage),
+                ..a
+            })
+            .collect(),
+        ..full
+    };
+    assert_eq!(render(&down).subject, "[Acme] Outage: Payments API errors");
+}
+
+#[test]
 fn subjects_say_how_bad_it_is_or_where_it_stands() {
+    // Without stated impacts the severity says how bad it is.
     let opened = |severity| Notice {
         severity,
-        ..sample_notice(EventKind::Opened)
+        ..bare(EventKind::Opened)
     };
     assert_eq!(
         render(&opened(Severity::Critical)).subject,

@@ -5,6 +5,7 @@
 mod api;
 mod app;
 mod clock;
+mod components;
 mod errors;
 mod ops;
 mod relay;

@@ -218,6 +218,7 @@ async fn one_relay_lease_at_a_time_and_freed_when_its_holder_goes(pool: PgPool) 
     );
 }
 
+mod components;
 mod dispatch;
 mod progress;
 mod provider_status;

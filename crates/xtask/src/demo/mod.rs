@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tocsin_bus::{Bus, BusConfig};
 use tocsin_proto::v1::{
-    self, EventKind, incident_service_client::IncidentServiceClient,
+    self, EventKind, component_service_client::ComponentServiceClient,
+    incident_service_client::IncidentServiceClient,
     subscriber_service_client::SubscriberServiceClient,
 };
 use tonic::transport::Channel;
@@ -151,32 +152,72 @@ async fn demonstrate(
 ) -> anyhow::Result<Report> {
     let http = reqwest::Client::new();
     let mut subscriber_client = SubscriberServiceClient::new(channel.clone());
+    let mut component_client = ComponentServiceClient::new(channel.clone());
     let mut client = IncidentServiceClient::new(channel);
 
+    for (id, name) in CATALOGUE {
+        component_client
+            .put_component(operator_authed(v1::PutComponentRequest {
+                component: Some(v1::Component {
+                    id: id.into(),
+                    name: name.into(),
+                    group: "Platform".into(),
+                    description: String::new(),
+                }),
+            }))
+            .await
+            .with_context(|| format!("adding component {id} to the catalogue"))?;
+    }
+    println!(
+        "✓ component catalogue: {}",
+        CATALOGUE
+            .iter()
+            .map(|(id, name)| format!("{id} \"{name}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let expected = subscribers::import(&mut subscriber_client, &http, ports).await?;
+    let now = time::OffsetDateTime::now_utc();
+    let first = opening(String::new(), now);
     let preview = subscriber_client
         .preview_fanout(operator_authed(v1::PreviewFanoutRequest {
             kind: EventKind::Opened.into(),
-            severity: v1::Severity::Major.into(),
-            components: vec!["api".into(), "dashboard".into()],
+            severity: first.severity,
+            components: first.components.clone(),
+            impacts: first.impacts.clone(),
             ..Default::default()
         }))
         .await?
         .into_inner();
     println!(
-        "✓ PreviewFanout of the opening: {} recipients, {}",
+        "✓ PreviewFanout of the opening: {} recipients, {}; {}",
         preview.recipients,
         preview
             .channels
             .iter()
             .map(|c| format!("{} {}", c.deliveries, channel_name(c.channel)))
             .collect::<Vec<_>>()
+            .join(", "),
+        preview
+            .components
+            .iter()
+            .map(|c| format!(
+                "{} ({}): {} following",
+                c.name,
+                v1::Impact::try_from(c.impact)
+                    .map(|i| i
+                        .as_str_name()
+                        .trim_start_matches("IMPACT_")
+                        .to_ascii_lowercase())
+                    .unwrap_or_default(),
+                c.recipients
+            ))
+            .collect::<Vec<_>>()
             .join(", ")
     );
 
     let run_id = uuid::Uuid::now_v7().simple().to_string();
     let key = |step: &str| format!("demo-{run_id}-{step}");
-    let now = time::OffsetDateTime::now_utc();
     let open = client
         .publish_event(authed(opening(key("open"), now)))
         .await?
@@ -458,14 +499,31 @@ fn lifecycle(now: time::OffsetDateTime) -> [Step; 5] {
     ]
 }
 
-/// The incident's first message: what is wrong, since when (14 minutes before it was
-/// reported), and when we will say more.
+/// The component catalogue the demo keeps: ids as publishers write them, names as customers
+/// read them.
+const CATALOGUE: [(&str, &str); 3] = [
+    ("api", "Public API"),
+    ("dashboard", "Dashboard"),
+    ("billing", "Billing"),
+];
+
+/// The incident's first message: what is wrong, how hard each component is hit, since when
+/// (14 minutes before it was reported), and when we will say more.
 fn opening(idempotency_key: String, now: time::OffsetDateTime) -> v1::PublishEventRequest {
+    let impact = |component: &str, impact: v1::Impact| v1::ComponentImpact {
+        component: component.into(),
+        impact: impact.into(),
+        name: String::new(),
+    };
     v1::PublishEventRequest {
         idempotency_key,
         kind: EventKind::Opened.into(),
         severity: v1::Severity::Major.into(),
         components: vec!["api".into(), "dashboard".into()],
+        impacts: vec![
+            impact("api", v1::Impact::PartialOutage),
+            impact("dashboard", v1::Impact::DegradedPerformance),
+        ],
         title: "Elevated error rates on the API".into(),
         message: "Some requests to our API fail with errors, in every region.".into(),
         started_at: ts(now - time::Duration::minutes(14)),
