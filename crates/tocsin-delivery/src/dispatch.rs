@@ -8,6 +8,9 @@
 //! [`DISPATCH_INTERVAL`], and at once when this process settled a delivery that had a later
 //! one parked behind it, so that a recipient's next message leaves without waiting a tick.
 //!
+//! Every [`crate::untold::UNTOLD_SWEEP_INTERVAL`] it also tells the subscribers of dead
+//! deliveries a lost worker left untold (see [`crate::untold`]).
+//!
 //! It also watches the deliveries stream. When the stream is found created anew (NATS lost
 //! its store), the ledger records it and parks every delivery still to be worked on, in one
 //! transaction, and the dispatchers publish their jobs again: the pipeline heals from
@@ -108,10 +111,20 @@ impl<C: Courier> Worker<C> {
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut checks = tokio::time::interval(STREAM_CHECK_INTERVAL);
         checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut untold = tokio::time::interval(crate::untold::UNTOLD_SWEEP_INTERVAL);
+        untold.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut known = None;
         loop {
             tokio::select! {
                 () = shutdown.wait() => return,
+                _ = untold.tick() => {
+                    match self.tell_untold_failures().await {
+                        Ok(0) => {}
+                        Ok(told) => info!(told, "subscribers of dead deliveries told on another channel"),
+                        Err(e) => debug!(error = %e, "could not look for untold failures; the next sweep retries"),
+                    }
+                    continue;
+                }
                 _ = checks.tick() => {
                     match self.check_stream(&mut known).await {
                         Ok(Some(parked)) => info!(parked,

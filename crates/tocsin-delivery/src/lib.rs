@@ -36,6 +36,7 @@ pub mod readiness;
 mod record;
 mod run;
 mod send;
+pub mod untold;
 pub mod worker;
 
 use tocsin_bus::BusError;

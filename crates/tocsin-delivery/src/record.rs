@@ -18,9 +18,9 @@ use time::OffsetDateTime;
 use tocsin_bus::{DeliveryJob, Work};
 use tocsin_core::{Channel, SendOutcome};
 use tocsin_runtime::Shutdown;
-use tocsin_store::{AttemptOutcome, Claimed, FailedDelivery, FallbackPlanned, Store};
+use tocsin_store::{AttemptOutcome, Claimed, FailedDelivery, Store};
 use tokio::sync::Notify;
-use tracing::{error, info, warn};
+use tracing::{error, warn};
 
 use crate::courier::Courier;
 use crate::decision::Reply;
@@ -139,9 +139,8 @@ impl<C: Courier> Worker<C> {
         // schedule, is disabled so later messages stop trying it.
         let disable = match (claim.channel, gone) {
             (Channel::Webhook, Some(reason)) => Some(reason),
-            (Channel::Webhook, None) if record.state == "dead" => Some(format!(
-                "failed through every retry: {}",
-                record.error.clone().unwrap_or_default()
+            (Channel::Webhook, None) if record.state == "dead" => Some(crate::untold::dead_reason(
+                record.error.as_deref().unwrap_or_default(),
             )),
             _ => None,
         };
@@ -154,9 +153,8 @@ impl<C: Courier> Worker<C> {
         let fallback_reason = match (&disable, record.state, &claim.notice) {
             (_, _, Some(_)) => None,
             (Some(reason), _, None) => Some(reason.clone()),
-            (None, "dead", None) => Some(format!(
-                "failed through every retry: {}",
-                record.error.clone().unwrap_or_default()
+            (None, "dead", None) => Some(crate::untold::dead_reason(
+                record.error.as_deref().unwrap_or_default(),
             )),
             _ => None,
         };
@@ -213,8 +211,8 @@ impl<C: Courier> Worker<C> {
     }
 
     /// Records the fallback notice for `claim`'s failed channel. Like the endpoint's
-    /// disabling, it follows the outcome's record: a worker lost in between leaves the notice
-    /// to the next failure on that channel.
+    /// disabling, it follows the outcome's record: for a dead delivery, a worker lost in
+    /// between leaves both to the dispatcher's sweep ([`crate::untold`]).
     async fn plan_fallback(&self, work: &Work, claim: &Claimed, reason: &str, deadline: &Shutdown) {
         let failed = FailedDelivery {
             incident_id: claim.incident_id,
@@ -232,21 +230,7 @@ impl<C: Courier> Worker<C> {
             })
             .await;
         match planned {
-            Ok(FallbackPlanned::Planned {
-                delivery_key,
-                channel,
-            }) => {
-                info!(subscriber_id = %claim.subscriber_id, failed = %claim.channel, %channel,
-                    %delivery_key, "fallback notice planned");
-                metrics::counter!("tocsin_fallback_notices_total",
-                    "failed_channel" => claim.channel.as_str(), "channel" => channel.as_str())
-                .increment(1);
-            }
-            Ok(FallbackPlanned::AlreadyPlanned) => {}
-            Ok(FallbackPlanned::NoOtherChannel) => {
-                warn!(subscriber_id = %claim.subscriber_id, failed = %claim.channel,
-                    "a channel stopped working and the subscriber has no other to be told on");
-            }
+            Ok(planned) => crate::untold::note_planned(&failed, &planned),
             Err(_) => error!(subscriber_id = %claim.subscriber_id,
                 "could not record the fallback notice before the shutdown deadline"),
         }

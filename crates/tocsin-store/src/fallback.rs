@@ -103,3 +103,62 @@ impl Store {
         })
     }
 }
+
+/// A failure whose subscriber has not been told on another channel yet.
+#[derive(Debug, Clone)]
+pub struct UntoldFailure {
+    pub failed: FailedDelivery,
+    /// The failed delivery's last error, as recorded.
+    pub last_error: String,
+}
+
+impl Store {
+    /// Dead deliveries on `channel` that went dead between `within` and `grace` ago and whose
+    /// subscriber has no fallback notice for that incident and channel: the failures a worker
+    /// lost between recording the outcome and planning the notice left untold. One per
+    /// incident and subscriber, at most `limit`. (Notices that dead-letter tell nobody more.)
+    pub async fn untold_failures(
+        &self,
+        channel: Channel,
+        grace: std::time::Duration,
+        within: std::time::Duration,
+        limit: u32,
+    ) -> Result<Vec<UntoldFailure>, StoreError> {
+        let rows: Vec<(uuid::Uuid, uuid::Uuid, i64, uuid::Uuid, String)> = sqlx::query_as(
+            "SELECT DISTINCT ON (d.incident_id, d.subscriber_id)
+                    d.incident_id, d.event_id, d.event_version, d.subscriber_id,
+                    coalesce(d.last_error, '')
+             FROM deliveries d
+             WHERE d.channel = $1 AND d.state = 'dead' AND d.notice IS NULL
+               AND d.updated_at < now() - make_interval(secs => $2)
+               AND d.updated_at > now() - make_interval(secs => $3)
+               AND NOT EXISTS (
+                   SELECT 1 FROM deliveries f
+                   WHERE f.incident_id = d.incident_id AND f.subscriber_id = d.subscriber_id
+                     AND f.notice->>'failed_channel' = $1)
+             ORDER BY d.incident_id, d.subscriber_id, d.event_version
+             LIMIT $4",
+        )
+        .bind(channel.as_str())
+        .bind(grace.as_secs_f64())
+        .bind(within.as_secs_f64())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(incident_id, event_id, version, subscriber_id, last_error)| UntoldFailure {
+                    failed: FailedDelivery {
+                        incident_id: IncidentId::from_uuid(incident_id),
+                        event_id: EventId::from_uuid(event_id),
+                        event_version: u64::try_from(version).unwrap_or_default(),
+                        subscriber_id: SubscriberId::from_uuid(subscriber_id),
+                        channel,
+                    },
+                    last_error,
+                },
+            )
+            .collect())
+    }
+}

@@ -44,7 +44,7 @@ pub use batch::Appender;
 pub use components::ComponentPut;
 pub use dispatch::DueDeliveries;
 pub use error::StoreError;
-pub use fallback::{FailedDelivery, FallbackPlanned};
+pub use fallback::{FailedDelivery, FallbackPlanned, UntoldFailure};
 pub use fanout::{Candidate, FanoutRecord, TrailEntry};
 pub use ledger::{AttemptOutcome, ClaimPolicy, ClaimResult, Claimed, ProviderStatus, Recorded};
 pub use log::Appended;

@@ -644,6 +644,90 @@ async fn a_410_disables_the_endpoint(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn a_dead_delivery_a_lost_worker_left_untold_is_told_by_the_sweep(pool: PgPool) {
+    let h = Harness::start(pool, loopback(), quick_retries(2)).await;
+    h.subscribe("acme", "acme").await;
+    let (subscriber, _) = h
+        .pipeline
+        .subscribe(
+            "acme",
+            Contacts {
+                email: Some("ops@acme.test".into()),
+                phone: None,
+                webhook_url: Some(h.receiver.url_for("acme")),
+            },
+            preferences(&[Channel::Webhook, Channel::Email]),
+        )
+        .await;
+    h.receiver
+        .faults()
+        .push(FaultRule::for_target("acme", status(500, None)));
+    let opened = h.open().await;
+    let dead = key(&opened, &subscriber);
+    h.drain(&[&dead]).await;
+    assert_eq!(
+        h.pipeline.delivery_state(&dead).await.as_deref(),
+        Some("dead")
+    );
+    // The worker that recorded it dead was lost before its second write: no notice, and
+    // the endpoint still enabled.
+    let pool = h.pipeline.store.pool();
+    sqlx::query("DELETE FROM deliveries WHERE notice IS NOT NULL")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE subscriber_contacts SET webhook_disabled_at = NULL, webhook_disabled_reason = NULL",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    // Within the grace the worker is given, the sweep leaves it alone.
+    assert_eq!(h.worker.tell_untold_failures().await.unwrap(), 0);
+
+    assert_eq!(
+        h.worker
+            .tell_untold_failures_after(Duration::ZERO)
+            .await
+            .unwrap(),
+        1
+    );
+    let fallback = tocsin_core::fallback::fallback_key(
+        opened.incident_id,
+        subscriber.id,
+        Channel::Webhook,
+        Channel::Email,
+    );
+    let notice: serde_json::Value =
+        sqlx::query_scalar("SELECT notice FROM deliveries WHERE delivery_key = $1")
+            .bind(fallback.as_str())
+            .fetch_one(pool)
+            .await
+            .expect("the sweep planned the notice");
+    assert_eq!(notice["failed_channel"], "webhook");
+    assert!(
+        notice["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("failed through every retry"),
+        "{notice}"
+    );
+    let stored = h.pipeline.store.subscriber("acme").await.unwrap().unwrap();
+    assert!(
+        stored.webhook_disabled.is_some(),
+        "disabled as the worker would have"
+    );
+    // Told once: the next sweep finds nothing.
+    assert_eq!(
+        h.worker
+            .tell_untold_failures_after(Duration::ZERO)
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
 async fn a_dead_letter_is_delivered_after_a_replay(pool: PgPool) {
     let h = Harness::start(pool, loopback(), quick_retries(2)).await;
     let subscriber = h.subscribe("acme", "acme").await;
