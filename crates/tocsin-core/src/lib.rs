@@ -17,6 +17,7 @@
 //! - [`fanout`]: the deliveries one event causes for one subscriber, and their keys.
 //! - [`delivery`]: a delivery as the ledger records it, and where it stands.
 //! - [`fallback`]: telling a subscriber on another channel that one of theirs stopped working.
+//! - [`links`]: signed, expiring links that let a reader unsubscribe or manage preferences.
 //! - [`lane`]: which queue a delivery waits in, so small or critical work never queues behind
 //!   a big fan-out.
 //! - [`outcome`]: what one attempt to hand a message to a provider came to.
@@ -37,6 +38,7 @@ pub mod idempotency;
 pub mod ids;
 pub mod incident;
 pub mod lane;
+pub mod links;
 pub mod maintenance;
 pub mod network;
 pub mod notice;

@@ -67,6 +67,9 @@ pub struct Subscriber {
     pub contacts: Contacts,
     /// Why the webhook endpoint was disabled (410 Gone, sustained failure), if it was.
     pub webhook_disabled: Option<String>,
+    /// Channels whose address opted out (an unsubscribe link, a STOP reply): nothing is sent
+    /// there, whatever the preferences say, until the reader opts back in.
+    pub opted_out: std::collections::BTreeSet<Channel>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }

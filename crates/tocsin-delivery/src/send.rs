@@ -191,6 +191,12 @@ impl<C: Courier> Worker<C> {
                 "the subscriber was deleted; their contact details are gone".to_owned(),
             ));
         };
+        if subscriber.opted_out.contains(&claim.channel) {
+            return Prepared::Settled(Err(format!(
+                "the subscriber's {} address opted out (unsubscribed or replied STOP)",
+                claim.channel
+            )));
+        }
         if claim.channel == Channel::Webhook
             && let Some(reason) = &subscriber.webhook_disabled
         {

@@ -4,6 +4,10 @@
 //!   final status, records `delivered` or `failed` in the ledger by our delivery key (the
 //!   `delivery` query parameter we put on the callback URL) or else by Twilio's message sid.
 //!   In-progress statuses (`queued`, `sent`, ...) are acknowledged and ignored.
+//! - `POST /twilio/inbound`: the number's "a message comes in" webhook. Verifies the
+//!   signature the same way (over the public URL's origin and this path) and records a STOP
+//!   as an opt-out of the sender's number, a START as an opt-in ([`crate::inbound`]); answers
+//!   TwiML.
 //! - `GET /healthz`: liveness.
 //!
 //! The signature covers the URL Twilio requested, so it is checked against the configured
@@ -40,10 +44,15 @@ use tracing::{debug, error, info, instrument, warn};
 use url::Url;
 
 use crate::callback::{StatusCallback, verify_signature};
+use crate::inbound::{Reply, twiml};
 use crate::status::Progress;
 
 /// The path Twilio posts to, under the configured public URL's origin.
 pub const STATUS_PATH: &str = "/twilio/status";
+/// The path to give Twilio as the number's incoming-message webhook.
+pub const INBOUND_PATH: &str = "/twilio/inbound";
+/// Twilio's error for a message to a number that replied STOP.
+pub const UNSUBSCRIBED_RECIPIENT: u32 = 21610;
 
 /// Callbacks one statement records at most.
 const MOST_PER_STATEMENT: usize = 512;
@@ -58,6 +67,10 @@ pub struct Callbacks {
     /// The URL Twilio was given, without our `delivery` parameter.
     public_url: Url,
     auth_token: SecretString,
+    /// Opt-outs and opt-ins are written straight to it: they are rare.
+    store: Store,
+    /// Who the answer to a stray reply says is texting.
+    company: String,
 }
 
 // Hand-written: the store has nothing useful to print, and the token must never be printed.
@@ -73,8 +86,9 @@ impl Callbacks {
     /// `public_url` must be the `StatusCallback` URL the Twilio client is configured with.
     /// Call within a Tokio runtime: the statuses' queue is a task of its own.
     pub fn new(store: Store, public_url: Url, auth_token: SecretString) -> Callbacks {
+        let ledger = store.clone();
         let statuses = Coalescer::spawn(MOST_PER_STATEMENT, LINGER, move |batch| {
-            let store = store.clone();
+            let store = ledger.clone();
             async move {
                 match store.record_provider_statuses(&batch).await {
                     Ok(found) => found.into_iter().map(Ok).collect(),
@@ -86,13 +100,22 @@ impl Callbacks {
             statuses,
             public_url,
             auth_token,
+            store,
+            company: "We".to_owned(),
         }
+    }
+
+    /// Names the company in the answer to a reply that is not a keyword.
+    pub fn answering_as(mut self, company: impl Into<String>) -> Callbacks {
+        self.company = company.into();
+        self
     }
 
     /// The routes, ready to serve.
     pub fn router(self) -> Router {
         Router::new()
             .route(STATUS_PATH, post(status_callback))
+            .route(INBOUND_PATH, post(inbound_message))
             .route("/healthz", get(healthz))
             .with_state(self)
     }
@@ -102,6 +125,32 @@ impl Callbacks {
         let mut url = self.public_url.clone();
         url.set_query(uri.query());
         url.into()
+    }
+
+    /// The incoming-message webhook's URL as Twilio was given it: the public URL's origin
+    /// with [`INBOUND_PATH`], and the request's query string.
+    pub fn inbound_url(&self, uri: &Uri) -> String {
+        let mut url = self.public_url.clone();
+        url.set_path(INBOUND_PATH);
+        url.set_query(uri.query());
+        url.into()
+    }
+
+    /// Verifies the signature over `url` and the form `body`; the parameters when it holds.
+    fn verified(
+        &self,
+        url: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Option<Vec<(String, String)>> {
+        let params: Vec<(String, String)> =
+            url::form_urlencoded::parse(body).into_owned().collect();
+        let signature = headers
+            .get("x-twilio-signature")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        (!signature.is_empty() && verify_signature(url, &params, signature, &self.auth_token))
+            .then_some(params)
     }
 }
 
@@ -129,16 +178,11 @@ async fn status_callback(
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
-    let params: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
     let url = callbacks.signed_url(&uri);
-    let signature = headers
-        .get("x-twilio-signature")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if signature.is_empty() || !verify_signature(&url, &params, signature, &callbacks.auth_token) {
+    let Some(params) = callbacks.verified(&url, &headers, &body) else {
         warn!(%url, "status callback refused: bad or missing X-Twilio-Signature");
         return StatusCode::FORBIDDEN;
-    }
+    };
     let callback = match StatusCallback::parse(&url, &params) {
         Ok(callback) => callback,
         Err(e) => {
@@ -160,6 +204,19 @@ async fn status_callback(
             return StatusCode::OK;
         }
     };
+    if callback.error_code == Some(UNSUBSCRIBED_RECIPIENT)
+        && let Some((_, to)) = params.iter().find(|(k, _)| k == "To")
+    {
+        // The carrier says the number replied STOP: record it, so nothing more is sent.
+        if let Err(e) = callbacks
+            .store
+            .opt_out_address(tocsin_core::Channel::Sms, to, "carrier_21610")
+            .await
+        {
+            error!(error = %e, "could not record the opt-out Twilio reported");
+            return StatusCode::SERVICE_UNAVAILABLE;
+        }
+    }
     let detail = serde_json::json!({
         "status": callback.status.as_str(),
         "error_code": callback.error_code,
@@ -196,6 +253,63 @@ async fn status_callback(
             // Twilio may try again; nothing was recorded.
             error!(error = %e, "could not record the provider status");
             StatusCode::SERVICE_UNAVAILABLE
+        }
+    }
+}
+
+/// A text a reader sent to our number: STOP opts their number out, START back in.
+#[instrument(skip_all, fields(reply))]
+async fn inbound_message(
+    State(callbacks): State<Callbacks>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let url = callbacks.inbound_url(&uri);
+    let Some(params) = callbacks.verified(&url, &headers, &body) else {
+        warn!(%url, "incoming message refused: bad or missing X-Twilio-Signature");
+        return StatusCode::FORBIDDEN.into_response();
+    };
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let Some(from) = param("From").filter(|f| !f.trim().is_empty()) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let reply = Reply::read(param("Body").unwrap_or_default(), param("OptOutType"));
+    tracing::Span::current().record("reply", tracing::field::debug(reply));
+    let recorded = match reply {
+        Reply::Stop => {
+            callbacks
+                .store
+                .opt_out_address(tocsin_core::Channel::Sms, from, "sms_stop")
+                .await
+        }
+        Reply::Start => {
+            callbacks
+                .store
+                .opt_in_address(tocsin_core::Channel::Sms, from, "sms_start")
+                .await
+        }
+        Reply::Help | Reply::Other => Ok(0),
+    };
+    match recorded {
+        Ok(subscribers) => {
+            info!(?reply, subscribers, "incoming message handled");
+            (
+                [(axum::http::header::CONTENT_TYPE, "text/xml")],
+                twiml(reply, &callbacks.company),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            // Twilio retries on a 5xx: the opt-out is recorded then.
+            error!(error = %e, "could not record an opt-out or opt-in");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
         }
     }
 }

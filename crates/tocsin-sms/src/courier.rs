@@ -10,6 +10,7 @@
 use time::OffsetDateTime;
 use tocsin_core::{Channel, RetryPolicy, SendOutcome};
 use tocsin_delivery::{ChannelPolicy, Courier, Message, Reconciled, UnknownPolicy};
+use tocsin_store::Store;
 use tracing::{error, instrument};
 
 use crate::status::{MessageStatus, Progress};
@@ -23,6 +24,8 @@ pub struct SmsCourier {
     templates: Templates,
     max_segments: usize,
     retry: RetryPolicy,
+    /// Where a number Twilio reports as opted out (error 21610) is recorded, when set.
+    opt_outs: Option<Store>,
 }
 
 impl SmsCourier {
@@ -39,7 +42,15 @@ impl SmsCourier {
             templates,
             max_segments: max_segments.max(1),
             retry,
+            opt_outs: None,
         }
+    }
+
+    /// Records numbers Twilio refuses as opted out (21610, the reader replied STOP) in
+    /// `store`, so that nothing more is planned or sent to them.
+    pub fn recording_opt_outs(mut self, store: Store) -> SmsCourier {
+        self.opt_outs = Some(store);
+        self
     }
 }
 
@@ -62,7 +73,18 @@ impl Courier for SmsCourier {
             Ok(text) => text,
             Err(outcome) => return outcome,
         };
-        self.client.send(phone, &body, message.key.as_str()).await
+        let outcome = self.client.send(phone, &body, message.key.as_str()).await;
+        if let (SendOutcome::Gone { reason }, Some(store)) = (&outcome, &self.opt_outs)
+            && reason.contains(&crate::callbacks::UNSUBSCRIBED_RECIPIENT.to_string())
+            && let Err(e) = store
+                .opt_out_address(Channel::Sms, phone, "carrier_21610")
+                .await
+        {
+            // The delivery fails either way; the next text to the number is refused again
+            // and the opt-out recorded then.
+            error!(error = %e, "could not record the opt-out Twilio reported");
+        }
+        outcome
     }
 
     /// Twilio is asked about an attempt no sooner than the client's timeout and 10 s more

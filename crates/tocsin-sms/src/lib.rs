@@ -27,6 +27,7 @@ pub mod callbacks;
 pub mod config;
 pub mod courier;
 pub mod error;
+pub mod inbound;
 pub mod segments;
 pub mod status;
 pub mod templates;

@@ -61,9 +61,13 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
         templates,
         usize::from(sms.max_segments),
         cli.worker.retry_policy(),
-    );
-    let worker = Worker::new(store.clone(), bus, courier, cli.worker.worker_config(64));
-    let callbacks = Callbacks::new(store, public_url, sms.twilio_auth_token.clone());
+    )
+    .recording_opt_outs(store.clone());
+    let worker_config = cli.worker.worker_config(64);
+    let company = worker_config.company.clone();
+    let worker = Worker::new(store.clone(), bus, courier, worker_config);
+    let callbacks =
+        Callbacks::new(store, public_url, sms.twilio_auth_token.clone()).answering_as(company);
     let shutdown = Shutdown::on_signals();
     let ops = cli.ops.spawn(worker.readiness(), shutdown.clone()).await?;
     tocsin_sms::run(worker, callbacks, listener, shutdown).await?;

@@ -112,9 +112,10 @@ impl Store {
             preferences: Json<Preferences>,
             already_told: bool,
             webhook_disabled: bool,
+            opted_out: Vec<String>,
         }
         let rows: Vec<Row> = sqlx::query_as(
-            "SELECT s.subscriber_id, s.revision, s.preferences,
+            "SELECT s.subscriber_id, s.revision, s.preferences, c.opted_out,
                     EXISTS (SELECT 1 FROM deliveries d
                             WHERE d.incident_id = $1 AND d.subscriber_id = s.subscriber_id)
                         AS already_told,
@@ -135,12 +136,19 @@ impl Store {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|row| Candidate {
-                subscriber_id: row.subscriber_id.into(),
-                revision: row.revision,
-                preferences: row.preferences.0,
-                already_told: row.already_told,
-                webhook_disabled: row.webhook_disabled,
+            .map(|row| {
+                let mut preferences = row.preferences.0;
+                // An opted-out address is planned nothing, as if the channel were not chosen.
+                preferences
+                    .channels
+                    .retain(|channel| !row.opted_out.iter().any(|o| o == channel.as_str()));
+                Candidate {
+                    subscriber_id: row.subscriber_id.into(),
+                    revision: row.revision,
+                    preferences,
+                    already_told: row.already_told,
+                    webhook_disabled: row.webhook_disabled,
+                }
             })
             .collect())
     }

@@ -12,6 +12,7 @@
 //!   incarnations of the JetStream streams (a stream created anew is refilled from here).
 //! - [`progress`]: what operators read of the ledger: progress, fan-out, listings.
 //! - [`components`]: the component catalogue.
+//! - [`consent`]: opt-outs by address (the suppression list) and the consent log.
 //! - [`subscribers`]: subscribers, their contact details (kept apart) and preference history.
 //! - [`fanout`]: what the resolver reads and writes: candidates, the delivery ledger, the
 //!   append-only delivery trail.
@@ -21,6 +22,7 @@
 mod announce;
 mod batch;
 pub mod components;
+pub mod consent;
 pub mod dispatch;
 mod error;
 pub mod fallback;

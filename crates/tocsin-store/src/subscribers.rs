@@ -71,6 +71,7 @@ struct SubscriberRow {
     webhook_url: Option<String>,
     webhook_disabled_reason: Option<String>,
     webhook_disabled_at: Option<OffsetDateTime>,
+    opted_out: Vec<String>,
     created_at: OffsetDateTime,
     updated_at: OffsetDateTime,
 }
@@ -90,6 +91,11 @@ impl From<SubscriberRow> for Subscriber {
             webhook_disabled: row
                 .webhook_disabled_at
                 .map(|_| row.webhook_disabled_reason.unwrap_or_default()),
+            opted_out: row
+                .opted_out
+                .iter()
+                .filter_map(|c| c.parse().ok())
+                .collect(),
             created_at: row.created_at,
             updated_at: row.updated_at,
         }
@@ -98,7 +104,7 @@ impl From<SubscriberRow> for Subscriber {
 
 const SELECT_SUBSCRIBER: &str = "SELECT s.subscriber_id, s.external_id, s.revision, s.preferences, \
      c.email, c.phone, c.webhook_url, c.webhook_disabled_reason, c.webhook_disabled_at, \
-     s.created_at, s.updated_at \
+     c.opted_out, s.created_at, s.updated_at \
      FROM subscribers s JOIN subscriber_contacts c USING (subscriber_id) ";
 
 impl Store {
@@ -201,6 +207,11 @@ impl Store {
         .await?;
         let stored_secrets: std::collections::HashMap<Uuid, Option<String>> =
             secrets_set.into_iter().collect();
+        // Addresses that opted out stay opted out, whoever writes them.
+        sqlx::query(sqlx::AssertSqlSafe(crate::consent::refresh_upserted()))
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
 
         sqlx::query(
             "INSERT INTO subscriber_revisions (revision, subscriber_id, preferences)

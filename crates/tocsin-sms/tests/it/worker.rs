@@ -107,7 +107,8 @@ async fn fixture(pool: PgPool, options: Options) -> Fixture {
         Templates::defaults(),
         MAX_SEGMENTS,
         retry,
-    );
+    )
+    .recording_opt_outs(pipeline.store.clone());
     let worker = Worker::new(
         pipeline.store.clone(),
         pipeline.bus.clone(),
@@ -269,6 +270,48 @@ impl Fixture {
             .await
             .unwrap()
             .status()
+    }
+}
+
+impl Fixture {
+    /// Posts a text from `from` to our incoming-message webhook, signed with `token` as
+    /// Twilio signs it (by the double's own signing code).
+    async fn post_inbound(&self, from: &str, body: &str, token: &str) -> reqwest::Response {
+        let mut url = self.callback_url.clone();
+        url.set_path(tocsin_sms::callbacks::INBOUND_PATH);
+        let params: Vec<(String, String)> = [
+            ("MessageSid", "SM00000000000000000000000000000001"),
+            ("AccountSid", self.twilio.account_sid()),
+            ("From", from),
+            ("To", "+15005550006"),
+            ("Body", body),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        let signature = tocsin_local_providers::twilio::signature(token, url.as_str(), &params);
+        reqwest::Client::new()
+            .post(url)
+            .header("X-Twilio-Signature", signature)
+            .form(&params)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn opted_out(&self) -> Vec<String> {
+        sqlx::query_scalar("SELECT opted_out FROM subscriber_contacts WHERE phone = $1")
+            .bind(PHONE)
+            .fetch_one(self.pipeline.store.pool())
+            .await
+            .unwrap()
+    }
+
+    async fn consent_log(&self) -> Vec<(String, String)> {
+        sqlx::query_as("SELECT action, source FROM consent_log ORDER BY id")
+            .fetch_all(self.pipeline.store.pool())
+            .await
+            .unwrap()
     }
 }
 
@@ -776,4 +819,95 @@ async fn forged_callbacks_are_refused_and_change_nothing(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(health.status(), reqwest::StatusCode::OK);
+}
+
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn a_stop_reply_opts_the_number_out_until_start_and_nothing_is_texted_meanwhile(
+    pool: PgPool,
+) {
+    let f = fixture(pool, Options::default()).await;
+    let token = f.twilio.auth_token().to_owned();
+
+    // Forged or unsigned: refused, nothing recorded.
+    let forged = f.post_inbound(PHONE, "STOP", "not-the-token").await;
+    assert_eq!(forged.status(), reqwest::StatusCode::FORBIDDEN);
+    assert!(f.opted_out().await.is_empty());
+
+    let stop = f.post_inbound(PHONE, " Stop ", &token).await;
+    assert_eq!(stop.status(), reqwest::StatusCode::OK);
+    let twiml = stop.text().await.unwrap();
+    assert!(
+        twiml.contains("<Response></Response>"),
+        "Twilio confirms STOP itself: {twiml}"
+    );
+    assert_eq!(f.opted_out().await, ["sms"]);
+
+    // The pending text is skipped with the reason, and Twilio is never asked.
+    let handled = f.process(Duration::from_secs(2)).await;
+    assert!(
+        matches!(&handled[..], [Handled::Skipped { key, reason }]
+            if *key == f.key && reason.contains("opted out")),
+        "{handled:?}"
+    );
+    assert_eq!(f.state().await, "skipped");
+    assert!(f.twilio.messages().is_empty());
+
+    // An operator's upsert does not undo the reader's choice.
+    f.pipeline
+        .subscribe(
+            "alice",
+            Contacts {
+                phone: Some(PHONE.into()),
+                ..Contacts::default()
+            },
+            preferences(&[Channel::Sms]),
+        )
+        .await;
+    assert_eq!(f.opted_out().await, ["sms"]);
+    // Nor is the number planned anything new.
+    let later = f.pipeline.publish("open-2", None, opened()).await;
+    f.pipeline.resolve_all().await;
+    let subscriber = f.pipeline.store.subscriber("alice").await.unwrap().unwrap();
+    let later_key = DeliveryKey::derive(later.event_id, subscriber.id, Channel::Sms).to_string();
+    assert_eq!(f.pipeline.delivery_state(&later_key).await, None);
+
+    // Any other text gets one line saying what the number is for, and changes nothing.
+    let chatter = f.post_inbound(PHONE, "what is this?", &token).await;
+    let answer = chatter.text().await.unwrap();
+    assert!(
+        answer.contains("<Message>") && answer.contains("Reply STOP"),
+        "{answer}"
+    );
+    assert_eq!(f.opted_out().await, ["sms"]);
+
+    let start = f.post_inbound(PHONE, "START", &token).await;
+    assert_eq!(start.status(), reqwest::StatusCode::OK);
+    assert!(f.opted_out().await.is_empty());
+    assert_eq!(
+        f.consent_log().await,
+        [
+            ("opt_out".to_owned(), "sms_stop".to_owned()),
+            ("opt_in".to_owned(), "sms_start".to_owned())
+        ]
+    );
+}
+
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn a_number_twilio_refuses_as_unsubscribed_is_recorded_as_opted_out(pool: PgPool) {
+    let f = fixture(pool, Options::default()).await;
+    f.twilio.faults().push(FaultRule::for_target(
+        PHONE,
+        Fault::Status {
+            status: 400,
+            code: Some(21610),
+            retry_after_secs: None,
+        },
+    ));
+    let handled = f.process(Duration::from_secs(2)).await;
+    assert_eq!(handled, vec![attempted(&f.key, "gone", "failed")]);
+    assert_eq!(f.opted_out().await, ["sms"]);
+    assert_eq!(
+        f.consent_log().await,
+        [("opt_out".to_owned(), "carrier_21610".to_owned())]
+    );
 }
