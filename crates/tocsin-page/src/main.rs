@@ -1,0 +1,63 @@
+//! `tocsin-page`: the public pages customers reach from their messages.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use clap::Parser;
+use secrecy::{ExposeSecret, SecretString};
+use tocsin_core::links::LinkSecret;
+use tocsin_page::PageConfig;
+use tocsin_runtime::{LogFormat, Shutdown, init_tracing};
+use tocsin_store::Store;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tocsin-page",
+    version,
+    about = "Tocsin's public pages: one-click unsubscribe behind the signed links in messages"
+)]
+struct Cli {
+    /// PostgreSQL URL of Tocsin's database.
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/tocsin?sslmode=disable", value_parser = secret, hide_env_values = true)]
+    database_url: SecretString,
+    /// Most connections the pool opens; the pages write rarely.
+    #[arg(long, env = "TOCSIN_DB_MAX_CONNECTIONS", default_value_t = 4)]
+    db_max_connections: u32,
+    /// Where to listen. Put it behind the public URL given to the email worker as
+    /// TOCSIN_PAGE_URL.
+    #[arg(long, env = "TOCSIN_PAGE_ADDR", default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// The secret links are signed with (at least 32 bytes), the same as the email
+    /// worker's.
+    #[arg(long, env = "TOCSIN_LINK_SECRET", value_parser = secret, hide_env_values = true)]
+    link_secret: SecretString,
+    /// The company name the pages speak for.
+    #[arg(long, env = "TOCSIN_COMPANY_NAME", default_value = "Tocsin")]
+    company: String,
+    /// Log output: pretty or json.
+    #[arg(long, env = "TOCSIN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    log_format: LogFormat,
+}
+
+fn secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(raw.to_owned()))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let link_secret = LinkSecret::new(cli.link_secret.expose_secret().as_bytes())
+        .context("TOCSIN_LINK_SECRET")?;
+    let store = Store::connect(cli.database_url.expose_secret(), cli.db_max_connections)
+        .await
+        .context("connecting to PostgreSQL (DATABASE_URL)")?;
+    let listener = tokio::net::TcpListener::bind(cli.addr)
+        .await
+        .with_context(|| format!("binding {} (TOCSIN_PAGE_ADDR)", cli.addr))?;
+    let config = PageConfig {
+        link_secret,
+        company: cli.company,
+    };
+    tocsin_page::run(config, store, listener, Shutdown::on_signals()).await
+}
