@@ -7,9 +7,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use lettre::message::Mailbox;
+use secrecy::ExposeSecret;
 use secrecy::SecretString;
 use tocsin_delivery::config::WorkerArgs;
-use tocsin_email::courier::SUBSCRIBER_ID_PLACEHOLDER;
+use tocsin_email::courier::{TOKEN_PLACEHOLDER, UnsubscribeLinks};
 use tocsin_email::{EmailSettings, SmtpConfig, Templates, TlsMode};
 use tocsin_runtime::{Connections, OpsArgs};
 
@@ -81,9 +82,18 @@ pub(crate) struct EmailArgs {
     /// A directory of template overrides; files not in it keep the compiled-in defaults.
     #[arg(long, env = "TOCSIN_EMAIL_TEMPLATES_DIR")]
     pub(crate) email_templates_dir: Option<PathBuf>,
-    /// One-click unsubscribe URL, with `{subscriber_id}` for the recipient; none when unset.
+    /// The public URL of `tocsin-page` (`https://status.acme.com`): every email then carries
+    /// a signed one-click unsubscribe link to its `/unsubscribe/{token}`.
+    #[arg(long, env = "TOCSIN_PAGE_URL")]
+    pub(crate) page_url: Option<String>,
+    /// A one-click unsubscribe URL of your own, with `{token}` for the signed token (your
+    /// page then verifies it with the same secret); overrides TOCSIN_PAGE_URL's.
     #[arg(long, env = "TOCSIN_EMAIL_UNSUBSCRIBE_URL")]
     pub(crate) email_unsubscribe_url: Option<String>,
+    /// The secret unsubscribe links are signed with (at least 32 bytes; `openssl rand -hex
+    /// 32`), the same as `tocsin-page`'s. Required with either URL.
+    #[arg(long, env = "TOCSIN_LINK_SECRET", value_parser = secret, hide_env_values = true)]
+    pub(crate) link_secret: Option<SecretString>,
 }
 
 impl EmailArgs {
@@ -137,26 +147,50 @@ impl EmailArgs {
         {
             bail!("TOCSIN_EMAIL_MESSAGE_ID_DOMAIN {domain:?} is not a domain name");
         }
-        if let Some(url) = &self.email_unsubscribe_url {
-            check_unsubscribe_url(url)?;
-        }
         Ok(EmailSettings {
             from,
             message_id_domain: domain.to_owned(),
-            unsubscribe_url: self.email_unsubscribe_url.clone(),
+            unsubscribe: self.unsubscribe_links()?,
             retry: worker.retry_policy(),
         })
     }
 }
 
-/// The URL goes into a header between `<` and `>` and must name the recipient, or a one-click
-/// unsubscribe could not tell who clicked.
+impl EmailArgs {
+    /// The unsubscribe links, when a URL is configured: checked, with their secret.
+    fn unsubscribe_links(&self) -> anyhow::Result<Option<UnsubscribeLinks>> {
+        let url = match (&self.email_unsubscribe_url, &self.page_url) {
+            (Some(url), _) => url.trim().to_owned(),
+            (None, Some(page)) => format!(
+                "{}/unsubscribe/{TOKEN_PLACEHOLDER}",
+                page.trim().trim_end_matches('/')
+            ),
+            (None, None) => return Ok(None),
+        };
+        check_unsubscribe_url(&url)?;
+        let Some(secret) = &self.link_secret else {
+            bail!(
+                "TOCSIN_LINK_SECRET is required with TOCSIN_PAGE_URL or TOCSIN_EMAIL_UNSUBSCRIBE_URL: \
+                 unsubscribe links are signed so nobody can unsubscribe someone else"
+            );
+        };
+        let secret = tocsin_core::links::LinkSecret::new(secret.expose_secret().as_bytes())
+            .context("TOCSIN_LINK_SECRET")?;
+        Ok(Some(UnsubscribeLinks { url, secret }))
+    }
+}
+
+/// The URL goes into a header between `<` and `>` and must carry the signed token, or a
+/// one-click unsubscribe could not tell who clicked.
 fn check_unsubscribe_url(url: &str) -> anyhow::Result<()> {
     if !(url.starts_with("https://") || url.starts_with("http://")) {
         bail!("TOCSIN_EMAIL_UNSUBSCRIBE_URL {url:?} is not an http(s) URL");
     }
-    if !url.contains(SUBSCRIBER_ID_PLACEHOLDER) {
-        bail!("TOCSIN_EMAIL_UNSUBSCRIBE_URL {url:?} lacks {SUBSCRIBER_ID_PLACEHOLDER}");
+    if !url.contains(TOKEN_PLACEHOLDER) {
+        bail!(
+            "the unsubscribe URL {url:?} lacks {TOKEN_PLACEHOLDER} (a bare subscriber id would \
+             let anyone unsubscribe anyone)"
+        );
     }
     if !url
         .chars()
@@ -202,8 +236,10 @@ mod tests {
             "Acme Status <status@acme.test>",
             "--email-message-id-domain",
             "status.acme.test",
-            "--email-unsubscribe-url",
-            "https://status.acme.test/unsubscribe/{subscriber_id}",
+            "--page-url",
+            "https://status.acme.test/",
+            "--link-secret",
+            "0123456789abcdef0123456789abcdef",
         ]);
         let smtp = cli.email.smtp_config().unwrap();
         assert_eq!(smtp.host, "smtp.acme.test");
@@ -219,6 +255,12 @@ mod tests {
         assert_eq!(settings.from.email.to_string(), "status@acme.test");
         assert_eq!(settings.message_id_domain, "status.acme.test");
         assert_eq!(settings.retry, cli.worker.retry_policy());
+        let links = settings.unsubscribe.expect("links from the page URL");
+        assert_eq!(links.url, "https://status.acme.test/unsubscribe/{token}");
+        assert!(
+            !format!("{cli:?}").contains("0123456789abcdef"),
+            "the link secret is never printed"
+        );
     }
 
     #[test]
@@ -229,9 +271,26 @@ mod tests {
             &["--email-from", "not a mailbox"][..],
             &["--email-message-id-domain", "a b"],
             &["--email-unsubscribe-url", "https://x.test/unsubscribe"],
+            // A bare subscriber id would let anyone unsubscribe anyone.
             &[
                 "--email-unsubscribe-url",
-                "https://x.test/u/{subscriber_id}>",
+                "https://x.test/u/{subscriber_id}",
+                "--link-secret",
+                "0123456789abcdef0123456789abcdef",
+            ],
+            &[
+                "--email-unsubscribe-url",
+                "https://x.test/u/{token}>",
+                "--link-secret",
+                "0123456789abcdef0123456789abcdef",
+            ],
+            // Links without a secret, or with a short one.
+            &["--page-url", "https://status.acme.test"],
+            &[
+                "--page-url",
+                "https://status.acme.test",
+                "--link-secret",
+                "short",
             ],
         ] {
             let cli = parse(args);

@@ -17,7 +17,37 @@ use crate::smtp::SmtpSender;
 use crate::templates::Templates;
 
 /// The placeholder an unsubscribe URL template carries for the recipient.
-pub const SUBSCRIBER_ID_PLACEHOLDER: &str = "{subscriber_id}";
+pub const TOKEN_PLACEHOLDER: &str = "{token}";
+
+/// How long an unsubscribe link works, from the event its message tells of. Long: a reader
+/// who wants out months later must not find the way closed.
+pub const UNSUBSCRIBE_LINK_DAYS: i64 = 365;
+
+/// The unsubscribe links of every email: a URL with [`TOKEN_PLACEHOLDER`], and the secret
+/// the token is signed with (the page that serves the URL verifies it).
+#[derive(Debug, Clone)]
+pub struct UnsubscribeLinks {
+    pub url: String,
+    pub secret: tocsin_core::links::LinkSecret,
+}
+
+impl UnsubscribeLinks {
+    /// The link for `subscriber`'s email about an event of `occurred_at`; the same on every
+    /// attempt, so a resent email is the same email.
+    pub fn for_subscriber(
+        &self,
+        subscriber: tocsin_core::SubscriberId,
+        occurred_at: time::OffsetDateTime,
+    ) -> String {
+        let token = self.secret.sign(&tocsin_core::links::LinkClaims {
+            subscriber_id: subscriber,
+            purpose: tocsin_core::links::Purpose::Unsubscribe,
+            channel: Some(Channel::Email),
+            expires_at: occurred_at + time::Duration::days(UNSUBSCRIBE_LINK_DAYS),
+        });
+        self.url.replace(TOKEN_PLACEHOLDER, &token)
+    }
+}
 
 /// Who the emails are from and how they are identified.
 #[derive(Debug, Clone)]
@@ -26,9 +56,9 @@ pub struct EmailSettings {
     pub from: Mailbox,
     /// The right-hand side of every `Message-ID`: a domain the company controls.
     pub message_id_domain: String,
-    /// A URL with [`SUBSCRIBER_ID_PLACEHOLDER`], for the one-click unsubscribe headers and
-    /// the footer. `None` sends no unsubscribe link.
-    pub unsubscribe_url: Option<String>,
+    /// The signed one-click unsubscribe link of the headers and the footer. `None` sends no
+    /// unsubscribe link.
+    pub unsubscribe: Option<UnsubscribeLinks>,
     /// The retry schedule for transient failures.
     pub retry: RetryPolicy,
 }
@@ -63,9 +93,9 @@ impl EmailCourier {
             .map_err(|e| Error::Invalid(format!("recipient address {address:?}: {e}")))?;
 
         let mut notice = message.notice.clone();
-        if let Some(template) = &self.settings.unsubscribe_url {
+        if let Some(links) = &self.settings.unsubscribe {
             notice = notice.with_unsubscribe_url(
-                template.replace(SUBSCRIBER_ID_PLACEHOLDER, &subscriber.id.to_string()),
+                links.for_subscriber(subscriber.id, message.event.occurred_at),
             );
         }
         let rendered = self.templates.render(&notice)?;

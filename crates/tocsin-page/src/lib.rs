@@ -66,7 +66,9 @@ pub async fn run(
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let addr = listener.local_addr().context("reading the listener's address")?;
+    let addr = listener
+        .local_addr()
+        .context("reading the listener's address")?;
     info!(%addr, "pages serving");
     axum::serve(listener, router(config, store))
         .with_graceful_shutdown(async move { shutdown.wait().await })

@@ -47,6 +47,8 @@ fn secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
+    // PostgreSQL over TLS (`sslmode=verify-full`) needs the process's one provider.
+    tocsin_runtime::tls::install_crypto_provider();
     let link_secret = LinkSecret::new(cli.link_secret.expose_secret().as_bytes())
         .context("TOCSIN_LINK_SECRET")?;
     let store = Store::connect(cli.database_url.expose_secret(), cli.db_max_connections)

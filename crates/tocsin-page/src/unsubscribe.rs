@@ -70,7 +70,10 @@ pub(crate) async fn unsubscribe(
     // RFC 8058: a mail provider's one-click request carries exactly this.
     let one_click = field("List-Unsubscribe") == Some("One-Click");
     let span = tracing::Span::current();
-    span.record("subscriber_id", tracing::field::display(claims.subscriber_id));
+    span.record(
+        "subscriber_id",
+        tracing::field::display(claims.subscriber_id),
+    );
     span.record("one_click", one_click);
     let channels: Vec<Channel> = match (field("scope"), claims.channel) {
         (Some("all"), _) | (_, None) => Channel::ALL.to_vec(),

@@ -139,6 +139,11 @@ impl From<&Subscriber> for v1::Subscriber {
             webhook_disabled_reason: s.webhook_disabled.clone().unwrap_or_default(),
             created_at: Some(timestamp(s.created_at)),
             updated_at: Some(timestamp(s.updated_at)),
+            opted_out: s
+                .opted_out
+                .iter()
+                .map(|c| v1::Channel::from(*c) as i32)
+                .collect(),
         }
     }
 }

@@ -18,6 +18,8 @@ pub(crate) struct Ports {
     pub(crate) twilio: u16,
     pub(crate) webhook: u16,
     pub(crate) sms_callbacks: u16,
+    /// `tocsin-page`: the unsubscribe links in emails point at it.
+    pub(crate) page: u16,
 }
 
 impl Ports {
@@ -28,6 +30,7 @@ impl Ports {
             twilio: free_port()?,
             webhook: free_port()?,
             sms_callbacks: free_port()?,
+            page: free_port()?,
         })
     }
 }
@@ -192,8 +195,32 @@ pub(crate) async fn start(
     tuning: &[(&'static str, String)],
 ) -> anyhow::Result<()> {
     start_providers(stack, ports).await?;
+    start_page(stack, ports, urls).await?;
     start_resolver(stack, urls, tuning)?;
     start_workers(stack, ports, urls, tuning).await
+}
+
+/// The secret the stack's unsubscribe links are signed with (shared by the email worker and
+/// `tocsin-page`); made up, for loopback only.
+pub(crate) const LINK_SECRET: &str = "xtask-stack-link-secret-0123456789abcdef";
+
+/// `tocsin-page` on `ports.page`, waited for until it listens.
+pub(crate) async fn start_page(
+    stack: &mut Stack,
+    ports: Ports,
+    urls: &Urls<'_>,
+) -> anyhow::Result<()> {
+    stack.spawn(
+        "tocsin-page",
+        &[],
+        &[
+            ("DATABASE_URL", urls.database.to_owned()),
+            ("TOCSIN_PAGE_ADDR", format!("127.0.0.1:{}", ports.page)),
+            ("TOCSIN_LINK_SECRET", LINK_SECRET.to_owned()),
+            ("TOCSIN_COMPANY_NAME", "Acme Cloud".to_owned()),
+        ],
+    )?;
+    wait_for_port(ports.page, "tocsin-page").await
 }
 
 /// `tocsin-local-providers all` on `ports`, waited for until each server listens.
@@ -308,9 +335,10 @@ pub(crate) fn worker_env(
                 "status.acme.example".to_owned(),
             ),
             (
-                "TOCSIN_EMAIL_UNSUBSCRIBE_URL",
-                "https://status.acme.example/unsubscribe/{subscriber_id}".to_owned(),
+                "TOCSIN_PAGE_URL",
+                format!("http://127.0.0.1:{}", ports.page),
             ),
+            ("TOCSIN_LINK_SECRET", LINK_SECRET.to_owned()),
         ]),
         tocsin_core::Channel::Sms => env.extend([
             (

@@ -6,17 +6,20 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 use tocsin_bus::{DeliveryJob, WorkQueue};
+use tocsin_core::links::LinkSecret;
 use tocsin_core::{
     Channel, Contacts, DeliveryKey, EventKind, IncidentId, Lane, RecordedEvent, RetryPolicy,
     Subscriber,
 };
 use tocsin_delivery::{Handled, Worker, WorkerConfig};
+use tocsin_email::courier::UnsubscribeLinks;
 use tocsin_email::{EmailCourier, EmailSettings, SmtpConfig, SmtpSender, Templates, TlsMode};
 use tocsin_local_providers::{Fault, FaultRule, ReceivedMail, SmtpServer, SmtpStage};
 use tocsin_testkit::pipeline::{Pipeline, follow_up, opened, preferences};
 
 const DOMAIN: &str = "status.acme.test";
 const ADA: &str = "ada@example.test";
+const LINK_SECRET: &[u8] = b"the link secret tocsin-page shares, 32+ bytes";
 
 /// A short schedule, so a retry is due a fraction of a second later.
 fn retry(max_attempts: u32) -> RetryPolicy {
@@ -50,7 +53,10 @@ async fn harness(pool: PgPool, retry: RetryPolicy) -> Harness {
     let settings = EmailSettings {
         from: "Acme Status <status@acme.test>".parse().unwrap(),
         message_id_domain: DOMAIN.into(),
-        unsubscribe_url: Some("https://status.acme.test/unsubscribe/{subscriber_id}".into()),
+        unsubscribe: Some(UnsubscribeLinks {
+            url: "https://status.acme.test/unsubscribe/{token}".into(),
+            secret: LinkSecret::new(LINK_SECRET).unwrap(),
+        }),
         retry,
     };
     let courier = EmailCourier::new(
@@ -228,10 +234,19 @@ async fn an_opening_is_mailed_once_and_its_update_threads_under_it(pool: PgPool)
         None,
         "the opening starts the thread"
     );
-    assert_eq!(
-        header(&mails[0], "List-Unsubscribe"),
-        Some(format!("<https://status.acme.test/unsubscribe/{}>", h.ada.id).as_str())
-    );
+    // A signed link naming Ada, which the page verifies with the same secret.
+    let unsubscribe = header(&mails[0], "List-Unsubscribe").expect("a one-click link");
+    let token = unsubscribe
+        .strip_prefix("<https://status.acme.test/unsubscribe/")
+        .and_then(|t| t.strip_suffix('>'))
+        .expect("the page's URL with a token");
+    let claims = LinkSecret::new(LINK_SECRET)
+        .unwrap()
+        .verify(token, time::OffsetDateTime::now_utc())
+        .unwrap();
+    assert_eq!(claims.subscriber_id, h.ada.id);
+    assert_eq!(claims.channel, Some(Channel::Email));
+    assert!(claims.expires_at > time::OffsetDateTime::now_utc() + time::Duration::days(300));
     assert_eq!(h.state(&key).await, "delivered");
     assert_eq!(
         h.pipeline.trail_kinds(opening.incident_id).await,

@@ -37,7 +37,12 @@ async fn spawn(pool: PgPool) -> App {
         link_secret: LinkSecret::new(SECRET).unwrap(),
         company: "Acme Cloud".into(),
     };
-    tokio::spawn(tocsin_page::run(config, store.clone(), listener, shutdown.clone()));
+    tokio::spawn(tocsin_page::run(
+        config,
+        store.clone(),
+        listener,
+        shutdown.clone(),
+    ));
     App {
         addr,
         store,
@@ -92,8 +97,14 @@ async fn a_one_click_post_unsubscribes_the_address_and_a_get_never_does(pool: Pg
     let page = http.get(&link).send().await.unwrap();
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
-    assert!(html.contains("Stop Acme Cloud's service status emails"), "{html}");
-    assert!(!html.contains("ada@example.com") && !html.contains("Ada@Example.com"), "no address shown");
+    assert!(
+        html.contains("Stop Acme Cloud's service status emails"),
+        "{html}"
+    );
+    assert!(
+        !html.contains("ada@example.com") && !html.contains("Ada@Example.com"),
+        "no address shown"
+    );
     assert!(app.opted_out("ada").await.is_empty());
 
     // RFC 8058: the mail provider POSTs List-Unsubscribe=One-Click to the header's URL.
@@ -133,7 +144,11 @@ async fn a_one_click_post_unsubscribes_the_address_and_a_get_never_does(pool: Pg
     assert_eq!(
         log,
         [
-            ("email".into(), "opt_out".into(), "one_click_unsubscribe".into()),
+            (
+                "email".into(),
+                "opt_out".into(),
+                "one_click_unsubscribe".into()
+            ),
             ("email".into(), "opt_out".into(), "unsubscribe_page".into()),
             ("sms".into(), "opt_out".into(), "unsubscribe_page".into()),
         ]
@@ -160,16 +175,35 @@ async fn forged_and_expired_links_change_nothing(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(refused.status(), 404);
-    assert!(refused.text().await.unwrap().contains("This link does not work"));
+    assert!(
+        refused
+            .text()
+            .await
+            .unwrap()
+            .contains("This link does not work")
+    );
 
     let expired = app.link(ada, time::Duration::seconds(-1));
-    let gone = http.post(&expired).body("List-Unsubscribe=One-Click").send().await.unwrap();
+    let gone = http
+        .post(&expired)
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(gone.status(), 410);
     assert_eq!(http.get(&expired).send().await.unwrap().status(), 410);
     assert!(app.opted_out("ada").await.is_empty());
 
     // A subscriber deleted since: answered as done, nothing to change.
-    let link = app.link(SubscriberId::from_uuid(uuid::Uuid::now_v7()), time::Duration::days(1));
-    let nobody = http.post(&link).body("List-Unsubscribe=One-Click").send().await.unwrap();
+    let link = app.link(
+        SubscriberId::from_uuid(uuid::Uuid::now_v7()),
+        time::Duration::days(1),
+    );
+    let nobody = http
+        .post(&link)
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(nobody.status(), 200);
 }

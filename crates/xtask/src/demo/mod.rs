@@ -111,6 +111,8 @@ pub(crate) async fn run() -> anyhow::Result<()> {
 
 /// What the demo saw, for its last line.
 struct Report {
+    /// The sample reader's one-click unsubscribe was recorded.
+    unsubscribed: bool,
     incident_id: String,
     expected: u64,
     delivered: u64,
@@ -124,7 +126,11 @@ struct Report {
 
 impl Report {
     fn ok(&self) -> bool {
-        self.missing == 0 && self.duplicates == 0 && self.unexpected == 0 && self.log_ok
+        self.missing == 0
+            && self.duplicates == 0
+            && self.unexpected == 0
+            && self.log_ok
+            && self.unsubscribed
     }
 
     fn json(&self) -> serde_json::Value {
@@ -137,6 +143,7 @@ impl Report {
             "missing": self.missing,
             "unexpected": self.unexpected,
             "log_and_jetstream_ok": self.log_ok,
+            "one_click_unsubscribe_ok": self.unsubscribed,
             "p50_ms": round1(self.p50_ms),
             "p99_ms": round1(self.p99_ms),
         })
@@ -344,11 +351,14 @@ async fn demonstrate(
     }
     let samples = samples::collect(&http, ports).await?;
     println!("\n{samples}");
+    let unsubscribed =
+        one_click_unsubscribe(&http, samples.unsubscribe_url.as_deref(), database_url).await?;
 
     // Give a stray second send the time to show up before counting.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let ledger = ledger_report(database_url).await?;
     let mut report = Report {
+        unsubscribed,
         incident_id,
         expected: 0,
         delivered: 0,
@@ -408,6 +418,44 @@ async fn demonstrate(
          its delivery_trail."
     );
     Ok(report)
+}
+
+/// Does what a mail provider does when the reader clicks "unsubscribe": POSTs
+/// `List-Unsubscribe=One-Click` (RFC 8058) to the URL in their last email's header, served by
+/// `tocsin-page`; then checks the ledger's side: their address is opted out of email.
+async fn one_click_unsubscribe(
+    http: &reqwest::Client,
+    url: Option<&str>,
+    database_url: &str,
+) -> anyhow::Result<bool> {
+    let Some(url) = url else {
+        println!("✗ the sample reader's emails carried no List-Unsubscribe header");
+        return Ok(false);
+    };
+    let answer = http
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .context("posting the one-click unsubscribe to tocsin-page")?;
+    let pool = sqlx::PgPool::connect(database_url).await?;
+    let opted_out: Vec<String> =
+        sqlx::query_scalar("SELECT opted_out FROM subscriber_contacts WHERE email = $1")
+            .bind(samples::EMAIL_READER)
+            .fetch_one(&pool)
+            .await?;
+    pool.close().await;
+    let ok = answer.status().is_success() && opted_out == ["email"];
+    println!(
+        "{} one-click unsubscribe (RFC 8058) from {}'s last email: tocsin-page answered {}; \
+         their address is opted out of {:?}",
+        if ok { "✓" } else { "✗" },
+        samples::EMAIL_READER,
+        answer.status(),
+        opted_out
+    );
+    Ok(ok)
 }
 
 /// One step of an incident's or maintenance's life.

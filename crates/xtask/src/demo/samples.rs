@@ -11,7 +11,7 @@ use serde::Deserialize;
 use crate::stack::Ports;
 
 /// Gets every kind of email (the "mail" persona).
-const EMAIL_READER: &str = "mail-01@customers.example";
+pub(super) const EMAIL_READER: &str = "mail-01@customers.example";
 /// Gets texts when an incident opens and resolves (the "mail-and-text" persona).
 const SMS_READER: &str = "+14155552601";
 
@@ -30,6 +30,8 @@ struct Sms {
 
 pub(super) struct Samples {
     emails: Vec<(String, String)>,
+    /// The one-click unsubscribe URL of the email reader's last email.
+    pub(super) unsubscribe_url: Option<String>,
     texts: Vec<String>,
     path: PathBuf,
 }
@@ -51,9 +53,13 @@ pub(super) async fn collect(http: &reqwest::Client, ports: Ports) -> anyhow::Res
         .json()
         .await
         .context("reading the Twilio server's messages")?;
-    let emails: Vec<(String, String)> = mails
+    let mails: Vec<Mail> = mails
         .into_iter()
         .filter(|m| m.recipients.iter().any(|r| r == EMAIL_READER))
+        .collect();
+    let unsubscribe_url = mails.last().and_then(|m| list_unsubscribe(&m.data));
+    let emails: Vec<(String, String)> = mails
+        .into_iter()
         .map(|m| (m.subject.unwrap_or_default(), text_part(&m.data)))
         .collect();
     let texts: Vec<String> = texts
@@ -75,6 +81,7 @@ pub(super) async fn collect(http: &reqwest::Client, ports: Ports) -> anyhow::Res
     let path = path.canonicalize().unwrap_or(path);
     Ok(Samples {
         emails,
+        unsubscribe_url,
         texts,
         path,
     })
@@ -101,6 +108,18 @@ pub(super) fn hhmm(at: time::OffsetDateTime) -> String {
 }
 
 /// The `text/plain` part of a MIME message, its quoted-printable decoded.
+/// The URL in a raw message's `List-Unsubscribe` header (unfolded).
+fn list_unsubscribe(data: &str) -> Option<String> {
+    let headers = data.split("\r\n\r\n").next()?;
+    let unfolded = headers.replace("\r\n ", " ").replace("\r\n\t", " ");
+    let value = unfolded
+        .lines()
+        .find_map(|line| line.strip_prefix("List-Unsubscribe:"))?;
+    let (_, rest) = value.split_once('<')?;
+    let (url, _) = rest.split_once('>')?;
+    Some(url.trim().to_owned())
+}
+
 fn text_part(data: &str) -> String {
     let Some(start) = data.find("Content-Type: text/plain") else {
         return String::new();
