@@ -27,6 +27,7 @@ const SERVICE_BINARIES: &[&str] = &[
     "tocsin-email",
     "tocsin-sms",
     "tocsin-webhook",
+    "tocsin-page",
     "tocsin-local-providers",
 ];
 
