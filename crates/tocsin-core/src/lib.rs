@@ -24,6 +24,7 @@
 //! - [`retry`]: the retry schedule: backoff with jitter, provider floors, limits.
 //! - [`notice`]: the customer-facing facts of one event for one recipient, which channels render.
 //! - [`maintenance`]: the events Tocsin records by itself for a scheduled maintenance.
+//! - [`status`]: what a public status page says: components' states and the overall word.
 //! - [`network`]: which addresses a webhook may reach, and the checks on a webhook URL.
 
 pub mod change;
@@ -45,6 +46,7 @@ pub mod notice;
 pub mod outcome;
 pub mod preferences;
 pub mod retry;
+pub mod status;
 pub mod subscriber;
 
 pub use change::{Change, EventKind, IncidentStatus, MaintenanceWindow, PublishRequest, Severity};

@@ -83,6 +83,14 @@ pub fn done(company: &str, channels: &[Channel]) -> String {
     )
 }
 
+pub fn not_found(company: &str) -> String {
+    page(
+        company,
+        "Not found",
+        "<p>There is no such incident. <a href=\"/\">See the current status</a>.</p>",
+    )
+}
+
 pub fn invalid_link(company: &str) -> String {
     page(
         company,

@@ -1,6 +1,9 @@
-//! Tocsin's public pages, served to the company's customers: today the unsubscribe page
-//! behind the signed link in every email, including RFC 8058 one-click unsubscribe.
+//! Tocsin's public pages, served to the company's customers: the status page, and the
+//! unsubscribe page behind the signed link in every email (RFC 8058 one-click included).
 //!
+//! - [`status_page`]: `/` (components, current incidents and maintenance, 90 days of
+//!   history), `/incidents/{id}`, `/feed.atom` and `/api/v1/summary.json`, from PostgreSQL
+//!   only; templates in `templates/`.
 //! - [`unsubscribe`]: `GET` shows what the link will stop and asks to confirm (link scanners
 //!   follow GETs, so a GET never unsubscribes); `POST` does it, from the form or from a mail
 //!   provider's one-click request (`List-Unsubscribe=One-Click`).
@@ -15,6 +18,7 @@
 //! in-process on `127.0.0.1:0`.
 
 pub mod html;
+pub mod status_page;
 pub mod unsubscribe;
 
 use std::sync::Arc;
@@ -35,6 +39,25 @@ pub struct PageConfig {
     pub link_secret: LinkSecret,
     /// The company speaking to its customers ("Acme").
     pub company: String,
+    /// Where the public reaches these pages (`https://status.acme.com`): the feed's links.
+    pub public_url: String,
+    /// A logo shown in the page header.
+    pub logo_url: Option<String>,
+    /// The links' colour, `#rgb` or `#rrggbb` (see [`check_colour`]).
+    pub accent: String,
+}
+
+/// Checks a CSS colour from configuration: only `#rgb` or `#rrggbb`, since it goes into the
+/// page's style sheet.
+pub fn check_colour(colour: &str) -> Result<(), String> {
+    let hex = colour.strip_prefix('#').unwrap_or_default();
+    if matches!(hex.len(), 3 | 6) && hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{colour:?} is not a colour of the form #rgb or #rrggbb"
+        ))
+    }
 }
 
 /// Shared by every request.
@@ -42,6 +65,7 @@ pub struct PageConfig {
 pub(crate) struct Pages {
     pub(crate) config: Arc<PageConfig>,
     pub(crate) store: Store,
+    pub(crate) templates: Arc<minijinja::Environment<'static>>,
 }
 
 /// The routes, ready to serve.
@@ -49,8 +73,13 @@ pub fn router(config: PageConfig, store: Store) -> Router {
     let pages = Pages {
         config: Arc::new(config),
         store,
+        templates: Arc::new(status_page::templates()),
     };
     Router::new()
+        .route("/", get(status_page::status))
+        .route("/incidents/{id}", get(status_page::incident))
+        .route("/feed.atom", get(status_page::feed))
+        .route("/api/v1/summary.json", get(status_page::summary))
         .route(
             "/unsubscribe/{token}",
             get(unsubscribe::confirm).post(unsubscribe::unsubscribe),

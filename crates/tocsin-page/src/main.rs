@@ -34,6 +34,16 @@ struct Cli {
     /// The company name the pages speak for.
     #[arg(long, env = "TOCSIN_COMPANY_NAME", default_value = "Tocsin")]
     company: String,
+    /// Where the public reaches the pages (the feed's links); `http://<TOCSIN_PAGE_ADDR>`
+    /// when unset.
+    #[arg(long, env = "TOCSIN_PAGE_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// A logo for the page header (an absolute URL or a path).
+    #[arg(long, env = "TOCSIN_PAGE_LOGO_URL")]
+    logo_url: Option<String>,
+    /// The links' colour, `#rgb` or `#rrggbb`.
+    #[arg(long, env = "TOCSIN_PAGE_ACCENT_COLOR", default_value = "#1d4ed8")]
+    accent: String,
     /// Log output: pretty or json.
     #[arg(long, env = "TOCSIN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     log_format: LogFormat,
@@ -57,9 +67,17 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cli.addr)
         .await
         .with_context(|| format!("binding {} (TOCSIN_PAGE_ADDR)", cli.addr))?;
+    tocsin_page::check_colour(&cli.accent)
+        .map_err(anyhow::Error::msg)
+        .context("TOCSIN_PAGE_ACCENT_COLOR")?;
     let config = PageConfig {
         link_secret,
         company: cli.company,
+        public_url: cli
+            .public_url
+            .unwrap_or_else(|| format!("http://{}", cli.addr)),
+        logo_url: cli.logo_url,
+        accent: cli.accent,
     };
     tocsin_page::run(config, store, listener, Shutdown::on_signals()).await
 }

@@ -1,5 +1,6 @@
 //! Reading incidents and their events back.
 
+use time::OffsetDateTime;
 use tocsin_core::{EventId, Incident, IncidentId, RecordedEvent};
 use tracing::instrument;
 
@@ -190,6 +191,59 @@ impl Store {
         );
         let rows: Vec<EventRow> = sqlx::query_as(sql)
             .bind(from_position)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        events(rows)
+    }
+}
+
+impl Store {
+    /// What a public status page lists: every open incident and maintenance, and those
+    /// closed since `since`, newest first, at most `limit`.
+    #[instrument(skip(self))]
+    pub async fn public_incidents(
+        &self,
+        since: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<Incident>, StoreError> {
+        let rows: Vec<IncidentRow> = sqlx::query_as(
+            "SELECT state FROM incidents
+             WHERE status NOT IN ('resolved', 'completed') OR updated_at >= $1
+             ORDER BY opened_at DESC LIMIT $2",
+        )
+        .bind(since)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| r.state.0).collect())
+    }
+
+    /// Every event of `incidents`, by incident and version.
+    #[instrument(skip_all, fields(incidents = incidents.len()))]
+    pub async fn events_of(
+        &self,
+        incidents: &[IncidentId],
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let ids: Vec<uuid::Uuid> = incidents.iter().map(|i| *i.as_uuid()).collect();
+        let sql = concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events e WHERE e.incident_id = ANY($1) ORDER BY e.incident_id, e.version"
+        );
+        let rows: Vec<EventRow> = sqlx::query_as(sql).bind(&ids).fetch_all(&self.pool).await?;
+        events(rows)
+    }
+
+    /// The latest `limit` events in the log, newest first (a feed's entries).
+    #[instrument(skip(self))]
+    pub async fn latest_events(&self, limit: u32) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events e ORDER BY e.position DESC LIMIT $1"
+        );
+        let rows: Vec<EventRow> = sqlx::query_as(sql)
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;

@@ -12,11 +12,13 @@ use tocsin_runtime::Shutdown;
 use tocsin_store::Store;
 use tocsin_testkit::pipeline::preferences;
 
+mod status;
+
 const SECRET: &[u8] = b"a link secret of at least 32 bytes, for tests";
 
-struct App {
-    addr: SocketAddr,
-    store: Store,
+pub(crate) struct App {
+    pub(crate) addr: SocketAddr,
+    pub(crate) store: Store,
     shutdown: Shutdown,
 }
 
@@ -26,7 +28,7 @@ impl Drop for App {
     }
 }
 
-async fn spawn(pool: PgPool) -> App {
+pub(crate) async fn spawn(pool: PgPool) -> App {
     tocsin_testkit::init_tracing();
     tocsin_runtime::tls::install_crypto_provider();
     let store = Store::from_pool(pool);
@@ -36,6 +38,9 @@ async fn spawn(pool: PgPool) -> App {
     let config = PageConfig {
         link_secret: LinkSecret::new(SECRET).unwrap(),
         company: "Acme Cloud".into(),
+        public_url: format!("http://{addr}"),
+        logo_url: None,
+        accent: "#1d4ed8".into(),
     };
     tokio::spawn(tocsin_page::run(
         config,
