@@ -353,6 +353,7 @@ async fn demonstrate(
     println!("\n{samples}");
     let unsubscribed =
         one_click_unsubscribe(&http, samples.unsubscribe_url.as_deref(), database_url).await?;
+    status_page(&http, ports, &incident_id).await?;
 
     // Give a stray second send the time to show up before counting.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -418,6 +419,37 @@ async fn demonstrate(
          its delivery_trail."
     );
     Ok(report)
+}
+
+/// Reads the status page `tocsin-page` serves, as a machine would (its JSON summary) and as
+/// a reader would (the incident's page), and says what it shows.
+async fn status_page(
+    http: &reqwest::Client,
+    ports: Ports,
+    incident_id: &str,
+) -> anyhow::Result<()> {
+    let base = format!("http://127.0.0.1:{}", ports.page);
+    let summary: serde_json::Value = http
+        .get(format!("{base}/api/v1/summary.json"))
+        .send()
+        .await?
+        .json()
+        .await
+        .context("reading the status page's JSON summary")?;
+    let page = http
+        .get(format!("{base}/incidents/{incident_id}"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    println!(
+        "✓ status page {base}/ says \"{}\" over {} components; the incident's page shows {} \
+         updates (feed: {base}/feed.atom)",
+        summary["status"]["description"].as_str().unwrap_or("?"),
+        summary["components"].as_array().map_or(0, Vec::len),
+        page.matches("<li><strong>").count()
+    );
+    Ok(())
 }
 
 /// Does what a mail provider does when the reader clicks "unsubscribe": POSTs
