@@ -69,6 +69,9 @@ pub struct Notice {
     pub status_page_url: Option<String>,
     #[serde(default)]
     pub unsubscribe_url: Option<String>,
+    /// The reader's preference centre (a signed link), when one is served.
+    #[serde(default)]
+    pub preferences_url: Option<String>,
     /// The delivery this notice is rendered for; channels derive their message ids from it.
     pub delivery_key: String,
     /// This is the reader's first word of an incident already under way (they subscribed, or
@@ -172,6 +175,7 @@ impl Notice {
             version: event.version,
             status_page_url: None,
             unsubscribe_url: None,
+            preferences_url: None,
             delivery_key: delivery_key.as_str().to_owned(),
         }
     }
@@ -183,6 +187,11 @@ impl Notice {
 
     pub fn with_unsubscribe_url(mut self, url: impl Into<String>) -> Notice {
         self.unsubscribe_url = Some(url.into());
+        self
+    }
+
+    pub fn with_preferences_url(mut self, url: impl Into<String>) -> Notice {
+        self.preferences_url = Some(url.into());
         self
     }
 
@@ -371,6 +380,7 @@ impl Notice {
             version: 2,
             status_page_url: Some("https://status.acme.test".into()),
             unsubscribe_url: Some("https://status.acme.test/unsubscribe/u1".into()),
+            preferences_url: Some("https://status.acme.test/preferences/p1".into()),
             delivery_key: "dlv_0123456789abcdef0123456789abcdef".into(),
             catch_up: false,
             history: Vec::new(),
@@ -386,6 +396,7 @@ impl Notice {
             channel_kinds: vec![kind],
             status_page_url: None,
             unsubscribe_url: None,
+            preferences_url: None,
             ..full.clone()
         };
         [full, bare]
@@ -494,6 +505,7 @@ mod tests {
 
     fn notice() -> Notice {
         Notice {
+            preferences_url: None,
             affected: Vec::new(),
             company: "Acme".into(),
             incident_id: IncidentId::new(),

@@ -176,7 +176,19 @@ impl EmailArgs {
         };
         let secret = tocsin_core::links::LinkSecret::new(secret.expose_secret().as_bytes())
             .context("TOCSIN_LINK_SECRET")?;
-        Ok(Some(UnsubscribeLinks { url, secret }))
+        // The preference centre is tocsin-page's; a URL of your own has none.
+        let preferences_url = match (&self.email_unsubscribe_url, &self.page_url) {
+            (None, Some(page)) => Some(format!(
+                "{}/preferences/{TOKEN_PLACEHOLDER}",
+                page.trim().trim_end_matches('/')
+            )),
+            _ => None,
+        };
+        Ok(Some(UnsubscribeLinks {
+            url,
+            secret,
+            preferences_url,
+        }))
     }
 }
 
@@ -257,6 +269,10 @@ mod tests {
         assert_eq!(settings.retry, cli.worker.retry_policy());
         let links = settings.unsubscribe.expect("links from the page URL");
         assert_eq!(links.url, "https://status.acme.test/unsubscribe/{token}");
+        assert_eq!(
+            links.preferences_url.as_deref(),
+            Some("https://status.acme.test/preferences/{token}")
+        );
         assert!(
             !format!("{cli:?}").contains("0123456789abcdef"),
             "the link secret is never printed"

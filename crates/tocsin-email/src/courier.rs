@@ -22,13 +22,18 @@ pub const TOKEN_PLACEHOLDER: &str = "{token}";
 /// How long an unsubscribe link works, from the event its message tells of. Long: a reader
 /// who wants out months later must not find the way closed.
 pub const UNSUBSCRIBE_LINK_DAYS: i64 = 365;
+/// How long a preference-centre link works: it opens more than a way out, so less long.
+pub const PREFERENCES_LINK_DAYS: i64 = 90;
 
 /// The unsubscribe links of every email: a URL with [`TOKEN_PLACEHOLDER`], and the secret
-/// the token is signed with (the page that serves the URL verifies it).
+/// the token is signed with (the page that serves the URL verifies it); and, when
+/// `tocsin-page` serves them, the preference-centre links (`preferences_url`, with the same
+/// placeholder).
 #[derive(Debug, Clone)]
 pub struct UnsubscribeLinks {
     pub url: String,
     pub secret: tocsin_core::links::LinkSecret,
+    pub preferences_url: Option<String>,
 }
 
 impl UnsubscribeLinks {
@@ -46,6 +51,22 @@ impl UnsubscribeLinks {
             expires_at: occurred_at + time::Duration::days(UNSUBSCRIBE_LINK_DAYS),
         });
         self.url.replace(TOKEN_PLACEHOLDER, &token)
+    }
+
+    /// The preference-centre link for `subscriber`, when one is served.
+    pub fn preferences_for(
+        &self,
+        subscriber: tocsin_core::SubscriberId,
+        occurred_at: time::OffsetDateTime,
+    ) -> Option<String> {
+        let url = self.preferences_url.as_ref()?;
+        let token = self.secret.sign(&tocsin_core::links::LinkClaims {
+            subscriber_id: subscriber,
+            purpose: tocsin_core::links::Purpose::Preferences,
+            channel: None,
+            expires_at: occurred_at + time::Duration::days(PREFERENCES_LINK_DAYS),
+        });
+        Some(url.replace(TOKEN_PLACEHOLDER, &token))
     }
 }
 

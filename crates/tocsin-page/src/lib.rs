@@ -4,6 +4,8 @@
 //! - [`status_page`]: `/` (components, current incidents and maintenance, 90 days of
 //!   history), `/incidents/{id}`, `/feed.atom` and `/api/v1/summary.json`, from PostgreSQL
 //!   only; templates in `templates/`.
+//! - [`preferences`]: `/preferences/{token}`, the preference centre behind the signed link
+//!   in every email: channels (as consent), components, severity, quiet hours.
 //! - [`unsubscribe`]: `GET` shows what the link will stop and asks to confirm (link scanners
 //!   follow GETs, so a GET never unsubscribes); `POST` does it, from the form or from a mail
 //!   provider's one-click request (`List-Unsubscribe=One-Click`).
@@ -18,6 +20,7 @@
 //! in-process on `127.0.0.1:0`.
 
 pub mod html;
+pub mod preferences;
 pub mod status_page;
 pub mod unsubscribe;
 
@@ -80,6 +83,10 @@ pub fn router(config: PageConfig, store: Store) -> Router {
         .route("/incidents/{id}", get(status_page::incident))
         .route("/feed.atom", get(status_page::feed))
         .route("/api/v1/summary.json", get(status_page::summary))
+        .route(
+            "/preferences/{token}",
+            get(preferences::show).post(preferences::save),
+        )
         .route(
             "/unsubscribe/{token}",
             get(unsubscribe::confirm).post(unsubscribe::unsubscribe),

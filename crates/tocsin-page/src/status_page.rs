@@ -42,6 +42,10 @@ pub(crate) fn templates() -> Environment<'static> {
         ),
         ("status.html", include_str!("../templates/status.html")),
         ("incident.html", include_str!("../templates/incident.html")),
+        (
+            "preferences.html",
+            include_str!("../templates/preferences.html"),
+        ),
     ] {
         env.add_template(name, source)
             .expect("the compiled-in templates parse");

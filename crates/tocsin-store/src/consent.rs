@@ -156,3 +156,39 @@ impl Store {
         )
     }
 }
+
+impl Store {
+    /// Replaces a subscriber's preferences with the ones they chose themselves (the
+    /// preference centre), as a new revision; `None` when there is no such live subscriber.
+    /// `preferences` must be validated.
+    pub async fn set_own_preferences(
+        &self,
+        id: SubscriberId,
+        preferences: &tocsin_core::Preferences,
+    ) -> Result<Option<tocsin_core::Subscriber>, StoreError> {
+        let updated: Option<(uuid::Uuid,)> = sqlx::query_as(
+            "WITH updated AS (
+                 UPDATE subscribers s SET revision = nextval('subscriber_revision_seq'),
+                     preferences = $2, min_severity = $3,
+                     components = CASE WHEN jsonb_typeof($2->'components') = 'object'
+                         THEN ARRAY(SELECT jsonb_array_elements_text($2->'components'->'only'))
+                     END,
+                     updated_at = now()
+                 WHERE s.subscriber_id = $1 AND s.deleted_at IS NULL
+                 RETURNING s.revision, s.subscriber_id, s.preferences
+             )
+             INSERT INTO subscriber_revisions (revision, subscriber_id, preferences)
+             SELECT revision, subscriber_id, preferences FROM updated
+             RETURNING subscriber_id",
+        )
+        .bind(id.as_uuid())
+        .bind(sqlx::types::Json(preferences))
+        .bind(crate::subscribers::severity_rank(preferences.min_severity))
+        .fetch_optional(&self.pool)
+        .await?;
+        match updated {
+            Some(_) => Ok(self.subscriber_by_id(id).await?.map(|(s, _)| s)),
+            None => Ok(None),
+        }
+    }
+}

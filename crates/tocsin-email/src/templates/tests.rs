@@ -24,6 +24,7 @@ fn every_kind_renders_its_facts_in_text_and_html() {
                 "Payments API and Dashboard",
                 "https://status.acme.test",
                 "https://status.acme.test/unsubscribe/u1",
+                "https://status.acme.test/preferences/p1",
             ] {
                 // minijinja's HTML escaping also escapes `/`; browsers decode it in attributes.
                 let fact = if part == "html" {
@@ -418,11 +419,13 @@ fn without_urls_the_links_are_left_out() {
     let notice = Notice {
         status_page_url: None,
         unsubscribe_url: None,
+        preferences_url: None,
         ..sample_notice(EventKind::Updated)
     };
     let r = render(&notice);
     assert!(!r.text.contains("Live status"));
     assert!(!r.text.contains("To stop these emails"));
+    assert!(!r.text.contains("To choose what you hear about"));
     assert!(!r.html.contains("href"));
 }
 

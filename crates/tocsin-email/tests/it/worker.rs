@@ -56,6 +56,7 @@ async fn harness(pool: PgPool, retry: RetryPolicy) -> Harness {
         unsubscribe: Some(UnsubscribeLinks {
             url: "https://status.acme.test/unsubscribe/{token}".into(),
             secret: LinkSecret::new(LINK_SECRET).unwrap(),
+            preferences_url: Some("https://status.acme.test/preferences/{token}".into()),
         }),
         retry,
     };

@@ -12,9 +12,10 @@ use tocsin_runtime::Shutdown;
 use tocsin_store::Store;
 use tocsin_testkit::pipeline::preferences;
 
+mod preferences;
 mod status;
 
-const SECRET: &[u8] = b"a link secret of at least 32 bytes, for tests";
+pub(crate) const SECRET: &[u8] = b"a link secret of at least 32 bytes, for tests";
 
 pub(crate) struct App {
     pub(crate) addr: SocketAddr,
@@ -57,7 +58,7 @@ pub(crate) async fn spawn(pool: PgPool) -> App {
 
 impl App {
     /// A subscriber on email and SMS.
-    async fn subscriber(&self, external_id: &str, email: &str) -> SubscriberId {
+    pub(crate) async fn subscriber(&self, external_id: &str, email: &str) -> SubscriberId {
         let upserted = self
             .store
             .upsert_subscribers(&[tocsin_store::SubscriberWrite {
