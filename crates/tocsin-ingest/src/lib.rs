@@ -4,7 +4,7 @@
 //!
 //! - [`config`]: configuration from the environment, with documented defaults.
 //! - [`auth`]: bearer-token authentication of callers and their roles (publisher, operator).
-//! - [`service`]: the `tocsin.v1.IncidentService` handlers.
+//! - [`service`]: the `tocsin.v1.IncidentService` handlers (`listing`: `ListIncidents`).
 //! - [`operations`]: the `tocsin.v1.OperationsService` handlers: rebuild and republish,
 //!   streaming their progress.
 //! - [`subscribers`]: the `tocsin.v1.SubscriberService` handlers; contact points are checked
@@ -30,6 +30,7 @@ pub mod components;
 pub mod config;
 mod contacts;
 mod deliveries;
+mod listing;
 pub mod operations;
 pub mod readiness;
 pub mod relay;

@@ -161,6 +161,16 @@ impl IncidentService for IncidentApi {
         Ok(Response::new(wire))
     }
 
+    #[instrument(skip_all)]
+    async fn list_incidents(
+        &self,
+        request: Request<v1::ListIncidentsRequest>,
+    ) -> Result<Response<v1::ListIncidentsResponse>, Status> {
+        crate::listing::list(&self.store, request.get_ref())
+            .await
+            .map(Response::new)
+    }
+
     #[instrument(skip_all, fields(incident_id = %request.get_ref().incident_id))]
     async fn list_incident_events(
         &self,

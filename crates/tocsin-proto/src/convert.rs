@@ -94,6 +94,11 @@ pub fn severity_in(field: &'static str, raw: i32) -> Result<Option<Severity>, Do
 }
 
 fn status(raw: i32) -> Result<Option<IncidentStatus>, DomainError> {
+    status_in("status", raw)
+}
+
+/// An incident status from the wire, `None` when unspecified; `field` names it in errors.
+pub fn status_in(field: &'static str, raw: i32) -> Result<Option<IncidentStatus>, DomainError> {
     use v1::IncidentStatus as W;
     Ok(match W::try_from(raw) {
         Ok(W::Unspecified) => None,
@@ -106,7 +111,7 @@ fn status(raw: i32) -> Result<Option<IncidentStatus>, DomainError> {
         Ok(W::Completed) => Some(IncidentStatus::Completed),
         Err(_) => {
             return Err(DomainError::invalid(
-                "status",
+                field,
                 format!("{raw} is not a known status"),
             ));
         }
@@ -280,5 +285,18 @@ impl From<&Incident> for v1::Incident {
                 &i.impacts,
             )),
         }
+    }
+}
+
+/// An incident kind from the wire, `None` when unspecified; `field` names it in errors.
+pub fn kind_in(field: &'static str, raw: i32) -> Result<Option<IncidentKind>, DomainError> {
+    match v1::IncidentKind::try_from(raw) {
+        Ok(v1::IncidentKind::Unspecified) => Ok(None),
+        Ok(v1::IncidentKind::Incident) => Ok(Some(IncidentKind::Incident)),
+        Ok(v1::IncidentKind::Maintenance) => Ok(Some(IncidentKind::Maintenance)),
+        Err(_) => Err(DomainError::invalid(
+            field,
+            format!("{raw} is not a known kind"),
+        )),
     }
 }

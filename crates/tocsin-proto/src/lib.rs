@@ -17,7 +17,9 @@ pub mod deliveries;
 pub mod subscribers;
 
 pub use components::impacts;
-pub use convert::{event_kind_in, incident_id, severity_in, timestamp, to_offset_datetime};
+pub use convert::{
+    event_kind_in, incident_id, kind_in, severity_in, status_in, timestamp, to_offset_datetime,
+};
 
 /// The encoded `FileDescriptorSet` of `tocsin.v1`, for `tonic-reflection`.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

@@ -53,7 +53,7 @@ pub use log::Appended;
 pub use outbox::{LogNotification, LogNotifications, RelayLease};
 pub use progress::{ChannelProgress, DeliveryCursor, DeliveryFilter, DeliveryView};
 pub use projection::RebuildReport;
-pub use read::{IncidentAsOf, OpenMaintenance, ThreadQuery};
+pub use read::{IncidentAsOf, IncidentCursor, IncidentFilter, OpenMaintenance, ThreadQuery};
 pub use subscribers::{SubscriberFilter, SubscriberPage, SubscriberWrite, Upserted};
 
 /// The schema migrations, embedded at build time.

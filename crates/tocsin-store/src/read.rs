@@ -250,3 +250,63 @@ impl Store {
         events(rows)
     }
 }
+
+/// What [`Store::list_incidents`] keeps.
+#[derive(Debug, Clone, Default)]
+pub struct IncidentFilter {
+    /// Empty: every status.
+    pub statuses: Vec<tocsin_core::IncidentStatus>,
+    pub component: Option<String>,
+    /// Empty: every severity.
+    pub severities: Vec<tocsin_core::Severity>,
+    pub opened_after: Option<OffsetDateTime>,
+    pub opened_before: Option<OffsetDateTime>,
+    pub kind: Option<tocsin_core::IncidentKind>,
+}
+
+/// Where a listing page ended: the last incident's opening time and id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IncidentCursor {
+    pub opened_at: OffsetDateTime,
+    pub incident_id: IncidentId,
+}
+
+impl Store {
+    /// Incidents matching `filter`, newest opened first, after `after`, at most `limit`.
+    #[instrument(skip(self))]
+    pub async fn list_incidents(
+        &self,
+        filter: &IncidentFilter,
+        after: Option<IncidentCursor>,
+        limit: u32,
+    ) -> Result<Vec<Incident>, StoreError> {
+        let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
+        let severities: Vec<&str> = filter.severities.iter().map(|s| s.as_str()).collect();
+        let rows: Vec<IncidentRow> = sqlx::query_as(
+            "SELECT state FROM incidents
+             WHERE (cardinality($1::text[]) = 0 OR status = ANY($1))
+               AND ($2::text IS NULL OR state->'components' ? $2)
+               AND (cardinality($3::text[]) = 0 OR severity = ANY($3))
+               AND ($4::timestamptz IS NULL OR opened_at >= $4)
+               AND ($5::timestamptz IS NULL OR opened_at < $5)
+               AND ($6::text IS NULL OR kind = $6)
+               AND ($7::timestamptz IS NULL OR (opened_at, incident_id) < ($7, $8))
+             ORDER BY opened_at DESC, incident_id DESC LIMIT $9",
+        )
+        .bind(&statuses)
+        .bind(filter.component.as_deref())
+        .bind(&severities)
+        .bind(filter.opened_after)
+        .bind(filter.opened_before)
+        .bind(filter.kind.map(|k| match k {
+            tocsin_core::IncidentKind::Incident => "incident",
+            tocsin_core::IncidentKind::Maintenance => "maintenance",
+        }))
+        .bind(after.map(|a| a.opened_at))
+        .bind(after.map_or(uuid::Uuid::nil(), |a| *a.incident_id.as_uuid()))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| r.state.0).collect())
+    }
+}

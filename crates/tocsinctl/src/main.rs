@@ -3,6 +3,7 @@
 //! - [`client`]: the connection, the bearer token, and errors as one line and an exit code.
 //! - [`publish`]: open, update, resolve and reopen incidents.
 //! - [`import`] and [`subscriber_file`]: subscribers from CSV or JSON lines.
+//! - [`incidents`]: find incidents again (`ListIncidents`).
 //! - [`watch`]: an incident's delivery progress, once (`show`) or live (`watch`).
 //! - [`components`]: the component catalogue.
 //! - [`deliveries`]: an incident's deliveries, filtered.
@@ -18,6 +19,7 @@ mod client;
 mod components;
 mod deliveries;
 mod import;
+mod incidents;
 mod operations;
 mod publish;
 mod subscriber_file;
@@ -68,6 +70,8 @@ enum Command {
     Components(components::ComponentsCommand),
     /// Import subscribers from a CSV or JSON-lines file, with a summary of rejected rows.
     Import(import::ImportArgs),
+    /// List incidents, newest first: by status, component, severity, kind and time.
+    Incidents(incidents::IncidentsArgs),
     /// Show an incident and its deliveries per channel.
     Show {
         /// The incident id.
@@ -100,6 +104,7 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Publish(command) => publish::run(&server, command).await,
         Command::Components(command) => components::run(&server, command).await,
         Command::Import(args) => import::run(&server, args).await,
+        Command::Incidents(args) => incidents::run(&server, args).await,
         Command::Show { incident } => watch::show(&server, &incident).await,
         Command::Watch(args) => watch::watch(&server, args).await,
         Command::Deliveries(args) => deliveries::run(&server, args).await,

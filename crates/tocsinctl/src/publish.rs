@@ -224,7 +224,7 @@ fn parse_label(raw: &str) -> Result<(String, String), String> {
 
 /// A time on the command line: RFC 3339, or `+N`/`-N` minutes (`m`), hours (`h`) or days
 /// (`d`) from now.
-fn parse_time(raw: &str) -> Result<OffsetDateTime, String> {
+pub(crate) fn parse_time(raw: &str) -> Result<OffsetDateTime, String> {
     parse_time_at(raw, OffsetDateTime::now_utc())
 }
 
