@@ -18,6 +18,7 @@ mod received;
 mod services;
 mod stack;
 mod test;
+mod tools;
 mod torture;
 
 use std::process::ExitCode;

@@ -8,5 +8,6 @@ mod clock;
 mod components;
 mod errors;
 mod ops;
+mod reflection;
 mod relay;
 mod subscribers;
