@@ -24,6 +24,7 @@ use crate::Pages;
 use crate::html;
 
 /// The link's claims if it is a valid unsubscribe link, else the page saying why not.
+#[allow(clippy::result_large_err)] // Built once per request, on the refusal path.
 fn claims(pages: &Pages, token: &str) -> Result<LinkClaims, Response> {
     let company = &pages.config.company;
     match pages

@@ -5,6 +5,7 @@
 //! requested one by one ([`coalesce`]).
 //! Nothing here knows about incidents.
 
+pub mod catalogue;
 pub mod coalesce;
 mod connections;
 pub mod limits;

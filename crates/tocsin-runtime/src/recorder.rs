@@ -41,6 +41,8 @@ pub fn install() -> &'static PrometheusHandle {
             // Someone else's recorder is in place: ours renders, but nothing records into it.
             tracing::warn!(error = %e, "a metrics recorder was already installed; /metrics stays empty");
         }
+        crate::catalogue::describe();
+        metrics::gauge!("tocsin_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         handle
     })
 }

