@@ -2,10 +2,12 @@
 //! against a per-test PostgreSQL database and a private NATS server; `shutdown` stops the
 //! resolver and a worker with SIGTERM mid-work; `readiness` stops a private PostgreSQL under a
 //! running resolver; `heal` wipes the private NATS server mid-fan-out; `compose` checks
-//! docker-compose.yml and deploy/ against the built binaries (no Docker needed).
+//! docker-compose.yml and deploy/ against the built binaries (no Docker needed); `alerts`
+//! loads and exercises the Prometheus alert rules with promtool.
 //!
 //! The binaries must be built first (`cargo xtask test` does it).
 
+mod alerts;
 mod compose;
 mod ctl;
 mod heal;

@@ -77,7 +77,7 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     (
         "tocsin_consumer_pending",
         Kind::Gauge,
-        "Jobs waiting in a worker's JetStream consumer, by channel and lane.",
+        "Messages waiting in a JetStream consumer (the resolver's, or a worker lane's), by consumer.",
     ),
     (
         "tocsin_fallback_notices_total",
