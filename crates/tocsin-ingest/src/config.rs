@@ -57,6 +57,14 @@ pub struct ServeArgs {
     pub tls_key: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub relay_tuning: RelayArgs,
+    /// Where the HTTP receivers for monitoring tools listen (`POST /v1/alerts/alertmanager`);
+    /// unset: no HTTP listener.
+    #[arg(long, env = "TOCSIN_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// A JSON file of rules saying which alerts may reach customers and as which components
+    /// and severity (see crates/tocsin-alerts/src/mapping.rs); unset: alerts are refused.
+    #[arg(long, env = "TOCSIN_ALERT_RULES")]
+    pub alert_rules: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub shutdown: tocsin_runtime::ShutdownArgs,
 }
@@ -272,6 +280,9 @@ pub struct IngestConfig {
     /// How often the maintenance clock looks for reminders, starts and completions that are
     /// due; `None` runs no clock in this process.
     pub maintenance_clock: Option<Duration>,
+    /// Which alerts from monitoring tools may reach customers, and how; `None`: the alert
+    /// receivers refuse every notification, saying so.
+    pub alert_rules: Option<std::sync::Arc<tocsin_alerts::Mapping>>,
 }
 
 impl IngestConfig {
@@ -286,6 +297,7 @@ impl IngestConfig {
             shutdown_grace: Duration::from_secs(20),
             tls: None,
             maintenance_clock: Some(crate::clock::DEFAULT_INTERVAL),
+            alert_rules: None,
         }
     }
 }

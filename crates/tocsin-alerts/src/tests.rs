@@ -1,0 +1,165 @@
+use time::macros::datetime;
+use tocsin_core::{EventId, RecordedEvent, Severity};
+
+use super::*;
+
+fn notification(status: &str, alerts: &[(&str, &str)]) -> Notification {
+    let body = serde_json::json!({
+        "version": "4",
+        "groupKey": "{}:{alertname=\"HighErrorRate\"}",
+        "truncatedAlerts": 0,
+        "status": status,
+        "receiver": "tocsin",
+        "groupLabels": {"alertname": "HighErrorRate"},
+        "commonLabels": {"alertname": "HighErrorRate", "service": "payments", "severity": "critical"},
+        "commonAnnotations": {
+            "summary": "Payments API errors",
+            "description": "5% of requests fail",
+            "customer_message": "Some card payments fail. We are on it."
+        },
+        "externalURL": "http://alertmanager:9093",
+        "alerts": alerts.iter().map(|(fingerprint, status)| serde_json::json!({
+            "status": status,
+            "labels": {"alertname": "HighErrorRate", "instance": fingerprint},
+            "annotations": {},
+            "startsAt": "2026-12-07T10:00:00Z",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://prometheus:9090/graph",
+            "fingerprint": fingerprint
+        })).collect::<Vec<_>>()
+    });
+    Notification::parse(body.to_string().as_bytes()).unwrap()
+}
+
+fn mapping() -> Mapping {
+    Mapping::parse(
+        r#"{"rules": [
+            {"match": {"team": "internal"}, "public": false},
+            {"match": {"service": "payments"}, "components": ["api"], "public": true}
+        ]}"#,
+    )
+    .unwrap()
+}
+
+fn now() -> OffsetDateTime {
+    datetime!(2026-12-07 10:05 UTC)
+}
+
+fn published(decision: Decision) -> PublishRequest {
+    match decision {
+        Decision::Publish(request) => request,
+        Decision::Ignore(why) => panic!("ignored: {why}"),
+    }
+}
+
+fn after(request: &PublishRequest, current: Option<Incident>) -> Incident {
+    let validated = request.clone().validate(now()).unwrap();
+    Incident::apply(
+        current.clone(),
+        &RecordedEvent {
+            event_id: EventId::new(),
+            incident_id: validated.incident_id.unwrap(),
+            version: current.map_or(1, |i| i.version + 1),
+            position: 1,
+            publisher: "alertmanager".into(),
+            idempotency_key: validated.idempotency_key.clone(),
+            occurred_at: now(),
+            recorded_at: now(),
+            change: validated.change,
+        },
+    )
+}
+
+#[test]
+fn a_group_opens_updates_resolves_and_reopens_one_incident() {
+    let firing = notification("firing", &[("a1", "firing")]);
+    let open = published(decide(&firing, &mapping(), None, now()));
+    assert_eq!(open.change.kind, EventKind::Opened);
+    assert_eq!(open.change.title.as_deref(), Some("Payments API errors"));
+    assert_eq!(
+        open.change.message,
+        "Some card payments fail. We are on it."
+    );
+    assert_eq!(open.change.severity, Some(Severity::Critical));
+    assert_eq!(open.change.components, ["api"]);
+    assert_eq!(
+        open.change.started_at,
+        Some(datetime!(2026-12-07 10:00 UTC))
+    );
+    assert_eq!(open.incident_id, Some(incident_id(&firing)));
+    let incident = after(&open, None);
+
+    // The same notification again (repeat_interval): the same key, so one event.
+    let again = published(decide(&firing, &mapping(), None, now()));
+    assert_eq!(again.idempotency_key, open.idempotency_key);
+
+    // Another alert joins the group: an update of the same incident.
+    let grown = notification("firing", &[("a1", "firing"), ("a2", "firing")]);
+    let update = published(decide(&grown, &mapping(), Some(&incident), now()));
+    assert_eq!(update.change.kind, EventKind::Updated);
+    assert_eq!(update.incident_id, open.incident_id);
+    assert_ne!(update.idempotency_key, open.idempotency_key);
+    let incident = after(&update, Some(incident));
+
+    let resolved = notification("resolved", &[("a1", "resolved"), ("a2", "resolved")]);
+    let resolve = published(decide(&resolved, &mapping(), Some(&incident), now()));
+    assert_eq!(resolve.change.kind, EventKind::Resolved);
+    let incident = after(&resolve, Some(incident));
+    assert_eq!(
+        decide(&resolved, &mapping(), Some(&incident), now()),
+        Decision::Ignore("resolved, and no open incident to resolve")
+    );
+
+    let back = published(decide(&firing, &mapping(), Some(&incident), now()));
+    assert_eq!(back.change.kind, EventKind::Reopened);
+}
+
+#[test]
+fn only_alerts_a_public_rule_matches_reach_customers() {
+    let mut internal = notification("firing", &[("a1", "firing")]);
+    internal
+        .common_labels
+        .insert("team".into(), "internal".into());
+    assert!(matches!(
+        decide(&internal, &mapping(), None, now()),
+        Decision::Ignore(_)
+    ));
+    let mut unknown = notification("firing", &[("a1", "firing")]);
+    unknown.common_labels.remove("service");
+    assert_eq!(
+        decide(&unknown, &mapping(), None, now()),
+        Decision::Ignore("no rule matches the group's labels")
+    );
+}
+
+#[test]
+fn payloads_and_rules_are_checked() {
+    assert!(Notification::parse(b"{}").is_err());
+    let v3 = br#"{"version":"3","groupKey":"k","status":"firing","receiver":"r"}"#;
+    assert!(matches!(
+        Notification::parse(v3),
+        Err(alertmanager::ParseError::Version(_))
+    ));
+    assert!(Mapping::parse(r#"{"rules": [{"match": {}, "public": true}]}"#).is_err());
+    assert!(
+        Mapping::parse(r#"{"rules": [{"public": true, "components": ["a"], "severity": "huge"}]}"#)
+            .is_err()
+    );
+    assert!(Mapping::parse(r#"{"rules": [], "extra": 1}"#).is_err());
+    let by_label = Mapping::parse(
+        r#"{"rules": [{"match": {}, "component_label": "component", "severity": "major", "public": true}]}"#,
+    )
+    .unwrap();
+    let mut n = notification("firing", &[("a1", "firing")]);
+    let ignored = decide(&n, &by_label, None, now());
+    assert!(matches!(ignored, Decision::Ignore(_)), "{ignored:?}");
+    n.common_labels
+        .insert("component".into(), "dashboard".into());
+    let open = published(decide(&n, &by_label, None, now()));
+    assert_eq!(open.change.components, ["dashboard"]);
+    assert_eq!(
+        open.change.severity,
+        Some(Severity::Major),
+        "the rule's severity wins"
+    );
+}

@@ -1,0 +1,229 @@
+//! A real Prometheus Alertmanager (Debian's `prometheus-alertmanager`, which `cargo xtask
+//! test` installs) sends its webhook notifications to the ingest's HTTP receiver: a firing
+//! alert opens an incident, its resolution resolves it, an internal alert reaches nobody,
+//! and Alertmanager's re-sends record nothing twice.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tocsin_core::{EventKind, IncidentStatus, Severity};
+use tocsin_store::IncidentFilter;
+
+use crate::app::{Options, TOKEN, TestApp, eventually};
+
+const RULES: &str = r#"{"rules": [
+    {"match": {"team": "internal"}, "public": false},
+    {"match": {"service": "payments"}, "components": ["api"], "public": true}
+]}"#;
+
+/// A private Alertmanager, killed when dropped.
+struct Alertmanager {
+    child: tokio::process::Child,
+    url: String,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Alertmanager {
+    async fn start(webhook: &str) -> Alertmanager {
+        let port = tocsin_testkit::process::free_port();
+        let dir = std::env::temp_dir().join(format!("tocsin-alertmanager-{port}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = format!(
+            "route:\n  receiver: tocsin\n  group_by: [alertname]\n  group_wait: 1s\n  \
+             group_interval: 1s\n  repeat_interval: 1h\n\
+             receivers:\n  - name: tocsin\n    webhook_configs:\n      - url: {webhook}\n        \
+             send_resolved: true\n        http_config:\n          authorization:\n            \
+             credentials: {TOKEN}\n"
+        );
+        std::fs::write(dir.join("alertmanager.yml"), config).unwrap();
+        let child = tokio::process::Command::new("prometheus-alertmanager")
+            .arg(format!(
+                "--config.file={}",
+                dir.join("alertmanager.yml").display()
+            ))
+            .arg(format!("--storage.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            // One instance: no cluster to gossip with.
+            .arg("--cluster.listen-address=")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "prometheus-alertmanager is needed for this test and could not run ({e}); \
+                     install it with `apt-get install -y --no-install-recommends \
+                     prometheus-alertmanager` (cargo xtask test does it)"
+                )
+            });
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        eventually("Alertmanager to be ready", || {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                http.get(format!("{url}/-/ready"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }
+        })
+        .await;
+        Alertmanager { child, url, dir }
+    }
+
+    /// Posts alerts to Alertmanager's API, as Prometheus would.
+    async fn post(&self, alerts: serde_json::Value) {
+        let answer = reqwest::Client::new()
+            .post(format!("{}/api/v2/alerts", self.url))
+            .json(&alerts)
+            .send()
+            .await
+            .unwrap();
+        let status = answer.status();
+        let body = answer.text().await.unwrap_or_default();
+        assert!(status.is_success(), "{status}: {body}\n{alerts}");
+    }
+}
+
+fn rfc3339(at: time::OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+/// The alert as Prometheus posts it: it began a minute ago, and has ended at `ends_at`.
+fn alert(labels: serde_json::Value, ends_at: Option<&str>) -> serde_json::Value {
+    let mut alert = serde_json::json!({
+        "labels": labels,
+        "annotations": {
+            "summary": "Payments API errors",
+            "description": "5% of API requests fail with 500",
+            "customer_message": "Some card payments fail. We are working on it."
+        },
+        "startsAt": rfc3339(
+            time::OffsetDateTime::now_utc().replace_second(0).unwrap()
+                - time::Duration::minutes(1)
+        ),
+    });
+    if let Some(ends_at) = ends_at {
+        alert["endsAt"] = ends_at.into();
+    }
+    alert
+}
+
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn alertmanager_opens_and_resolves_an_incident_and_keeps_internal_alerts_in(pool: PgPool) {
+    tocsin_runtime::tls::install_crypto_provider();
+    let app = TestApp::spawn_with(
+        pool,
+        Options {
+            alert_rules: Some(tocsin_alerts::Mapping::parse(RULES).unwrap()),
+            ..Options::default()
+        },
+    )
+    .await;
+    let webhook = format!("http://{}/v1/alerts/alertmanager", app.http_addr.unwrap());
+    let am = Alertmanager::start(&webhook).await;
+    let firing = serde_json::json!({
+        "alertname": "HighErrorRate", "service": "payments", "severity": "critical"
+    });
+    am.post(serde_json::json!([
+        alert(firing.clone(), None),
+        alert(
+            serde_json::json!({"alertname": "DiskFull", "team": "internal"}),
+            None
+        ),
+    ]))
+    .await;
+
+    let store = app.store.clone();
+    let incidents = || {
+        let store = store.clone();
+        async move {
+            store
+                .list_incidents(&IncidentFilter::default(), None, 10)
+                .await
+                .unwrap()
+        }
+    };
+    eventually(
+        "Alertmanager's notification to open an incident",
+        || async { !incidents().await.is_empty() },
+    )
+    .await;
+    let opened = incidents().await;
+    assert_eq!(
+        opened.len(),
+        1,
+        "the internal alert reached nobody: {opened:?}"
+    );
+    let incident = &opened[0];
+    assert_eq!(incident.title, "Payments API errors");
+    assert_eq!(incident.severity, Severity::Critical);
+    assert_eq!(incident.components, ["api"]);
+    assert_eq!(
+        incident.message,
+        "Some card payments fail. We are working on it."
+    );
+
+    // Resolved: Alertmanager sends the group's resolution.
+    let past = rfc3339(time::OffsetDateTime::now_utc() - time::Duration::seconds(1));
+    am.post(serde_json::json!([alert(firing, Some(&past))]))
+        .await;
+    let id = incident.id;
+    eventually("the resolution to resolve the incident", || {
+        let store = store.clone();
+        async move {
+            store
+                .incident(id)
+                .await
+                .unwrap()
+                .is_some_and(|i| i.status == IncidentStatus::Resolved)
+        }
+    })
+    .await;
+    // A little longer, for any re-send to arrive: none may add an event.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let events = app.store.incident_events(id, 0, 100).await.unwrap();
+    let kinds: Vec<EventKind> = events.iter().map(|e| e.change.kind).collect();
+    assert_eq!(kinds, [EventKind::Opened, EventKind::Resolved], "{kinds:?}");
+    assert!(events.iter().all(|e| e.publisher == "monitoring"));
+    app.stop().await;
+}
+
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn the_receiver_says_what_is_wrong_with_a_request(pool: PgPool) {
+    tocsin_runtime::tls::install_crypto_provider();
+    let app = TestApp::spawn_with(
+        pool,
+        Options {
+            alert_rules: Some(tocsin_alerts::Mapping::parse(RULES).unwrap()),
+            ..Options::default()
+        },
+    )
+    .await;
+    let url = format!("http://{}/v1/alerts/alertmanager", app.http_addr.unwrap());
+    let http = reqwest::Client::new();
+    let unauthenticated = http.post(&url).body("{}").send().await.unwrap();
+    assert_eq!(unauthenticated.status(), 401);
+    let garbage = http
+        .post(&url)
+        .bearer_auth(TOKEN)
+        .body(r#"{"version": "3"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(garbage.status(), 400);
+    let body: serde_json::Value = garbage.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("Alertmanager"),
+        "{body}"
+    );
+    app.stop().await;
+}
