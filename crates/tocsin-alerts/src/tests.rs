@@ -163,3 +163,10 @@ fn payloads_and_rules_are_checked() {
         "the rule's severity wins"
     );
 }
+
+#[test]
+fn the_shipped_example_rules_parse() {
+    let shipped = include_str!("../../../deploy/alert-rules.json");
+    let mapping = Mapping::parse(shipped).unwrap();
+    assert_eq!(mapping.rules.len(), 3);
+}
