@@ -1,4 +1,6 @@
-//! Alertmanager's webhook notification, version 4 (the `webhook_config` receiver's body).
+//! Alertmanager's webhook notification, version 4 (the `webhook_config` receiver's body), and
+//! Grafana alerting's webhook, which sends the same shape as its version 1 (with extra
+//! fields such as `orgId`, `title` and each alert's `values`, which Tocsin does not need).
 
 use std::collections::BTreeMap;
 
@@ -46,20 +48,47 @@ pub struct Alert {
 /// Why a body is not a notification Tocsin reads.
 #[derive(Debug, thiserror::Error)]
 pub enum ParseError {
-    #[error("not an Alertmanager webhook notification: {0}")]
+    #[error("not an alert webhook notification: {0}")]
     Json(#[from] serde_json::Error),
-    #[error("payload version {0:?}; Tocsin reads version 4")]
-    Version(String),
+    #[error("payload version {found:?}; this receiver reads version {expected}")]
+    Version {
+        found: String,
+        expected: &'static str,
+    },
     #[error("status {0:?} is neither firing nor resolved")]
     Status(String),
 }
 
+/// Who sent a notification: each speaks its own payload version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Alertmanager,
+    Grafana,
+}
+
+impl Source {
+    fn version(self) -> &'static str {
+        match self {
+            Source::Alertmanager => "4",
+            Source::Grafana => "1",
+        }
+    }
+}
+
 impl Notification {
-    /// Reads a webhook body.
+    /// Reads an Alertmanager webhook body.
     pub fn parse(body: &[u8]) -> Result<Notification, ParseError> {
+        Self::parse_from(body, Source::Alertmanager)
+    }
+
+    /// Reads a webhook body from `source`.
+    pub fn parse_from(body: &[u8], source: Source) -> Result<Notification, ParseError> {
         let n: Notification = serde_json::from_slice(body)?;
-        if n.version != "4" {
-            return Err(ParseError::Version(n.version));
+        if n.version != source.version() {
+            return Err(ParseError::Version {
+                found: n.version,
+                expected: source.version(),
+            });
         }
         if n.status != "firing" && n.status != "resolved" {
             return Err(ParseError::Status(n.status));

@@ -138,7 +138,7 @@ fn payloads_and_rules_are_checked() {
     let v3 = br#"{"version":"3","groupKey":"k","status":"firing","receiver":"r"}"#;
     assert!(matches!(
         Notification::parse(v3),
-        Err(alertmanager::ParseError::Version(_))
+        Err(alertmanager::ParseError::Version { .. })
     ));
     assert!(Mapping::parse(r#"{"rules": [{"match": {}, "public": true}]}"#).is_err());
     assert!(
@@ -169,4 +169,58 @@ fn the_shipped_example_rules_parse() {
     let shipped = include_str!("../../../deploy/alert-rules.json");
     let mapping = Mapping::parse(shipped).unwrap();
     assert_eq!(mapping.rules.len(), 3);
+}
+
+/// The shape Grafana alerting's webhook contact point posts (version 1), as its
+/// documentation shows it, with this test's own labels.
+const GRAFANA_FIRING: &str = r#"{
+  "receiver": "tocsin",
+  "status": "firing",
+  "orgId": 1,
+  "alerts": [{
+    "status": "firing",
+    "labels": {"alertname": "Checkout latency", "service": "payments", "severity": "warning"},
+    "annotations": {"summary": "Checkout is slow", "description": "p99 above 2 s"},
+    "startsAt": "2026-12-07T09:51:03.157076+02:00",
+    "endsAt": "0001-01-01T00:00:00Z",
+    "generatorURL": "https://grafana.example/alerting/grafana/abc/view",
+    "fingerprint": "c6eadffa33fcdf37",
+    "silenceURL": "https://grafana.example/alerting/silence/new",
+    "dashboardURL": "",
+    "panelURL": "",
+    "values": {"B": 2.4, "C": 1}
+  }],
+  "groupLabels": {"alertname": "Checkout latency"},
+  "commonLabels": {"alertname": "Checkout latency", "service": "payments", "severity": "warning"},
+  "commonAnnotations": {"summary": "Checkout is slow", "description": "p99 above 2 s"},
+  "externalURL": "https://grafana.example/",
+  "version": "1",
+  "groupKey": "{}/{alertname=\"Checkout latency\"}:{alertname=\"Checkout latency\"}",
+  "truncatedAlerts": 0,
+  "title": "[FIRING:1] Checkout latency (payments)",
+  "state": "alerting",
+  "message": "**Firing**"
+}"#;
+
+#[test]
+fn grafana_s_webhook_opens_an_incident_like_alertmanager_s() {
+    use alertmanager::Source;
+    let n = Notification::parse_from(GRAFANA_FIRING.as_bytes(), Source::Grafana).unwrap();
+    assert!(
+        Notification::parse(GRAFANA_FIRING.as_bytes()).is_err(),
+        "version 1 is Grafana's"
+    );
+    let open = published(decide(&n, &mapping(), None, now()));
+    assert_eq!(open.change.kind, EventKind::Opened);
+    assert_eq!(open.change.title.as_deref(), Some("Checkout is slow"));
+    assert_eq!(open.change.message, "p99 above 2 s");
+    assert_eq!(
+        open.change.severity,
+        Some(Severity::Major),
+        "warning is major"
+    );
+    assert_eq!(
+        open.change.started_at,
+        Some(datetime!(2026-12-07 07:51:03.157076 UTC))
+    );
 }

@@ -3,6 +3,8 @@
 //! - `POST /v1/alerts/alertmanager`: Prometheus Alertmanager's webhook (payload version 4),
 //!   turned into incident events by `tocsin-alerts` under the operator's rules
 //!   (`TOCSIN_ALERT_RULES`), and recorded through the same path as a gRPC publish.
+//! - `POST /v1/alerts/grafana`: Grafana alerting's webhook contact point (the same shape,
+//!   version 1), the same way.
 //! - `GET /healthz`.
 //!
 //! Callers authenticate as on gRPC, with `Authorization: Bearer <token>` (Alertmanager's
@@ -14,7 +16,7 @@
 //! | nothing for customers (no public rule matches, nothing open to resolve) | 200 `{"ignored": reason}` |
 //! | no or unknown token | 401 |
 //! | no alert rules configured | 404, saying which setting |
-//! | not an Alertmanager v4 notification | 400 |
+//! | not a notification of the route's source and version | 400 |
 //! | refused by the incident's rules (a component outside the catalogue) | 422 |
 //! | a concurrent notification about the same group won, or PostgreSQL is unavailable | 503: Alertmanager retries |
 
@@ -28,6 +30,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use time::OffsetDateTime;
+use tocsin_alerts::alertmanager::Source;
 use tocsin_alerts::{Decision, Mapping, Notification};
 use tonic::Code;
 use tonic::metadata::MetadataMap;
@@ -51,6 +54,7 @@ pub(crate) fn router(
 ) -> Router {
     Router::new()
         .route("/v1/alerts/alertmanager", post(alertmanager))
+        .route("/v1/alerts/grafana", post(grafana))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(Receivers {
             api,
@@ -83,11 +87,24 @@ fn from_status(status: &tonic::Status) -> Response {
     error(code, status.message())
 }
 
-#[instrument(skip_all, fields(group_key, status))]
 async fn alertmanager(
     State(receivers): State<Receivers>,
     headers: HeaderMap,
     body: Bytes,
+) -> Response {
+    receive(receivers, headers, body, Source::Alertmanager).await
+}
+
+async fn grafana(State(receivers): State<Receivers>, headers: HeaderMap, body: Bytes) -> Response {
+    receive(receivers, headers, body, Source::Grafana).await
+}
+
+#[instrument(skip_all, fields(source = ?source, group_key, status))]
+async fn receive(
+    receivers: Receivers,
+    headers: HeaderMap,
+    body: Bytes,
+    source: Source,
 ) -> Response {
     let caller = match receivers
         .authenticator
@@ -102,7 +119,7 @@ async fn alertmanager(
             "no alert rules are configured: set TOCSIN_ALERT_RULES to a rules file",
         );
     };
-    let notification = match Notification::parse(&body) {
+    let notification = match Notification::parse_from(&body, source) {
         Ok(n) => n,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };

@@ -222,8 +222,56 @@ async fn the_receiver_says_what_is_wrong_with_a_request(pool: PgPool) {
     assert_eq!(garbage.status(), 400);
     let body: serde_json::Value = garbage.json().await.unwrap();
     assert!(
-        body["error"].as_str().unwrap().contains("Alertmanager"),
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("not an alert webhook notification"),
         "{body}"
     );
+
+    // Grafana's webhook contact point: the same shape, version 1, on its own route.
+    let grafana = serde_json::json!({
+        "receiver": "tocsin", "status": "firing", "orgId": 1, "version": "1",
+        "groupKey": "{}/{alertname=\"Checkout latency\"}:{alertname=\"Checkout latency\"}",
+        "groupLabels": {"alertname": "Checkout latency"},
+        "commonLabels": {"alertname": "Checkout latency", "service": "payments", "severity": "warning"},
+        "commonAnnotations": {"summary": "Checkout is slow", "description": "Paying takes longer than usual."},
+        "externalURL": "https://grafana.example/", "truncatedAlerts": 0,
+        "title": "[FIRING:1] Checkout latency", "state": "alerting", "message": "",
+        "alerts": [{
+            "status": "firing",
+            "labels": {"alertname": "Checkout latency", "service": "payments"},
+            "annotations": {}, "startsAt": "2026-12-07T09:51:03.157076+02:00",
+            "endsAt": "0001-01-01T00:00:00Z", "fingerprint": "c6eadffa33fcdf37",
+            "values": {"B": 2.4}
+        }]
+    });
+    let wrong_route = http
+        .post(&url)
+        .bearer_auth(TOKEN)
+        .json(&grafana)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_route.status(), 400, "version 1 is Grafana's");
+    let opened = http
+        .post(format!(
+            "http://{}/v1/alerts/grafana",
+            app.http_addr.unwrap()
+        ))
+        .bearer_auth(TOKEN)
+        .json(&grafana)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opened.status(), 200);
+    let body: serde_json::Value = opened.json().await.unwrap();
+    assert_eq!(body["event"], "opened", "{body}");
+    assert_eq!(body["duplicate"], false);
+    let incident_id: tocsin_core::IncidentId =
+        body["incident_id"].as_str().unwrap().parse().unwrap();
+    let incident = app.store.incident(incident_id).await.unwrap().unwrap();
+    assert_eq!(incident.severity, Severity::Major);
+    assert_eq!(incident.message, "Paying takes longer than usual.");
     app.stop().await;
 }
