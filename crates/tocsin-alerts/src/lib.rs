@@ -25,7 +25,7 @@ pub use mapping::{Mapping, MappingError, Rule};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Publish this.
-    Publish(PublishRequest),
+    Publish(Box<PublishRequest>),
     /// Nothing to publish, and why (logged and answered, never an error: Alertmanager would
     /// only retry).
     Ignore(&'static str),
@@ -113,13 +113,13 @@ pub fn decide(
         ),
         (false, _, _) => return Decision::Ignore("resolved, and no open incident to resolve"),
     };
-    Decision::Publish(PublishRequest {
+    Decision::Publish(Box::new(PublishRequest {
         idempotency_key: idempotency_key(notification),
         incident_id: Some(incident_id),
         change,
         occurred_at: None,
         expected_version: None,
-    })
+    }))
 }
 
 #[cfg(test)]

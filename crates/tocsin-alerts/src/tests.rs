@@ -47,7 +47,7 @@ fn now() -> OffsetDateTime {
 
 fn published(decision: Decision) -> PublishRequest {
     match decision {
-        Decision::Publish(request) => request,
+        Decision::Publish(request) => *request,
         Decision::Ignore(why) => panic!("ignored: {why}"),
     }
 }

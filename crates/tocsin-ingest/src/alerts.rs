@@ -142,7 +142,7 @@ async fn receive(
         }
         Decision::Publish(request) => request,
     };
-    let publish = match request.validate(now) {
+    let publish = match (*request).validate(now) {
         Ok(publish) => publish,
         Err(e) => {
             warn!(error = %e, "an alert notification made an event the log refuses");
