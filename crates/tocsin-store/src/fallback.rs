@@ -49,11 +49,13 @@ impl Store {
         let Some((subscriber, _)) = subscribers.get(&failed.subscriber_id) else {
             return Ok(FallbackPlanned::NoOtherChannel);
         };
-        let Some(channel) = fallback_channel(
-            &subscriber.preferences,
-            &subscriber.contacts,
-            failed.channel,
-        ) else {
+        // A channel whose address opted out is not one to be told on.
+        let mut preferences = subscriber.preferences.clone();
+        preferences
+            .channels
+            .retain(|channel| !subscriber.opted_out.contains(channel));
+        let Some(channel) = fallback_channel(&preferences, &subscriber.contacts, failed.channel)
+        else {
             return Ok(FallbackPlanned::NoOtherChannel);
         };
         let key = fallback_key(

@@ -443,3 +443,37 @@ async fn ledger_and_trail_are_idempotent_and_the_trail_is_append_only(pool: PgPo
         );
     }
 }
+
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn a_fallback_notice_skips_a_channel_whose_address_opted_out(pool: PgPool) {
+    let store = Store::from_pool(pool);
+    let all = [Channel::Email, Channel::Sms, Channel::Webhook];
+    let upserted = store
+        .upsert_subscribers(&[write("ada", prefs(&all, Severity::Minor, None))])
+        .await
+        .unwrap();
+    let ada = upserted[0].subscriber.id;
+    let failed = tocsin_store::FailedDelivery {
+        incident_id: tocsin_core::IncidentId::new(),
+        event_id: tocsin_core::EventId::new(),
+        event_version: 1,
+        subscriber_id: ada,
+        channel: Channel::Webhook,
+    };
+    // Email first, as a rule; but Ada unsubscribed her email, so she is told by text.
+    store
+        .opt_out_address(Channel::Email, "ADA@example.com", "unsubscribe_page")
+        .await
+        .unwrap();
+    let planned = store.plan_fallback(&failed, "410 Gone").await.unwrap();
+    assert!(
+        matches!(
+            planned,
+            tocsin_store::FallbackPlanned::Planned {
+                channel: Channel::Sms,
+                ..
+            }
+        ),
+        "{planned:?}"
+    );
+}
