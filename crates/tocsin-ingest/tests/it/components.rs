@@ -36,6 +36,18 @@ fn impact(component: &str, impact: v1::Impact) -> v1::ComponentImpact {
     }
 }
 
+/// An opening that names its components through its impacts alone.
+fn named_by_impacts() -> v1::PublishEventRequest {
+    v1::PublishEventRequest {
+        components: Vec::new(),
+        impacts: vec![
+            impact("api", v1::Impact::MajorOutage),
+            impact("dashboard", v1::Impact::DegradedPerformance),
+        ],
+        ..opened("named")
+    }
+}
+
 async fn catalogue(app: &TestApp) {
     let mut c = client(app).await;
     for (id, name) in [("api", "Payments API"), ("dashboard", "Dashboard")] {
@@ -152,17 +164,7 @@ async fn publishes_take_catalogue_names_and_refuse_unknown_components(pool: PgPo
         typo.message()
     );
 
-    let open = app
-        .publish(v1::PublishEventRequest {
-            components: Vec::new(),
-            impacts: vec![
-                impact("api", v1::Impact::MajorOutage),
-                impact("dashboard", v1::Impact::DegradedPerformance),
-            ],
-            ..opened("named")
-        })
-        .await
-        .unwrap();
+    let open = app.publish(named_by_impacts()).await.unwrap();
     let incident = app
         .client
         .clone()
@@ -198,17 +200,7 @@ async fn publishes_take_catalogue_names_and_refuse_unknown_components(pool: PgPo
         .put_component(authed(component("api", "Public API", ""), OPERATOR_TOKEN))
         .await
         .unwrap();
-    let retried = app
-        .publish(v1::PublishEventRequest {
-            components: Vec::new(),
-            impacts: vec![
-                impact("api", v1::Impact::MajorOutage),
-                impact("dashboard", v1::Impact::DegradedPerformance),
-            ],
-            ..opened("named")
-        })
-        .await
-        .unwrap();
+    let retried = app.publish(named_by_impacts()).await.unwrap();
     assert!(retried.duplicate);
 
     // An update may rate the incident's own components only.

@@ -57,6 +57,20 @@ pub(crate) async fn spawn(pool: PgPool) -> App {
 }
 
 impl App {
+    /// GETs `path` from the pages.
+    pub(crate) async fn get(&self, path: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .get(format!("http://{}{path}", self.addr))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// GETs `path` and reads the body.
+    pub(crate) async fn page(&self, path: &str) -> String {
+        self.get(path).await.text().await.unwrap()
+    }
+
     /// A subscriber on email and SMS.
     pub(crate) async fn subscriber(&self, external_id: &str, email: &str) -> SubscriberId {
         let upserted = self

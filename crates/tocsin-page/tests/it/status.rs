@@ -10,6 +10,16 @@ use tocsin_store::Store;
 
 use crate::spawn;
 
+/// An opening of `title` on `components`.
+fn opening(title: &str, severity: Severity, components: &[&str], message: &str) -> Change {
+    Change {
+        title: Some(title.into()),
+        severity: Some(severity),
+        components: components.iter().map(|c| (*c).to_owned()).collect(),
+        ..Change::new(EventKind::Opened, message)
+    }
+}
+
 async fn publish(
     store: &Store,
     key: &str,
@@ -84,12 +94,12 @@ async fn the_page_says_what_is_wrong_per_component_with_every_update_and_the_his
         store,
         "old",
         None,
-        Change {
-            title: Some("Slow billing exports".into()),
-            severity: Some(Severity::Minor),
-            components: vec!["billing".into()],
-            ..Change::new(EventKind::Opened, "Exports are slow.")
-        },
+        opening(
+            "Slow billing exports",
+            Severity::Minor,
+            &["billing"],
+            "Exports are slow.",
+        ),
     )
     .await;
     publish(
@@ -131,12 +141,7 @@ async fn the_page_says_what_is_wrong_per_component_with_every_update_and_the_his
     )
     .await;
 
-    let http = reqwest::Client::new();
-    let page = http
-        .get(format!("http://{}/", app.addr))
-        .send()
-        .await
-        .unwrap();
+    let page = app.get("/").await;
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
     // A document readers and screen readers can find their way in.
@@ -187,32 +192,17 @@ async fn the_page_says_what_is_wrong_per_component_with_every_update_and_the_his
         "not before its time"
     );
 
-    let incident = http
-        .get(format!("http://{}/incidents/{open}", app.addr))
-        .send()
-        .await
-        .unwrap();
+    let incident = app.get(&format!("/incidents/{open}")).await;
     assert_eq!(incident.status(), 200);
     let html = incident.text().await.unwrap();
     assert!(html.contains("<h1 id=\"i-"), "{html}");
     assert!(html.contains("<strong>Identified</strong>"), "{html}");
     for missing in [IncidentId::new().to_string(), "nonsense".to_owned()] {
-        let answer = http
-            .get(format!("http://{}/incidents/{missing}", app.addr))
-            .send()
-            .await
-            .unwrap();
+        let answer = app.get(&format!("/incidents/{missing}")).await;
         assert_eq!(answer.status(), 404);
     }
 
-    let summary: serde_json::Value = http
-        .get(format!("http://{}/api/v1/summary.json", app.addr))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let summary: serde_json::Value = app.get("/api/v1/summary.json").await.json().await.unwrap();
     assert_eq!(summary["status"]["indicator"], "partial_outage");
     assert_eq!(summary["page"]["name"], "Acme Cloud");
     let states: Vec<(String, String)> = summary["components"]
@@ -238,11 +228,7 @@ async fn the_page_says_what_is_wrong_per_component_with_every_update_and_the_his
     assert_eq!(summary["incidents"][0]["updates"][0]["label"], "Identified");
     assert_eq!(summary["maintenances"][0]["id"], maintenance.to_string());
 
-    let feed = http
-        .get(format!("http://{}/feed.atom", app.addr))
-        .send()
-        .await
-        .unwrap();
+    let feed = app.get("/feed.atom").await;
     assert_eq!(
         feed.headers()["content-type"],
         "application/atom+xml; charset=utf-8"
@@ -269,15 +255,7 @@ async fn the_page_says_what_is_wrong_per_component_with_every_update_and_the_his
 #[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
 async fn a_quiet_day_says_so_and_free_form_components_still_show(pool: PgPool) {
     let app = spawn(pool).await;
-    let http = reqwest::Client::new();
-    let html = http
-        .get(format!("http://{}/", app.addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = app.page("/").await;
     assert!(
         html.contains("role=\"status\">All systems operational</p>"),
         "{html}"
@@ -289,22 +267,15 @@ async fn a_quiet_day_says_so_and_free_form_components_still_show(pool: PgPool) {
         &app.store,
         "open",
         None,
-        Change {
-            title: Some("Checkout down".into()),
-            severity: Some(Severity::Critical),
-            components: vec!["checkout".into()],
-            ..Change::new(EventKind::Opened, "Checkout fails.")
-        },
+        opening(
+            "Checkout down",
+            Severity::Critical,
+            &["checkout"],
+            "Checkout fails.",
+        ),
     )
     .await;
-    let html = http
-        .get(format!("http://{}/", app.addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = app.page("/").await;
     assert!(html.contains("role=\"status\">Major outage</p>"), "{html}");
     assert!(
         html.contains(
