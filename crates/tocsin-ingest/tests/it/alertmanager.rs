@@ -117,17 +117,22 @@ fn alert(labels: serde_json::Value, ends_at: Option<&str>) -> serde_json::Value 
     alert
 }
 
-#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
-async fn alertmanager_opens_and_resolves_an_incident_and_keeps_internal_alerts_in(pool: PgPool) {
+/// The ingest with its HTTP receivers, under [`RULES`].
+async fn with_receivers(pool: PgPool) -> TestApp {
     tocsin_runtime::tls::install_crypto_provider();
-    let app = TestApp::spawn_with(
+    TestApp::spawn_with(
         pool,
         Options {
             alert_rules: Some(tocsin_alerts::Mapping::parse(RULES).unwrap()),
             ..Options::default()
         },
     )
-    .await;
+    .await
+}
+
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn alertmanager_opens_and_resolves_an_incident_and_keeps_internal_alerts_in(pool: PgPool) {
+    let app = with_receivers(pool).await;
     let webhook = format!("http://{}/v1/alerts/alertmanager", app.http_addr.unwrap());
     let am = Alertmanager::start(&webhook).await;
     let firing = serde_json::json!({
@@ -199,15 +204,7 @@ async fn alertmanager_opens_and_resolves_an_incident_and_keeps_internal_alerts_i
 
 #[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
 async fn the_receiver_says_what_is_wrong_with_a_request(pool: PgPool) {
-    tocsin_runtime::tls::install_crypto_provider();
-    let app = TestApp::spawn_with(
-        pool,
-        Options {
-            alert_rules: Some(tocsin_alerts::Mapping::parse(RULES).unwrap()),
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = with_receivers(pool).await;
     let url = format!("http://{}/v1/alerts/alertmanager", app.http_addr.unwrap());
     let http = reqwest::Client::new();
     let unauthenticated = http.post(&url).body("{}").send().await.unwrap();
