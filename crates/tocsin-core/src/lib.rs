@@ -18,6 +18,8 @@
 //! - [`delivery`]: a delivery as the ledger records it, and where it stands.
 //! - [`fallback`]: telling a subscriber on another channel that one of theirs stopped working.
 //! - [`links`]: signed, expiring links that let a reader unsubscribe or manage preferences.
+//! - [`account`]: messages about a subscription itself (sign-up confirmations).
+//! - [`contact`]: the rules an email address or phone number must meet.
 //! - [`lane`]: which queue a delivery waits in, so small or critical work never queues behind
 //!   a big fan-out.
 //! - [`outcome`]: what one attempt to hand a message to a provider came to.
@@ -27,9 +29,11 @@
 //! - [`status`]: what a public status page says: components' states and the overall word.
 //! - [`network`]: which addresses a webhook may reach, and the checks on a webhook URL.
 
+pub mod account;
 pub mod change;
 pub mod channel;
 pub mod component;
+pub mod contact;
 pub mod delivery;
 pub mod error;
 pub mod event;

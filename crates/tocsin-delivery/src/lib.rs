@@ -16,6 +16,8 @@
 //! - [`dispatch`]: the channel's dispatcher, which publishes parked deliveries (retries,
 //!   quiet hours, later messages to a recipient, everything after a lost stream) when due,
 //!   and recreates the stream and consumer when NATS comes back empty.
+//! - [`account`]: the loop that sends messages about a subscription itself (sign-up
+//!   confirmations) from PostgreSQL's account-message queue, each at most once.
 //! - [`config`]: the settings every worker binary reads from the environment.
 //! - [`readiness`]: what a worker's `/readyz` checks.
 //! - `instruments`: the worker's Prometheus metrics (deliveries by outcome, attempt
@@ -25,6 +27,7 @@
 //! a claim is granted only while the ledger says it is not finished. The one exception is an
 //! attempt whose outcome is unknown, where the channel's policy decides.
 
+pub mod account;
 pub mod config;
 pub mod courier;
 mod decision;
@@ -42,6 +45,7 @@ pub mod worker;
 use tocsin_bus::BusError;
 use tocsin_store::StoreError;
 
+pub use account::{AccountCourier, AccountSender};
 pub use courier::{ChannelPolicy, Courier, Message, Reconciled, UnknownPolicy};
 pub use readiness::WorkerReadiness;
 pub use worker::{Handled, Worker, WorkerConfig};

@@ -235,6 +235,15 @@ impl<C: Courier> Worker<C> {
         }
     }
 
+    /// The loop that sends this channel's account messages (sign-up confirmations) with the
+    /// same courier; run it beside [`Worker::run`].
+    pub fn account_sender(&self) -> crate::account::AccountSender<C>
+    where
+        C: crate::account::AccountCourier,
+    {
+        crate::account::AccountSender::new(self.store.clone(), self.courier.clone())
+    }
+
     /// The check behind this worker's `/readyz`: PostgreSQL answers, NATS is connected, and
     /// the channel's consumer exists.
     pub fn readiness(&self) -> WorkerReadiness {

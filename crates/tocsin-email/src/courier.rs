@@ -8,11 +8,11 @@
 
 use lettre::message::Mailbox;
 use tocsin_core::{Channel, RetryPolicy, SendOutcome};
-use tocsin_delivery::{ChannelPolicy, Courier, Message, UnknownPolicy};
+use tocsin_delivery::{AccountCourier, ChannelPolicy, Courier, Message, UnknownPolicy};
 use tracing::instrument;
 
 use crate::error::Error;
-use crate::message::{Compose, build, message_id};
+use crate::message::{Compose, build, build_account, message_id};
 use crate::smtp::SmtpSender;
 use crate::templates::Templates;
 
@@ -161,6 +161,36 @@ impl Courier for EmailCourier {
                     reason: e.to_string(),
                 }
             }
+        }
+    }
+}
+
+impl AccountCourier for EmailCourier {
+    fn channel(&self) -> Channel {
+        Channel::Email
+    }
+
+    async fn send_account(&self, message: &tocsin_store::AccountMessage) -> SendOutcome {
+        let email = self
+            .templates
+            .render_account(&message.notice)
+            .and_then(|rendered| {
+                let to: Mailbox = message.address.parse().map_err(|e| {
+                    Error::Invalid(format!("recipient address {:?}: {e}", message.address))
+                })?;
+                build_account(
+                    &format!("account-{}", message.id),
+                    &rendered,
+                    &self.settings.from,
+                    &to,
+                    &self.settings.message_id_domain,
+                )
+            });
+        match email {
+            Ok(email) => self.sender.send(email).await,
+            Err(e) => SendOutcome::Permanent {
+                reason: e.to_string(),
+            },
         }
     }
 }

@@ -55,11 +55,14 @@ async fn run() -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signals();
     let worker = Worker::new(store, bus, courier, config);
     let ops = cli.ops.spawn(worker.readiness(), shutdown.clone()).await?;
+    // Sign-up confirmations go out from the same process, beside the deliveries.
+    let account = tokio::spawn(worker.account_sender().run(shutdown.clone()));
     worker
         .run(shutdown)
         .await
         .context("running the email worker")?;
     // The shutdown that stopped the worker stops the ops server too.
     let _ = ops.await;
+    let _ = account.await;
     Ok(())
 }

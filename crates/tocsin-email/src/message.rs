@@ -83,6 +83,31 @@ pub fn build(
     Ok(message)
 }
 
+/// The email for an account message (a sign-up's confirmation): transactional, so no
+/// unsubscribe headers, and identified by its queue id so a resend would be the same email.
+pub fn build_account(
+    message_id_key: &str,
+    rendered: &Rendered,
+    from: &Mailbox,
+    to: &Mailbox,
+    domain: &str,
+) -> Result<Message, Error> {
+    let mut message = Message::builder()
+        .from(from.clone())
+        .to(to.clone())
+        .subject(rendered.subject.clone())
+        .message_id(Some(message_id(message_id_key, domain)))
+        .multipart(MultiPart::alternative_plain_html(
+            rendered.text.clone(),
+            rendered.html.clone(),
+        ))
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+    let headers = message.headers_mut();
+    headers.insert_raw(raw("Auto-Submitted", "auto-generated".into()));
+    headers.insert_raw(raw("X-Auto-Response-Suppress", "OOF, AutoReply".into()));
+    Ok(message)
+}
+
 fn raw(name: &'static str, value: String) -> HeaderValue {
     HeaderValue::new(HeaderName::new_from_ascii_str(name), value)
 }

@@ -17,6 +17,7 @@ use std::path::Path;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value, context};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use tocsin_core::account::AccountNotice;
 use tocsin_core::notice::{human_duration, human_list, human_time};
 use tocsin_core::{EventKind, Notice};
 
@@ -68,6 +69,12 @@ pub const DEFAULTS: &[(&str, &str)] = defaults!(
     "channel_failed.subject.jinja",
     "channel_failed.txt.jinja",
     "channel_failed.html.jinja",
+    "account_confirm_email.subject.jinja",
+    "account_confirm_email.txt.jinja",
+    "account_confirm_email.html.jinja",
+    "account_already_subscribed.subject.jinja",
+    "account_already_subscribed.txt.jinja",
+    "account_already_subscribed.html.jinja",
 );
 
 /// One notice rendered for email.
@@ -129,6 +136,9 @@ impl Templates {
         }
         templates.render(&Notice::catch_up_example())?;
         templates.render(&Notice::channel_failure_example())?;
+        for notice in account_examples() {
+            templates.render_account(&notice)?;
+        }
         Ok(templates)
     }
 
@@ -163,6 +173,57 @@ impl Templates {
             html: tidy(&render("html")?),
         })
     }
+}
+
+impl Templates {
+    /// Renders a message about a subscription itself (`account_<kind>.*.jinja`); templates
+    /// see the notice's fields. Phone codes go by text, never by email.
+    pub fn render_account(&self, notice: &AccountNotice) -> Result<Rendered, Error> {
+        let kind = match notice {
+            AccountNotice::ConfirmEmail { .. } => "confirm_email",
+            AccountNotice::AlreadySubscribed { .. } => "already_subscribed",
+            AccountNotice::PhoneCode { .. } => {
+                return Err(Error::Invalid(
+                    "a phone code is sent by text, not email".into(),
+                ));
+            }
+        };
+        let ctx = Value::from_serialize(notice);
+        let render = |part: &str| -> Result<String, Error> {
+            let name = format!("account_{kind}.{part}.jinja");
+            self.env
+                .get_template(&name)
+                .and_then(|t| t.render(&ctx))
+                .map_err(|source| Error::Template { name, source })
+        };
+        Ok(Rendered {
+            subject: one_line(&render("subject")?),
+            text: tidy(&render("txt")?),
+            html: tidy(&render("html")?),
+        })
+    }
+}
+
+/// One of each account message an email can carry, with every optional field and without.
+pub fn account_examples() -> Vec<AccountNotice> {
+    let at = OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000);
+    vec![
+        AccountNotice::ConfirmEmail {
+            company: "Acme".into(),
+            confirm_url: "https://status.acme.test/subscribe/confirm/TOKEN".into(),
+            expires_at: at,
+        },
+        AccountNotice::AlreadySubscribed {
+            company: "Acme".into(),
+            preferences_url: Some("https://status.acme.test/preferences/TOKEN".into()),
+            status_page_url: Some("https://status.acme.test/".into()),
+        },
+        AccountNotice::AlreadySubscribed {
+            company: "Acme".into(),
+            preferences_url: None,
+            status_page_url: None,
+        },
+    ]
 }
 
 impl Default for Templates {

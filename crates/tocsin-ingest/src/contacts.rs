@@ -1,16 +1,13 @@
 //! Contact points checked on the way in, with errors that name the field and say what to fix.
 //!
-//! Email addresses follow RFC 5321 through lettre's `Address`; phone numbers must be valid
-//! E.164 numbers per libphonenumber's metadata (the `phonenumber` crate) and are stored in
-//! E.164 form; webhook URLs must be https on a public address, checked on the literal host
+//! The rules for email addresses and phone numbers are `tocsin_core::contact`'s, shared with
+//! the status page's sign-up; webhook URLs must be https on a public address, checked on the literal host
 //! and again on every address the name resolves to, unless the development allow-list permits
 //! it. The worker checks addresses again at connect time, so a name that later resolves
 //! somewhere private (DNS rebinding) is refused then too.
 
 use std::collections::HashMap;
-use std::str::FromStr;
-
-use tocsin_core::network::{UrlPolicy, WebhookUrl, forbidden_range};
+use tocsin_core::network::{UrlPolicy, WebhookUrl};
 use tocsin_core::{Contacts, DomainError};
 use tocsin_proto::v1;
 
@@ -61,7 +58,13 @@ impl<'a> ContactChecker<'a> {
             let port = url.as_url().port_or_known_default().unwrap_or(443);
             let key = (host.clone(), port);
             if !self.resolved.contains_key(&key) {
-                let verdict = resolve_publicly(self.policy, &host, port).await;
+                let verdict = tocsin_runtime::dns::resolve_publicly(
+                    self.policy,
+                    "contacts.webhook_url",
+                    &host,
+                    port,
+                )
+                .await;
                 self.resolved.insert(key.clone(), verdict);
             }
             self.resolved[&key].clone()?;
@@ -70,61 +73,17 @@ impl<'a> ContactChecker<'a> {
     }
 }
 
-/// Every address `host` resolves to must be public (or allow-listed).
-async fn resolve_publicly(policy: &UrlPolicy, host: &str, port: u16) -> Result<(), DomainError> {
-    if policy.permits_host(host) {
-        return Ok(());
-    }
-    let invalid = |reason: String| DomainError::invalid("contacts.webhook_url", reason);
-    let addresses = tokio::net::lookup_host((host, port)).await.map_err(|_| {
-        invalid(format!(
-            "{host} does not resolve; use a name with a public address"
-        ))
-    })?;
-    for address in addresses {
-        let ip = address.ip();
-        if let Some(range) = forbidden_range(ip)
-            && !policy.permits_ip(ip)
-        {
-            return Err(invalid(format!(
-                "{host} resolves to {ip}, a {range} address; webhooks go to public addresses only"
-            )));
-        }
-    }
-    Ok(())
-}
-
 fn non_empty(raw: String) -> Option<String> {
     let trimmed = raw.trim();
     (!trimmed.is_empty()).then(|| trimmed.to_owned())
 }
 
 fn email(raw: &str) -> Result<String, DomainError> {
-    lettre::Address::from_str(raw)
-        .map(|address| address.to_string())
-        .map_err(|e| {
-            DomainError::invalid(
-                "contacts.email",
-                format!("{raw:?} is not an email address ({e})"),
-            )
-        })
+    tocsin_core::contact::email("contacts.email", raw)
 }
 
 fn phone(raw: &str) -> Result<String, DomainError> {
-    let invalid = |reason: String| DomainError::invalid("contacts.phone", reason);
-    if !raw.starts_with('+') {
-        return Err(invalid(format!(
-            "{raw:?} must be in E.164 form, with + and the country code, e.g. +14155550100"
-        )));
-    }
-    let number = phonenumber::parse(None, raw)
-        .map_err(|e| invalid(format!("{raw:?} is not a phone number ({e})")))?;
-    if !phonenumber::is_valid(&number) {
-        return Err(invalid(format!(
-            "{raw:?} is not a valid number for its country"
-        )));
-    }
-    Ok(number.format().mode(phonenumber::Mode::E164).to_string())
+    tocsin_core::contact::phone("contacts.phone", raw)
 }
 
 #[cfg(test)]

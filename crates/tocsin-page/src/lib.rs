@@ -6,6 +6,8 @@
 //!   only; templates in `templates/`.
 //! - [`preferences`]: `/preferences/{token}`, the preference centre behind the signed link
 //!   in every email: channels (as consent), components, severity, quiet hours.
+//! - [`signup`]: `/subscribe`, self-service subscription with double opt-in: the email
+//!   confirmed by a link, the phone by a texted code, sent by the workers from PostgreSQL.
 //! - [`unsubscribe`]: `GET` shows what the link will stop and asks to confirm (link scanners
 //!   follow GETs, so a GET never unsubscribes); `POST` does it, from the form or from a mail
 //!   provider's one-click request (`List-Unsubscribe=One-Click`).
@@ -21,6 +23,7 @@
 
 pub mod html;
 pub mod preferences;
+pub mod signup;
 pub mod status_page;
 pub mod unsubscribe;
 
@@ -28,12 +31,14 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use tocsin_core::links::LinkSecret;
 use tocsin_runtime::Shutdown;
 use tocsin_store::Store;
 use tokio::net::TcpListener;
-use tracing::info;
+use tracing::{error, info, warn};
 
 /// What the pages need to know.
 #[derive(Debug, Clone)]
@@ -48,6 +53,8 @@ pub struct PageConfig {
     pub logo_url: Option<String>,
     /// The links' colour, `#rgb` or `#rrggbb` (see [`check_colour`]).
     pub accent: String,
+    /// Self-service sign-up: the channels offered and the abuse limits.
+    pub signup: signup::SignupConfig,
 }
 
 /// Checks a CSS colour from configuration: only `#rgb` or `#rrggbb`, since it goes into the
@@ -87,6 +94,15 @@ pub fn router(config: PageConfig, store: Store) -> Router {
             "/preferences/{token}",
             get(preferences::show).post(preferences::save),
         )
+        .route("/subscribe", get(signup::show).post(signup::submit))
+        .route(
+            "/subscribe/confirm/{token}",
+            get(signup::confirm_page).post(signup::confirm),
+        )
+        .route(
+            "/subscribe/verify/{token}",
+            get(signup::verify_page).post(signup::verify),
+        )
         .route(
             "/unsubscribe/{token}",
             get(unsubscribe::confirm).post(unsubscribe::unsubscribe),
@@ -106,10 +122,58 @@ pub async fn run(
         .local_addr()
         .context("reading the listener's address")?;
     info!(%addr, "pages serving");
-    axum::serve(listener, router(config, store))
-        .with_graceful_shutdown(async move { shutdown.wait().await })
+    let sweep = tokio::spawn(expire_signups(store.clone(), shutdown.clone()));
+    let app = router(config, store).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let wait = shutdown.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { wait.wait().await })
         .await
         .context("serving the pages")?;
+    shutdown.trigger();
+    let _ = sweep.await;
     info!("pages stopped");
     Ok(())
+}
+
+/// Deletes expired sign-ups (and the addresses they held) every minute.
+async fn expire_signups(store: Store, shutdown: Shutdown) {
+    while !shutdown.is_triggered() {
+        match store.expire_signups().await {
+            Ok(0) => {}
+            Ok(n) => info!(signups = n, "expired sign-ups deleted"),
+            Err(e) => warn!(error = %e, "could not delete expired sign-ups"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+            () = shutdown.wait() => {}
+        }
+    }
+}
+
+/// Renders page template `name` in the common frame (company, logo, colours, time).
+pub(crate) fn render(
+    pages: &Pages,
+    status: StatusCode,
+    name: &str,
+    ctx: minijinja::Value,
+) -> Response {
+    let base = minijinja::context! {
+        company => &pages.config.company,
+        logo_url => &pages.config.logo_url,
+        accent => &pages.config.accent,
+        signup_open => !pages.config.signup.channels.is_empty(),
+        generated_at => tocsin_core::notice::human_time(time::OffsetDateTime::now_utc()),
+        ..ctx
+    };
+    match pages
+        .templates
+        .get_template(name)
+        .and_then(|t| t.render(base))
+    {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => {
+            error!(error = %e, template = name, "a page template failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
 }

@@ -14,7 +14,7 @@ use tocsin_store::Store;
 #[command(
     name = "tocsin-page",
     version,
-    about = "Tocsin's public pages: one-click unsubscribe behind the signed links in messages"
+    about = "Tocsin's public pages: the status page, self-service sign-up, the preference centre and one-click unsubscribe"
 )]
 struct Cli {
     /// PostgreSQL URL of Tocsin's database.
@@ -44,6 +44,30 @@ struct Cli {
     /// The links' colour, `#rgb` or `#rrggbb`.
     #[arg(long, env = "TOCSIN_PAGE_ACCENT_COLOR", default_value = "#1d4ed8")]
     accent: String,
+    /// The channels visitors may sign up for on `/subscribe` (comma-separated: email, sms);
+    /// empty turns self-service sign-up off. The email and SMS workers send the
+    /// confirmations.
+    #[arg(
+        long,
+        env = "TOCSIN_SIGNUP_CHANNELS",
+        default_value = "email,sms",
+        value_delimiter = ','
+    )]
+    signup_channels: Vec<String>,
+    /// Sign-ups one client address may make per hour.
+    #[arg(
+        long,
+        env = "TOCSIN_SIGNUP_LIMIT_PER_CLIENT_HOUR",
+        default_value_t = 10
+    )]
+    signup_limit_per_client_hour: u32,
+    /// Sign-ups naming one email address or phone number per day.
+    #[arg(long, env = "TOCSIN_SIGNUP_LIMIT_PER_ADDRESS_DAY", default_value_t = 3)]
+    signup_limit_per_address_day: u32,
+    /// The header a trusted proxy in front of the pages puts the client's address in (for
+    /// example X-Forwarded-For; its last entry is used). Unset: the connection's peer.
+    #[arg(long, env = "TOCSIN_PAGE_CLIENT_IP_HEADER")]
+    client_ip_header: Option<String>,
     /// Log output: pretty or json.
     #[arg(long, env = "TOCSIN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     log_format: LogFormat,
@@ -70,6 +94,25 @@ async fn main() -> anyhow::Result<()> {
     tocsin_page::check_colour(&cli.accent)
         .map_err(anyhow::Error::msg)
         .context("TOCSIN_PAGE_ACCENT_COLOR")?;
+    let mut channels = Vec::new();
+    for name in cli
+        .signup_channels
+        .iter()
+        .map(|c| c.trim())
+        .filter(|c| !c.is_empty())
+    {
+        match name.parse::<tocsin_core::Channel>() {
+            Ok(c @ (tocsin_core::Channel::Email | tocsin_core::Channel::Sms)) => channels.push(c),
+            _ => anyhow::bail!(
+                "TOCSIN_SIGNUP_CHANNELS: {name:?} is not a channel visitors can sign up for; use email, sms, or both"
+            ),
+        }
+    }
+    let client_ip_header = cli
+        .client_ip_header
+        .map(|h| axum::http::HeaderName::try_from(h.trim()))
+        .transpose()
+        .context("TOCSIN_PAGE_CLIENT_IP_HEADER is not a header name")?;
     let config = PageConfig {
         link_secret,
         company: cli.company,
@@ -78,6 +121,14 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or_else(|| format!("http://{}", cli.addr)),
         logo_url: cli.logo_url,
         accent: cli.accent,
+        signup: tocsin_page::signup::SignupConfig {
+            channels,
+            limits: tocsin_store::SignupLimits {
+                per_client_per_hour: cli.signup_limit_per_client_hour,
+                per_address_per_day: cli.signup_limit_per_address_day,
+            },
+            client_ip_header,
+        },
     };
     tocsin_page::run(config, store, listener, Shutdown::on_signals()).await
 }

@@ -307,7 +307,10 @@ async fn apply(
             _ => {}
         }
     }
-    pages.store.set_own_preferences(id, preferences).await
+    pages
+        .store
+        .set_own_preferences(id, preferences, SOURCE)
+        .await
 }
 
 #[cfg(test)]

@@ -19,8 +19,8 @@ use tocsin_core::status::{ComponentStatus, component_states, is_public, overall}
 use tocsin_core::{EventKind, Incident, IncidentId, IncidentKind, IncidentStatus, RecordedEvent};
 use tracing::error;
 
-use crate::Pages;
 use crate::html::escape;
+use crate::{Pages, render};
 
 /// How far back the history reaches.
 const HISTORY_DAYS: i64 = 90;
@@ -46,6 +46,12 @@ pub(crate) fn templates() -> Environment<'static> {
             "preferences.html",
             include_str!("../templates/preferences.html"),
         ),
+        (
+            "subscribe.html",
+            include_str!("../templates/subscribe.html"),
+        ),
+        ("verify.html", include_str!("../templates/verify.html")),
+        ("notice.html", include_str!("../templates/notice.html")),
     ] {
         env.add_template(name, source)
             .expect("the compiled-in templates parse");
@@ -287,27 +293,6 @@ fn unavailable(e: &tocsin_store::StoreError) -> Response {
         .into_response()
 }
 
-fn render(pages: &Pages, name: &str, ctx: minijinja::Value) -> Response {
-    let base = context! {
-        company => &pages.config.company,
-        logo_url => &pages.config.logo_url,
-        accent => &pages.config.accent,
-        generated_at => human_time(OffsetDateTime::now_utc()),
-        ..ctx
-    };
-    match pages
-        .templates
-        .get_template(name)
-        .and_then(|t| t.render(base))
-    {
-        Ok(html) => Html(html).into_response(),
-        Err(e) => {
-            error!(error = %e, template = name, "a page template failed");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
-    }
-}
-
 /// `GET /`.
 pub(crate) async fn status(State(pages): State<Pages>) -> Response {
     let snapshot = match Snapshot::read(&pages).await {
@@ -329,7 +314,7 @@ pub(crate) async fn status(State(pages): State<Pages>) -> Response {
         maintenance => snapshot.maintenance().map(|i| snapshot.view(i)).collect::<Vec<_>>(),
         history => history,
     };
-    render(&pages, "status.html", ctx)
+    render(&pages, StatusCode::OK, "status.html", ctx)
 }
 
 /// The serde name of a unit enum variant ("partial_outage").
@@ -366,6 +351,7 @@ pub(crate) async fn incident(State(pages): State<Pages>, Path(id): Path<String>)
     };
     render(
         &pages,
+        StatusCode::OK,
         "incident.html",
         context! { i => incident_view(&incident, &public, &names) },
     )

@@ -8,6 +8,7 @@
 pub mod catalogue;
 pub mod coalesce;
 mod connections;
+pub mod dns;
 pub mod limits;
 pub mod ops;
 pub mod recorder;

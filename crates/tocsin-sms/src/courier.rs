@@ -9,7 +9,7 @@
 
 use time::OffsetDateTime;
 use tocsin_core::{Channel, RetryPolicy, SendOutcome};
-use tocsin_delivery::{ChannelPolicy, Courier, Message, Reconciled, UnknownPolicy};
+use tocsin_delivery::{AccountCourier, ChannelPolicy, Courier, Message, Reconciled, UnknownPolicy};
 use tocsin_store::Store;
 use tracing::{error, instrument};
 
@@ -152,5 +152,17 @@ impl SmsCourier {
                 })
             }
         }
+    }
+}
+
+impl AccountCourier for SmsCourier {
+    fn channel(&self) -> Channel {
+        Channel::Sms
+    }
+
+    async fn send_account(&self, message: &tocsin_store::AccountMessage) -> SendOutcome {
+        self.client
+            .send_untracked(&message.address, &message.notice.sms_text())
+            .await
     }
 }

@@ -70,8 +70,11 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
         Callbacks::new(store, public_url, sms.twilio_auth_token.clone()).answering_as(company);
     let shutdown = Shutdown::on_signals();
     let ops = cli.ops.spawn(worker.readiness(), shutdown.clone()).await?;
+    // Sign-up codes go out from the same process, beside the deliveries.
+    let account = tokio::spawn(worker.account_sender().run(shutdown.clone()));
     tocsin_sms::run(worker, callbacks, listener, shutdown).await?;
-    // The shutdown that stopped the worker stops the ops server too.
+    // The shutdown that stopped the worker stops the ops server and the account loop too.
     let _ = ops.await;
+    let _ = account.await;
     Ok(())
 }

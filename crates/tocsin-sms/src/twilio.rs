@@ -165,12 +165,23 @@ impl TwilioClient {
     #[instrument(skip_all, fields(delivery_key, sid))]
     pub async fn send(&self, to: &str, body: &str, delivery_key: &str) -> SendOutcome {
         tracing::Span::current().record("delivery_key", delivery_key);
+        self.post(to, body, self.status_callback_url(delivery_key))
+            .await
+    }
+
+    /// Sends a text that no delivery tracks (a sign-up's code): no status callback asked.
+    #[instrument(skip_all, fields(sid))]
+    pub async fn send_untracked(&self, to: &str, body: &str) -> SendOutcome {
+        self.post(to, body, None).await
+    }
+
+    async fn post(&self, to: &str, body: &str, callback: Option<Url>) -> SendOutcome {
         let mut form: Vec<(&str, String)> = vec![("To", to.to_owned()), ("Body", body.to_owned())];
         match &self.config.sender {
             Sender::From(from) => form.push(("From", from.clone())),
             Sender::MessagingServiceSid(sid) => form.push(("MessagingServiceSid", sid.clone())),
         }
-        if let Some(url) = self.status_callback_url(delivery_key) {
+        if let Some(url) = callback {
             form.push(("StatusCallback", url.into()));
         }
         let sent = self

@@ -159,12 +159,14 @@ impl Store {
 
 impl Store {
     /// Replaces a subscriber's preferences with the ones they chose themselves (the
-    /// preference centre), as a new revision; `None` when there is no such live subscriber.
+    /// preference centre, a confirmed sign-up), as a new revision logged in the consent log
+    /// as a change from `source`; `None` when there is no such live subscriber.
     /// `preferences` must be validated.
     pub async fn set_own_preferences(
         &self,
         id: SubscriberId,
         preferences: &tocsin_core::Preferences,
+        source: &str,
     ) -> Result<Option<tocsin_core::Subscriber>, StoreError> {
         let updated: Option<(uuid::Uuid,)> = sqlx::query_as(
             "WITH updated AS (
@@ -176,6 +178,10 @@ impl Store {
                      updated_at = now()
                  WHERE s.subscriber_id = $1 AND s.deleted_at IS NULL
                  RETURNING s.revision, s.subscriber_id, s.preferences
+             ), logged AS (
+                 INSERT INTO consent_log (action, source, subscriber_id, detail)
+                 SELECT 'change', $4, subscriber_id, 'preferences revision ' || revision
+                 FROM updated
              )
              INSERT INTO subscriber_revisions (revision, subscriber_id, preferences)
              SELECT revision, subscriber_id, preferences FROM updated
@@ -184,6 +190,7 @@ impl Store {
         .bind(id.as_uuid())
         .bind(sqlx::types::Json(preferences))
         .bind(crate::subscribers::severity_rank(preferences.min_severity))
+        .bind(source)
         .fetch_optional(&self.pool)
         .await?;
         match updated {

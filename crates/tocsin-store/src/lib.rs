@@ -19,6 +19,7 @@
 //!
 //! Migrations live in `migrations/` and run only when asked ([`Store::migrate`]).
 
+pub mod account_messages;
 mod announce;
 mod batch;
 pub mod components;
@@ -35,6 +36,7 @@ pub mod projection;
 pub mod read;
 mod requeue;
 mod rows;
+pub mod signups;
 pub mod subscribers;
 
 use std::time::Duration;
@@ -42,6 +44,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
+pub use account_messages::{AccountMessage, AccountOutcome};
 pub use batch::Appender;
 pub use components::ComponentPut;
 pub use dispatch::DueDeliveries;
@@ -54,6 +57,9 @@ pub use outbox::{LogNotification, LogNotifications, RelayLease};
 pub use progress::{ChannelProgress, DeliveryCursor, DeliveryFilter, DeliveryView};
 pub use projection::RebuildReport;
 pub use read::{IncidentAsOf, IncidentCursor, IncidentFilter, OpenMaintenance, ThreadQuery};
+pub use signups::{
+    CodeCheck, ConsentRecord, NewSignup, Signup, SignupAddress, SignupLimits, SignupRecorded,
+};
 pub use subscribers::{SubscriberFilter, SubscriberPage, SubscriberWrite, Upserted};
 
 /// The schema migrations, embedded at build time.

@@ -115,10 +115,35 @@ impl Store {
         &self,
         writes: &[SubscriberWrite],
     ) -> Result<Vec<Upserted>, StoreError> {
+        let new_ids: Vec<Uuid> = writes.iter().map(|_| Uuid::now_v7()).collect();
+        self.upsert_with_ids(writes, new_ids).await
+    }
+
+    /// Creates or updates the subscriber a self-service sign-up became: a new one takes the
+    /// sign-up's id (the links sent before confirmation already name it), under the
+    /// external id `write` gives.
+    #[instrument(skip_all, fields(subscriber_id = %id))]
+    pub async fn upsert_signed_up(
+        &self,
+        id: SubscriberId,
+        write: &SubscriberWrite,
+    ) -> Result<Upserted, StoreError> {
+        let mut upserted = self
+            .upsert_with_ids(std::slice::from_ref(write), vec![*id.as_uuid()])
+            .await?;
+        upserted
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("an upserted subscriber was not returned".into()))
+    }
+
+    async fn upsert_with_ids(
+        &self,
+        writes: &[SubscriberWrite],
+        new_ids: Vec<Uuid>,
+    ) -> Result<Vec<Upserted>, StoreError> {
         if writes.is_empty() {
             return Ok(Vec::new());
         }
-        let new_ids: Vec<Uuid> = writes.iter().map(|_| Uuid::now_v7()).collect();
         let external_ids: Vec<&str> = writes.iter().map(|w| w.external_id.as_str()).collect();
         let preferences: Vec<Json<&Preferences>> =
             writes.iter().map(|w| Json(&w.preferences)).collect();

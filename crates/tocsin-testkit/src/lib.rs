@@ -1,9 +1,12 @@
 //! Test-only helpers, never a stand-in for Tocsin's own code: real per-test PostgreSQL
 //! databases, unique bus prefixes, private `nats-server` and PostgreSQL servers that a test
-//! can stop and restart, and the workspace's binaries spawned as child processes.
+//! can stop and restart, the workspace's binaries spawned as child processes, and a headless
+//! Chromium driven over WebDriver for browser tests.
 //!
-//! A missing PostgreSQL, NATS or binary fails the test loudly with what to do; nothing skips.
+//! A missing PostgreSQL, NATS, browser or binary fails the test loudly with what to do;
+//! nothing skips.
 
+pub mod browser;
 pub mod certs;
 pub mod database;
 pub mod nats;

@@ -29,6 +29,7 @@ pub(crate) async fn run(extra: &[String]) -> anyhow::Result<()> {
     let services = ensure_services().await?;
     crate::tools::ensure_grpcurl().await?;
     crate::tools::ensure_promtool().await?;
+    crate::tools::ensure_chromium().await?;
     crate::tools::ensure_alertmanager().await?;
     // `cargo test` builds test binaries only; the system tests need the services' binaries.
     build_binaries(false).await?;

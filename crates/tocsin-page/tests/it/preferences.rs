@@ -17,6 +17,7 @@ fn link(app: &App, subscriber_id: SubscriberId, purpose: Purpose) -> String {
     let path = match purpose {
         Purpose::Preferences => "preferences",
         Purpose::Unsubscribe => "unsubscribe",
+        other => panic!("no page for {other:?} links here"),
     };
     format!("http://{}/{path}/{token}", app.addr)
 }
