@@ -641,3 +641,100 @@ async fn a_fallback_notice_is_mailed_beside_the_incident_s_own_emails(pool: PgPo
     assert!(body(notice).contains("the endpoint answered 410 Gone"));
     h.assert_no_more_jobs().await;
 }
+
+/// Queues an account message for `address` straight into PostgreSQL, as the page does.
+async fn queue_account(h: &Harness, address: &str, notice: &tocsin_core::account::AccountNotice) -> i64 {
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO account_messages (channel, address, content) VALUES ('email', $1, $2)
+         RETURNING message_id",
+    )
+    .bind(address)
+    .bind(sqlx::types::Json(notice))
+    .fetch_one(h.pipeline.store.pool())
+    .await
+    .unwrap();
+    id
+}
+
+async fn account_state(h: &Harness, id: i64) -> (String, String, String, i32) {
+    sqlx::query_as(
+        "SELECT state, address, content::text, attempts FROM account_messages
+         WHERE message_id = $1",
+    )
+    .bind(id)
+    .fetch_one(h.pipeline.store.pool())
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn sign_up_confirmations_are_mailed_once_retried_when_refused_and_never_after_a_lost_send(
+    pool: PgPool,
+) {
+    use tocsin_core::account::AccountNotice;
+    let h = harness(pool, retry(5)).await;
+    let sender = h.worker.account_sender();
+    let confirm = AccountNotice::ConfirmEmail {
+        company: "Acme".into(),
+        confirm_url: "https://status.acme.test/subscribe/confirm/TOKEN123".into(),
+        expires_at: time::OffsetDateTime::now_utc() + time::Duration::days(1),
+    };
+    let first = queue_account(&h, ADA, &confirm).await;
+    assert_eq!(sender.tick().await.unwrap(), 1);
+    let mails = h.accepted();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(
+        header(&mails[0], "Subject"),
+        Some("Confirm your subscription to Acme status updates")
+    );
+    assert!(body(&mails[0]).contains("https://status.acme.test/subscribe/confirm/TOKEN123"));
+    assert_eq!(
+        header(&mails[0], "Message-ID").map(str::to_owned),
+        Some(format!("<account-{first}@{DOMAIN}>"))
+    );
+    assert_eq!(header(&mails[0], "List-Unsubscribe"), None, "transactional");
+    // Finished: neither the address nor the link is kept.
+    let (state, address, content, attempts) = account_state(&h, first).await;
+    assert_eq!((state.as_str(), address.as_str(), attempts), ("sent", "", 1));
+    assert_eq!(content, "{}");
+    assert_eq!(sender.tick().await.unwrap(), 0, "sent once");
+
+    // A transient refusal: back to pending for later, then sent once.
+    h.fault(reject(451), Some(1));
+    let second = queue_account(&h, ADA, &confirm).await;
+    assert_eq!(sender.tick().await.unwrap(), 1);
+    let (state, _, _, attempts) = account_state(&h, second).await;
+    assert_eq!((state.as_str(), attempts), ("pending", 1));
+    assert_eq!(sender.tick().await.unwrap(), 0, "not due yet");
+    sqlx::query("UPDATE account_messages SET due_at = now() WHERE message_id = $1")
+        .bind(second)
+        .execute(h.pipeline.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(sender.tick().await.unwrap(), 1);
+    assert_eq!(account_state(&h, second).await.0, "sent");
+    assert_eq!(h.accepted().len(), 2);
+
+    // A worker that vanished mid-send: unknown, never sent again. One that vanished after
+    // claiming but before sending: claimed again once its lease is over, and sent.
+    let lost_send = queue_account(&h, ADA, &confirm).await;
+    let lost_claim = queue_account(&h, ADA, &confirm).await;
+    sqlx::query(
+        "UPDATE account_messages SET state = CASE WHEN message_id = $1 THEN 'sending' ELSE 'claimed' END,
+             lease_until = now() - interval '1 second'
+         WHERE message_id IN ($1, $2)",
+    )
+    .bind(lost_send)
+    .bind(lost_claim)
+    .execute(h.pipeline.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        h.pipeline.store.settle_vanished_account_messages().await.unwrap(),
+        1
+    );
+    assert_eq!(sender.tick().await.unwrap(), 1);
+    assert_eq!(account_state(&h, lost_send).await.0, "unknown");
+    assert_eq!(account_state(&h, lost_claim).await.0, "sent");
+    assert_eq!(h.accepted().len(), 3);
+}

@@ -911,3 +911,40 @@ async fn a_number_twilio_refuses_as_unsubscribed_is_recorded_as_opted_out(pool: 
         [("opt_out".to_owned(), "carrier_21610".to_owned())]
     );
 }
+
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn a_sign_up_code_is_texted_once_without_a_status_callback(pool: PgPool) {
+    let f = fixture(pool, Options::default()).await;
+    let notice = tocsin_core::account::AccountNotice::PhoneCode {
+        company: "Acme".into(),
+        code: "042917".into(),
+        expires_at: OffsetDateTime::now_utc() + time::Duration::minutes(30),
+    };
+    sqlx::query("INSERT INTO account_messages (channel, address, content) VALUES ('sms', $1, $2)")
+        .bind("+14155550199")
+        .bind(sqlx::types::Json(&notice))
+        .execute(f.pipeline.store.pool())
+        .await
+        .unwrap();
+    let sender = f.worker.account_sender();
+    assert_eq!(sender.tick().await.unwrap(), 1);
+    assert_eq!(sender.tick().await.unwrap(), 0, "texted once");
+    let texts: Vec<_> = f
+        .twilio
+        .messages()
+        .into_iter()
+        .filter(|m| m.to == "+14155550199")
+        .collect();
+    assert_eq!(texts.len(), 1);
+    assert!(
+        texts[0].body.starts_with("Acme status: your code is 042917."),
+        "{}",
+        texts[0].body
+    );
+    assert_eq!(texts[0].status_callback, None, "no delivery tracks it");
+    let (state,): (String,) = sqlx::query_as("SELECT state FROM account_messages")
+        .fetch_one(f.pipeline.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(state, "sent");
+}
