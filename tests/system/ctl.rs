@@ -17,14 +17,28 @@ const TOKEN: &str = "operator-token-0123456789";
 /// A monitoring system's: it may publish and read incidents, nothing more.
 const PUBLISHER_TOKEN: &str = "monitoring-token-0123456789";
 
+/// The secret the email worker signs links with and the pages verify them with.
+const LINK_SECRET: &str = "a link secret of at least thirty-two bytes";
+
 /// The running pipeline; every process gets SIGTERM at the end and must exit 0.
-struct Stack {
+pub(crate) struct Stack {
     endpoint: String,
+    /// Where `tocsin-page` serves, when started with it.
+    pub(crate) page_url: Option<String>,
     services: Vec<(&'static str, ServiceProcess)>,
 }
 
 impl Stack {
     async fn start(db: &TestDatabase, smtp: &SmtpServer) -> Stack {
+        Stack::launch(db, smtp, false).await
+    }
+
+    /// The pipeline with the public pages (`tocsin-page`), whose links the emails carry.
+    pub(crate) async fn start_with_page(db: &TestDatabase, smtp: &SmtpServer) -> Stack {
+        Stack::launch(db, smtp, true).await
+    }
+
+    async fn launch(db: &TestDatabase, smtp: &SmtpServer, with_page: bool) -> Stack {
         let prefix = unique_prefix();
         let common: Vec<(String, String)> = [
             ("DATABASE_URL", db.url.clone()),
@@ -56,10 +70,16 @@ impl Stack {
             // The maintenance clock looks every second, so a reminder comes within the test.
             ("TOCSIN_MAINTENANCE_CLOCK_SECONDS", "1".to_owned()),
         ]);
-        let email_env = with(&[
+        let page_url = with_page.then(|| format!("http://127.0.0.1:{}", free_port()));
+        let mut email_env = with(&[
             ("TOCSIN_SMTP_HOST", "127.0.0.1".to_owned()),
             ("TOCSIN_SMTP_PORT", smtp.addr().port().to_string()),
         ]);
+        if let Some(url) = &page_url {
+            email_env.push(("TOCSIN_COMPANY_NAME".into(), "Acme Cloud".into()));
+            email_env.push(("TOCSIN_PAGE_URL".into(), url.clone()));
+            email_env.push(("TOCSIN_LINK_SECRET".into(), LINK_SECRET.into()));
+        }
         let mut services = vec![(
             "tocsin-ingest",
             ServiceProcess::spawn("tocsin-ingest", &["serve"], &ingest_env)
@@ -76,14 +96,31 @@ impl Stack {
         ] {
             services.push((name, ServiceProcess::spawn(name, &[], &env).await.unwrap()));
         }
+        if let Some(url) = &page_url {
+            let addr = url.trim_start_matches("http://").to_owned();
+            let env = with(&[
+                ("TOCSIN_PAGE_ADDR", addr.clone()),
+                ("TOCSIN_PAGE_PUBLIC_URL", url.clone()),
+                ("TOCSIN_LINK_SECRET", LINK_SECRET.into()),
+                ("TOCSIN_COMPANY_NAME", "Acme Cloud".into()),
+            ]);
+            let page = ServiceProcess::spawn("tocsin-page", &[], &env)
+                .await
+                .unwrap();
+            wait_for_tcp(addr.parse().unwrap(), Duration::from_secs(30))
+                .await
+                .unwrap();
+            services.push(("tocsin-page", page));
+        }
         Stack {
             endpoint: format!("http://127.0.0.1:{port}"),
+            page_url,
             services,
         }
     }
 
     /// Runs `tocsinctl` with the stack's endpoint and token.
-    fn ctl(&self, args: &[&str]) -> Output {
+    pub(crate) fn ctl(&self, args: &[&str]) -> Output {
         self.ctl_with_token(TOKEN, args)
     }
 
@@ -96,7 +133,7 @@ impl Stack {
             .expect("tocsinctl runs")
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         for (name, service) in &mut self.services {
             let status = service.terminate().await.unwrap();
             assert!(status.success(), "{name} exits 0 on SIGTERM: {status:?}");
@@ -109,7 +146,7 @@ fn stdout(output: &Output) -> String {
 }
 
 /// Asserts success and returns standard output.
-fn ok(output: Output) -> String {
+pub(crate) fn ok(output: Output) -> String {
     assert!(
         output.status.success(),
         "tocsinctl failed ({}): {}{}",

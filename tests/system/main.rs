@@ -3,11 +3,13 @@
 //! resolver and a worker with SIGTERM mid-work; `readiness` stops a private PostgreSQL under a
 //! running resolver; `heal` wipes the private NATS server mid-fan-out; `compose` checks
 //! docker-compose.yml and deploy/ against the built binaries (no Docker needed); `alerts`
-//! loads and exercises the Prometheus alert rules with promtool.
+//! loads and exercises the Prometheus alert rules with promtool; `browser` drives the status
+//! page's sign-up and preference centre in headless Chromium.
 //!
 //! The binaries must be built first (`cargo xtask test` does it).
 
 mod alerts;
+mod browser;
 mod compose;
 mod ctl;
 mod heal;

@@ -118,6 +118,9 @@ impl EmailCourier {
             notice = notice.with_unsubscribe_url(
                 links.for_subscriber(subscriber.id, message.event.occurred_at),
             );
+            if let Some(url) = links.preferences_for(subscriber.id, message.event.occurred_at) {
+                notice = notice.with_preferences_url(url);
+            }
         }
         let rendered = self.templates.render(&notice)?;
 

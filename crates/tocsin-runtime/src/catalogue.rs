@@ -90,6 +90,21 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Unsubscribe requests served by tocsin-page, by source (one-click or the page).",
     ),
     (
+        "tocsin_signups_total",
+        Kind::Counter,
+        "Sign-ups submitted on the status page, by outcome (recorded, or refused for the client's hourly limit).",
+    ),
+    (
+        "tocsin_signups_confirmed_total",
+        Kind::Counter,
+        "Sign-up addresses confirmed (email by link, SMS by code), by channel.",
+    ),
+    (
+        "tocsin_account_messages_total",
+        Kind::Counter,
+        "Messages about a subscription (sign-up confirmations, codes) by channel, kind and outcome.",
+    ),
+    (
         "tocsin_preference_changes_total",
         Kind::Counter,
         "Preferences saved by readers in the preference centre.",

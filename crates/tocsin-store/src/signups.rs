@@ -113,7 +113,13 @@ pub enum CodeCheck {
 /// A sign-up's code digest, its end, the tries so far, and whether the phone is confirmed.
 type CodeRow = (Option<Vec<u8>>, Option<OffsetDateTime>, i32, bool);
 /// action, channel, source, detail, when.
-type ConsentRow = (String, Option<String>, String, Option<String>, OffsetDateTime);
+type ConsentRow = (
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    OffsetDateTime,
+);
 
 #[derive(sqlx::FromRow)]
 struct SignupRow {

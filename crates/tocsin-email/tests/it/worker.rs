@@ -248,6 +248,23 @@ async fn an_opening_is_mailed_once_and_its_update_threads_under_it(pool: PgPool)
     assert_eq!(claims.subscriber_id, h.ada.id);
     assert_eq!(claims.channel, Some(Channel::Email));
     assert!(claims.expires_at > time::OffsetDateTime::now_utc() + time::Duration::days(300));
+    // And the footer's preference-centre link, signed for Ada too.
+    let text = body(&mails[0]);
+    let start = text
+        .find("https://status.acme.test/preferences/")
+        .expect("a preference-centre link in the footer");
+    let token: String = text[start + "https://status.acme.test/preferences/".len()..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+        .collect();
+    let claims = LinkSecret::new(LINK_SECRET)
+        .unwrap()
+        .verify(&token, time::OffsetDateTime::now_utc())
+        .unwrap();
+    assert_eq!(
+        (claims.subscriber_id, claims.purpose),
+        (h.ada.id, tocsin_core::links::Purpose::Preferences)
+    );
     assert_eq!(h.state(&key).await, "delivered");
     assert_eq!(
         h.pipeline.trail_kinds(opening.incident_id).await,
@@ -643,7 +660,11 @@ async fn a_fallback_notice_is_mailed_beside_the_incident_s_own_emails(pool: PgPo
 }
 
 /// Queues an account message for `address` straight into PostgreSQL, as the page does.
-async fn queue_account(h: &Harness, address: &str, notice: &tocsin_core::account::AccountNotice) -> i64 {
+async fn queue_account(
+    h: &Harness,
+    address: &str,
+    notice: &tocsin_core::account::AccountNotice,
+) -> i64 {
     let (id,): (i64,) = sqlx::query_as(
         "INSERT INTO account_messages (channel, address, content) VALUES ('email', $1, $2)
          RETURNING message_id",
@@ -695,7 +716,10 @@ async fn sign_up_confirmations_are_mailed_once_retried_when_refused_and_never_af
     assert_eq!(header(&mails[0], "List-Unsubscribe"), None, "transactional");
     // Finished: neither the address nor the link is kept.
     let (state, address, content, attempts) = account_state(&h, first).await;
-    assert_eq!((state.as_str(), address.as_str(), attempts), ("sent", "", 1));
+    assert_eq!(
+        (state.as_str(), address.as_str(), attempts),
+        ("sent", "", 1)
+    );
     assert_eq!(content, "{}");
     assert_eq!(sender.tick().await.unwrap(), 0, "sent once");
 
@@ -730,7 +754,11 @@ async fn sign_up_confirmations_are_mailed_once_retried_when_refused_and_never_af
     .await
     .unwrap();
     assert_eq!(
-        h.pipeline.store.settle_vanished_account_messages().await.unwrap(),
+        h.pipeline
+            .store
+            .settle_vanished_account_messages()
+            .await
+            .unwrap(),
         1
     );
     assert_eq!(sender.tick().await.unwrap(), 1);

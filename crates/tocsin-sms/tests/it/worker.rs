@@ -937,7 +937,9 @@ async fn a_sign_up_code_is_texted_once_without_a_status_callback(pool: PgPool) {
         .collect();
     assert_eq!(texts.len(), 1);
     assert!(
-        texts[0].body.starts_with("Acme status: your code is 042917."),
+        texts[0]
+            .body
+            .starts_with("Acme status: your code is 042917."),
         "{}",
         texts[0].body
     );
