@@ -57,6 +57,7 @@ async fn subscribe_many(pipeline: &Pipeline, count: usize) -> Vec<SubscriberId> 
                 webhook_url: None,
             },
             candidate_webhook_secret: String::new(),
+            consent: None,
         })
         .collect();
     for chunk in writes.chunks(1_000) {

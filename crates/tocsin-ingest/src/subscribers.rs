@@ -71,11 +71,13 @@ impl SubscriberApi {
         }
         let contacts = checker.check(request.contacts).await?;
         contacts.check_reachable(&preferences)?;
+        let consent = consent_note(&request.consent)?;
         Ok(SubscriberWrite {
             external_id,
             preferences,
             contacts,
             candidate_webhook_secret: WebhookSecret::generate().expose(),
+            consent: Some(consent),
         })
     }
 }
@@ -512,4 +514,29 @@ impl SubscriberApi {
         };
         Ok((incident, event))
     }
+}
+
+/// The most a consent note may hold.
+const CONSENT_MAX_CHARS: usize = 500;
+
+/// The operator's word on how consent was obtained, as the consent log keeps it.
+fn consent_note(raw: &str) -> Result<String, DomainError> {
+    let note = raw.trim();
+    if note.chars().count() > CONSENT_MAX_CHARS {
+        return Err(DomainError::invalid(
+            "consent",
+            format!("is longer than {CONSENT_MAX_CHARS} characters"),
+        ));
+    }
+    if note.chars().any(char::is_control) {
+        return Err(DomainError::invalid(
+            "consent",
+            "holds a control character; write it on one line",
+        ));
+    }
+    Ok(if note.is_empty() {
+        "not stated".to_owned()
+    } else {
+        note.to_owned()
+    })
 }

@@ -806,6 +806,7 @@ async fn join(
                         preferences,
                         contacts,
                         candidate_webhook_secret: String::new(),
+                        consent: None,
                     },
                 )
                 .await?;

@@ -23,6 +23,9 @@ pub struct SubscriberWrite {
     /// A freshly generated `whsec_` secret, used only if the subscriber has a webhook URL and
     /// no secret yet. Secrets are never replaced by an upsert; rotation is explicit.
     pub candidate_webhook_secret: String,
+    /// For an operator's write: how the person agreed to be told, logged in the consent log
+    /// as an import. `None` for writes that log their own consent (a confirmed sign-up).
+    pub consent: Option<String>,
 }
 
 /// What an upsert did to one subscriber.
@@ -238,6 +241,17 @@ impl Store {
             .execute(&mut *tx)
             .await?;
 
+        let consents: Vec<Option<&str>> = writes.iter().map(|w| w.consent.as_deref()).collect();
+        sqlx::query(
+            "INSERT INTO consent_log (action, source, subscriber_id, detail)
+             SELECT 'import', 'operator_import', id, note
+             FROM UNNEST($1::uuid[], $2::text[]) AS u(id, note)
+             WHERE note IS NOT NULL",
+        )
+        .bind(&ids)
+        .bind(&consents)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "INSERT INTO subscriber_revisions (revision, subscriber_id, preferences)
              SELECT s.revision, s.subscriber_id, s.preferences

@@ -66,6 +66,7 @@ impl Pipeline {
             preferences,
             contacts,
             candidate_webhook_secret: tocsin_webhook::signature::WebhookSecret::generate().expose(),
+            consent: None,
         };
         let mut upserted = self
             .store

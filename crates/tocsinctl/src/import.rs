@@ -21,6 +21,11 @@ pub(crate) struct ImportArgs {
     /// instead of printing them. They are shown only once.
     #[arg(long)]
     secrets_file: Option<PathBuf>,
+    /// How the people in the file agreed to be told ("opted in at checkout"), for rows
+    /// without a `consent` of their own; kept in the consent log. Rows without either are
+    /// logged as "not stated".
+    #[arg(long)]
+    consent: Option<String>,
 }
 
 pub(crate) async fn run(server: &Server, args: ImportArgs) -> Result<(), CtlError> {
@@ -50,8 +55,15 @@ pub(crate) async fn run(server: &Server, args: ImportArgs) -> Result<(), CtlErro
             .progress_chars("=> "),
     );
     let counter = bar.clone();
-    let requests = futures::stream::iter(parsed.rows.into_iter().map(|row| row.request))
-        .inspect(move |_| counter.inc(1));
+    let consent = args.consent.unwrap_or_default();
+    let requests = futures::stream::iter(parsed.rows.into_iter().map(move |row| {
+        let mut request = row.request;
+        if request.consent.trim().is_empty() {
+            request.consent.clone_from(&consent);
+        }
+        request
+    }))
+    .inspect(move |_| counter.inc(1));
     let summary = server
         .subscribers()
         .import_subscribers(requests)

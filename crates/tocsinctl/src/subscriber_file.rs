@@ -5,7 +5,8 @@
 //! shape is wrong is rejected here with its line number and never sent.
 //!
 //! CSV columns (`external_id` and `channels` required, the rest optional, any order):
-//! `external_id,email,phone,webhook_url,channels,components,min_severity,quiet_hours`.
+//! `external_id,email,phone,webhook_url,channels,components,min_severity,quiet_hours,consent`
+//! (`consent`: how the person agreed to be told, kept in the consent log).
 //! Lists are separated by `;` (`email;sms`, `api;dashboard`); `quiet_hours` is
 //! `<IANA zone> HH:MM-HH:MM` (`Europe/Paris 22:00-07:00`). JSON lines add per-channel event
 //! kinds:
@@ -80,7 +81,7 @@ pub(crate) fn parse(format: Format, input: impl Read) -> Result<Parsed, CtlError
     }
 }
 
-const CSV_COLUMNS: [&str; 8] = [
+const CSV_COLUMNS: [&str; 9] = [
     "external_id",
     "email",
     "phone",
@@ -89,6 +90,7 @@ const CSV_COLUMNS: [&str; 8] = [
     "components",
     "min_severity",
     "quiet_hours",
+    "consent",
 ];
 
 fn parse_csv(input: impl Read) -> Result<Parsed, CtlError> {
@@ -174,6 +176,7 @@ fn csv_request<'a>(
         raw => Some(quiet_hours_cell(raw).map_err(|m| ("preferences.quiet_hours", m))?),
     };
     Ok(v1::UpsertSubscriberRequest {
+        consent: cell("consent").to_owned(),
         external_id: cell("external_id").to_owned(),
         contacts: Some(v1::Contacts {
             email: cell("email").to_owned(),
@@ -262,6 +265,8 @@ struct JsonRow {
     #[serde(default)]
     contacts: JsonContacts,
     preferences: JsonPreferences,
+    #[serde(default)]
+    consent: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -371,6 +376,7 @@ fn json_request(row: JsonRow) -> Result<v1::UpsertSubscriberRequest, FieldError>
         })
         .transpose()?;
     Ok(v1::UpsertSubscriberRequest {
+        consent: row.consent,
         external_id: row.external_id,
         contacts: Some(v1::Contacts {
             email: row.contacts.email,
@@ -394,11 +400,11 @@ mod tests {
     #[test]
     fn csv_rows_become_requests_and_bad_rows_are_rejected_with_their_line() {
         let file = "\
-external_id,email,phone,channels,components,min_severity,quiet_hours
-acme,ops@acme.example,,email,api;dashboard,major,Europe/Paris 22:00-07:00
-globex,,+14155550100,email;sms,,,
-initech,ops@initech.example,,fax,,,
-hooli,ops@hooli.example,,email,,,Europe/Paris 25:00-07:00
+external_id,email,phone,channels,components,min_severity,quiet_hours,consent
+acme,ops@acme.example,,email,api;dashboard,major,Europe/Paris 22:00-07:00,signed contract
+globex,,+14155550100,email;sms,,,,
+initech,ops@initech.example,,fax,,,,
+hooli,ops@hooli.example,,email,,,Europe/Paris 25:00-07:00,
 ";
         let parsed = parse(Format::Csv, file.as_bytes()).unwrap();
         assert_eq!(parsed.rows.len(), 2);
@@ -417,7 +423,9 @@ hooli,ops@hooli.example,,email,,,Europe/Paris 25:00-07:00
             ),
             ("Europe/Paris", 1320, 420)
         );
+        assert_eq!(acme.request.consent, "signed contract");
         let globex = &parsed.rows[1].request;
+        assert_eq!(globex.consent, "");
         assert_eq!(globex.contacts.as_ref().unwrap().phone, "+14155550100");
         assert_eq!(
             globex.preferences.as_ref().unwrap().channels,

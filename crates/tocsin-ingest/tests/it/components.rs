@@ -236,6 +236,7 @@ async fn preferences_and_previews_speak_the_catalogue(pool: PgPool) {
         .await
         .unwrap();
     let follower = |components: &[&str]| v1::UpsertSubscriberRequest {
+        consent: String::new(),
         external_id: "follower".into(),
         contacts: Some(v1::Contacts {
             email: "follower@example.com".into(),

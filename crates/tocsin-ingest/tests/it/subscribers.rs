@@ -19,6 +19,7 @@ fn subscriber(
     components: &[&str],
 ) -> v1::UpsertSubscriberRequest {
     v1::UpsertSubscriberRequest {
+        consent: String::new(),
         external_id: external_id.into(),
         contacts: Some(v1::Contacts {
             email: format!("{external_id}@example.com"),
@@ -285,6 +286,52 @@ async fn a_bulk_import_reports_bad_rows_one_by_one_and_writes_the_rest(pool: PgP
         [v1::Channel::Sms as i32],
         "the later row won"
     );
+    app.stop().await;
+}
+
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn an_operator_s_write_records_how_consent_was_obtained(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let mut c = client(&app).await;
+    let mut stated = subscriber("ann", &[v1::Channel::Email], &[]);
+    stated.consent = "  opted in at checkout  ".into();
+    let silent = subscriber("bob", &[v1::Channel::Email], &[]);
+    let summary = c
+        .import_subscribers(authed(
+            futures::stream::iter([stated, silent]),
+            OPERATOR_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(summary.created, 2);
+    for (who, note) in [("ann", "opted in at checkout"), ("bob", "not stated")] {
+        let id = app.store.subscriber(who).await.unwrap().unwrap().id;
+        let history = app.store.consent_history(id).await.unwrap();
+        let steps: Vec<(&str, &str, Option<&str>)> = history
+            .iter()
+            .map(|r| (r.action.as_str(), r.source.as_str(), r.detail.as_deref()))
+            .collect();
+        assert_eq!(steps, [("import", "operator_import", Some(note))], "{who}");
+    }
+
+    for (consent, says) in [
+        ("x".repeat(501), "longer than 500"),
+        ("line one\nline two".to_owned(), "control character"),
+    ] {
+        let mut request = subscriber("cat", &[v1::Channel::Email], &[]);
+        request.consent = consent;
+        let refused = c
+            .upsert_subscriber(authed(request, OPERATOR_TOKEN))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument);
+        assert!(
+            refused.message().contains("consent") && refused.message().contains(says),
+            "{}",
+            refused.message()
+        );
+    }
     app.stop().await;
 }
 

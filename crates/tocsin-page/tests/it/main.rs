@@ -86,6 +86,7 @@ impl App {
                     webhook_url: None,
                 },
                 candidate_webhook_secret: "whsec_unused".into(),
+                consent: None,
             }])
             .await
             .unwrap();

@@ -79,6 +79,7 @@ impl Harness {
                 },
                 preferences,
                 candidate_webhook_secret: "whsec_dGVzdA==".into(),
+                consent: None,
             })
             .collect();
         self.store

@@ -44,6 +44,7 @@ pub(crate) fn write(external_id: &str, preferences: Preferences) -> SubscriberWr
         preferences,
         contacts,
         candidate_webhook_secret: format!("whsec_{}", uuid::Uuid::new_v4().simple()),
+        consent: None,
     }
 }
 

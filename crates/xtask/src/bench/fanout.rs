@@ -411,5 +411,6 @@ fn subscriber(n: usize, channel: Channel, webhook_port: u16) -> SubscriberWrite 
         preferences: following(&[channel], ComponentFilter::Only(["api".to_owned()].into())),
         contacts,
         candidate_webhook_secret: SECRET.into(),
+        consent: None,
     }
 }

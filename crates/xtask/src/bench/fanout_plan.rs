@@ -189,6 +189,7 @@ fn subscriber(n: usize) -> SubscriberWrite {
         preferences: everything_on(channels),
         contacts,
         candidate_webhook_secret: "whsec_dG9jc2luLWJlbmNobWFyay1zZWNyZXQtMzItYnl0ZXM=".into(),
+        consent: None,
     }
 }
 

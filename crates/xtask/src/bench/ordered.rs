@@ -75,6 +75,7 @@ async fn measure(fresh: &Fresh, updates: usize) -> anyhow::Result<(f64, bool, Op
                 ..Contacts::default()
             },
             candidate_webhook_secret: SECRET.into(),
+            consent: None,
         }])
         .await
         .context("seeding the subscriber")?

@@ -61,6 +61,7 @@ pub(super) async fn seed(
                 ),
                 contacts,
                 candidate_webhook_secret: secret.into(),
+                consent: None,
             }
         })
         .collect();

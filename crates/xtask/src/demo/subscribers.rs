@@ -86,6 +86,7 @@ pub(super) async fn import(
         }
     }
     rows.push(v1::UpsertSubscriberRequest {
+        consent: String::new(),
         external_id: "typo".into(),
         contacts: Some(v1::Contacts {
             email: "someone@@example.com".into(),
@@ -153,6 +154,7 @@ fn row(persona: &Persona, n: usize, ports: Ports) -> v1::UpsertSubscriberRequest
         }]
     };
     v1::UpsertSubscriberRequest {
+        consent: String::new(),
         external_id,
         contacts: Some(contacts),
         preferences: Some(v1::Preferences {

@@ -77,6 +77,7 @@ impl Subscriber {
             }
         }
         v1::UpsertSubscriberRequest {
+            consent: String::new(),
             external_id: self.external_id(),
             contacts: Some(contacts),
             preferences: Some(v1::Preferences {
