@@ -27,6 +27,7 @@
 //! - [`notice`]: the customer-facing facts of one event for one recipient, which channels render.
 //! - [`maintenance`]: the events Tocsin records by itself for a scheduled maintenance.
 //! - [`status`]: what a public status page says: components' states and the overall word.
+//! - [`webhook_secret`]: the `whsec_` form of a webhook signing secret.
 //! - [`network`]: which addresses a webhook may reach, and the checks on a webhook URL.
 
 pub mod account;
@@ -52,6 +53,7 @@ pub mod preferences;
 pub mod retry;
 pub mod status;
 pub mod subscriber;
+pub mod webhook_secret;
 
 pub use change::{Change, EventKind, IncidentStatus, MaintenanceWindow, PublishRequest, Severity};
 pub use channel::Channel;

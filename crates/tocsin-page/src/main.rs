@@ -44,9 +44,9 @@ struct Cli {
     /// The links' colour, `#rgb` or `#rrggbb`.
     #[arg(long, env = "TOCSIN_PAGE_ACCENT_COLOR", default_value = "#1d4ed8")]
     accent: String,
-    /// The channels visitors may sign up for on `/subscribe` (comma-separated: email, sms);
-    /// empty turns self-service sign-up off. The email and SMS workers send the
-    /// confirmations.
+    /// The channels visitors may sign up for on `/subscribe` (comma-separated: email, sms,
+    /// webhook; webhook needs email, through which it is confirmed); empty turns self-service
+    /// sign-up off. The email and SMS workers send the confirmations.
     #[arg(
         long,
         env = "TOCSIN_SIGNUP_CHANNELS",
@@ -68,6 +68,10 @@ struct Cli {
     /// example X-Forwarded-For; its last entry is used). Unset: the connection's peer.
     #[arg(long, env = "TOCSIN_PAGE_CLIENT_IP_HEADER")]
     client_ip_header: Option<String>,
+    /// Hosts and networks webhook URLs may point at despite being private (comma-separated;
+    /// for development only), when TOCSIN_SIGNUP_CHANNELS offers webhooks.
+    #[arg(long, env = "TOCSIN_WEBHOOK_ALLOW", default_value = "")]
+    webhook_allow: String,
     /// Log output: pretty or json.
     #[arg(long, env = "TOCSIN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     log_format: LogFormat,
@@ -102,9 +106,9 @@ async fn main() -> anyhow::Result<()> {
         .filter(|c| !c.is_empty())
     {
         match name.parse::<tocsin_core::Channel>() {
-            Ok(c @ (tocsin_core::Channel::Email | tocsin_core::Channel::Sms)) => channels.push(c),
-            _ => anyhow::bail!(
-                "TOCSIN_SIGNUP_CHANNELS: {name:?} is not a channel visitors can sign up for; use email, sms, or both"
+            Ok(c) => channels.push(c),
+            Err(_) => anyhow::bail!(
+                "TOCSIN_SIGNUP_CHANNELS: {name:?} is not a channel; use email, sms and webhook"
             ),
         }
     }
@@ -113,6 +117,13 @@ async fn main() -> anyhow::Result<()> {
         .map(|h| axum::http::HeaderName::try_from(h.trim()))
         .transpose()
         .context("TOCSIN_PAGE_CLIENT_IP_HEADER is not a header name")?;
+    if channels.contains(&tocsin_core::Channel::Webhook)
+        && !channels.contains(&tocsin_core::Channel::Email)
+    {
+        anyhow::bail!(
+            "TOCSIN_SIGNUP_CHANNELS: webhook needs email too, since a webhook is confirmed through an email address"
+        );
+    }
     let config = PageConfig {
         link_secret,
         company: cli.company,
@@ -128,6 +139,8 @@ async fn main() -> anyhow::Result<()> {
                 per_address_per_day: cli.signup_limit_per_address_day,
             },
             client_ip_header,
+            webhook_policy: tocsin_core::network::UrlPolicy::from_list(&cli.webhook_allow)
+                .context("TOCSIN_WEBHOOK_ALLOW")?,
         },
     };
     tocsin_page::run(config, store, listener, Shutdown::on_signals()).await

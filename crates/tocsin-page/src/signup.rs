@@ -37,6 +37,7 @@ use rand::Rng;
 use time::{Duration, OffsetDateTime};
 use tocsin_core::account::AccountNotice;
 use tocsin_core::links::{LinkClaims, LinkError, Purpose};
+use tocsin_core::network::{UrlPolicy, WebhookUrl};
 use tocsin_core::{Channel, ComponentFilter, Preferences, Severity, SubscriberId};
 use tocsin_store::{
     CodeCheck, NewSignup, Signup, SignupAddress, SignupLimits, SignupRecorded, StoreError,
@@ -66,6 +67,9 @@ pub struct SignupConfig {
     /// A header a trusted proxy in front of the page puts the client's address in
     /// (`X-Forwarded-For`: its last entry); without it, the connection's peer address.
     pub client_ip_header: Option<HeaderName>,
+    /// Which webhook URLs visitors may give, when webhooks are offered: public https only,
+    /// unless the development allow-list (`TOCSIN_WEBHOOK_ALLOW`) says otherwise.
+    pub webhook_policy: UrlPolicy,
 }
 
 impl Default for SignupConfig {
@@ -74,6 +78,7 @@ impl Default for SignupConfig {
             channels: vec![Channel::Email, Channel::Sms],
             limits: SignupLimits::default(),
             client_ip_header: None,
+            webhook_policy: UrlPolicy::strict(),
         }
     }
 }
@@ -84,6 +89,7 @@ struct Filled {
     channels: BTreeSet<Channel>,
     email: String,
     phone: String,
+    webhook_url: String,
     only: Option<BTreeSet<String>>,
     min_severity: String,
 }
@@ -189,6 +195,7 @@ async fn form(
             channels => channels,
             email => &filled.email,
             phone => &filled.phone,
+            webhook_url => &filled.webhook_url,
             components => components,
             all_components => filled.only.is_none(),
             severities => severities,
@@ -272,6 +279,7 @@ pub(crate) async fn submit(
             .collect(),
         email: first(&fields, "email").trim().to_owned(),
         phone: first(&fields, "phone").trim().to_owned(),
+        webhook_url: first(&fields, "webhook_url").trim().to_owned(),
         only: (first(&fields, "components") == "only").then(|| {
             field_values(&fields, "component")
                 .into_iter()
@@ -296,7 +304,12 @@ pub(crate) async fn submit(
         )
         .await;
     }
-    let (email, phone, preferences) = match check(&pages, &filled).await {
+    let Checked {
+        email,
+        phone,
+        webhook_url,
+        preferences,
+    } = match check(&pages, &filled).await {
         Ok(checked) => checked,
         Err(Problem::Input(problem)) => {
             return form(
@@ -321,6 +334,7 @@ pub(crate) async fn submit(
         email: None,
         phone: None,
         phone_code: None,
+        webhook_url,
         expires_at: now + SIGNUP_LIFETIME,
     };
     if let Some(address) = email {
@@ -453,14 +467,30 @@ enum Problem {
     Store(StoreError),
 }
 
+/// The form's choices, checked.
+struct Checked {
+    email: Option<String>,
+    phone: Option<String>,
+    webhook_url: Option<String>,
+    preferences: Preferences,
+}
+
 /// The form's choices, checked: the addresses of the chosen channels and the preferences.
-async fn check(
-    pages: &Pages,
-    filled: &Filled,
-) -> Result<(Option<String>, Option<String>, Preferences), Problem> {
+async fn check(pages: &Pages, filled: &Filled) -> Result<Checked, Problem> {
     if filled.channels.is_empty() {
         return Err(Problem::Input("Choose at least one way to be told.".into()));
     }
+    let webhook_url = if filled.channels.contains(&Channel::Webhook) {
+        if !filled.channels.contains(&Channel::Email) {
+            return Err(Problem::Input(
+                "A webhook is confirmed through an email address: choose email too, and give one."
+                    .into(),
+            ));
+        }
+        Some(webhook(pages, &filled.webhook_url).await?)
+    } else {
+        None
+    };
     let email = if filled.channels.contains(&Channel::Email) {
         let raw = &filled.email;
         if raw.is_empty() {
@@ -524,7 +554,38 @@ async fn check(
     preferences
         .validate()
         .map_err(|e| Problem::Input(format!("That did not work: {e}.")))?;
-    Ok((email, phone, preferences))
+    Ok(Checked {
+        email,
+        phone,
+        webhook_url,
+        preferences,
+    })
+}
+
+/// A webhook URL a visitor may give: the same rules as the API's, names resolved too.
+async fn webhook(pages: &Pages, raw: &str) -> Result<String, Problem> {
+    if raw.is_empty() {
+        return Err(Problem::Input("Give the URL to call.".into()));
+    }
+    let policy = &pages.config.signup.webhook_policy;
+    let refused =
+        |reason: String| Problem::Input(format!("We cannot call {}: {reason}.", shown(raw)));
+    let url = WebhookUrl::parse(raw, policy).map_err(|e| refused(reason_of(e)))?;
+    if url.literal_ip().is_none() {
+        let host = url.as_url().host_str().unwrap_or_default().to_owned();
+        let port = url.as_url().port_or_known_default().unwrap_or(443);
+        tocsin_runtime::dns::resolve_publicly(policy, "webhook_url", &host, port)
+            .await
+            .map_err(|e| refused(reason_of(e)))?;
+    }
+    Ok(url.as_str().to_owned())
+}
+
+fn reason_of(e: tocsin_core::DomainError) -> String {
+    match e {
+        tocsin_core::DomainError::Invalid { reason, .. } => reason,
+        other => other.to_string(),
+    }
 }
 
 /// Input quoted back in a message: at most 60 characters, no control characters.
@@ -711,24 +772,40 @@ pub(crate) async fn verify(
 /// the preference centre.
 async fn confirmed(pages: &Pages, signup: &Signup, channel: Channel, source: &str) -> Response {
     match join(pages, signup, channel, source).await {
-        Ok(Some(subscriber)) => {
+        Ok(Some(Joined {
+            subscriber,
+            webhook_secret,
+            webhook_left_out,
+        })) => {
             info!(%channel, %subscriber, "sign-up confirmed");
             metrics::counter!("tocsin_signups_confirmed_total", "channel" => channel.as_str())
                 .increment(1);
             let how = match channel {
                 Channel::Sms => "text you",
+                _ if webhook_secret.is_some() => "email you and call your webhook",
                 _ => "email you",
             };
+            let mut paragraphs = vec![
+                format!(
+                    "Thank you. {} will {how} when something goes wrong with its service, and when it is fixed.",
+                    pages.config.company
+                ),
+                "Every message has a link to change what you hear about, or to stop.".to_owned(),
+            ];
+            if webhook_left_out {
+                paragraphs.push(format!(
+                    "This email address was already subscribed, so your webhook was not added. Ask {} to add it.",
+                    pages.config.company
+                ));
+            }
             render(
                 pages,
                 StatusCode::OK,
                 "notice.html",
                 context! {
                     title => "You are subscribed",
-                    paragraphs => vec![format!(
-                        "Thank you. {} will {how} when something goes wrong with its service, and when it is fixed.",
-                        pages.config.company
-                    ), "Every message has a link to change what you hear about, or to stop.".to_owned()],
+                    paragraphs => paragraphs,
+                    secret => webhook_secret,
                     link => preferences_url(pages, subscriber, OffsetDateTime::now_utc()),
                     link_words => "Choose what you hear about",
                 },
@@ -749,6 +826,21 @@ async fn confirmed(pages: &Pages, signup: &Signup, channel: Channel, source: &st
     }
 }
 
+/// A fresh webhook signing secret (the thread's generator is not held across an await).
+fn new_webhook_secret() -> String {
+    let key: [u8; tocsin_core::webhook_secret::GENERATED_KEY_LEN] = rand::rng().random();
+    tocsin_core::webhook_secret::encode(&key)
+}
+
+/// What confirming an address did.
+struct Joined {
+    subscriber: SubscriberId,
+    /// The new webhook endpoint's signing secret, shown once.
+    webhook_secret: Option<String>,
+    /// A webhook was asked for but the email joined a subscriber that already had it.
+    webhook_left_out: bool,
+}
+
 /// The address's subscriber after confirming: the one that already had the address (opted
 /// back in, with the visitor's choices), or the sign-up's own. `None` when the sign-up holds
 /// no such address. Every step repeats safely, so a confirmation that failed half-way is
@@ -758,7 +850,7 @@ async fn join(
     signup: &Signup,
     channel: Channel,
     source: &str,
-) -> Result<Option<SubscriberId>, StoreError> {
+) -> Result<Option<Joined>, StoreError> {
     let store = &pages.store;
     let address = match channel {
         Channel::Email => signup.email.as_deref(),
@@ -767,6 +859,8 @@ async fn join(
     let Some(address) = address else {
         return Ok(None);
     };
+    let mut webhook_secret = None;
+    let mut webhook_left_out = false;
     let subscriber = match store.subscriber_with_address(channel, address).await? {
         Some((existing, opted_out)) if existing != signup.id => {
             if opted_out {
@@ -782,6 +876,7 @@ async fn join(
             store
                 .set_own_preferences(existing, &preferences, source)
                 .await?;
+            webhook_left_out = channel == Channel::Email && signup.webhook_url.is_some();
             existing
         }
         _ => {
@@ -794,6 +889,10 @@ async fn join(
             if joined(Channel::Sms) {
                 contacts.phone = signup.phone.clone();
             }
+            // The webhook comes with the email that vouched for it.
+            if joined(Channel::Email) {
+                contacts.webhook_url = signup.webhook_url.clone();
+            }
             let mut preferences = signup.preferences.clone();
             preferences
                 .channels
@@ -805,7 +904,7 @@ async fn join(
                         external_id: format!("self-service:{}", signup.id),
                         preferences,
                         contacts,
-                        candidate_webhook_secret: String::new(),
+                        candidate_webhook_secret: new_webhook_secret(),
                         consent: None,
                     },
                 )
@@ -813,11 +912,16 @@ async fn join(
             if upserted.subscriber.opted_out.contains(&channel) {
                 store.opt_in_address(channel, address, source).await?;
             }
+            webhook_secret = upserted.new_webhook_secret;
             signup.id
         }
     };
     store
         .confirm_signup(signup.id, channel, subscriber, source)
         .await?;
-    Ok(Some(subscriber))
+    Ok(Some(Joined {
+        subscriber,
+        webhook_secret,
+        webhook_left_out,
+    }))
 }

@@ -9,6 +9,8 @@ CREATE TABLE signups (
     signup_id          uuid        PRIMARY KEY,
     email              text,
     phone              text,
+    -- A webhook endpoint, where the operator offers them: confirmed through the email.
+    webhook_url        text,
     preferences        jsonb       NOT NULL,
     email_hash         bytea,
     phone_hash         bytea,

@@ -57,6 +57,8 @@ pub struct NewSignup {
     pub phone: Option<SignupAddress>,
     /// The keyed digest of the code texted to the phone, and until when it works.
     pub phone_code: Option<([u8; 32], OffsetDateTime)>,
+    /// A webhook endpoint, kept only with a confirmable email (it is confirmed through it).
+    pub webhook_url: Option<String>,
     pub expires_at: OffsetDateTime,
 }
 
@@ -76,6 +78,7 @@ pub struct Signup {
     pub id: SubscriberId,
     pub email: Option<String>,
     pub phone: Option<String>,
+    pub webhook_url: Option<String>,
     pub preferences: Preferences,
     pub email_confirmed: bool,
     pub phone_confirmed: bool,
@@ -126,6 +129,7 @@ struct SignupRow {
     signup_id: uuid::Uuid,
     email: Option<String>,
     phone: Option<String>,
+    webhook_url: Option<String>,
     preferences: Json<Preferences>,
     email_confirmed_at: Option<OffsetDateTime>,
     phone_confirmed_at: Option<OffsetDateTime>,
@@ -223,10 +227,10 @@ impl Store {
             .and(signup.phone_code.as_ref());
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO signups (signup_id, email, phone, preferences, email_hash, phone_hash,
-                 client_ip, phone_code_digest, phone_code_expires_at, expires_at)
+                 client_ip, phone_code_digest, phone_code_expires_at, expires_at, webhook_url)
              VALUES ($1, $2, $3, $4, CASE WHEN $5::text IS NULL THEN NULL ELSE {} END,
                      CASE WHEN $6::text IS NULL THEN NULL ELSE {} END,
-                     $7::inet, $8, $9, $10)",
+                     $7::inet, $8, $9, $10, $11)",
             hash_sql("email", 5),
             hash_sql("sms", 6)
         )))
@@ -240,6 +244,7 @@ impl Store {
         .bind(code.map(|(digest, _)| digest.to_vec()))
         .bind(code.map(|(_, until)| *until))
         .bind(signup.expires_at)
+        .bind(confirmable(email).and(signup.webhook_url.as_deref()))
         .execute(&mut *tx)
         .await?;
         for (channel, part) in &kept {
@@ -275,7 +280,7 @@ impl Store {
     /// The sign-up `id`, unless it expired.
     pub async fn signup(&self, id: SubscriberId) -> Result<Option<Signup>, StoreError> {
         let row: Option<SignupRow> = sqlx::query_as(
-            "SELECT signup_id, email, phone, preferences, email_confirmed_at, phone_confirmed_at,
+            "SELECT signup_id, email, phone, webhook_url, preferences, email_confirmed_at, phone_confirmed_at,
                     email_subscriber, phone_subscriber, expires_at
              FROM signups WHERE signup_id = $1 AND expires_at > now()",
         )
@@ -286,6 +291,7 @@ impl Store {
             id: SubscriberId::from_uuid(r.signup_id),
             email: r.email,
             phone: r.phone,
+            webhook_url: r.webhook_url,
             preferences: r.preferences.0,
             email_confirmed: r.email_confirmed_at.is_some(),
             phone_confirmed: r.phone_confirmed_at.is_some(),

@@ -19,8 +19,8 @@ use sha2::Sha256;
 
 use crate::error::Error;
 
-/// The prefix that marks a Standard Webhooks secret.
-pub const SECRET_PREFIX: &str = "whsec_";
+use tocsin_core::webhook_secret::GENERATED_KEY_LEN;
+pub use tocsin_core::webhook_secret::SECRET_PREFIX;
 pub const HEADER_ID: &str = "webhook-id";
 pub const HEADER_TIMESTAMP: &str = "webhook-timestamp";
 pub const HEADER_SIGNATURE: &str = "webhook-signature";
@@ -28,7 +28,6 @@ pub const HEADER_SIGNATURE: &str = "webhook-signature";
 /// Key sizes the specification allows (192 to 512 bits); we generate 256.
 const MIN_KEY_LEN: usize = 24;
 const MAX_KEY_LEN: usize = 64;
-const GENERATED_KEY_LEN: usize = 32;
 /// Receivers store message ids for deduplication; keep them short and header-safe.
 const MAX_MSG_ID_LEN: usize = 255;
 
@@ -68,7 +67,7 @@ impl WebhookSecret {
     /// The secret in its `whsec_<base64>` form. Named so every call site reads as a
     /// deliberate disclosure.
     pub fn expose(&self) -> String {
-        format!("{SECRET_PREFIX}{}", STANDARD.encode(self.key()))
+        tocsin_core::webhook_secret::encode(self.key())
     }
 
     fn key(&self) -> &[u8] {

@@ -31,6 +31,11 @@ impl Drop for App {
 }
 
 pub(crate) async fn spawn(pool: PgPool) -> App {
+    spawn_with(pool, tocsin_page::signup::SignupConfig::default()).await
+}
+
+/// The pages with the given sign-up settings.
+pub(crate) async fn spawn_with(pool: PgPool, signup: tocsin_page::signup::SignupConfig) -> App {
     tocsin_testkit::init_tracing();
     tocsin_runtime::tls::install_crypto_provider();
     let store = Store::from_pool(pool);
@@ -43,7 +48,7 @@ pub(crate) async fn spawn(pool: PgPool) -> App {
         public_url: format!("http://{addr}"),
         logo_url: None,
         accent: "#1d4ed8".into(),
-        signup: tocsin_page::signup::SignupConfig::default(),
+        signup,
     };
     tokio::spawn(tocsin_page::run(
         config,

@@ -6,7 +6,7 @@ use sqlx::PgPool;
 use tocsin_core::account::AccountNotice;
 use tocsin_core::{Channel, Component, ComponentFilter, Severity};
 
-use crate::{App, spawn};
+use crate::{App, spawn, spawn_with};
 
 /// A visitor's browser: the page's cookie and form field, then POSTs with them.
 struct Visitor {
@@ -483,4 +483,109 @@ async fn expired_sign_ups_are_deleted_with_their_addresses(pool: PgPool) {
             .unwrap()
             .is_none()
     );
+}
+
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn a_webhook_is_confirmed_through_its_email_and_its_secret_shown_once(pool: PgPool) {
+    let app = spawn_with(
+        pool,
+        tocsin_page::signup::SignupConfig {
+            channels: vec![Channel::Email, Channel::Webhook],
+            webhook_policy: tocsin_core::network::UrlPolicy::from_list("127.0.0.1").unwrap(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let visitor = Visitor::open(&app).await;
+    for (fields, says) in [
+        (
+            vec![
+                ("channel", "webhook"),
+                ("webhook_url", "http://127.0.0.1:9/hook"),
+            ],
+            "confirmed through an email address",
+        ),
+        (
+            vec![
+                ("channel", "email"),
+                ("channel", "webhook"),
+                ("email", "ops@example.com"),
+                ("webhook_url", "https://10.1.2.3/hook"),
+            ],
+            "We cannot call",
+        ),
+    ] {
+        let answer = visitor.submit(&app, &fields).await;
+        assert_eq!(answer.status(), 400, "{fields:?}");
+        let html = answer.text().await.unwrap();
+        assert!(html.contains(says), "{fields:?}: {html}");
+    }
+    let done = visitor
+        .submit(
+            &app,
+            &[
+                ("channel", "email"),
+                ("channel", "webhook"),
+                ("email", "ops@example.com"),
+                ("webhook_url", "http://127.0.0.1:9/hook"),
+            ],
+        )
+        .await;
+    assert_eq!(done.status(), 200);
+    let confirm_url = match &queued(&app).await[0].2 {
+        AccountNotice::ConfirmEmail { confirm_url, .. } => confirm_url.clone(),
+        other => panic!("{other:?}"),
+    };
+    let confirm = format!("http://{}{}", app.addr, path_of(&confirm_url));
+    let html = visitor
+        .http
+        .post(&confirm)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let secret = html
+        .split("<code id=\"webhook-secret\">")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .expect("the secret is shown");
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    let (id, _) = app
+        .store
+        .subscriber_with_address(Channel::Email, "ops@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    let (subscriber, stored_secret) = app.store.subscriber_by_id(id).await.unwrap().unwrap();
+    assert_eq!(
+        subscriber.contacts.webhook_url.as_deref(),
+        Some("http://127.0.0.1:9/hook")
+    );
+    assert_eq!(
+        subscriber
+            .preferences
+            .channels
+            .iter()
+            .copied()
+            .collect::<Vec<_>>(),
+        [Channel::Email, Channel::Webhook]
+    );
+    // As a browser reads it: minijinja escapes the slashes of base64.
+    assert_eq!(
+        stored_secret.as_deref(),
+        Some(secret.replace("&#x2f;", "/").as_str())
+    );
+    // Confirming again shows no secret: it was shown once.
+    let again = visitor
+        .http
+        .post(&confirm)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!again.contains("whsec_"), "{again}");
 }
