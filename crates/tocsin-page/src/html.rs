@@ -1,9 +1,16 @@
-//! The pages' HTML: small, server-rendered, usable without JavaScript, and accessible (a
-//! language, a landmark, one heading per page, labelled controls, contrast above 7:1).
+//! The short pages every route shares (a link that does not work, one that expired, a
+//! moment of unavailability, unsubscribe's question and answer), rendered in the same
+//! layout as the status page (`templates/notice.html`), so every page has the same language,
+//! landmarks, heading and contrast.
 
+use axum::http::StatusCode;
+use axum::response::Response;
+use minijinja::context;
 use tocsin_core::Channel;
 
-/// Escapes text for HTML content and attribute values.
+use crate::{Pages, render};
+
+/// Escapes text for HTML content and attribute values (the Atom feed is built by hand).
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -19,20 +26,13 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-fn page(company: &str, title: &str, body: &str) -> String {
-    let company = escape(company);
-    let title = escape(title);
-    format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{title} · {company}</title>\
-         <style>body{{font:16px/1.5 system-ui,sans-serif;color:#18181b;background:#fff;\
-         max-width:36rem;margin:3rem auto;padding:0 1rem}}h1{{font-size:1.5rem}}\
-         button{{font:inherit;padding:.5rem 1rem;margin:.25rem .5rem .25rem 0;border:2px solid #18181b;\
-         background:#18181b;color:#fff;border-radius:4px;cursor:pointer}}\
-         button.secondary{{background:#fff;color:#18181b}}\
-         button:focus-visible{{outline:3px solid #2563eb;outline-offset:2px}}</style>\
-         </head><body><main><h1>{title}</h1>{body}</main></body></html>\n"
+/// A page of a title and a few sentences, with `status`.
+fn notice(pages: &Pages, status: StatusCode, title: &str, paragraphs: &[String]) -> Response {
+    render(
+        pages,
+        status,
+        "notice.html",
+        context! { title => title, paragraphs => paragraphs },
     )
 }
 
@@ -45,76 +45,90 @@ fn channel_words(channel: Option<Channel>) -> &'static str {
     }
 }
 
-/// Asks to confirm; the form POSTs back to the same URL.
-pub fn confirm(company: &str, channel: Option<Channel>) -> String {
+/// Unsubscribe's question; the buttons POST back to the same URL.
+pub(crate) fn unsubscribe_confirm(pages: &Pages, channel: Option<Channel>) -> Response {
     let what = channel_words(channel);
-    let c = escape(company);
-    page(
-        company,
-        "Unsubscribe",
-        &format!(
-            "<p>Stop {c}'s service status {what} to this address? You will no longer hear \
-             from us there about outages or maintenance.</p>\
-             <form method=\"post\">\
-             <button type=\"submit\" name=\"scope\" value=\"channel\">Stop {what}</button>\
-             <button type=\"submit\" name=\"scope\" value=\"all\" class=\"secondary\">\
-             Stop every message from {c}</button></form>"
-        ),
+    let company = &pages.config.company;
+    render(
+        pages,
+        StatusCode::OK,
+        "notice.html",
+        context! {
+            title => "Unsubscribe",
+            paragraphs => vec![format!(
+                "Stop service status {what} from {company} to this address? You will no longer hear from us there about outages or maintenance."
+            )],
+            buttons => vec![
+                context! { name => "scope", value => "channel", label => format!("Stop {what}") },
+                context! { name => "scope", value => "all", label => format!("Stop every message from {company}"), secondary => true },
+            ],
+        },
     )
 }
 
-/// Done: what stopped, and how to come back.
-pub fn done(company: &str, channels: &[Channel]) -> String {
+/// Unsubscribe's answer: what stopped, and how to come back.
+pub(crate) fn unsubscribed(pages: &Pages, channels: &[Channel]) -> Response {
     let what = if channels.len() == 1 {
         channel_words(channels.first().copied())
     } else {
         "messages"
     };
-    let c = escape(company);
-    page(
-        company,
+    let company = &pages.config.company;
+    notice(
+        pages,
+        StatusCode::OK,
         "You are unsubscribed",
-        &format!(
-            "<p>{c} will send no more service status {what} to this address. A message \
-             already on its way may still arrive in the next minute.</p>\
-             <p>Changed your mind? Ask {c} to add you again, or reply START to one of our \
-             texts to get texts again.</p>"
-        ),
+        &[
+            format!(
+                "{company} will send no more service status {what} to this address. A message already on its way may still arrive in the next minute."
+            ),
+            "Changed your mind? Subscribe again on the status page, or reply START to one of our texts to get texts again.".to_owned(),
+        ],
     )
 }
 
-pub fn not_found(company: &str) -> String {
-    page(
-        company,
-        "Not found",
-        "<p>There is no such incident. <a href=\"/\">See the current status</a>.</p>",
+/// 404: no such incident.
+pub(crate) fn not_found(pages: &Pages) -> Response {
+    render(
+        pages,
+        StatusCode::NOT_FOUND,
+        "notice.html",
+        context! {
+            title => "Not found",
+            paragraphs => vec!["There is no such incident."],
+            link => "/",
+            link_words => "See the current status",
+        },
     )
 }
 
-pub fn invalid_link(company: &str) -> String {
-    page(
-        company,
+/// 404: a link not made by us, or cut short.
+pub(crate) fn invalid_link(pages: &Pages) -> Response {
+    notice(
+        pages,
+        StatusCode::NOT_FOUND,
         "This link does not work",
-        "<p>The link is incomplete or was not made by us. Copy the whole link from the \
-         message, or use the unsubscribe link in a more recent one.</p>",
+        &["The link is incomplete or was not made by us. Copy the whole link from the message, or use the link in a more recent one.".to_owned()],
     )
 }
 
-pub fn expired_link(company: &str) -> String {
-    page(
-        company,
+/// 410: an unsubscribe or preferences link past its time.
+pub(crate) fn expired_link(pages: &Pages) -> Response {
+    notice(
+        pages,
+        StatusCode::GONE,
         "This link has expired",
-        "<p>Unsubscribe links work for a year. Use the link in a more recent message: every \
-         one carries a fresh link.</p>",
+        &["Use the link in a more recent message: every one carries a fresh link.".to_owned()],
     )
 }
 
-pub fn unavailable(company: &str) -> String {
-    page(
-        company,
+/// 503: PostgreSQL did not answer; nothing changed.
+pub(crate) fn unavailable(pages: &Pages) -> Response {
+    notice(
+        pages,
+        StatusCode::SERVICE_UNAVAILABLE,
         "Please try again",
-        "<p>We could not record your request just now, and nothing was changed. Please try \
-         again in a minute.</p>",
+        &["We could not record your request just now, and nothing was changed. Please try again in a minute.".to_owned()],
     )
 }
 
@@ -123,15 +137,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pages_are_complete_accessible_documents_and_escape_the_company() {
-        let html = confirm("A&B <Cloud>", Some(Channel::Email));
-        assert!(html.starts_with("<!doctype html>"));
-        assert!(html.contains("<html lang=\"en\">"));
-        assert!(html.contains("<main><h1>Unsubscribe</h1>"));
-        assert!(html.contains("Stop A&amp;B &lt;Cloud&gt;'s service status emails"));
-        assert!(!html.contains("<Cloud>"));
-        assert!(html.contains("<form method=\"post\">"));
-        assert!(done("Acme", &[Channel::Sms]).contains("no more service status text messages"));
-        assert!(done("Acme", &Channel::ALL).contains("no more service status messages"));
+    fn escape_covers_markup_and_quotes() {
+        assert_eq!(
+            escape("A&B <Cloud> \"x\" 'y'"),
+            "A&amp;B &lt;Cloud&gt; &quot;x&quot; &#39;y&#39;"
+        );
     }
 }

@@ -64,7 +64,6 @@ fn hhmm(minutes: u16) -> String {
 
 /// The reader the link names, or the page saying why not.
 async fn reader(pages: &Pages, token: &str) -> Result<Subscriber, Response> {
-    let company = &pages.config.company;
     let claims = match pages
         .config
         .link_secret
@@ -73,22 +72,18 @@ async fn reader(pages: &Pages, token: &str) -> Result<Subscriber, Response> {
         Ok(claims) if claims.purpose == Purpose::Preferences => claims,
         Ok(_) | Err(LinkError::Invalid) => {
             warn!("a preferences link that is not valid");
-            return Err((StatusCode::NOT_FOUND, Html(html::invalid_link(company))).into_response());
+            return Err(html::invalid_link(pages));
         }
         Err(LinkError::Expired) => {
-            return Err((StatusCode::GONE, Html(html::expired_link(company))).into_response());
+            return Err(html::expired_link(pages));
         }
     };
     match pages.store.subscriber_by_id(claims.subscriber_id).await {
         Ok(Some((subscriber, _))) => Ok(subscriber),
-        Ok(None) => Err((StatusCode::NOT_FOUND, Html(html::invalid_link(company))).into_response()),
+        Ok(None) => Err(html::invalid_link(pages)),
         Err(e) => {
             error!(error = %e, "could not read a subscriber");
-            Err((
-                StatusCode::SERVICE_UNAVAILABLE,
-                Html(html::unavailable(company)),
-            )
-                .into_response())
+            Err(html::unavailable(pages))
         }
     }
 }
@@ -104,11 +99,7 @@ async fn form(
         Ok(catalogue) => catalogue,
         Err(e) => {
             error!(error = %e, "could not read the catalogue");
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Html(html::unavailable(&pages.config.company)),
-            )
-                .into_response();
+            return html::unavailable(&pages);
         }
     };
     let p = &subscriber.preferences;
@@ -264,18 +255,10 @@ pub(crate) async fn save(
             metrics::counter!("tocsin_preference_changes_total").increment(1);
             form(&pages, &updated, true, None).await
         }
-        Ok(None) => (
-            StatusCode::NOT_FOUND,
-            Html(html::invalid_link(&pages.config.company)),
-        )
-            .into_response(),
+        Ok(None) => html::invalid_link(&pages),
         Err(e) => {
             error!(error = %e, "could not save preferences");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Html(html::unavailable(&pages.config.company)),
-            )
-                .into_response()
+            html::unavailable(&pages)
         }
     }
 }

@@ -228,15 +228,7 @@ fn severity_choices() -> [(Severity, &'static str); 3] {
 
 fn unavailable(pages: &Pages, e: &StoreError) -> Response {
     error!(error = %e, "sign-up: PostgreSQL unavailable");
-    render(
-        pages,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "notice.html",
-        context! {
-            title => "Please try again",
-            paragraphs => vec!["We could not record your request just now, and nothing was changed. Please try again in a minute."],
-        },
-    )
+    crate::html::unavailable(pages)
 }
 
 /// `GET /subscribe`.
@@ -643,15 +635,7 @@ async fn signup_for(pages: &Pages, token: &str, purpose: Purpose) -> Result<Sign
         Ok(claims) if claims.purpose == purpose => claims,
         Ok(_) | Err(LinkError::Invalid) => {
             warn!("a sign-up link that is not valid");
-            return Err(render(
-                pages,
-                StatusCode::NOT_FOUND,
-                "notice.html",
-                context! {
-                    title => "This link does not work",
-                    paragraphs => vec!["The link is incomplete or was not made by us. Copy the whole link from the message."],
-                },
-            ));
+            return Err(crate::html::invalid_link(pages));
         }
         Err(LinkError::Expired) => return Err(gone(pages)),
     };

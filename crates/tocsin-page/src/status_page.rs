@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use minijinja::{Environment, context};
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -284,20 +284,16 @@ impl Snapshot {
     }
 }
 
-fn unavailable(e: &tocsin_store::StoreError) -> Response {
+fn unavailable(pages: &Pages, e: &tocsin_store::StoreError) -> Response {
     error!(error = %e, "could not read the status");
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        "The status could not be read just now; please reload in a moment.",
-    )
-        .into_response()
+    crate::html::unavailable(pages)
 }
 
 /// `GET /`.
 pub(crate) async fn status(State(pages): State<Pages>) -> Response {
     let snapshot = match Snapshot::read(&pages).await {
         Ok(s) => s,
-        Err(e) => return unavailable(&e),
+        Err(e) => return unavailable(&pages, &e),
     };
     let word = overall(&snapshot.components);
     let history: Vec<IncidentView> = snapshot
@@ -324,30 +320,24 @@ fn serde_json_value<T: Serialize>(value: &T) -> String {
 
 /// `GET /incidents/{id}`.
 pub(crate) async fn incident(State(pages): State<Pages>, Path(id): Path<String>) -> Response {
-    let not_found = || {
-        (
-            StatusCode::NOT_FOUND,
-            Html(crate::html::not_found(&pages.config.company)),
-        )
-            .into_response()
-    };
+    let not_found = || crate::html::not_found(&pages);
     let Ok(id) = id.parse::<IncidentId>() else {
         return not_found();
     };
     let incident = match pages.store.incident(id).await {
         Ok(Some(incident)) => incident,
         Ok(None) => return not_found(),
-        Err(e) => return unavailable(&e),
+        Err(e) => return unavailable(&pages, &e),
     };
     let now = OffsetDateTime::now_utc();
     let events = match pages.store.events_of(&[id]).await {
         Ok(events) => events,
-        Err(e) => return unavailable(&e),
+        Err(e) => return unavailable(&pages, &e),
     };
     let public: Vec<&RecordedEvent> = events.iter().filter(|e| is_public(e, now)).collect();
     let names = match pages.store.components().await {
         Ok(catalogue) => catalogue.into_iter().map(|c| (c.id, c.name)).collect(),
-        Err(e) => return unavailable(&e),
+        Err(e) => return unavailable(&pages, &e),
     };
     render(
         &pages,
@@ -361,7 +351,7 @@ pub(crate) async fn incident(State(pages): State<Pages>, Path(id): Path<String>)
 pub(crate) async fn summary(State(pages): State<Pages>) -> Response {
     let snapshot = match Snapshot::read(&pages).await {
         Ok(s) => s,
-        Err(e) => return unavailable(&e),
+        Err(e) => return unavailable(&pages, &e),
     };
     let word = overall(&snapshot.components);
     let components: Vec<serde_json::Value> = snapshot
@@ -396,7 +386,7 @@ pub(crate) async fn feed(State(pages): State<Pages>) -> Response {
     let now = OffsetDateTime::now_utc();
     let events = match pages.store.latest_events(FEED_ENTRIES as u32 * 2).await {
         Ok(events) => events,
-        Err(e) => return unavailable(&e),
+        Err(e) => return unavailable(&pages, &e),
     };
     let events: Vec<RecordedEvent> = events
         .into_iter()
@@ -415,7 +405,7 @@ pub(crate) async fn feed(State(pages): State<Pages>) -> Response {
                     incident.map(|i| i.title).unwrap_or_default(),
                 );
             }
-            Err(e) => return unavailable(&e),
+            Err(e) => return unavailable(&pages, &e),
         }
     }
     let base = pages.config.public_url.trim_end_matches('/').to_owned();

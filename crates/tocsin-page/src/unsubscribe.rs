@@ -13,8 +13,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::Response;
 use time::OffsetDateTime;
 use tocsin_core::Channel;
 use tocsin_core::links::{LinkClaims, LinkError, Purpose};
@@ -26,7 +25,6 @@ use crate::html;
 /// The link's claims if it is a valid unsubscribe link, else the page saying why not.
 #[allow(clippy::result_large_err)] // Built once per request, on the refusal path.
 fn claims(pages: &Pages, token: &str) -> Result<LinkClaims, Response> {
-    let company = &pages.config.company;
     match pages
         .config
         .link_secret
@@ -35,10 +33,10 @@ fn claims(pages: &Pages, token: &str) -> Result<LinkClaims, Response> {
         Ok(claims) if claims.purpose == Purpose::Unsubscribe => Ok(claims),
         Ok(_) | Err(LinkError::Invalid) => {
             warn!("an unsubscribe link that is not valid");
-            Err((StatusCode::NOT_FOUND, Html(html::invalid_link(company))).into_response())
+            Err(html::invalid_link(pages))
         }
         Err(LinkError::Expired) => {
-            Err((StatusCode::GONE, Html(html::expired_link(company))).into_response())
+            Err(html::expired_link(pages))
         }
     }
 }
@@ -46,7 +44,7 @@ fn claims(pages: &Pages, token: &str) -> Result<LinkClaims, Response> {
 /// `GET`: what the link will stop, and a button to do it.
 pub(crate) async fn confirm(State(pages): State<Pages>, Path(token): Path<String>) -> Response {
     match claims(&pages, &token) {
-        Ok(claims) => Html(html::confirm(&pages.config.company, claims.channel)).into_response(),
+        Ok(claims) => html::unsubscribe_confirm(&pages, claims.channel),
         Err(page) => page,
     }
 }
@@ -94,15 +92,11 @@ pub(crate) async fn unsubscribe(
             let done = done.unwrap_or_default();
             info!(channels = ?done, source, "unsubscribed");
             metrics::counter!("tocsin_unsubscribes_total", "source" => source).increment(1);
-            Html(html::done(&pages.config.company, &channels)).into_response()
+            html::unsubscribed(&pages, &channels)
         }
         Err(e) => {
             error!(error = %e, "could not record an unsubscribe");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Html(html::unavailable(&pages.config.company)),
-            )
-                .into_response()
+            html::unavailable(&pages)
         }
     }
 }

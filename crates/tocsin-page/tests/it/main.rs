@@ -126,7 +126,10 @@ async fn a_one_click_post_unsubscribes_the_address_and_a_get_never_does(pool: Pg
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
     assert!(
-        html.contains("Stop Acme Cloud's service status emails"),
+        html.contains("Stop service status emails from Acme Cloud to this address?")
+            && html.contains("<html lang=\"en\">")
+            && html.contains("<main>")
+            && html.contains("<h1>Unsubscribe</h1>"),
         "{html}"
     );
     assert!(
