@@ -56,6 +56,9 @@ pub(crate) fn router(
         .route("/v1/alerts/alertmanager", post(alertmanager))
         .route("/v1/alerts/grafana", post(grafana))
         .route("/healthz", get(|| async { "ok" }))
+        .route_layer(axum::middleware::from_fn(
+            tocsin_runtime::requests::http_metrics,
+        ))
         .with_state(Receivers {
             api,
             authenticator,

@@ -211,6 +211,7 @@ pub async fn run_with_http(
             .context("TOCSIN_TLS_CERT / TOCSIN_TLS_KEY: not a usable certificate and key")?;
     }
     let serving = server
+        .layer(tocsin_runtime::requests::GrpcMetricsLayer)
         .layer(MapResponseLayer::new(
             status::oversized_as_resource_exhausted::<tonic::body::Body>,
         ))

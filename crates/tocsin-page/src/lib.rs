@@ -108,6 +108,9 @@ pub fn router(config: PageConfig, store: Store) -> Router {
             get(unsubscribe::confirm).post(unsubscribe::unsubscribe),
         )
         .route("/healthz", get(|| async { "ok" }))
+        .route_layer(axum::middleware::from_fn(
+            tocsin_runtime::requests::http_metrics,
+        ))
         .with_state(pages)
 }
 
@@ -175,5 +178,15 @@ pub(crate) fn render(
             error!(error = %e, template = name, "a page template failed");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
+    }
+}
+
+/// The pages' `/readyz`: PostgreSQL answers (the pages need nothing else).
+#[derive(Debug, Clone)]
+pub struct PageReadiness(pub Store);
+
+impl tocsin_runtime::ops::Readiness for PageReadiness {
+    async fn check(&self) -> Result<(), String> {
+        tocsin_runtime::ops::dependency("PostgreSQL", self.0.ping()).await
     }
 }

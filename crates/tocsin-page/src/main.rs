@@ -16,7 +16,10 @@ use tocsin_store::Store;
     version,
     about = "Tocsin's public pages: the status page, self-service sign-up, the preference centre and one-click unsubscribe"
 )]
+#[command(mut_arg("metrics_addr", |arg| arg.default_value("127.0.0.1:9469")))]
 struct Cli {
+    #[command(flatten)]
+    ops: tocsin_runtime::OpsArgs,
     /// PostgreSQL URL of Tocsin's database.
     #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/tocsin?sslmode=disable", value_parser = secret, hide_env_values = true)]
     database_url: SecretString,
@@ -143,5 +146,14 @@ async fn main() -> anyhow::Result<()> {
                 .context("TOCSIN_WEBHOOK_ALLOW")?,
         },
     };
-    tocsin_page::run(config, store, listener, Shutdown::on_signals()).await
+    let shutdown = Shutdown::on_signals();
+    let ops = cli
+        .ops
+        .spawn(tocsin_page::PageReadiness(store.clone()), shutdown.clone())
+        .await
+        .context("starting the ops server (TOCSIN_METRICS_ADDR)")?;
+    tocsin_page::run(config, store, listener, shutdown).await?;
+    // The shutdown that stopped the pages stops the ops server too.
+    let _ = ops.await;
+    Ok(())
 }

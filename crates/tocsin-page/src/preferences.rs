@@ -99,7 +99,7 @@ async fn form(
         Ok(catalogue) => catalogue,
         Err(e) => {
             error!(error = %e, "could not read the catalogue");
-            return html::unavailable(&pages);
+            return html::unavailable(pages);
         }
     };
     let p = &subscriber.preferences;

@@ -35,9 +35,7 @@ fn claims(pages: &Pages, token: &str) -> Result<LinkClaims, Response> {
             warn!("an unsubscribe link that is not valid");
             Err(html::invalid_link(pages))
         }
-        Err(LinkError::Expired) => {
-            Err(html::expired_link(pages))
-        }
+        Err(LinkError::Expired) => Err(html::expired_link(pages)),
     }
 }
 

@@ -90,6 +90,36 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Unsubscribe requests served by tocsin-page, by source (one-click or the page).",
     ),
     (
+        "tocsin_grpc_requests_total",
+        Kind::Counter,
+        "gRPC calls served, by method (unknown for methods not served) and status code.",
+    ),
+    (
+        "tocsin_grpc_request_duration_seconds",
+        Kind::Histogram,
+        "Time from a gRPC call's arrival to its response headers (the whole call for unary methods), by method.",
+    ),
+    (
+        "tocsin_http_requests_total",
+        Kind::Counter,
+        "HTTP requests served (pages, alert receivers, Twilio callbacks), by route pattern, method and status.",
+    ),
+    (
+        "tocsin_http_request_duration_seconds",
+        Kind::Histogram,
+        "Time to answer an HTTP request, by route pattern.",
+    ),
+    (
+        "tocsin_db_pool_connections",
+        Kind::Gauge,
+        "PostgreSQL connections this process holds, by state (idle, in_use).",
+    ),
+    (
+        "tocsin_db_pool_max_connections",
+        Kind::Gauge,
+        "The most PostgreSQL connections this process may open (TOCSIN_DB_MAX_CONNECTIONS).",
+    ),
+    (
         "tocsin_signups_total",
         Kind::Counter,
         "Sign-ups submitted on the status page, by outcome (recorded, or refused for the client's hourly limit).",

@@ -12,6 +12,7 @@ pub mod dns;
 pub mod limits;
 pub mod ops;
 pub mod recorder;
+pub mod requests;
 mod shutdown;
 mod telemetry;
 pub mod tls;

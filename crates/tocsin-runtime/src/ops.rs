@@ -1,6 +1,7 @@
 //! The ops HTTP server every service runs beside its real work:
 //!
-//! - `GET /metrics`: the process's metrics in the Prometheus text format.
+//! - `GET /metrics`: the process's metrics in the Prometheus text format, with the standard
+//!   `process_*` metrics read at each scrape.
 //! - `GET /healthz`: 200 while the process runs (a liveness probe).
 //! - `GET /readyz`: 200 when the service's [`Readiness`] check passes, otherwise 503 with a
 //!   short plain-text reason (a readiness probe; load balancers and `docker compose` wait on it).
@@ -45,7 +46,8 @@ const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub struct OpsArgs {
     /// Address of the ops HTTP server: `/metrics` (Prometheus), `/healthz`, `/readyz`.
     /// Defaults: tocsin-ingest 127.0.0.1:9464, tocsin-resolver 127.0.0.1:9465, tocsin-email
-    /// 127.0.0.1:9466, tocsin-sms 127.0.0.1:9467, tocsin-webhook 127.0.0.1:9468. Containers
+    /// 127.0.0.1:9466, tocsin-sms 127.0.0.1:9467, tocsin-webhook 127.0.0.1:9468, tocsin-page
+    /// 127.0.0.1:9469. Containers
     /// set 0.0.0.0:9464. Port 0 takes any free port (logged at start).
     #[arg(long, env = "TOCSIN_METRICS_ADDR", default_value = "127.0.0.1:9464")]
     pub metrics_addr: SocketAddr,
@@ -161,6 +163,7 @@ async fn upkeep(metrics: &'static PrometheusHandle, shutdown: Shutdown) {
 }
 
 async fn render<R: Readiness>(State(ops): State<Arc<Ops<R>>>) -> Response {
+    metrics_process::Collector::default().collect();
     (
         [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
         ops.metrics.render(),

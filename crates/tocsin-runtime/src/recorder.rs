@@ -42,6 +42,9 @@ pub fn install() -> &'static PrometheusHandle {
             tracing::warn!(error = %e, "a metrics recorder was already installed; /metrics stays empty");
         }
         crate::catalogue::describe();
+        // The standard process metrics (CPU seconds, resident memory, open files, threads,
+        // start time), collected at each scrape by the ops server.
+        metrics_process::Collector::default().describe();
         metrics::gauge!("tocsin_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         handle
     })

@@ -117,6 +117,9 @@ impl Callbacks {
             .route(STATUS_PATH, post(status_callback))
             .route(INBOUND_PATH, post(inbound_message))
             .route("/healthz", get(healthz))
+            .route_layer(axum::middleware::from_fn(
+                tocsin_runtime::requests::http_metrics,
+            ))
             .with_state(self)
     }
 

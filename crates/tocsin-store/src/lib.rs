@@ -109,6 +109,7 @@ impl Store {
                     .options(SESSION_SETTINGS.iter().copied()),
             )
             .await?;
+        report_pool_use(pool.clone(), max_connections);
         Ok(Self::from_pool(pool))
     }
 
@@ -135,4 +136,23 @@ impl Store {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+}
+
+/// Reports the pool's use every 5 s (`tocsin_db_pool_connections` by state,
+/// `tocsin_db_pool_max_connections`) until the pool is closed, so an operator sees a process
+/// that runs out of connections before its requests time out.
+fn report_pool_use(pool: PgPool, max_connections: u32) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        while !pool.is_closed() {
+            tick.tick().await;
+            // Set on every tick: the recorder may be installed after the pool is made.
+            metrics::gauge!("tocsin_db_pool_max_connections").set(f64::from(max_connections));
+            let size = pool.size();
+            let idle = u32::try_from(pool.num_idle()).unwrap_or(size);
+            metrics::gauge!("tocsin_db_pool_connections", "state" => "idle").set(f64::from(idle));
+            metrics::gauge!("tocsin_db_pool_connections", "state" => "in_use")
+                .set(f64::from(size.saturating_sub(idle)));
+        }
+    });
 }

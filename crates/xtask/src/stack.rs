@@ -218,6 +218,7 @@ pub(crate) async fn start_page(
             ("TOCSIN_PAGE_ADDR", format!("127.0.0.1:{}", ports.page)),
             ("TOCSIN_LINK_SECRET", LINK_SECRET.to_owned()),
             ("TOCSIN_COMPANY_NAME", "Acme Cloud".to_owned()),
+            ("TOCSIN_METRICS_ADDR", "127.0.0.1:0".to_owned()),
         ],
     )?;
     wait_for_port(ports.page, "tocsin-page").await

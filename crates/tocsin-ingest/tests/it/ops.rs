@@ -143,3 +143,30 @@ async fn readiness_follows_postgres_and_nats(pool: PgPool) {
         .unwrap_err();
     assert!(reason.contains("PostgreSQL"), "{reason}");
 }
+
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn grpc_calls_are_counted_by_method_and_code(pool: PgPool) {
+    tocsin_runtime::recorder::install();
+    let app = crate::app::TestApp::spawn(pool).await;
+    let method = "method=\"/tocsin.v1.IncidentService/PublishEvent\"";
+    let calls = |code: &str| sample("tocsin_grpc_requests_total", &[method, code]);
+    let (ok_before, refused_before) = (calls("code=\"OK\""), calls("code=\"UNAUTHENTICATED\""));
+    let timed_before = sample("tocsin_grpc_request_duration_seconds_count", &[method]);
+
+    let mut client = app.client.clone();
+    client
+        .publish_event(authed(opened("counted"), crate::app::TOKEN))
+        .await
+        .unwrap();
+    let refused = client
+        .publish_event(authed(opened("refused"), "not-a-token-at-all-0000"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+
+    // Other tests in this binary publish too: at least ours were counted, each timed.
+    assert!(calls("code=\"OK\"") >= ok_before + 1.0);
+    assert!(calls("code=\"UNAUTHENTICATED\"") >= refused_before + 1.0);
+    assert!(sample("tocsin_grpc_request_duration_seconds_count", &[method]) >= timed_before + 2.0);
+    app.stop().await;
+}

@@ -238,3 +238,28 @@ async fn forged_and_expired_links_change_nothing(pool: PgPool) {
         .unwrap();
     assert_eq!(nobody.status(), 200);
 }
+
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn requests_are_counted_by_route_pattern_never_by_token(pool: PgPool) {
+    let metrics = tocsin_runtime::recorder::install();
+    let app = spawn(pool).await;
+    assert_eq!(app.get("/unsubscribe/not-a-token-xyz").await.status(), 404);
+    assert_eq!(app.get("/").await.status(), 200);
+    let rendered = metrics.render();
+    assert!(
+        rendered
+            .lines()
+            .any(|l| l.starts_with("tocsin_http_requests_total{")
+                && l.contains("route=\"/unsubscribe/{token}\"")
+                && l.contains("status=\"404\"")),
+        "{rendered}"
+    );
+    assert!(
+        rendered.lines().any(
+            |l| l.starts_with("tocsin_http_request_duration_seconds_count{")
+                && l.contains("route=\"/\"")
+        ),
+        "{rendered}"
+    );
+    assert!(!rendered.contains("not-a-token-xyz"), "no token in a label");
+}

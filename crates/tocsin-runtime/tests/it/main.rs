@@ -131,6 +131,18 @@ async fn metrics_render_what_the_process_recorded() {
         body.contains("tocsin_test_items_bucket{le=\"10\"} 1\n"),
         "{body}"
     );
+    // The standard process metrics, read at the scrape.
+    assert!(
+        body.contains("# TYPE process_resident_memory_bytes gauge\n"),
+        "{body}"
+    );
+    let resident: f64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+        .expect("a resident memory sample")
+        .parse()
+        .unwrap();
+    assert!(resident > 1_000_000.0, "{resident} bytes resident");
 
     shutdown.trigger();
     server.await.unwrap().unwrap();
@@ -150,7 +162,9 @@ async fn every_metric_passes_promtool() {
             Kind::Histogram => metrics::histogram!(*name, "channel" => "email").record(0.5),
         }
     }
+    metrics_process::Collector::default().collect();
     let rendered = handle.render();
+    assert!(rendered.contains("process_cpu_seconds_total"), "{rendered}");
     for (name, _, help) in METRICS {
         assert!(
             rendered.contains(&format!("# HELP {name} {help}")),

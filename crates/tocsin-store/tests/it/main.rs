@@ -238,3 +238,28 @@ async fn store_sessions_plan_each_statement_for_the_data_as_it_is(pool: PgPool) 
     assert_eq!(plan_cache_mode, "force_custom_plan");
     assert_eq!(jit, "off");
 }
+
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn a_connected_store_reports_its_pool_use(
+    _pool_options: sqlx::postgres::PgPoolOptions,
+    options: sqlx::postgres::PgConnectOptions,
+) {
+    let metrics = tocsin_runtime::recorder::install();
+    let store = Store::connect_with(options, 3).await.unwrap();
+    store.ping().await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let rendered = metrics.render();
+        let reported = rendered.contains("tocsin_db_pool_max_connections 3\n")
+            && rendered.contains("tocsin_db_pool_connections{state=\"idle\"}");
+        if reported {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no pool metrics within 10 s:\n{rendered}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    store.pool().close().await;
+}
