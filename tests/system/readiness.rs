@@ -85,3 +85,47 @@ async fn readiness_is_false_while_postgresql_is_stopped() {
     let status = resolver.terminate().await.unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// A service that cannot start says so in one line naming what failed and where, in the
+/// log format it was given (one JSON object here), and exits non-zero.
+#[tokio::test]
+async fn a_resolver_started_while_nats_is_down_says_which_url_in_one_json_line() {
+    let db = tocsin_testkit::database::TestDatabase::create_migrated(&tocsin_store::MIGRATOR)
+        .await
+        .unwrap();
+    let port = tocsin_testkit::process::free_port();
+    let nats = format!("nats://127.0.0.1:{port}");
+    let run = tokio::process::Command::new(
+        tocsin_testkit::process::binary_path("tocsin-resolver").unwrap(),
+    )
+    .env("DATABASE_URL", &db.url)
+    .env("NATS_URL", &nats)
+    .env("TOCSIN_LOG_FORMAT", "json")
+    .env("TOCSIN_METRICS_ADDR", "127.0.0.1:0")
+    .env("RUST_LOG", "error")
+    .kill_on_drop(true)
+    .output();
+    let output = tokio::time::timeout(Duration::from_secs(90), run)
+        .await
+        .expect("the resolver gives up within 90 s")
+        .unwrap();
+    assert!(!output.status.success());
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let fatal: serde_json::Value = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["message"] == "tocsin-resolver stopped")
+        .unwrap_or_else(|| panic!("no fatal line in:\n{logs}"));
+    assert_eq!(fatal["level"], "ERROR");
+    let error = fatal["error"].as_str().unwrap();
+    assert!(error.contains(&nats), "names the URL: {error}");
+    assert!(
+        logs.lines()
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()),
+        "every line is JSON:\n{logs}"
+    );
+}

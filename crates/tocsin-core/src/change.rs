@@ -560,6 +560,13 @@ fn link_url(link: &str) -> Result<(), DomainError> {
     }
 }
 
+/// The bidirectional embeddings, overrides and isolates (U+202A–U+202E, U+2066–U+2069):
+/// invisible, and able to reorder what a reader sees (the "Trojan Source" trick). The marks
+/// U+200E and U+200F stay allowed: right-to-left text needs them, and they reorder nothing.
+fn is_direction_override(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
 fn has_control_chars(s: &str, allow_newlines: bool) -> bool {
     s.chars()
         .any(|c| c.is_control() && !(allow_newlines && (c == '\n' || c == '\r' || c == '\t')))
@@ -587,6 +594,15 @@ fn optional_text(
     }
     if has_control_chars(trimmed, field == "message") {
         return Err(DomainError::invalid(field, "contains control characters"));
+    }
+    if let Some(c) = trimmed.chars().find(|c| is_direction_override(*c)) {
+        return Err(DomainError::invalid(
+            field,
+            format!(
+                "contains U+{:04X}, an invisible text-direction control that can make a subject read differently from what it says; write right-to-left text without it",
+                u32::from(c)
+            ),
+        ));
     }
     Ok(Some(trimmed.to_owned()))
 }

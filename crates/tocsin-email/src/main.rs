@@ -16,14 +16,8 @@ use crate::config::Cli;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match run().await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            // One line, causes included: "connecting to NATS (NATS_URL): ...".
-            eprintln!("tocsin-email: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    // One line, causes included: "connecting to NATS at … (NATS_URL): ...".
+    tocsin_runtime::fatal::exit("tocsin-email", run().await)
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -44,23 +38,36 @@ async fn run() -> anyhow::Result<()> {
     let courier = EmailCourier::new(templates, sender, settings);
 
     let c = &cli.connections;
+    let nats_url = c.nats_url.clone();
     let store = Store::connect(c.database_url.expose_secret(), c.db_max_connections)
         .await
-        .context("connecting to PostgreSQL (DATABASE_URL)")?;
+        .with_context(|| {
+            format!(
+                "connecting to PostgreSQL at {} (DATABASE_URL)",
+                tocsin_runtime::fatal::redacted(c.database_url.expose_secret())
+            )
+        })?;
     let bus_config = BusConfig::new(&c.bus_prefix).context("TOCSIN_BUS_PREFIX")?;
     let bus = Bus::connect(&c.nats_url, bus_config)
         .await
-        .context("connecting to NATS (NATS_URL)")?;
+        .with_context(|| {
+            format!(
+                "connecting to NATS at {} (NATS_URL)",
+                tocsin_runtime::fatal::redacted(&c.nats_url)
+            )
+        })?;
 
     let shutdown = Shutdown::on_signals();
     let worker = Worker::new(store, bus, courier, config);
     let ops = cli.ops.spawn(worker.readiness(), shutdown.clone()).await?;
     // Sign-up confirmations go out from the same process, beside the deliveries.
     let account = tokio::spawn(worker.account_sender().run(shutdown.clone()));
-    worker
-        .run(shutdown)
-        .await
-        .context("running the email worker")?;
+    worker.run(shutdown).await.with_context(|| {
+        format!(
+            "running the email worker (NATS at {})",
+            tocsin_runtime::fatal::redacted(&nats_url)
+        )
+    })?;
     // The shutdown that stopped the worker stops the ops server too.
     let _ = ops.await;
     let _ = account.await;

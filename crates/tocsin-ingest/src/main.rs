@@ -56,7 +56,11 @@ enum Command {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    tocsin_runtime::fatal::exit("tocsin-ingest", run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(cli.connections.log_format);
     // The gRPC server's TLS takes the process's provider.
@@ -64,7 +68,12 @@ async fn main() -> anyhow::Result<()> {
     let c = &cli.connections;
     let store = Store::connect(c.database_url.expose_secret(), c.db_max_connections)
         .await
-        .context("connecting to PostgreSQL (DATABASE_URL)")?;
+        .with_context(|| {
+            format!(
+                "connecting to PostgreSQL at {} (DATABASE_URL)",
+                tocsin_runtime::fatal::redacted(c.database_url.expose_secret())
+            )
+        })?;
     let bus_config = BusConfig::new(&c.bus_prefix).context("TOCSIN_BUS_PREFIX")?;
 
     match cli.command {
@@ -88,7 +97,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Republish { from_position } => {
             let bus = Bus::connect(&c.nats_url, bus_config)
                 .await
-                .context("connecting to NATS (NATS_URL)")?;
+                .with_context(|| {
+                    format!(
+                        "connecting to NATS at {} (NATS_URL)",
+                        tocsin_runtime::fatal::redacted(&c.nats_url)
+                    )
+                })?;
             let report = relay::republish(&store, &bus, from_position)
                 .await
                 .context("republishing")?;
@@ -100,7 +114,12 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let bus = Bus::connect(&c.nats_url, bus_config)
                 .await
-                .context("connecting to NATS (NATS_URL)")?;
+                .with_context(|| {
+                    format!(
+                        "connecting to NATS at {} (NATS_URL)",
+                        tocsin_runtime::fatal::redacted(&c.nats_url)
+                    )
+                })?;
             let shutdown = Shutdown::on_signals();
             let ops = spawn_ops(&cli.ops, &store, &bus, &shutdown).await?;
             let relaying = Relay::new(store, bus, tuning.relay_config()).run(shutdown.clone());
@@ -125,7 +144,12 @@ async fn main() -> anyhow::Result<()> {
             }
             let bus = Bus::connect(&c.nats_url, bus_config)
                 .await
-                .context("connecting to NATS (NATS_URL)")?;
+                .with_context(|| {
+                    format!(
+                        "connecting to NATS at {} (NATS_URL)",
+                        tocsin_runtime::fatal::redacted(&c.nats_url)
+                    )
+                })?;
             let listener = tokio::net::TcpListener::bind(args.grpc_addr)
                 .await
                 .with_context(|| format!("binding {}", args.grpc_addr))?;

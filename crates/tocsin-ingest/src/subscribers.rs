@@ -83,7 +83,9 @@ impl SubscriberApi {
 }
 
 fn not_found(external_id: &str) -> Status {
-    Status::not_found(format!("no subscriber with external_id {external_id:?}"))
+    Status::not_found(crate::status::capped(format!(
+        "no subscriber with external_id {external_id:?}"
+    )))
 }
 
 fn field_of(e: &DomainError) -> String {
@@ -206,9 +208,15 @@ impl SubscriberService for SubscriberApi {
         request: Request<v1::ListSubscribersRequest>,
     ) -> Result<Response<v1::ListSubscribersResponse>, Status> {
         let request = request.into_inner();
+        // Refused above the limit, like every other listing.
         let limit = match request.page_size {
             0 => DEFAULT_PAGE,
-            n => n.min(MAX_PAGE),
+            n if n > MAX_PAGE => {
+                return Err(Status::invalid_argument(format!(
+                    "page_size: {n} is above the limit of {MAX_PAGE}"
+                )));
+            }
+            n => n,
         };
         let filter = SubscriberFilter {
             channel: channel_filter("channel", request.channel).map_err(domain_status)?,
@@ -395,9 +403,15 @@ impl SubscriberApi {
     ) -> Result<tocsin_resolver::fanout::Reach, Status> {
         tocsin_resolver::fanout::preview(&self.store, self.fanout, incident, event)
             .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "preview failed");
-                Status::unavailable("the preview could not be computed; retry shortly")
+            .map_err(|e| match e {
+                // The request's own fault (a NUL character in a component): no retry helps.
+                tocsin_resolver::ResolveError::Store(tocsin_store::StoreError::Domain(d)) => {
+                    domain_status(d)
+                }
+                e => {
+                    tracing::error!(error = %e, "preview failed");
+                    Status::unavailable("the preview could not be computed; retry shortly")
+                }
             })
     }
 

@@ -85,7 +85,11 @@ fn secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    tocsin_runtime::fatal::exit("tocsin-page", run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     // PostgreSQL over TLS (`sslmode=verify-full`) needs the process's one provider.
@@ -94,7 +98,12 @@ async fn main() -> anyhow::Result<()> {
         .context("TOCSIN_LINK_SECRET")?;
     let store = Store::connect(cli.database_url.expose_secret(), cli.db_max_connections)
         .await
-        .context("connecting to PostgreSQL (DATABASE_URL)")?;
+        .with_context(|| {
+            format!(
+                "connecting to PostgreSQL at {} (DATABASE_URL)",
+                tocsin_runtime::fatal::redacted(cli.database_url.expose_secret())
+            )
+        })?;
     let listener = tokio::net::TcpListener::bind(cli.addr)
         .await
         .with_context(|| format!("binding {} (TOCSIN_PAGE_ADDR)", cli.addr))?;

@@ -39,10 +39,17 @@ pub fn incident_id(field: &'static str, raw: &str) -> Result<Option<IncidentId>,
     if raw.trim().is_empty() {
         return Ok(None);
     }
-    raw.trim()
+    let id: IncidentId = raw
+        .trim()
         .parse()
-        .map(Some)
-        .map_err(|_| DomainError::invalid(field, format!("{raw:?} is not a UUID")))
+        .map_err(|_| DomainError::invalid(field, format!("{raw:?} is not a UUID")))?;
+    if id.as_uuid().is_nil() {
+        return Err(DomainError::invalid(
+            field,
+            "is the nil UUID, which names no incident",
+        ));
+    }
+    Ok(Some(id))
 }
 
 fn event_kind(raw: i32) -> Result<EventKind, DomainError> {

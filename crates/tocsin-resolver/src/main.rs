@@ -62,17 +62,32 @@ struct Cli {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    tocsin_runtime::fatal::exit("tocsin-resolver", run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(cli.connections.log_format);
     let c = &cli.connections;
+    let nats_url = c.nats_url.clone();
     let store = Store::connect(c.database_url.expose_secret(), c.db_max_connections)
         .await
-        .context("connecting to PostgreSQL (DATABASE_URL)")?;
+        .with_context(|| {
+            format!(
+                "connecting to PostgreSQL at {} (DATABASE_URL)",
+                tocsin_runtime::fatal::redacted(c.database_url.expose_secret())
+            )
+        })?;
     let bus_config = BusConfig::new(&c.bus_prefix).context("TOCSIN_BUS_PREFIX")?;
     let bus = Bus::connect(&c.nats_url, bus_config)
         .await
-        .context("connecting to NATS (NATS_URL)")?;
+        .with_context(|| {
+            format!(
+                "connecting to NATS at {} (NATS_URL)",
+                tocsin_runtime::fatal::redacted(&c.nats_url)
+            )
+        })?;
     let config = ResolverConfig {
         fanout: FanoutConfig {
             page_size: cli.page_size.clamp(1, 50_000),
@@ -102,10 +117,12 @@ async fn main() -> anyhow::Result<()> {
         .ops
         .spawn(resolver.readiness(), shutdown.clone())
         .await?;
-    resolver
-        .run(shutdown)
-        .await
-        .context("running the resolver")?;
+    resolver.run(shutdown).await.with_context(|| {
+        format!(
+            "running the resolver (NATS at {})",
+            tocsin_runtime::fatal::redacted(&nats_url)
+        )
+    })?;
     // The shutdown that stopped the resolver stops the ops server and the sweep too.
     let _ = ops.await;
     if let Some(requeue) = requeue {

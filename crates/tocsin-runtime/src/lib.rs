@@ -9,6 +9,7 @@ pub mod catalogue;
 pub mod coalesce;
 mod connections;
 pub mod dns;
+pub mod fatal;
 pub mod limits;
 pub mod ops;
 pub mod recorder;

@@ -186,6 +186,22 @@ async fn status_callback(
         warn!(%url, "status callback refused: bad or missing X-Twilio-Signature");
         return StatusCode::FORBIDDEN;
     };
+    // A NUL character can never be stored: refused as malformed (400, which Twilio does not
+    // retry) rather than failing in PostgreSQL as 503, which Twilio would retry for good.
+    let query_has_nul = url::Url::parse(&url)
+        .map(|u| {
+            u.query_pairs()
+                .any(|(k, v)| k.contains('\0') || v.contains('\0'))
+        })
+        .unwrap_or(false);
+    if query_has_nul
+        || params
+            .iter()
+            .any(|(k, v)| k.contains('\0') || v.contains('\0'))
+    {
+        warn!("signed status callback holds a NUL character");
+        return StatusCode::BAD_REQUEST;
+    }
     let callback = match StatusCallback::parse(&url, &params) {
         Ok(callback) => callback,
         Err(e) => {

@@ -17,14 +17,7 @@ async fn main() -> ExitCode {
     tocsin_runtime::tls::install_crypto_provider();
     let cli = Cli::parse();
     init_tracing(cli.connections.log_format);
-    match start(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            // One line a person can act on: every context, outermost first.
-            eprintln!("tocsin-sms: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    tocsin_runtime::fatal::exit("tocsin-sms", start(cli).await)
 }
 
 async fn start(cli: Cli) -> anyhow::Result<()> {
@@ -47,11 +40,21 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
     let c = &cli.connections;
     let store = Store::connect(c.database_url.expose_secret(), c.db_max_connections)
         .await
-        .context("connecting to PostgreSQL (DATABASE_URL)")?;
+        .with_context(|| {
+            format!(
+                "connecting to PostgreSQL at {} (DATABASE_URL)",
+                tocsin_runtime::fatal::redacted(c.database_url.expose_secret())
+            )
+        })?;
     let bus_config = BusConfig::new(&c.bus_prefix).context("TOCSIN_BUS_PREFIX")?;
     let bus = Bus::connect(&c.nats_url, bus_config)
         .await
-        .context("connecting to NATS (NATS_URL)")?;
+        .with_context(|| {
+            format!(
+                "connecting to NATS at {} (NATS_URL)",
+                tocsin_runtime::fatal::redacted(&c.nats_url)
+            )
+        })?;
     let listener = tokio::net::TcpListener::bind(sms.callback_addr)
         .await
         .with_context(|| format!("binding {} (TOCSIN_SMS_CALLBACK_ADDR)", sms.callback_addr))?;

@@ -30,6 +30,14 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict {
                 constraint: db.constraint().unwrap_or("unknown").to_owned(),
             },
+            // 22021: text PostgreSQL cannot hold (a NUL character). The request's fault, so
+            // the caller must hear so rather than "internal error" or "retry".
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("22021") => {
+                StoreError::Domain(DomainError::invalid(
+                    "input",
+                    "holds a NUL character (\\0), which no text field may hold",
+                ))
+            }
             sqlx::Error::Io(_)
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed

@@ -61,14 +61,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            // One line, causes included, for whoever reads the container log.
-            eprintln!("tocsin-webhook: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    tocsin_runtime::fatal::exit("tocsin-webhook", run().await)
 }
 
 /// Sends in flight in the bulk lane unless `TOCSIN_WORKER_CONCURRENCY` says otherwise: an
@@ -106,13 +99,24 @@ async fn run() -> anyhow::Result<()> {
         .context("building the webhook HTTP client")?;
 
     let c = &cli.connections;
+    let nats_url = c.nats_url.clone();
     let store = Store::connect(c.database_url.expose_secret(), c.db_max_connections)
         .await
-        .context("connecting to PostgreSQL (DATABASE_URL)")?;
+        .with_context(|| {
+            format!(
+                "connecting to PostgreSQL at {} (DATABASE_URL)",
+                tocsin_runtime::fatal::redacted(c.database_url.expose_secret())
+            )
+        })?;
     let bus_config = BusConfig::new(&c.bus_prefix).context("TOCSIN_BUS_PREFIX")?;
     let bus = Bus::connect(&c.nats_url, bus_config)
         .await
-        .context("connecting to NATS (NATS_URL)")?;
+        .with_context(|| {
+            format!(
+                "connecting to NATS at {} (NATS_URL)",
+                tocsin_runtime::fatal::redacted(&c.nats_url)
+            )
+        })?;
 
     let shutdown = Shutdown::on_signals();
     let config = WorkerConfig {
@@ -132,10 +136,12 @@ async fn run() -> anyhow::Result<()> {
     }
     let worker = Worker::new(store, bus, courier, config);
     let ops = cli.ops.spawn(worker.readiness(), shutdown.clone()).await?;
-    worker
-        .run(shutdown)
-        .await
-        .context("running the webhook worker")?;
+    worker.run(shutdown).await.with_context(|| {
+        format!(
+            "running the webhook worker (NATS at {})",
+            tocsin_runtime::fatal::redacted(&nats_url)
+        )
+    })?;
     // The shutdown that stopped the worker stops the ops server too.
     let _ = ops.await;
     Ok(())

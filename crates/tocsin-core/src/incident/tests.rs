@@ -674,3 +674,31 @@ fn catalogue_names_are_not_part_of_the_fingerprint() {
         crate::idempotency::fingerprint(&named)
     );
 }
+
+#[test]
+fn direction_overrides_are_refused_in_customer_text_and_marks_are_kept() {
+    let now = datetime!(2026-11-23 10:00 UTC);
+    let publish = |title: &str| {
+        PublishRequest {
+            idempotency_key: "k".into(),
+            incident_id: None,
+            change: Change {
+                title: Some(title.into()),
+                ..opened()
+            },
+            occurred_at: None,
+            expected_version: None,
+        }
+        .validate(now)
+    };
+    let refused = publish("API errors \u{202E}devlos\u{202C}")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.starts_with("title:") && refused.contains("U+202E"),
+        "{refused}"
+    );
+    assert!(publish("\u{2067}خطأ\u{2069}").is_err(), "isolates too");
+    // Right-to-left text with its marks is fine.
+    assert!(publish("خطأ في الواجهة \u{200F}API").is_ok());
+}

@@ -382,3 +382,102 @@ async fn publisher_tokens_may_not_do_what_operators_do(pool: PgPool) {
     );
     app.stop().await;
 }
+
+/// What a client the project did not write found (a corpus of odd calls): a NUL character,
+/// the nil UUID, an over-large page or a huge id must each get INVALID_ARGUMENT (or
+/// NOT_FOUND) with a short message, never INTERNAL or "retry".
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn odd_input_is_refused_precisely_and_briefly(pool: PgPool) {
+    use tocsin_proto::v1::subscriber_service_client::SubscriberServiceClient;
+    let app = TestApp::spawn(pool).await;
+    let opened = app.publish(opened("nul-1")).await.unwrap();
+    let mut incidents = app.client.clone();
+    let mut subscribers = SubscriberServiceClient::connect(format!("http://{}", app.addr))
+        .await
+        .unwrap();
+
+    let listed = incidents
+        .list_deliveries(authed(
+            v1::ListDeliveriesRequest {
+                incident_id: opened.incident_id.clone(),
+                external_id: "a\0b".into(),
+                ..Default::default()
+            },
+            OPERATOR_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(listed.code(), Code::InvalidArgument, "{listed:?}");
+    assert!(listed.message().contains("NUL"), "{}", listed.message());
+
+    let page = subscribers
+        .list_subscribers(authed(
+            v1::ListSubscribersRequest {
+                page_token: "a\0b".into(),
+                ..Default::default()
+            },
+            OPERATOR_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(page.code(), Code::InvalidArgument, "{page:?}");
+
+    let too_big = subscribers
+        .list_subscribers(authed(
+            v1::ListSubscribersRequest {
+                page_size: 50_000,
+                ..Default::default()
+            },
+            OPERATOR_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(too_big.code(), Code::InvalidArgument);
+    assert!(
+        too_big.message().starts_with("page_size"),
+        "{}",
+        too_big.message()
+    );
+
+    let preview = subscribers
+        .preview_fanout(authed(
+            v1::PreviewFanoutRequest {
+                kind: EventKind::Opened as i32,
+                severity: v1::Severity::Major as i32,
+                components: vec!["api\0".into()],
+                ..Default::default()
+            },
+            OPERATOR_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(preview.code(), Code::InvalidArgument, "{preview:?}");
+
+    let nil = incidents
+        .get_incident(authed(
+            v1::GetIncidentRequest {
+                incident_id: uuid::Uuid::nil().to_string(),
+            },
+            TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(nil.code(), Code::InvalidArgument);
+    assert!(nil.message().contains("nil UUID"), "{}", nil.message());
+
+    let huge = subscribers
+        .get_subscriber(authed(
+            v1::GetSubscriberRequest {
+                external_id: "x".repeat(60_000),
+            },
+            OPERATOR_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        huge.message().len() < 1_000,
+        "{} bytes",
+        huge.message().len()
+    );
+    app.stop().await;
+}

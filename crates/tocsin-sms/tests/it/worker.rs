@@ -950,3 +950,29 @@ async fn a_sign_up_code_is_texted_once_without_a_status_callback(pool: PgPool) {
         .unwrap();
     assert_eq!(state, "sent");
 }
+
+/// A signed callback PostgreSQL cannot store (a NUL character) is malformed: 400, which
+/// Twilio does not retry, never 503, which it would retry for good.
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn a_signed_callback_with_a_nul_character_is_a_bad_request(pool: PgPool) {
+    let f = fixture(pool, Options::default()).await;
+    let token = f.twilio.auth_token().to_owned();
+    let in_body = [
+        ("MessageSid", "SM0123456789abcdef\u{0}0123456789abcde"),
+        ("MessageStatus", "delivered"),
+        ("AccountSid", f.twilio.account_sid()),
+    ];
+    assert_eq!(
+        f.post_callback(&f.key, &in_body, &token).await,
+        reqwest::StatusCode::BAD_REQUEST
+    );
+    let fine = [
+        ("MessageSid", "SM0123456789abcdef0123456789abcdef"),
+        ("MessageStatus", "delivered"),
+        ("AccountSid", f.twilio.account_sid()),
+    ];
+    assert_eq!(
+        f.post_callback("dlv_\u{0}", &fine, &token).await,
+        reqwest::StatusCode::BAD_REQUEST
+    );
+}
