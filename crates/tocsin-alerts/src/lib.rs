@@ -26,6 +26,8 @@ pub use mapping::{Mapping, MappingError, Rule};
 pub enum Decision {
     /// Publish this.
     Publish(Box<PublishRequest>),
+    /// Keep this opening as a draft until an operator publishes it (a rule with `hold`).
+    Hold(Box<PublishRequest>),
     /// Nothing to publish, and why (logged and answered, never an error: Alertmanager would
     /// only retry).
     Ignore(&'static str),
@@ -113,13 +115,19 @@ pub fn decide(
         ),
         (false, _, _) => return Decision::Ignore("resolved, and no open incident to resolve"),
     };
-    Decision::Publish(Box::new(PublishRequest {
+    let held = rule.hold && change.kind == EventKind::Opened;
+    let request = Box::new(PublishRequest {
         idempotency_key: idempotency_key(notification),
         incident_id: Some(incident_id),
         change,
         occurred_at: None,
         expected_version: None,
-    }))
+    });
+    if held {
+        Decision::Hold(request)
+    } else {
+        Decision::Publish(request)
+    }
 }
 
 #[cfg(test)]

@@ -5,9 +5,12 @@
 //! {"rules": [
 //!   {"match": {"service": "payments"}, "components": ["api"], "public": true},
 //!   {"match": {"team": "internal"}, "public": false},
-//!   {"match": {}, "component_label": "component", "public": true}
+//!   {"match": {}, "component_label": "component", "public": true, "hold": true}
 //! ]}
 //! ```
+//!
+//! `"hold": true` turns what would open an incident into a draft for an operator to publish
+//! (`ListDrafts`, `PublishDraft`, `DiscardDraft`; `tocsinctl drafts`).
 //!
 //! The first rule whose `match` labels all equal the group's common labels wins; a group no
 //! rule matches is ignored, so nothing reaches customers unless an operator said it may.
@@ -42,6 +45,11 @@ pub struct Rule {
     pub severity: Option<String>,
     /// Whether these alerts may reach customers.
     pub public: bool,
+    /// Hold for approval: an alert group that would open an incident becomes a draft an
+    /// operator publishes (or discards), so a flapping alert never reaches customers on its
+    /// own. Once published, the group's later notifications update and resolve it as usual.
+    #[serde(default)]
+    pub hold: bool,
 }
 
 /// Why a mapping file was refused.

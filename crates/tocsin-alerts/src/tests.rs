@@ -49,6 +49,7 @@ fn published(decision: Decision) -> PublishRequest {
     match decision {
         Decision::Publish(request) => *request,
         Decision::Ignore(why) => panic!("ignored: {why}"),
+        Decision::Hold(_) => panic!("held"),
     }
 }
 
@@ -222,5 +223,27 @@ fn grafana_s_webhook_opens_an_incident_like_alertmanager_s() {
     assert_eq!(
         open.change.started_at,
         Some(datetime!(2026-12-07 07:51:03.157076 UTC))
+    );
+}
+
+#[test]
+fn a_held_rule_drafts_the_opening_and_lets_follow_ups_through_once_published() {
+    let mapping = Mapping::parse(
+        r#"{"rules": [{"match": {"service": "payments"}, "components": ["api"], "public": true, "hold": true}]}"#,
+    )
+    .unwrap();
+    let firing = notification("firing", &[("a1", "firing")]);
+    let Decision::Hold(draft) = decide(&firing, &mapping, None, now()) else {
+        panic!("the opening is held");
+    };
+    assert_eq!(draft.change.kind, EventKind::Opened);
+    // Published by an operator: the group's next notifications flow as usual.
+    let incident = after(&draft, None);
+    let resolved = notification("resolved", &[("a1", "resolved")]);
+    assert_eq!(
+        published(decide(&resolved, &mapping, Some(&incident), now()))
+            .change
+            .kind,
+        EventKind::Resolved
     );
 }

@@ -13,6 +13,8 @@
 //! | request | answer |
 //! |---|---|
 //! | recorded, or a repeat of a notification already recorded | 200 `{"incident_id", "event", "duplicate"}` |
+//! | an opening under a `hold` rule: kept as a draft for an operator | 200 `{"held", "notifications"}` |
+//! | resolved before its draft was published | 200 `{"withdrawn", "draft_was"}` |
 //! | nothing for customers (no public rule matches, nothing open to resolve) | 200 `{"ignored": reason}` |
 //! | no or unknown token | 401 |
 //! | no alert rules configured | 404, saying which setting |
@@ -138,12 +140,32 @@ async fn receive(
         Err(status) => return from_status(&status),
     };
     let now = OffsetDateTime::now_utc();
-    let request = match tocsin_alerts::decide(&notification, mapping, current.as_ref(), now) {
+    let incident_id = tocsin_alerts::incident_id(&notification);
+    let (request, hold) = match tocsin_alerts::decide(&notification, mapping, current.as_ref(), now)
+    {
         Decision::Ignore(reason) => {
+            // Resolved before an operator published its draft: the occurrence is over.
+            if notification.status == "resolved" && current.is_none() {
+                match receivers.api.end_draft(incident_id).await {
+                    Ok(Some(state)) => {
+                        info!(%incident_id, state, "the alert resolved; its draft is withdrawn");
+                        return answer(
+                            StatusCode::OK,
+                            serde_json::json!({
+                                "withdrawn": incident_id.to_string(),
+                                "draft_was": state,
+                            }),
+                        );
+                    }
+                    Ok(None) => {}
+                    Err(status) => return from_status(&status),
+                }
+            }
             info!(reason, "alert notification ignored");
             return answer(StatusCode::OK, serde_json::json!({ "ignored": reason }));
         }
-        Decision::Publish(request) => request,
+        Decision::Publish(request) => (request, false),
+        Decision::Hold(request) => (request, true),
     };
     let publish = match (*request).validate(now) {
         Ok(publish) => publish,
@@ -152,6 +174,26 @@ async fn receive(
             return error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string());
         }
     };
+    if hold {
+        return match receivers.api.hold_draft(&caller.name, &publish).await {
+            Ok(Some(draft)) => {
+                info!(%incident_id, notifications = draft.notifications, "alert held as a draft");
+                metrics::counter!("tocsin_alert_drafts_total").increment(1);
+                answer(
+                    StatusCode::OK,
+                    serde_json::json!({
+                        "held": incident_id.to_string(),
+                        "notifications": draft.notifications,
+                    }),
+                )
+            }
+            Ok(None) => answer(
+                StatusCode::OK,
+                serde_json::json!({ "ignored": "an operator discarded this alert's draft" }),
+            ),
+            Err(status) => from_status(&status),
+        };
+    }
     match receivers.api.publish(&caller.name, publish, now).await {
         Ok(appended) => answer(
             StatusCode::OK,

@@ -111,6 +111,27 @@ impl IncidentApi {
         Ok(appended)
     }
 
+    /// Holds a validated opening as a draft for an operator (an alert under a `hold`
+    /// rule); `None` when an operator already discarded this occurrence's draft.
+    pub(crate) async fn hold_draft(
+        &self,
+        publisher: &str,
+        publish: &PublishRequest,
+    ) -> Result<Option<tocsin_store::Draft>, Status> {
+        let id = publish
+            .incident_id
+            .ok_or_else(|| Status::internal("a draft needs its incident id"))?;
+        self.store
+            .hold_draft(id, publisher, &publish.idempotency_key, &publish.change)
+            .await
+            .map_err(status)
+    }
+
+    /// Ends the draft of an alert group that resolved before anyone published it.
+    pub(crate) async fn end_draft(&self, id: IncidentId) -> Result<Option<String>, Status> {
+        self.store.end_draft(id).await.map_err(status)
+    }
+
     /// The incident's current state, if it exists.
     pub(crate) async fn incident(
         &self,
@@ -140,6 +161,23 @@ fn required_incident_id(raw: &str) -> Result<IncidentId, Status> {
     tocsin_proto::incident_id("incident_id", raw)
         .map_err(domain_status)?
         .ok_or_else(|| Status::invalid_argument("incident_id: is required"))
+}
+
+fn draft_to_wire(draft: &tocsin_store::Draft) -> v1::Draft {
+    v1::Draft {
+        incident_id: draft.incident_id.to_string(),
+        title: draft.change.title.clone().unwrap_or_default(),
+        severity: draft
+            .change
+            .severity
+            .map_or(v1::Severity::Unspecified, v1::Severity::from) as i32,
+        components: draft.change.components.clone(),
+        message: draft.change.message.clone(),
+        source: draft.publisher.clone(),
+        notifications: draft.notifications,
+        created_at: Some(tocsin_proto::timestamp(draft.created_at)),
+        updated_at: Some(tocsin_proto::timestamp(draft.updated_at)),
+    }
 }
 
 fn reply(appended: &Appended) -> v1::PublishEventResponse {
@@ -278,6 +316,77 @@ impl IncidentService for IncidentApi {
         Ok(Response::new(v1::ReplayDeadLettersResponse {
             replayed: jobs.len() as u64,
         }))
+    }
+
+    async fn list_drafts(
+        &self,
+        request: Request<v1::ListDraftsRequest>,
+    ) -> Result<Response<v1::ListDraftsResponse>, Status> {
+        require_operator(&request, "ListDrafts")?;
+        let limit = page_size(request.get_ref().page_size)?;
+        let drafts = self.store.pending_drafts(limit).await.map_err(status)?;
+        Ok(Response::new(v1::ListDraftsResponse {
+            drafts: drafts.iter().map(draft_to_wire).collect(),
+        }))
+    }
+
+    #[instrument(skip_all, fields(incident_id = %request.get_ref().incident_id))]
+    async fn publish_draft(
+        &self,
+        request: Request<v1::PublishDraftRequest>,
+    ) -> Result<Response<v1::PublishEventResponse>, Status> {
+        require_operator(&request, "PublishDraft")?;
+        let operator = publisher(&request)?;
+        let id = required_incident_id(&request.get_ref().incident_id)?;
+        let draft = match self.store.draft(id).await.map_err(status)? {
+            Some(draft) if draft.state == "pending" => draft,
+            _ => {
+                return Err(Status::not_found(format!(
+                    "no draft of incident {id} waits"
+                )));
+            }
+        };
+        let now = OffsetDateTime::now_utc();
+        let publish = PublishRequest {
+            idempotency_key: draft.idempotency_key.clone(),
+            incident_id: Some(id),
+            change: draft.change.clone(),
+            occurred_at: None,
+            expected_version: None,
+        }
+        .validate(now)
+        .map_err(domain_status)?;
+        // Published first, marked after: a crash between the two leaves a pending draft
+        // whose publish is a duplicate (same key), so publishing it again is harmless.
+        let appended = self.publish(&draft.publisher, publish, now).await?;
+        self.store
+            .decide_draft(id, "published", &operator)
+            .await
+            .map_err(status)?;
+        info!(%operator, "draft published");
+        Ok(Response::new(reply(&appended)))
+    }
+
+    #[instrument(skip_all, fields(incident_id = %request.get_ref().incident_id))]
+    async fn discard_draft(
+        &self,
+        request: Request<v1::DiscardDraftRequest>,
+    ) -> Result<Response<v1::DiscardDraftResponse>, Status> {
+        require_operator(&request, "DiscardDraft")?;
+        let operator = publisher(&request)?;
+        let id = required_incident_id(&request.get_ref().incident_id)?;
+        if !self
+            .store
+            .decide_draft(id, "discarded", &operator)
+            .await
+            .map_err(status)?
+        {
+            return Err(Status::not_found(format!(
+                "no draft of incident {id} waits"
+            )));
+        }
+        info!(%operator, "draft discarded");
+        Ok(Response::new(v1::DiscardDraftResponse {}))
     }
 
     #[instrument(skip_all, fields(incident_id = %request.get_ref().incident_id))]

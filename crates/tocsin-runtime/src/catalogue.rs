@@ -90,6 +90,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Unsubscribe requests served by tocsin-page, by source (one-click or the page).",
     ),
     (
+        "tocsin_alert_drafts_total",
+        Kind::Counter,
+        "Alert notifications held as drafts for an operator's approval (rules with hold).",
+    ),
+    (
         "tocsin_grpc_requests_total",
         Kind::Counter,
         "gRPC calls served, by method (unknown for methods not served) and status code.",

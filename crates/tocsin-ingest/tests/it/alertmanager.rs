@@ -272,3 +272,163 @@ async fn the_receiver_says_what_is_wrong_with_a_request(pool: PgPool) {
     assert_eq!(incident.message, "Paying takes longer than usual.");
     app.stop().await;
 }
+
+/// An Alertmanager notification (version 4) about `group`, as it posts one.
+fn notification(group: &str, status: &str, message: &str) -> serde_json::Value {
+    let labels =
+        serde_json::json!({"alertname": group, "service": "payments", "severity": "critical"});
+    serde_json::json!({
+        "version": "4", "receiver": "tocsin", "status": status, "truncatedAlerts": 0,
+        "groupKey": format!("{{}}:{{alertname=\"{group}\"}}"),
+        "groupLabels": {"alertname": group},
+        "commonLabels": labels,
+        "commonAnnotations": {"summary": format!("{group} on payments"), "customer_message": message},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": [{
+            "status": status, "labels": labels, "annotations": {},
+            "startsAt": "2026-12-07T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://prometheus:9090/graph", "fingerprint": "f1"
+        }]
+    })
+}
+
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn held_alerts_wait_as_drafts_for_an_operator(pool: PgPool) {
+    use tocsin_proto::v1;
+    use tonic::Code;
+
+    use crate::app::{OPERATOR_TOKEN, authed};
+    tocsin_runtime::tls::install_crypto_provider();
+    let app = TestApp::spawn_with(
+        pool,
+        Options {
+            alert_rules: Some(
+                tocsin_alerts::Mapping::parse(
+                    r#"{"rules": [{"match": {"service": "payments"}, "components": ["api"], "public": true, "hold": true}]}"#,
+                )
+                .unwrap(),
+            ),
+            ..Options::default()
+        },
+    )
+    .await;
+    let url = format!("http://{}/v1/alerts/alertmanager", app.http_addr.unwrap());
+    let http = reqwest::Client::new();
+    let post = |body: serde_json::Value| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let answer = http
+                .post(&url)
+                .bearer_auth(TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), 200);
+            answer.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let mut client = app.client.clone();
+    let drafts = |client: &mut tocsin_proto::v1::incident_service_client::IncidentServiceClient<
+        tonic::transport::Channel,
+    >| {
+        let mut client = client.clone();
+        async move {
+            client
+                .list_drafts(authed(v1::ListDraftsRequest::default(), OPERATOR_TOKEN))
+                .await
+                .unwrap()
+                .into_inner()
+                .drafts
+        }
+    };
+
+    // Held: no incident, one draft, refreshed by the next notification.
+    let held = post(notification(
+        "HighErrorRate",
+        "firing",
+        "Some card payments fail.",
+    ))
+    .await;
+    let id = held["held"].as_str().expect("held").to_owned();
+    let again = post(notification(
+        "HighErrorRate",
+        "firing",
+        "Most card payments fail.",
+    ))
+    .await;
+    assert_eq!(again["notifications"], 2);
+    let waiting = drafts(&mut client).await;
+    assert_eq!(waiting.len(), 1);
+    assert_eq!(waiting[0].incident_id, id);
+    assert_eq!(waiting[0].message, "Most card payments fail.");
+    assert_eq!(waiting[0].source, "monitoring");
+    let listed = app
+        .store
+        .list_incidents(&IncidentFilter::default(), None, 10)
+        .await
+        .unwrap();
+    assert!(listed.is_empty(), "nothing reached the log: {listed:?}");
+    // Only operators see or decide drafts.
+    let refused = client
+        .list_drafts(authed(v1::ListDraftsRequest::default(), TOKEN))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+
+    // Published: an opening in the alert source's name; the resolution then flows as usual.
+    let published = client
+        .publish_draft(authed(
+            v1::PublishDraftRequest {
+                incident_id: id.clone(),
+            },
+            OPERATOR_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(published.incident_id, id);
+    assert!(drafts(&mut client).await.is_empty());
+    let resolved = post(notification("HighErrorRate", "resolved", "")).await;
+    assert_eq!(resolved["event"], "resolved", "{resolved}");
+    let incident_id: tocsin_core::IncidentId = id.parse().unwrap();
+    let events = app.store.incident_events(incident_id, 0, 10).await.unwrap();
+    let kinds: Vec<EventKind> = events.iter().map(|e| e.change.kind).collect();
+    assert_eq!(kinds, [EventKind::Opened, EventKind::Resolved]);
+    assert!(events.iter().all(|e| e.publisher == "monitoring"));
+
+    // A flap: resolved before anyone looked, its draft is withdrawn.
+    post(notification("Flapping", "firing", "Brief errors.")).await;
+    let withdrawn = post(notification("Flapping", "resolved", "")).await;
+    assert_eq!(withdrawn["draft_was"], "pending", "{withdrawn}");
+    assert!(drafts(&mut client).await.is_empty());
+
+    // Discarded: later notifications of the occurrence are ignored; nothing to publish.
+    let noise = post(notification("Noise", "firing", "Noise.")).await;
+    let noise_id = noise["held"].as_str().unwrap().to_owned();
+    client
+        .discard_draft(authed(
+            v1::DiscardDraftRequest {
+                incident_id: noise_id.clone(),
+            },
+            OPERATOR_TOKEN,
+        ))
+        .await
+        .unwrap();
+    let ignored = post(notification("Noise", "firing", "Still noise.")).await;
+    assert!(
+        ignored["ignored"].as_str().unwrap().contains("discarded"),
+        "{ignored}"
+    );
+    let gone = client
+        .publish_draft(authed(
+            v1::PublishDraftRequest {
+                incident_id: noise_id,
+            },
+            OPERATOR_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+    app.stop().await;
+}
