@@ -1,7 +1,9 @@
 //! `tocsinctl` against a running pipeline: the real ingest, resolver, email and webhook
 //! worker binaries, the local SMTP server and webhook receiver, PostgreSQL and NATS. An
-//! operator imports subscribers, opens an incident, watches it to the end, finds the dead
-//! letter, replays it once the receiver is fixed, and resolves the incident.
+//! operator imports subscribers, lists, reads, rotates and deletes them, previews the reach of
+//! an incident, opens it, watches it to the end (exit code 5: a delivery died), finds the dead
+//! letter, replays it once the receiver is fixed (after a dry run and a confirmation), and
+//! resolves the incident.
 
 use std::process::Output;
 use std::time::Duration;
@@ -125,10 +127,16 @@ impl Stack {
     }
 
     fn ctl_with_token(&self, token: &str, args: &[&str]) -> Output {
+        self.ctl_at(&self.endpoint, token, args)
+    }
+
+    /// Runs `tocsinctl` against `endpoint`. Standard input is not a terminal, as in a script.
+    fn ctl_at(&self, endpoint: &str, token: &str, args: &[&str]) -> Output {
         std::process::Command::new(binary_path("tocsinctl").unwrap())
             .args(args)
-            .env("TOCSIN_ENDPOINT", &self.endpoint)
+            .env("TOCSIN_ENDPOINT", endpoint)
             .env("TOCSIN_TOKEN", token)
+            .stdin(std::process::Stdio::null())
             .output()
             .expect("tocsinctl runs")
     }
@@ -143,6 +151,25 @@ impl Stack {
 
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// One JSON object per line of standard output.
+fn json_lines(output: Output) -> Vec<serde_json::Value> {
+    ok(output)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The `external_id`s of `subscribers list --json` output.
+fn external_ids(list: &[serde_json::Value]) -> Vec<&str> {
+    list.iter()
+        .map(|s| s["external_id"].as_str().unwrap())
+        .collect()
 }
 
 /// Asserts success and returns standard output.
@@ -254,6 +281,133 @@ async fn an_operator_imports_publishes_watches_and_replays_with_tocsinctl() {
         "a header and two secrets: {secrets}"
     );
 
+    // The subscribers as imported, listed a page of two at a time and filtered.
+    let all = json_lines(stack.ctl(&["subscribers", "list", "--page-size", "2", "--json"]));
+    assert_eq!(
+        external_ids(&all),
+        ["ann", "billing", "bob", "cat", "hook-a", "hook-b"]
+    );
+    let first = json_lines(stack.ctl(&[
+        "subscribers",
+        "list",
+        "--page-size",
+        "2",
+        "--limit",
+        "3",
+        "--json",
+    ]));
+    assert_eq!(external_ids(&first), ["ann", "billing", "bob"]);
+    let hooks = json_lines(stack.ctl(&["subscribers", "list", "--channel", "webhook", "--json"]));
+    assert_eq!(external_ids(&hooks), ["hook-a", "hook-b"]);
+    // bob and hook-b follow every component, api included.
+    let api = json_lines(stack.ctl(&["subscribers", "list", "--component", "api", "--json"]));
+    assert_eq!(
+        external_ids(&api),
+        ["ann", "bob", "cat", "hook-a", "hook-b"]
+    );
+    let table = ok(stack.ctl(&["subscribers", "list"]));
+    assert!(table.contains("6 subscribers"), "{table}");
+    let bob_row: Vec<&str> = table
+        .lines()
+        .find(|l| l.starts_with("bob "))
+        .unwrap_or_else(|| panic!("no bob in {table}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        bob_row[..5],
+        ["bob", "email", "(all)", "major", "-"],
+        "{table}"
+    );
+    let cat = ok(stack.ctl(&["subscribers", "get", "cat"]));
+    for line in [
+        "subscriber cat (",
+        "  email:        cat@example.com",
+        "  channels:     email",
+        "  components:   api, dashboard",
+        "  opted out:    (none)",
+    ] {
+        assert!(
+            cat.lines().any(|l| l.starts_with(line)),
+            "{line:?} in {cat}"
+        );
+    }
+    let hook_a = ok(stack.ctl(&["subscribers", "get", "hook-a", "--json"]));
+    let hook_a: serde_json::Value = serde_json::from_str(hook_a.trim()).unwrap();
+    assert_eq!(
+        hook_a["contacts"]["webhook_url"],
+        receiver.url_for("hook-a")
+    );
+    assert_eq!(
+        hook_a["preferences"]["channels"],
+        serde_json::json!(["webhook"])
+    );
+    assert_eq!(hook_a["opted_out"], serde_json::json!([]));
+    let nobody = stack.ctl(&["subscribers", "get", "nobody"]);
+    assert_eq!(nobody.status.code(), Some(1), "{nobody:?}");
+
+    // A rotated secret is printed alone; the receiver verifies hook-a's deliveries below
+    // with it, so a wrong one would fail them.
+    let rotated = stack.ctl(&["subscribers", "rotate-secret", "hook-a"]);
+    let secret = ok(rotated).trim().to_owned();
+    assert!(
+        secret.starts_with("whsec_") && !secret.contains('\n'),
+        "{secret}"
+    );
+    receiver.register("hook-a", &secret).unwrap();
+    let no_hook = stack.ctl(&["subscribers", "rotate-secret", "ann"]);
+    assert_eq!(no_hook.status.code(), Some(1), "{no_hook:?}");
+    assert!(stderr(&no_hook).contains("no webhook URL"), "{no_hook:?}");
+
+    // A deletion without a terminal to confirm on needs --yes, and until then nothing goes.
+    let unconfirmed = stack.ctl(&["subscribers", "delete", "billing"]);
+    assert_eq!(unconfirmed.status.code(), Some(2), "{unconfirmed:?}");
+    assert!(
+        stderr(&unconfirmed).contains("pass --yes"),
+        "{unconfirmed:?}"
+    );
+    ok(stack.ctl(&["subscribers", "get", "billing"]));
+    let deleted = ok(stack.ctl(&["subscribers", "delete", "billing", "--yes"]));
+    assert!(
+        deleted.starts_with("deleted subscriber billing"),
+        "{deleted}"
+    );
+    let gone = stack.ctl(&["subscribers", "get", "billing"]);
+    assert_eq!(gone.status.code(), Some(1), "{gone:?}");
+    let left = json_lines(stack.ctl(&["subscribers", "list", "--json"]));
+    assert_eq!(
+        external_ids(&left),
+        ["ann", "bob", "cat", "hook-a", "hook-b"]
+    );
+
+    // The preview of the opening below, per channel and component, before anything is sent.
+    let preview = ok(stack.ctl(&[
+        "preview",
+        "--severity",
+        "major",
+        "--component",
+        "api",
+        "--json",
+    ]));
+    let preview: serde_json::Value = serde_json::from_str(preview.trim()).unwrap();
+    assert_eq!(preview["recipients"], 5, "{preview}");
+    assert_eq!(
+        preview["channels"],
+        serde_json::json!({"email": 3, "webhook": 2})
+    );
+    assert_eq!(preview["components"][0]["component"], "api");
+    assert_eq!(preview["components"][0]["recipients"], 5);
+    let preview_table = ok(stack.ctl(&["preview", "--severity", "major", "--component", "api"]));
+    assert!(
+        preview_table.starts_with("would reach 5 recipients with 5 deliveries"),
+        "{preview_table}"
+    );
+    assert_eq!(channel_row(&preview_table, "email"), [3], "{preview_table}");
+    assert_eq!(
+        channel_row(&preview_table, "webhook"),
+        [2],
+        "{preview_table}"
+    );
+
     // hook-b answers 500 to everything: its delivery dies after two attempts.
     receiver.faults().push(FaultRule::for_target(
         "hook-b",
@@ -274,16 +428,25 @@ async fn an_operator_imports_publishes_watches_and_replays_with_tocsinctl() {
         "the retried key is recorded once: {again}"
     );
 
-    let watched = ok(stack.ctl(&[
+    // Settled with a dead delivery: `watch` says so with exit code 5.
+    let watch = stack.ctl(&[
         "watch",
         &incident,
         "--timeout",
         "90",
         "--interval-ms",
         "200",
-    ]));
+    ]);
+    assert_eq!(watch.status.code(), Some(5), "{watch:?}");
+    let watched = stdout(&watch);
     assert!(watched.contains("done:"), "{watched}");
-    // ann, bob (major meets their threshold) and cat; billing follows another component.
+    let why = stderr(&watch);
+    assert!(
+        why.contains("1 deliveries ended dead")
+            && why.contains(&format!("tocsinctl replay --incident {incident}")),
+        "{why}"
+    );
+    // ann, bob (major meets their threshold) and cat; billing followed another component.
     let email = channel_row(&watched, "email");
     assert_eq!((email[RESOLVED], email[DELIVERED]), (3, 3), "{watched}");
     let webhook = channel_row(&watched, "webhook");
@@ -292,9 +455,13 @@ async fn an_operator_imports_publishes_watches_and_replays_with_tocsinctl() {
         (2, 1, 1),
         "{watched}"
     );
-    assert!(
-        watched.contains(&format!("tocsinctl replay --incident {incident}")),
-        "{watched}"
+    // The preview counted what the opening delivered.
+    assert_eq!(
+        (
+            preview["channels"]["email"].as_u64(),
+            preview["channels"]["webhook"].as_u64()
+        ),
+        (Some(email[RESOLVED]), Some(webhook[RESOLVED]))
     );
 
     let dead = ok(stack.ctl(&["deliveries", &incident, "--state", "dead", "--json"]));
@@ -312,11 +479,43 @@ async fn an_operator_imports_publishes_watches_and_replays_with_tocsinctl() {
         assert!(emails.contains(who), "{who} in {emails}");
     }
 
-    // Fixed: the replay sends it once more and it arrives.
+    // Fixed: the replay shows what it would put back, asks, and sends it once more.
     receiver.faults().clear();
-    let replayed = ok(stack.ctl(&["replay", "--incident", &incident]));
+    let dead_now =
+        || json_lines(stack.ctl(&["deliveries", &incident, "--state", "dead", "--json"])).len();
+    let dry = ok(stack.ctl(&["replay", "--incident", &incident, "--dry-run"]));
     assert!(
-        replayed.starts_with("1 dead letters put back"),
+        dry.starts_with(&format!("incident {incident} has 1 dead letters to replay")),
+        "{dry}"
+    );
+    assert!(
+        dry.lines()
+            .any(|l| l.split_whitespace().take(3).eq(["1", "webhook", "hook-b"])),
+        "{dry}"
+    );
+    assert!(dry.contains("dry run: nothing was replayed"), "{dry}");
+    let everything = ok(stack.ctl(&["replay", "--dry-run"]));
+    assert!(
+        everything.contains("every dead letter of every incident")
+            && everything.contains("cannot count"),
+        "{everything}"
+    );
+    let unconfirmed = stack.ctl(&["replay", "--incident", &incident]);
+    assert_eq!(unconfirmed.status.code(), Some(2), "{unconfirmed:?}");
+    assert!(
+        stderr(&unconfirmed).contains("pass --yes"),
+        "{unconfirmed:?}"
+    );
+    assert_eq!(
+        dead_now(),
+        1,
+        "neither a dry run nor an unconfirmed replay changes anything"
+    );
+    let replayed = ok(stack.ctl(&["replay", "--incident", &incident, "--yes"]));
+    assert!(
+        replayed.contains(&format!(
+            "1 dead letters put back in the queue (incident {incident})"
+        )),
         "{replayed}"
     );
     let watched = ok(stack.ctl(&[
@@ -330,6 +529,15 @@ async fn an_operator_imports_publishes_watches_and_replays_with_tocsinctl() {
     let webhook = channel_row(&watched, "webhook");
     assert_eq!((webhook[DELIVERED], webhook[DEAD]), (2, 0), "{watched}");
 
+    let resolve_preview = ok(stack.ctl(&[
+        "preview",
+        "--incident",
+        &incident,
+        "--kind",
+        "resolved",
+        "--json",
+    ]));
+    let resolve_preview: serde_json::Value = serde_json::from_str(resolve_preview.trim()).unwrap();
     let resolved = ok(stack.ctl(&[
         "publish",
         "resolve",
@@ -352,6 +560,15 @@ async fn an_operator_imports_publishes_watches_and_replays_with_tocsinctl() {
     assert!(
         watched.contains("version 2 (fanned out through 2)"),
         "{watched}"
+    );
+    // The resolution went to everyone told before, as its preview said.
+    assert_eq!(
+        (
+            resolve_preview["channels"]["email"].as_u64(),
+            resolve_preview["channels"]["webhook"].as_u64()
+        ),
+        (Some(3), Some(2)),
+        "{resolve_preview}"
     );
     assert_eq!(channel_row(&watched, "email")[DELIVERED], 6, "{watched}");
     assert_eq!(channel_row(&watched, "webhook")[DELIVERED], 4, "{watched}");
@@ -386,7 +603,26 @@ async fn an_operator_imports_publishes_watches_and_replays_with_tocsinctl() {
     assert_eq!(unknown.status.code(), Some(1));
     let invalid = stack.ctl(&["show", "not-an-id"]);
     assert_eq!(invalid.status.code(), Some(2));
-    for output in [&refused, &denied, &unknown, &invalid] {
+    // An endpoint without a scheme, and https:// to this plaintext server, are explained.
+    let address = stack.endpoint.trim_start_matches("http://").to_owned();
+    let no_scheme = stack.ctl_at(&address, TOKEN, &["show", &incident]);
+    assert_eq!(no_scheme.status.code(), Some(2), "{no_scheme:?}");
+    assert_eq!(
+        stderr(&no_scheme).trim_end(),
+        format!(
+            "tocsinctl: --endpoint {address} has no scheme; use http://{address} (plaintext) \
+             or https://{address} (TLS)"
+        )
+    );
+    let https = stack.ctl_at(&format!("https://{address}"), TOKEN, &["show", &incident]);
+    assert_eq!(https.status.code(), Some(3), "{https:?}");
+    assert_eq!(
+        stderr(&https).trim_end(),
+        format!(
+            "tocsinctl: the server at https://{address} does not speak TLS; use http://{address}"
+        )
+    );
+    for output in [&refused, &denied, &unknown, &invalid, &no_scheme, &https] {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
         assert!(stderr.starts_with("tocsinctl: "), "{stderr}");

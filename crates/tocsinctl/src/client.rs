@@ -30,6 +30,10 @@ pub(crate) enum CtlError {
     /// The server refused the request for what it asks.
     #[error("{0}")]
     Refused(String),
+    /// `watch` saw every delivery settle, and some of them dead: replay them once the cause
+    /// is fixed.
+    #[error("{0}")]
+    DeliveriesDead(String),
 }
 
 impl CtlError {
@@ -39,6 +43,7 @@ impl CtlError {
             CtlError::Usage(_) => 2,
             CtlError::Unreachable(_) => 3,
             CtlError::Unauthenticated(_) => 4,
+            CtlError::DeliveriesDead(_) => 5,
         }
     }
 
@@ -87,6 +92,46 @@ fn io_cause(error: &(dyn std::error::Error + 'static)) -> Option<String> {
     found
 }
 
+/// Refuses an endpoint without `http://` or `https://` before any connection is tried: the
+/// URL parser would take `127.0.0.1:50051` for a host and fail later with a riddle.
+fn check_scheme(endpoint: &str) -> Result<(), CtlError> {
+    match endpoint.split_once("://") {
+        None => Err(CtlError::Usage(format!(
+            "--endpoint {endpoint} has no scheme; use http://{endpoint} (plaintext) or \
+             https://{endpoint} (TLS)"
+        ))),
+        Some(("http" | "https", _)) => Ok(()),
+        Some((scheme, rest)) => Err(CtlError::Usage(format!(
+            "--endpoint {endpoint}: the scheme is http:// (plaintext) or https:// (TLS), not \
+             {scheme}://; use http://{rest} or https://{rest}"
+        ))),
+    }
+}
+
+/// Whether a failed TLS connection failed because the other end answered in the clear:
+/// rustls then finds bytes that are no TLS record ("received corrupt message of type
+/// InvalidContentType"). The error is matched by its text because rustls is not a direct
+/// dependency, and its types sit under several layers of hyper and tonic.
+fn is_plaintext_answer(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        let text = e.to_string();
+        if text.contains("InvalidContentType") || text.contains("corrupt message") {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// The `http://` twin of an `https://` endpoint.
+fn plaintext_twin(endpoint: &str) -> String {
+    format!(
+        "http://{}",
+        endpoint.strip_prefix("https://").unwrap_or(endpoint)
+    )
+}
+
 /// Adds `authorization: Bearer <token>` to every call.
 #[derive(Clone)]
 pub(crate) struct BearerToken(AsciiMetadataValue);
@@ -125,6 +170,7 @@ impl Server {
         token: Option<&SecretString>,
         ca_cert: Option<&std::path::Path>,
     ) -> Result<Server, CtlError> {
+        check_scheme(endpoint)?;
         let token = token.ok_or_else(|| {
             CtlError::Usage(
                 "no token: set TOCSIN_TOKEN or --token to a token from the server's \
@@ -144,7 +190,8 @@ impl Server {
             })?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true);
-        let target = if endpoint.starts_with("https://") {
+        let tls = endpoint.starts_with("https://");
+        let target = if tls {
             let mut tls = ClientTlsConfig::new().with_native_roots();
             if let Some(path) = ca_cert {
                 let pem = std::fs::read(path).map_err(|e| {
@@ -162,6 +209,12 @@ impl Server {
             target
         };
         let channel = target.connect().await.map_err(|e| {
+            if tls && is_plaintext_answer(&e) {
+                return CtlError::Unreachable(format!(
+                    "the server at {endpoint} does not speak TLS; use {}",
+                    plaintext_twin(endpoint)
+                ));
+            }
             let cause = io_cause(&e).unwrap_or_else(|| e.to_string());
             CtlError::Unreachable(format!(
                 "cannot reach Tocsin at {endpoint}: {cause} (is `tocsin-ingest serve` running \
@@ -251,5 +304,56 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(error.exit_code(), 2, "{error}");
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_without_a_scheme_is_told_which_to_add() {
+        let token = SecretString::from("0123456789abcdef");
+        let error = Server::connect("127.0.0.1:50051", Some(&token), None)
+            .await
+            .unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        assert_eq!(
+            error.to_string(),
+            "--endpoint 127.0.0.1:50051 has no scheme; use http://127.0.0.1:50051 \
+             (plaintext) or https://127.0.0.1:50051 (TLS)"
+        );
+        let error = Server::connect("grpc://tocsin.example:50051", Some(&token), None)
+            .await
+            .unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        assert!(
+            error
+                .to_string()
+                .contains("not grpc://; use http://tocsin.example:50051"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn https_to_a_server_that_answers_in_the_clear_says_to_use_http() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A plaintext HTTP/2 server opens with its SETTINGS frame, which is no TLS record;
+        // this one sends one and reads whatever comes.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let settings = [0u8, 0, 0, 4, 0, 0, 0, 0, 0];
+                let _ = socket.write_all(&settings).await;
+                let mut sink = [0u8; 1024];
+                while matches!(socket.read(&mut sink).await, Ok(n) if n > 0) {}
+            }
+        });
+        let token = SecretString::from("0123456789abcdef");
+        let endpoint = format!("https://127.0.0.1:{port}");
+        let error = Server::connect(&endpoint, Some(&token), None)
+            .await
+            .unwrap_err();
+        assert_eq!(error.exit_code(), 3);
+        assert_eq!(
+            error.to_string(),
+            format!("the server at {endpoint} does not speak TLS; use http://127.0.0.1:{port}")
+        );
     }
 }

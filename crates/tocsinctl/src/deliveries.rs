@@ -58,7 +58,7 @@ fn state_arg(name: &str) -> Result<i32, CtlError> {
         })
 }
 
-fn time_text(ts: Option<&prost_types::Timestamp>) -> String {
+pub(crate) fn time_text(ts: Option<&prost_types::Timestamp>) -> String {
     ts.and_then(|ts| OffsetDateTime::from_unix_timestamp(ts.seconds).ok())
         .and_then(|t| t.format(&Rfc3339).ok())
         .unwrap_or_default()
@@ -70,14 +70,14 @@ fn state_word(raw: i32) -> String {
         .unwrap_or_else(|_| raw.to_string())
 }
 
-fn channel_word(raw: i32) -> String {
+pub(crate) fn channel_word(raw: i32) -> String {
     v1::Channel::try_from(raw)
         .map(|c| enum_word(c.as_str_name(), "CHANNEL_"))
         .unwrap_or_else(|_| raw.to_string())
 }
 
 pub(crate) async fn run(server: &Server, args: DeliveriesArgs) -> Result<(), CtlError> {
-    let mut request = v1::ListDeliveriesRequest {
+    let request = v1::ListDeliveriesRequest {
         incident_id: args.incident.clone(),
         channel: args
             .channel
@@ -95,21 +95,7 @@ pub(crate) async fn run(server: &Server, args: DeliveriesArgs) -> Result<(), Ctl
         page_size: args.limit.clamp(1, 1_000) as u32,
         page_token: String::new(),
     };
-    let mut deliveries = Vec::new();
-    loop {
-        let page = server
-            .incidents()
-            .list_deliveries(request.clone())
-            .await
-            .map_err(|status| server.fail(status))?
-            .into_inner();
-        deliveries.extend(page.deliveries);
-        if page.next_page_token.is_empty() || deliveries.len() >= args.limit {
-            break;
-        }
-        request.page_token = page.next_page_token;
-    }
-    deliveries.truncate(args.limit);
+    let deliveries = collect(server, request, args.limit).await?;
 
     if args.json {
         for d in &deliveries {
@@ -172,6 +158,30 @@ pub(crate) async fn run(server: &Server, args: DeliveriesArgs) -> Result<(), Ctl
     );
     println!("{} deliveries", deliveries.len());
     Ok(())
+}
+
+/// Every delivery `request` lists, page after page, up to `limit`.
+pub(crate) async fn collect(
+    server: &Server,
+    mut request: v1::ListDeliveriesRequest,
+    limit: usize,
+) -> Result<Vec<v1::Delivery>, CtlError> {
+    let mut deliveries = Vec::new();
+    loop {
+        let page = server
+            .incidents()
+            .list_deliveries(request.clone())
+            .await
+            .map_err(|status| server.fail(status))?
+            .into_inner();
+        deliveries.extend(page.deliveries);
+        if page.next_page_token.is_empty() || deliveries.len() >= limit {
+            break;
+        }
+        request.page_token = page.next_page_token;
+    }
+    deliveries.truncate(limit);
+    Ok(deliveries)
 }
 
 #[cfg(test)]

@@ -28,6 +28,21 @@ pub(crate) struct ImportArgs {
     consent: Option<String>,
 }
 
+/// `import --help` below the flags: every CSV column and its format, from the parser's own
+/// list.
+pub(crate) fn long_help() -> String {
+    format!(
+        "Import subscribers from a CSV or JSON-lines file, with a summary of rejected rows.\n\n\
+         CSV: a header row naming columns in any order, then one subscriber a row:\n{}\n\n\
+         JSON lines: one object a line with external_id, consent, contacts {{email, phone, \
+         webhook_url}} and preferences {{channels, components, min_severity, kinds (event kinds \
+         per channel), quiet_hours {{time_zone, start, end}}}}.\n\n\
+         Rows are upserts by external_id: a row for an existing subscriber replaces their \
+         contacts and preferences.",
+        subscriber_file::csv_columns_help()
+    )
+}
+
 pub(crate) async fn run(server: &Server, args: ImportArgs) -> Result<(), CtlError> {
     let format = args
         .format

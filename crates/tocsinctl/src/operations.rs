@@ -1,4 +1,5 @@
 //! `tocsinctl replay`, `rebuild` and `republish`: repairs, with progress on the long ones.
+//! A replay shows what it would put back and asks first.
 
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -14,17 +15,115 @@ pub(crate) struct ReplayArgs {
     /// Only this channel's: email, sms or webhook.
     #[arg(long)]
     channel: Option<String>,
+    /// Only show what would be replayed; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Replay without asking (needed when standard input is not a terminal).
+    #[arg(long, conflicts_with = "dry_run")]
+    yes: bool,
+}
+
+/// At most this many dead letters are listed before a replay; the count covers them all.
+const SHOWN: usize = 20;
+
+/// What a replay would put back, as far as the API can say beforehand: an incident's dead
+/// letters are counted from its ledger and the first ones listed; across every incident the
+/// API offers no count, and the plan says so rather than guess.
+struct Plan {
+    /// The number of dead letters, when it can be known.
+    count: Option<u64>,
+    text: String,
+}
+
+async fn plan(
+    server: &Server,
+    incident: Option<&str>,
+    channel: i32,
+    channel_name: Option<&str>,
+) -> Result<Plan, CtlError> {
+    let on = channel_name.map_or_else(String::new, |c| format!(" on {c}"));
+    let Some(incident) = incident else {
+        return Ok(Plan {
+            count: None,
+            text: format!(
+                "this replays every dead letter of every incident{on}; the API cannot count \
+                 them without an incident (pass --incident to see them first)\n"
+            ),
+        });
+    };
+    // Paging the ledger counts exactly what the replay would touch, and needs the same
+    // operator role as the replay, so a publisher's token is refused before any question.
+    let request = v1::ListDeliveriesRequest {
+        incident_id: incident.to_owned(),
+        channel,
+        states: vec![v1::DeliveryState::Dead as i32],
+        page_size: 1_000,
+        ..Default::default()
+    };
+    let dead = crate::deliveries::collect(server, request, usize::MAX).await?;
+    let count = dead.len() as u64;
+    let mut text = format!("incident {incident} has {count} dead letters{on} to replay\n");
+    if count > 0 {
+        let rows: Vec<Vec<String>> = dead
+            .iter()
+            .take(SHOWN)
+            .map(|d| {
+                vec![
+                    d.event_version.to_string(),
+                    crate::deliveries::channel_word(d.channel),
+                    d.external_id.clone(),
+                    d.attempts.to_string(),
+                    d.last_error.clone(),
+                ]
+            })
+            .collect();
+        text.push_str(&crate::table::render(
+            &["VERSION", "CHANNEL", "SUBSCRIBER", "ATTEMPTS", "LAST_ERROR"],
+            &rows,
+        ));
+        if count > rows.len() as u64 {
+            text.push_str(&format!("(the first {} of {count})\n", rows.len()));
+        }
+    }
+    Ok(Plan {
+        count: Some(count),
+        text,
+    })
 }
 
 pub(crate) async fn replay(server: &Server, args: ReplayArgs) -> Result<(), CtlError> {
+    let channel = args
+        .channel
+        .as_deref()
+        .map(crate::deliveries::channel_arg)
+        .transpose()?
+        .unwrap_or_default();
+    let plan = plan(
+        server,
+        args.incident.as_deref(),
+        channel,
+        args.channel.as_deref(),
+    )
+    .await?;
+    print!("{}", plan.text);
+    if plan.count == Some(0) {
+        return Ok(());
+    }
+    if args.dry_run {
+        println!("dry run: nothing was replayed");
+        return Ok(());
+    }
+    let question = match plan.count {
+        Some(n) => format!("Put these {n} dead letters back in the queue?"),
+        None => "Put every dead letter of every incident back in the queue?".to_owned(),
+    };
+    if !crate::confirm::confirm(&question, args.yes, "replay")? {
+        eprintln!("not confirmed; nothing was replayed");
+        return Ok(());
+    }
     let request = v1::ReplayDeadLettersRequest {
         incident_id: args.incident.clone().unwrap_or_default(),
-        channel: args
-            .channel
-            .as_deref()
-            .map(crate::deliveries::channel_arg)
-            .transpose()?
-            .unwrap_or_default(),
+        channel,
     };
     let reply = server
         .incidents()

@@ -154,7 +154,7 @@ pub(crate) struct Impacts {
     /// `COMPONENT=IMPACT`, the impact one of degraded-performance, partial-outage,
     /// major-outage or under-maintenance; repeat for several. Replaces the earlier impacts.
     #[arg(long = "impact", value_parser = parse_impact)]
-    impacts: Vec<v1::ComponentImpact>,
+    pub(crate) impacts: Vec<v1::ComponentImpact>,
 }
 
 fn parse_impact(raw: &str) -> Result<v1::ComponentImpact, String> {
@@ -263,7 +263,7 @@ fn status(name: &str) -> Result<i32, CtlError> {
     } as i32)
 }
 
-fn severity_arg(name: &str) -> Result<i32, CtlError> {
+pub(crate) fn severity_arg(name: &str) -> Result<i32, CtlError> {
     severity(name).map_err(|m| CtlError::Usage(format!("--severity {m}")))
 }
 

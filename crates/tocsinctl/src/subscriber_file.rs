@@ -4,12 +4,9 @@
 //! times); contact details are checked by the server, which owns those rules. A row whose
 //! shape is wrong is rejected here with its line number and never sent.
 //!
-//! CSV columns (`external_id` and `channels` required, the rest optional, any order):
-//! `external_id,email,phone,webhook_url,channels,components,min_severity,quiet_hours,consent`
-//! (`consent`: how the person agreed to be told, kept in the consent log).
-//! Lists are separated by `;` (`email;sms`, `api;dashboard`); `quiet_hours` is
-//! `<IANA zone> HH:MM-HH:MM` (`Europe/Paris 22:00-07:00`). JSON lines add per-channel event
-//! kinds:
+//! CSV columns, in any order, are listed with their formats in [`CSV_COLUMNS`] (which
+//! `import --help` prints). Lists are separated by `;` (`email;sms`, `api;dashboard`).
+//! JSON lines carry the same fields nested, and add per-channel event kinds:
 //!
 //! ```json
 //! {"external_id":"acme","contacts":{"email":"ops@acme.example"},
@@ -81,35 +78,149 @@ pub(crate) fn parse(format: Format, input: impl Read) -> Result<Parsed, CtlError
     }
 }
 
-const CSV_COLUMNS: [&str; 9] = [
-    "external_id",
-    "email",
-    "phone",
-    "webhook_url",
-    "channels",
-    "components",
-    "min_severity",
-    "quiet_hours",
-    "consent",
+/// A CSV column: its header, whether a file must have it, and what a cell holds.
+pub(crate) struct CsvColumn {
+    pub(crate) name: &'static str,
+    pub(crate) required: bool,
+    pub(crate) format: &'static str,
+}
+
+/// Every column the parser accepts. `import --help` lists these same entries, so the help
+/// cannot drift from what is read.
+pub(crate) const CSV_COLUMNS: [CsvColumn; 9] = [
+    CsvColumn {
+        name: "external_id",
+        required: true,
+        format: "your id for the subscriber (a customer or account id)",
+    },
+    CsvColumn {
+        name: "email",
+        required: false,
+        format: "an email address",
+    },
+    CsvColumn {
+        name: "phone",
+        required: false,
+        format: "a phone number in E.164 form, e.g. +14155550100",
+    },
+    CsvColumn {
+        name: "webhook_url",
+        required: false,
+        format: "an https URL on a public address",
+    },
+    CsvColumn {
+        name: "channels",
+        required: true,
+        format: "email, sms and/or webhook, separated by ; (email;sms)",
+    },
+    CsvColumn {
+        name: "components",
+        required: false,
+        format: "components followed, separated by ; (api;dashboard); empty: every component",
+    },
+    CsvColumn {
+        name: "min_severity",
+        required: false,
+        format: "minor, major or critical; empty: minor (everything)",
+    },
+    CsvColumn {
+        name: "quiet_hours",
+        required: false,
+        format: "<IANA zone> HH:MM-HH:MM, e.g. Europe/Paris 22:00-07:00 (critical is never held)",
+    },
+    CsvColumn {
+        name: "consent",
+        required: false,
+        format: "how the person agreed to be told, kept in the consent log",
+    },
 ];
 
-fn parse_csv(input: impl Read) -> Result<Parsed, CtlError> {
+/// The CSV columns as `import --help` shows them, one a line.
+pub(crate) fn csv_columns_help() -> String {
+    let width = CSV_COLUMNS.iter().map(|c| c.name.len()).max().unwrap_or(0);
+    CSV_COLUMNS
+        .iter()
+        .map(|c| {
+            let required = if c.required { "required" } else { "optional" };
+            format!("  {:<width$}  {required}: {}", c.name, c.format)
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// File line numbers from byte offsets, counted forward as records come in order.
+///
+/// The csv crate's own line count is one short in files with CRLF line ends: it takes a
+/// record's position before it consumes the `\n` of the `\r\n` ending the line before.
+struct Lines<'a> {
+    data: &'a [u8],
+    counted_to: usize,
+    line: u64,
+}
+
+impl<'a> Lines<'a> {
+    fn new(data: &'a [u8]) -> Lines<'a> {
+        Lines {
+            data,
+            counted_to: 0,
+            line: 1,
+        }
+    }
+
+    /// The line of the record the csv crate says starts at `byte`: the first byte after any
+    /// line ends there, as `\r\n`, `\n` and a lone `\r` all end a line.
+    fn of(&mut self, byte: u64) -> u64 {
+        let mut start = usize::try_from(byte)
+            .unwrap_or(usize::MAX)
+            .min(self.data.len());
+        while matches!(self.data.get(start), Some(b'\r' | b'\n')) {
+            start += 1;
+        }
+        if start < self.counted_to {
+            return self.line;
+        }
+        for i in self.counted_to..start {
+            let ends_line = match self.data[i] {
+                b'\n' => true,
+                b'\r' => self.data.get(i + 1) != Some(&b'\n'),
+                _ => false,
+            };
+            if ends_line {
+                self.line += 1;
+            }
+        }
+        self.counted_to = start;
+        self.line
+    }
+}
+
+fn parse_csv(mut input: impl Read) -> Result<Parsed, CtlError> {
+    // The whole file in memory (100,000 rows are a few megabytes), for line numbers by offset.
+    let mut data = Vec::new();
+    input
+        .read_to_end(&mut data)
+        .map_err(|e| CtlError::Usage(format!("reading the CSV file: {e}")))?;
+    let mut lines = Lines::new(&data);
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .flexible(false)
-        .from_reader(input);
+        .from_reader(data.as_slice());
     let headers = reader
         .headers()
         .map_err(|e| CtlError::Usage(format!("reading the CSV header: {e}")))?
         .clone();
     let columns: Vec<String> = headers.iter().map(str::to_ascii_lowercase).collect();
-    if let Some(unknown) = columns.iter().find(|c| !CSV_COLUMNS.contains(&c.as_str())) {
+    if let Some(unknown) = columns
+        .iter()
+        .find(|c| !CSV_COLUMNS.iter().any(|known| known.name == c.as_str()))
+    {
+        let names: Vec<&str> = CSV_COLUMNS.iter().map(|c| c.name).collect();
         return Err(CtlError::Usage(format!(
             "unknown CSV column {unknown:?}; the columns are {}",
-            CSV_COLUMNS.join(", ")
+            names.join(", ")
         )));
     }
-    for required in ["external_id", "channels"] {
+    for required in CSV_COLUMNS.iter().filter(|c| c.required).map(|c| c.name) {
         if !columns.iter().any(|c| c == required) {
             return Err(CtlError::Usage(format!(
                 "the CSV header has no {required:?} column"
@@ -121,7 +232,7 @@ fn parse_csv(input: impl Read) -> Result<Parsed, CtlError> {
         let record = match record {
             Ok(record) => record,
             Err(e) => {
-                let line = e.position().map_or(0, |p| p.line());
+                let line = e.position().map_or(0, |p| lines.of(p.byte()));
                 parsed.rejected.push(Rejected {
                     line,
                     external_id: String::new(),
@@ -131,7 +242,7 @@ fn parse_csv(input: impl Read) -> Result<Parsed, CtlError> {
                 continue;
             }
         };
-        let line = record.position().map_or(0, |p| p.line());
+        let line = record.position().map_or(0, |p| lines.of(p.byte()));
         let cell = |name: &str| -> &str {
             columns
                 .iter()
@@ -239,7 +350,7 @@ pub(crate) fn severity(name: &str) -> Result<i32, String> {
     } as i32)
 }
 
-fn event_kind(name: &str) -> Result<i32, String> {
+pub(crate) fn event_kind(name: &str) -> Result<i32, String> {
     Ok(match name.to_ascii_lowercase().as_str() {
         "opened" => v1::EventKind::Opened,
         "updated" => v1::EventKind::Updated,
@@ -479,6 +590,69 @@ not json
             .collect();
         assert_eq!(lines, [(3, "preferences.channels"), (4, "row"), (5, "row")]);
         assert!(parsed.rejected[1].message.contains("colour"));
+    }
+
+    #[test]
+    fn crlf_line_ends_keep_the_line_numbers_of_the_file() {
+        let file = "external_id,email,channels\r\n\
+                    ann,ann@example.com,email\r\n\
+                    bob,bob@example.com,email\r\n\
+                    cat,cat@example.com,fax\r\n\
+                    \"dan\",\"dan@example.com\",\"email\"\r\n\
+                    eve,eve@example.com,pager\r\n";
+        let parsed = parse(Format::Csv, file.as_bytes()).unwrap();
+        let rows: Vec<(u64, &str)> = parsed
+            .rows
+            .iter()
+            .map(|r| (r.line, r.request.external_id.as_str()))
+            .collect();
+        assert_eq!(rows, [(2, "ann"), (3, "bob"), (5, "dan")]);
+        let rejected: Vec<(u64, &str)> = parsed
+            .rejected
+            .iter()
+            .map(|r| (r.line, r.external_id.as_str()))
+            .collect();
+        assert_eq!(
+            rejected,
+            [(4, "cat"), (6, "eve")],
+            "the 3rd data row is line 4"
+        );
+        // The same for JSON lines written on Windows.
+        let jsonl = "{\"external_id\":\"ann\",\"preferences\":{\"channels\":[\"email\"]}}\r\n\
+                     \r\n\
+                     {\"external_id\":\"bob\",\"preferences\":{\"channels\":[\"fax\"]}}\r\n";
+        let parsed = parse(Format::Jsonl, jsonl.as_bytes()).unwrap();
+        assert_eq!(parsed.rows[0].line, 1);
+        assert_eq!(parsed.rejected[0].line, 3);
+    }
+
+    #[test]
+    fn a_quoted_cell_over_two_lines_does_not_shift_the_rows_after_it() {
+        let file = "external_id,consent,channels\r\n\
+                    ann,\"signed\r\nin person\",email\r\n\
+                    bob,,fax\r\n";
+        let parsed = parse(Format::Csv, file.as_bytes()).unwrap();
+        assert_eq!(parsed.rows[0].line, 2);
+        assert_eq!(parsed.rows[0].request.consent, "signed\r\nin person");
+        assert_eq!(parsed.rejected[0].line, 4);
+    }
+
+    #[test]
+    fn every_column_the_parser_reads_is_in_the_help() {
+        let help = csv_columns_help();
+        for column in &CSV_COLUMNS {
+            let line = help
+                .lines()
+                .find(|l| l.split_whitespace().next() == Some(column.name))
+                .unwrap_or_else(|| panic!("{} missing from\n{help}", column.name));
+            assert!(line.contains(column.format), "{line}");
+        }
+        let header: Vec<&str> = CSV_COLUMNS.iter().map(|c| c.name).collect();
+        let file = format!("{}\n", header.join(","));
+        assert!(
+            parse(Format::Csv, file.as_bytes()).is_ok(),
+            "every listed column is accepted"
+        );
     }
 
     #[test]

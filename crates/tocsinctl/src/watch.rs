@@ -21,6 +21,12 @@ pub(crate) struct WatchArgs {
     timeout: Option<u64>,
 }
 
+/// What `watch --help` adds below the flags: how a script tells the endings apart.
+pub(crate) const WATCH_EXIT_CODES: &str = "Exit codes: 0 every delivery settled and none is dead \
+(failed ones, refused for good, do not count); 5 every delivery settled and some are dead (replay \
+them with `tocsinctl replay --incident INCIDENT`); 1 --timeout passed first; 2, 3, 4 as for every \
+command (bad usage, server unreachable, token refused).";
+
 /// `SEVERITY_MAJOR` -> `major`.
 pub(crate) fn enum_word(name: &str, prefix: &str) -> String {
     name.strip_prefix(prefix)
@@ -306,13 +312,15 @@ pub(crate) async fn watch(server: &Server, args: WatchArgs) -> Result<(), CtlErr
             held => format!("; {held} held by quiet hours go out when the windows end"),
         }
     );
-    if sum(|p| p.dead) > 0 {
-        println!(
-            "replay the dead letters once the cause is fixed: tocsinctl replay --incident {}",
+    // A script waiting on `watch` must see that some customers were not told.
+    match sum(|p| p.dead) {
+        0 => Ok(()),
+        dead => Err(CtlError::DeliveriesDead(format!(
+            "{dead} deliveries ended dead; replay them once the cause is fixed: tocsinctl \
+             replay --incident {}",
             incident.incident_id
-        );
+        ))),
     }
-    Ok(())
 }
 
 #[cfg(test)]
