@@ -105,6 +105,8 @@ impl Stack {
                 ("TOCSIN_PAGE_PUBLIC_URL", url.clone()),
                 ("TOCSIN_LINK_SECRET", LINK_SECRET.into()),
                 ("TOCSIN_COMPANY_NAME", "Acme Cloud".into()),
+                // The test reads the page right after publishing.
+                ("TOCSIN_PAGE_CACHE_MS", "0".into()),
             ]);
             let page = ServiceProcess::spawn("tocsin-page", &[], &env)
                 .await

@@ -55,6 +55,9 @@ pub struct PageConfig {
     pub accent: String,
     /// Self-service sign-up: the channels offered and the abuse limits.
     pub signup: signup::SignupConfig,
+    /// How long the status page, its JSON summary and history may be served from one read of
+    /// PostgreSQL; zero reads on every request.
+    pub snapshot_ttl: std::time::Duration,
 }
 
 /// Checks a CSS colour from configuration: only `#rgb` or `#rrggbb`, since it goes into the
@@ -76,14 +79,17 @@ pub(crate) struct Pages {
     pub(crate) config: Arc<PageConfig>,
     pub(crate) store: Store,
     pub(crate) templates: Arc<minijinja::Environment<'static>>,
+    pub(crate) snapshots: Arc<status_page::Snapshots>,
 }
 
 /// The routes, ready to serve.
 pub fn router(config: PageConfig, store: Store) -> Router {
+    let snapshots = Arc::new(status_page::Snapshots::new(config.snapshot_ttl));
     let pages = Pages {
         config: Arc::new(config),
         store,
         templates: Arc::new(status_page::templates()),
+        snapshots,
     };
     Router::new()
         .route("/", get(status_page::status))

@@ -75,6 +75,11 @@ struct Cli {
     /// for development only), when TOCSIN_SIGNUP_CHANNELS offers webhooks.
     #[arg(long, env = "TOCSIN_WEBHOOK_ALLOW", default_value = "")]
     webhook_allow: String,
+    /// How long, in milliseconds, the status page and its JSON summary are served from one
+    /// read of PostgreSQL, so a crowd of readers costs one read per interval; 0 reads on
+    /// every request.
+    #[arg(long, env = "TOCSIN_PAGE_CACHE_MS", default_value_t = 2000)]
+    cache_ms: u64,
     /// Log output: pretty or json.
     #[arg(long, env = "TOCSIN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     log_format: LogFormat,
@@ -144,6 +149,7 @@ async fn run() -> anyhow::Result<()> {
             .unwrap_or_else(|| format!("http://{}", cli.addr)),
         logo_url: cli.logo_url,
         accent: cli.accent,
+        snapshot_ttl: std::time::Duration::from_millis(cli.cache_ms),
         signup: tocsin_page::signup::SignupConfig {
             channels,
             limits: tocsin_store::SignupLimits {

@@ -227,7 +227,7 @@ fn groups(components: &[ComponentStatus]) -> Vec<GroupView> {
 }
 
 /// Everything the page shows, read once.
-struct Snapshot {
+pub(crate) struct Snapshot {
     now: OffsetDateTime,
     /// The catalogue's display names by id.
     names: BTreeMap<String, String>,
@@ -237,7 +237,53 @@ struct Snapshot {
     events: HashMap<IncidentId, Vec<RecordedEvent>>,
 }
 
+/// The last snapshot read, shared by every request for a short while: on an incident's worst
+/// minute many customers load the page at once, and they then cost one read of PostgreSQL
+/// per interval instead of one each. Requests that miss wait for the one read in progress
+/// rather than all reading at once.
+#[derive(Debug)]
+pub(crate) struct Snapshots {
+    ttl: std::time::Duration,
+    last: tokio::sync::Mutex<Option<(std::time::Instant, std::sync::Arc<Snapshot>)>>,
+}
+
+impl Snapshots {
+    pub(crate) fn new(ttl: std::time::Duration) -> Snapshots {
+        Snapshots {
+            ttl,
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("now", &self.now)
+            .field("incidents", &self.incidents.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Snapshot {
+    /// The current snapshot: the shared one while it is younger than the configured time to
+    /// live, else a fresh read.
+    async fn current(pages: &Pages) -> Result<std::sync::Arc<Snapshot>, tocsin_store::StoreError> {
+        let snapshots = &pages.snapshots;
+        if snapshots.ttl.is_zero() {
+            return Ok(std::sync::Arc::new(Snapshot::read(pages).await?));
+        }
+        let mut last = snapshots.last.lock().await;
+        if let Some((at, snapshot)) = last.as_ref()
+            && at.elapsed() < snapshots.ttl
+        {
+            return Ok(snapshot.clone());
+        }
+        let snapshot = std::sync::Arc::new(Snapshot::read(pages).await?);
+        *last = Some((std::time::Instant::now(), snapshot.clone()));
+        Ok(snapshot)
+    }
+
     async fn read(pages: &Pages) -> Result<Snapshot, tocsin_store::StoreError> {
         let now = OffsetDateTime::now_utc();
         let since = now - time::Duration::days(HISTORY_DAYS);
@@ -291,7 +337,7 @@ fn unavailable(pages: &Pages, e: &tocsin_store::StoreError) -> Response {
 
 /// `GET /`.
 pub(crate) async fn status(State(pages): State<Pages>) -> Response {
-    let snapshot = match Snapshot::read(&pages).await {
+    let snapshot = match Snapshot::current(&pages).await {
         Ok(s) => s,
         Err(e) => return unavailable(&pages, &e),
     };
@@ -349,7 +395,7 @@ pub(crate) async fn incident(State(pages): State<Pages>, Path(id): Path<String>)
 
 /// `GET /api/v1/summary.json`: the page for machines (shape in the README).
 pub(crate) async fn summary(State(pages): State<Pages>) -> Response {
-    let snapshot = match Snapshot::read(&pages).await {
+    let snapshot = match Snapshot::current(&pages).await {
         Ok(s) => s,
         Err(e) => return unavailable(&pages, &e),
     };
@@ -393,21 +439,12 @@ pub(crate) async fn feed(State(pages): State<Pages>) -> Response {
         .filter(|e| is_public(e, now))
         .take(FEED_ENTRIES)
         .collect();
-    let mut titles: BTreeMap<IncidentId, String> = BTreeMap::new();
-    for event in &events {
-        if titles.contains_key(&event.incident_id) {
-            continue;
-        }
-        match pages.store.incident(event.incident_id).await {
-            Ok(incident) => {
-                titles.insert(
-                    event.incident_id,
-                    incident.map(|i| i.title).unwrap_or_default(),
-                );
-            }
-            Err(e) => return unavailable(&pages, &e),
-        }
-    }
+    // The entries' incidents in one query, for their titles.
+    let ids: Vec<IncidentId> = events.iter().map(|e| e.incident_id).collect();
+    let titles: BTreeMap<IncidentId, String> = match pages.store.incidents_by_id(&ids).await {
+        Ok(incidents) => incidents.into_iter().map(|i| (i.id, i.title)).collect(),
+        Err(e) => return unavailable(&pages, &e),
+    };
     let base = pages.config.public_url.trim_end_matches('/').to_owned();
     let company = escape(&pages.config.company);
     let updated = events.first().map_or(now, |e| e.occurred_at);

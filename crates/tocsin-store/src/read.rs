@@ -76,6 +76,18 @@ impl Store {
         Ok(row.map(|r| r.state.0))
     }
 
+    /// The current state of each of `ids` that exists, in one query.
+    #[instrument(skip_all, fields(incidents = ids.len()))]
+    pub async fn incidents_by_id(&self, ids: &[IncidentId]) -> Result<Vec<Incident>, StoreError> {
+        let ids: Vec<uuid::Uuid> = ids.iter().map(|id| *id.as_uuid()).collect();
+        let rows: Vec<IncidentRow> =
+            sqlx::query_as("SELECT state FROM incidents WHERE incident_id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(|r| r.state.0).collect())
+    }
+
     /// Up to `limit` of the incident's events with a version above `after_version`, in order.
     #[instrument(skip(self))]
     pub async fn incident_events(

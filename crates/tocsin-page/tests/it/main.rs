@@ -36,6 +36,16 @@ pub(crate) async fn spawn(pool: PgPool) -> App {
 
 /// The pages with the given sign-up settings.
 pub(crate) async fn spawn_with(pool: PgPool, signup: tocsin_page::signup::SignupConfig) -> App {
+    // Every test reads what it just wrote: no shared snapshot.
+    spawn_configured(pool, signup, std::time::Duration::ZERO).await
+}
+
+/// The pages with the given sign-up settings and status snapshot lifetime.
+pub(crate) async fn spawn_configured(
+    pool: PgPool,
+    signup: tocsin_page::signup::SignupConfig,
+    snapshot_ttl: std::time::Duration,
+) -> App {
     tocsin_testkit::init_tracing();
     tocsin_runtime::tls::install_crypto_provider();
     let store = Store::from_pool(pool);
@@ -49,6 +59,7 @@ pub(crate) async fn spawn_with(pool: PgPool, signup: tocsin_page::signup::Signup
         logo_url: None,
         accent: "#1d4ed8".into(),
         signup,
+        snapshot_ttl,
     };
     tokio::spawn(tocsin_page::run(
         config,

@@ -284,3 +284,36 @@ async fn a_quiet_day_says_so_and_free_form_components_still_show(pool: PgPool) {
         "{html}"
     );
 }
+
+/// A crowd of readers shares one read of PostgreSQL per interval: within it the page is the
+/// snapshot already read; after it, the news.
+#[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
+async fn readers_share_a_snapshot_for_its_short_lifetime(pool: PgPool) {
+    let app = crate::spawn_configured(
+        pool,
+        tocsin_page::signup::SignupConfig::default(),
+        std::time::Duration::from_millis(700),
+    )
+    .await;
+    assert!(app.page("/").await.contains("All systems operational"));
+    publish(
+        &app.store,
+        "open",
+        None,
+        opening(
+            "Checkout down",
+            Severity::Critical,
+            &["checkout"],
+            "Checkout fails.",
+        ),
+    )
+    .await;
+    let shared = app.page("/api/v1/summary.json").await;
+    assert!(
+        !shared.contains("Checkout down"),
+        "still the shared snapshot: {shared}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let fresh = app.page("/").await;
+    assert!(fresh.contains("Checkout down"), "{fresh}");
+}
