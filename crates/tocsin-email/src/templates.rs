@@ -160,11 +160,16 @@ impl Templates {
         } else {
             notice.kind.as_str()
         };
+        self.render_parts(kind, &ctx)
+    }
+
+    /// The subject and both bodies from `<name>.{subject,txt,html}.jinja`.
+    fn render_parts(&self, name: &str, ctx: &Value) -> Result<Rendered, Error> {
         let render = |part: &str| -> Result<String, Error> {
-            let name = format!("{kind}.{part}.jinja");
+            let name = format!("{name}.{part}.jinja");
             self.env
                 .get_template(&name)
-                .and_then(|t| t.render(&ctx))
+                .and_then(|t| t.render(ctx))
                 .map_err(|source| Error::Template { name, source })
         };
         Ok(Rendered {
@@ -188,19 +193,7 @@ impl Templates {
                 ));
             }
         };
-        let ctx = Value::from_serialize(notice);
-        let render = |part: &str| -> Result<String, Error> {
-            let name = format!("account_{kind}.{part}.jinja");
-            self.env
-                .get_template(&name)
-                .and_then(|t| t.render(&ctx))
-                .map_err(|source| Error::Template { name, source })
-        };
-        Ok(Rendered {
-            subject: one_line(&render("subject")?),
-            text: tidy(&render("txt")?),
-            html: tidy(&render("html")?),
-        })
+        self.render_parts(&format!("account_{kind}"), &Value::from_serialize(notice))
     }
 }
 

@@ -40,6 +40,10 @@ pub(crate) fn templates() -> Environment<'static> {
             "_incident.html",
             include_str!("../templates/_incident.html"),
         ),
+        (
+            "_components.html",
+            include_str!("../templates/_components.html"),
+        ),
         ("status.html", include_str!("../templates/status.html")),
         ("incident.html", include_str!("../templates/incident.html")),
         (

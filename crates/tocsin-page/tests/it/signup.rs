@@ -74,6 +74,16 @@ fn path_of(url: &str) -> String {
     url.path().to_owned()
 }
 
+/// The confirmation link of the `index`th queued message, pointed at this app.
+async fn confirm_link(app: &App, index: usize) -> String {
+    match &queued(app).await[index].2 {
+        AccountNotice::ConfirmEmail { confirm_url, .. } => {
+            format!("http://{}{}", app.addr, path_of(confirm_url))
+        }
+        other => panic!("a confirmation link was expected, not {other:?}"),
+    }
+}
+
 #[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
 async fn an_email_sign_up_is_confirmed_by_its_link_and_only_then_subscribed(pool: PgPool) {
     let app = spawn(pool).await;
@@ -423,19 +433,14 @@ async fn an_opted_out_address_that_signs_up_again_is_heard_once_confirmed(pool: 
     visitor
         .submit(&app, &[("channel", "email"), ("email", "ada@example.com")])
         .await;
-    let confirm_url = match &queued(&app).await[0].2 {
-        AccountNotice::ConfirmEmail { confirm_url, .. } => confirm_url.clone(),
-        other => {
-            panic!("an opted-out address must confirm, not be told it is subscribed: {other:?}")
-        }
-    };
+    // An opted-out address must confirm, not be told it is subscribed.
+    let confirm = confirm_link(&app, 0).await;
     // Still opted out until the owner confirms.
     let ada = app.store.subscriber("ada").await.unwrap().unwrap();
     assert_eq!(
         ada.opted_out.iter().copied().collect::<Vec<_>>(),
         [Channel::Email]
     );
-    let confirm = format!("http://{}{}", app.addr, path_of(&confirm_url));
     assert_eq!(
         visitor.http.post(&confirm).send().await.unwrap().status(),
         200
@@ -459,10 +464,7 @@ async fn expired_sign_ups_are_deleted_with_their_addresses(pool: PgPool) {
     visitor
         .submit(&app, &[("channel", "email"), ("email", "late@example.com")])
         .await;
-    let confirm_url = match &queued(&app).await[0].2 {
-        AccountNotice::ConfirmEmail { confirm_url, .. } => confirm_url.clone(),
-        other => panic!("{other:?}"),
-    };
+    let confirm = confirm_link(&app, 0).await;
     sqlx::query("UPDATE signups SET expires_at = now() - interval '1 second'")
         .execute(app.store.pool())
         .await
@@ -473,7 +475,6 @@ async fn expired_sign_ups_are_deleted_with_their_addresses(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(left, 0);
-    let confirm = format!("http://{}{}", app.addr, path_of(&confirm_url));
     let gone = visitor.http.post(&confirm).send().await.unwrap();
     assert_eq!(gone.status(), 410);
     assert!(
@@ -532,11 +533,7 @@ async fn a_webhook_is_confirmed_through_its_email_and_its_secret_shown_once(pool
         )
         .await;
     assert_eq!(done.status(), 200);
-    let confirm_url = match &queued(&app).await[0].2 {
-        AccountNotice::ConfirmEmail { confirm_url, .. } => confirm_url.clone(),
-        other => panic!("{other:?}"),
-    };
-    let confirm = format!("http://{}{}", app.addr, path_of(&confirm_url));
+    let confirm = confirm_link(&app, 0).await;
     let html = visitor
         .http
         .post(&confirm)
