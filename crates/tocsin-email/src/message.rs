@@ -61,11 +61,7 @@ pub fn build(
         .map_err(|e| Error::Invalid(e.to_string()))?;
 
     let headers = message.headers_mut();
-    // RFC 3834: marks the mail as automatic, so well-behaved auto-responders stay silent.
-    headers.insert_raw(raw("Auto-Submitted", "auto-generated".into()));
-    // Outlook and Exchange ignore Auto-Submitted; this asks them not to send out-of-office
-    // replies to an address that nobody reads.
-    headers.insert_raw(raw("X-Auto-Response-Suppress", "OOF, AutoReply".into()));
+    mark_automatic(headers);
     headers.insert_raw(raw("X-Tocsin-Incident", notice.incident_id.to_string()));
     if let Some(url) = &notice.unsubscribe_url {
         if !is_header_safe(url) {
@@ -102,10 +98,17 @@ pub fn build_account(
             rendered.html.clone(),
         ))
         .map_err(|e| Error::Invalid(e.to_string()))?;
-    let headers = message.headers_mut();
-    headers.insert_raw(raw("Auto-Submitted", "auto-generated".into()));
-    headers.insert_raw(raw("X-Auto-Response-Suppress", "OOF, AutoReply".into()));
+    mark_automatic(message.headers_mut());
     Ok(message)
+}
+
+/// Marks a mail as sent by a machine, so nobody's auto-responder answers it.
+fn mark_automatic(headers: &mut lettre::message::header::Headers) {
+    // RFC 3834: marks the mail as automatic, so well-behaved auto-responders stay silent.
+    headers.insert_raw(raw("Auto-Submitted", "auto-generated".into()));
+    // Outlook and Exchange ignore Auto-Submitted; this asks them not to send out-of-office
+    // replies to an address that nobody reads.
+    headers.insert_raw(raw("X-Auto-Response-Suppress", "OOF, AutoReply".into()));
 }
 
 fn raw(name: &'static str, value: String) -> HeaderValue {

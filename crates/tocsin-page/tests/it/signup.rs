@@ -74,6 +74,18 @@ fn path_of(url: &str) -> String {
     url.path().to_owned()
 }
 
+/// The subscriber that has `address`, and whether it opted out there.
+async fn subscribed(
+    app: &App,
+    channel: Channel,
+    address: &str,
+) -> Option<(tocsin_core::SubscriberId, bool)> {
+    app.store
+        .subscriber_with_address(channel, address)
+        .await
+        .unwrap()
+}
+
 /// The confirmation link of the `index`th queued message, pointed at this app.
 async fn confirm_link(app: &App, index: usize) -> String {
     match &queued(app).await[index].2 {
@@ -114,10 +126,7 @@ async fn an_email_sign_up_is_confirmed_by_its_link_and_only_then_subscribed(pool
 
     // Nothing subscribed yet; one confirmation queued for the workers.
     assert_eq!(
-        app.store
-            .subscriber_with_address(Channel::Email, "grace@example.com")
-            .await
-            .unwrap(),
+        subscribed(&app, Channel::Email, "grace@example.com").await,
         None
     );
     let messages = queued(&app).await;
@@ -147,12 +156,9 @@ async fn an_email_sign_up_is_confirmed_by_its_link_and_only_then_subscribed(pool
             .unwrap()
             .contains("Confirm my subscription")
     );
-    assert!(
-        app.store
-            .subscriber_with_address(Channel::Email, "grace@example.com")
-            .await
-            .unwrap()
-            .is_none()
+    assert_eq!(
+        subscribed(&app, Channel::Email, "grace@example.com").await,
+        None
     );
     let confirmed = visitor.http.post(&confirm).send().await.unwrap();
     assert_eq!(confirmed.status(), 200);
@@ -240,13 +246,7 @@ async fn a_phone_is_confirmed_by_the_texted_code_within_five_tries(pool: PgPool)
         .unwrap();
     assert_eq!(refused.status(), 400);
     assert!(refused.text().await.unwrap().contains("4 tries left"));
-    assert!(
-        app.store
-            .subscriber_with_address(Channel::Sms, "+14155552671")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert_eq!(subscribed(&app, Channel::Sms, "+14155552671").await, None);
     // Typed with a space, as people do.
     let spaced = format!("{} {}", &code[..3], &code[3..]);
     let ok = visitor
@@ -307,13 +307,7 @@ async fn a_phone_is_confirmed_by_the_texted_code_within_five_tries(pool: PgPool)
         .await
         .unwrap();
     assert_eq!(late.status(), 410);
-    assert!(
-        app.store
-            .subscriber_with_address(Channel::Sms, "+14155552672")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert_eq!(subscribed(&app, Channel::Sms, "+14155552672").await, None);
 }
 
 #[sqlx::test(migrator = "tocsin_store::MIGRATOR")]
@@ -477,12 +471,9 @@ async fn expired_sign_ups_are_deleted_with_their_addresses(pool: PgPool) {
     assert_eq!(left, 0);
     let gone = visitor.http.post(&confirm).send().await.unwrap();
     assert_eq!(gone.status(), 410);
-    assert!(
-        app.store
-            .subscriber_with_address(Channel::Email, "late@example.com")
-            .await
-            .unwrap()
-            .is_none()
+    assert_eq!(
+        subscribed(&app, Channel::Email, "late@example.com").await,
+        None
     );
 }
 
