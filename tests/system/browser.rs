@@ -54,6 +54,24 @@ fn link(mail: &ReceivedMail, prefix: &str) -> String {
         .collect()
 }
 
+/// The page's heading once the form just submitted has been answered: a click returns before
+/// the browser has loaded the answer, so the old page's heading may still be there. Waits up
+/// to 10 s for `expected`, and returns the heading last seen.
+async fn heading_after_submit(browser: &Browser, expected: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // The old page may be torn down between finding its heading and reading it.
+        let seen = match browser.find("h1").await {
+            Ok(h1) => h1.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if seen == expected || Instant::now() >= deadline {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn publish(stack: &Stack, key: &str, title: &str) -> String {
     let out = ok(stack.ctl(&[
         "publish",
@@ -125,8 +143,10 @@ async fn a_visitor_subscribes_confirms_hears_changes_preferences_and_stops() {
         .click()
         .await
         .unwrap();
-    let h1 = browser.find("h1").await.unwrap().text().await.unwrap();
-    assert_eq!(h1, "Check your inbox");
+    assert_eq!(
+        heading_after_submit(&browser, "Check your inbox").await,
+        "Check your inbox"
+    );
 
     // The email worker sends the confirmation; nothing is subscribed until its link is used.
     let confirmation = mail_to(&smtp, DANA, "/subscribe/confirm/").await;
@@ -139,8 +159,10 @@ async fn a_visitor_subscribes_confirms_hears_changes_preferences_and_stops() {
         .click()
         .await
         .unwrap();
-    let h1 = browser.find("h1").await.unwrap().text().await.unwrap();
-    assert_eq!(h1, "You are subscribed");
+    assert_eq!(
+        heading_after_submit(&browser, "You are subscribed").await,
+        "You are subscribed"
+    );
 
     // An incident reaches the new subscriber.
     let first = publish(&stack, "browser-1", "API errors");
